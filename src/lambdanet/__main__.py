@@ -1,0 +1,3 @@
+from lambdanet.cli.main import main
+
+main()

@@ -1,0 +1,74 @@
+"""The ``lambdanet`` command line (typer + rich).
+
+Each command group lives in its own module with a ``register(app)`` function; this module
+builds the app and maps every :class:`LambdanetError` to one line on stderr and its exit code
+— never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+import typer
+
+from lambdanet.errors import Interrupted, LambdanetError
+
+app = typer.Typer(
+    name="lambdanet",
+    help="Train neural networks on serverless functions and serve them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_COMMAND_MODULES = ("train", "runs", "models", "predict", "serve", "report", "watch")
+
+
+def _register_all() -> None:
+    import importlib
+
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"lambdanet.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"lambdanet.cli.{name}":
+                continue  # command group not built yet
+            raise
+        register: Callable[[typer.Typer], None] = module.register
+        register(app)
+
+
+_register_all()
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print one error line to stderr and exit with ``code``."""
+    sys.stderr.write(f"error: {message}\n")
+    raise SystemExit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except LambdanetError as exc:
+        fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        fail(str(Interrupted("interrupted")), Interrupted.exit_code)
+    except typer.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except typer.Abort:
+        fail("aborted", 130)
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.exceptions.UsageError):
+            fail(exc.format_message().replace("\n", " "), 2)
+        if isinstance(exc, click.exceptions.ClickException):
+            fail(exc.format_message().replace("\n", " "), exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

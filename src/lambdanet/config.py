@@ -1,0 +1,191 @@
+"""Typed, frozen training configs. Unknown keys are errors (as nanoGPT's configurator).
+
+:class:`MLPConfig` accepts itsacat's ``parameters.json`` verbatim::
+
+    {"epochs": 5000, "layers": 4,
+     "activations": {"layer1": "relu", "layer2": "relu", "layer3": "relu", "layer4": "sigmoid"},
+     "neurons": {"layer1": 20, "layer2": 7, "layer3": 5, "layer4": 1},
+     "learning_rate": 0.0075, "batch_size": 64, "threshold": 0.0019}
+
+plus optional ``seed``, ``dtype``, ``optimizer``, ``init``, ``report_every``, ``beta``/``beta1``/
+``beta2``/``epsilon``. :class:`CNNConfig` is the same family for the PyTorch track
+(``{"model": "lenet", "epochs": 10, "batch_size": 100, "learning_rate": 0.001, …}``).
+:func:`load_config` reads either from a file and turns every validation failure into one
+:class:`ConfigError` line naming the key and the allowed values.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from lambdanet.errors import ConfigError
+
+ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "softmax")
+HIDDEN_ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid")
+OUTPUT_ACTIVATIONS = ("sigmoid", "softmax")
+OPTIMIZERS = ("gd", "momentum", "adam")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class MLPConfig(_Frozen):
+    """A fully connected network trained with numpy (itsacat's parameters.json)."""
+
+    epochs: int = Field(gt=0)
+    layers: int = Field(gt=0)
+    activations: dict[str, str]
+    neurons: dict[str, int]
+    learning_rate: float = Field(gt=0)
+    batch_size: int = Field(default=64, gt=0)
+    threshold: float = Field(default=0.0, ge=0)
+    seed: int = 1
+    dtype: Literal["float32", "float64"] = "float32"
+    optimizer: Literal["gd", "momentum", "adam"] = "gd"
+    init: Literal["deep", "he"] = "deep"
+    report_every: int = Field(default=100, gt=0)
+    beta: float = Field(default=0.9, ge=0, lt=1)  # momentum
+    beta1: float = Field(default=0.9, ge=0, lt=1)  # adam
+    beta2: float = Field(default=0.999, ge=0, lt=1)
+    epsilon: float = Field(default=1e-8, gt=0)
+
+    @model_validator(mode="after")
+    def _check_layers(self) -> MLPConfig:
+        expected = [f"layer{i}" for i in range(1, self.layers + 1)]
+        for field_name in ("activations", "neurons"):
+            table: dict[str, Any] = getattr(self, field_name)
+            for key in table:
+                if key not in expected:
+                    raise ValueError(
+                        f"{field_name}.{key}: unknown layer "
+                        f"(layers = {self.layers}, allowed: {', '.join(expected)})"
+                    )
+            for key in expected:
+                if key not in table:
+                    raise ValueError(
+                        f"{field_name}.{key}: missing (layers = {self.layers} needs "
+                        f"{', '.join(expected)})"
+                    )
+        for i, key in enumerate(expected, start=1):
+            act = self.activations[key]
+            allowed = OUTPUT_ACTIVATIONS if i == self.layers else HIDDEN_ACTIVATIONS
+            if act not in allowed:
+                where = "output layer" if i == self.layers else "hidden layer"
+                raise ValueError(
+                    f"activations.{key}: '{act}' is not allowed for the {where} "
+                    f"(allowed: {', '.join(allowed)})"
+                )
+            if self.neurons[key] <= 0:
+                raise ValueError(f"neurons.{key}: must be a positive integer, got {self.neurons[key]}")
+        out = self.activations[expected[-1]]
+        if out == "sigmoid" and self.neurons[expected[-1]] != 1:
+            raise ValueError(
+                f"neurons.{expected[-1]}: a sigmoid output layer has 1 neuron, "
+                f"got {self.neurons[expected[-1]]} (use softmax for several classes)"
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "mlp"
+
+    @property
+    def hidden_sizes(self) -> list[int]:
+        return [self.neurons[f"layer{i}"] for i in range(1, self.layers + 1)]
+
+    @property
+    def activation_list(self) -> list[str]:
+        return [self.activations[f"layer{i}"] for i in range(1, self.layers + 1)]
+
+    def layer_dims(self, n_inputs: int) -> list[int]:
+        """[n_x, n_1, …, n_L] — the sizes of every layer, inputs first."""
+        return [n_inputs, *self.hidden_sizes]
+
+
+class CNNConfig(_Frozen):
+    """A PyTorch CNN on 32x32x3 images (the CIFAR-10 track)."""
+
+    model: Literal["lenet", "vgg11_bn"]
+    epochs: int = Field(gt=0)
+    batch_size: int = Field(default=100, gt=0)
+    learning_rate: float = Field(default=0.001, gt=0)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    seed: int = 0
+    augment: bool = False  # random crop (pad 4) + horizontal flip
+    threshold: float = Field(default=0.0, ge=0)  # early stop on the epoch's train loss
+    report_every: int = Field(default=1, gt=0)
+    limit_train: int | None = Field(default=None, gt=0)  # use the first N shuffled samples
+    limit_test: int | None = Field(default=None, gt=0)
+
+    @property
+    def kind(self) -> str:
+        return "cnn"
+
+
+TrainConfig = MLPConfig | CNNConfig
+
+
+def format_validation_error(exc: ValidationError, source: str, model: type[BaseModel]) -> str:
+    """The first validation problem as one line naming the key and what is allowed."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        allowed = ", ".join(model.model_fields)
+        return f"{source}: unknown key '{loc}' (allowed: {allowed})"
+    if kind == "missing":
+        return f"{source}: missing required key '{loc}'"
+    msg = str(err["msg"])
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+        return f"{source}: {msg}"
+    return f"{source}: {loc}: {msg} (got {err.get('input')!r})"
+
+
+def parse_config(data: Any, source: str = "config") -> TrainConfig:
+    """Validate a dict as a CNN config (if it names a ``model``) or an MLP config."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a JSON object, got {type(data).__name__}")
+    model: type[BaseModel] = CNNConfig if "model" in data else MLPConfig
+    try:
+        return model.model_validate(data)  # type: ignore[return-value]
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source, model)) from None
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read a JSON config file; ``overrides`` (CLI options that are not None) replace keys."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such file; pass --params with a parameters.json") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read it as UTF-8 text ({exc.__class__.__name__})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    if isinstance(data, dict) and overrides:
+        data = {**data, **{k: v for k, v in overrides.items() if v is not None}}
+    return parse_config(data, source=p.name)
+
+
+def itsacat_defaults() -> dict[str, Any]:
+    """itsacat's parameters.json, verbatim (used when no --params is given)."""
+    return {
+        "epochs": 5000,
+        "layers": 4,
+        "activations": {"layer1": "relu", "layer2": "relu", "layer3": "relu", "layer4": "sigmoid"},
+        "neurons": {"layer1": 20, "layer2": 7, "layer3": 5, "layer4": 1},
+        "learning_rate": 0.0075,
+        "batch_size": 64,
+        "threshold": 0.0019,
+    }

@@ -1,0 +1,61 @@
+"""The TensorStore port: where workers exchange arrays and synchronise.
+
+Usage::
+
+    store = adapters.open_store("redis://127.0.0.1:6379/0")
+    store.put("ln:run1:3:0:17:w0", activations)      # raw bytes + JSON header, never pickle
+    n = store.incr("ln:run1:3:0:17:count")           # atomic counter, returns the new value
+    store.push("ln:run1:3:0:17:release", b"1")       # append to a list (wakes a blocked pop)
+    token = store.pop_blocking("ln:run1:3:0:17:release:w1", timeout_s=30.0)  # None on timeout
+    a = store.get("ln:run1:3:0:17:w0")               # KeyError if absent
+    store.delete_prefix("ln:run1:3:0:")               # drop every key of a finished attempt
+
+Waiting is done only through :meth:`pop_blocking` (a condition variable in memory, ``BLPOP``
+in Redis), never by sleeping and polling. Arrays cross the store through
+:mod:`lambdanet.tensors` (``encode``/``decode``). Implementations count the bytes they move in
+``bytes_in``/``bytes_out`` for cost accounting. Vendor errors become
+:class:`lambdanet.errors.StoreUnavailable`.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class TensorStore(Protocol):
+    url: str  # the URL it was opened from, with any password redacted
+    bytes_in: int  # bytes written through this client
+    bytes_out: int  # bytes read through this client
+
+    def put(self, key: str, array: np.ndarray) -> None:
+        """Store ``array`` under ``key`` (overwrites)."""
+
+    def get(self, key: str) -> np.ndarray:
+        """Return the array under ``key``; raise ``KeyError`` if there is none."""
+
+    def get_many(self, keys: list[str]) -> list[np.ndarray]:
+        """Return the arrays under ``keys`` in order (one round trip where the store allows)."""
+
+    def incr(self, key: str, amount: int = 1) -> int:
+        """Atomically add ``amount`` to the integer counter ``key`` (0 if absent); return it."""
+
+    def push(self, key: str, value: bytes, count: int = 1) -> None:
+        """Append ``value`` ``count`` times to the list ``key``, waking blocked poppers."""
+
+    def pop_blocking(self, key: str, timeout_s: float) -> bytes | None:
+        """Remove and return the first item of list ``key``; wait up to ``timeout_s``; None on timeout."""
+
+    def set_if_absent(self, key: str, value: bytes) -> bool:
+        """Set ``key`` to ``value`` only if it does not exist; True if this call set it."""
+
+    def get_bytes(self, key: str) -> bytes | None:
+        """Return the raw bytes under ``key`` (set by ``set_if_absent``), or None."""
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every key (arrays, counters, lists) starting with ``prefix``; return how many."""
+
+    def close(self) -> None:
+        """Release connections."""
