@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import typer
 
-from lambdanet.errors import Interrupted, LambdanetError
+from lambdanet.errors import Interrupted, LambdanetError, MissingExtra
 
 app = typer.Typer(
     name="lambdanet",
@@ -26,7 +26,11 @@ _COMMAND_MODULES = ("train", "runs", "models", "predict", "serve", "report", "wa
 
 
 def _register_all() -> None:
+    """Import every command module; one whose optional extra is missing gets a stub command that
+    says which extra to install (so ``pip install lambdanet`` alone still has a working CLI)."""
     import importlib
+
+    from lambdanet.adapters import EXTRAS
 
     for name in _COMMAND_MODULES:
         try:
@@ -34,9 +38,21 @@ def _register_all() -> None:
         except ModuleNotFoundError as exc:
             if exc.name == f"lambdanet.cli.{name}":
                 continue  # command group not built yet
-            raise
+            vendor = (exc.name or "").split(".")[0]
+            if vendor not in EXTRAS:
+                raise
+            _register_stub(name, vendor, EXTRAS[vendor])
+            continue
         register: Callable[[typer.Typer], None] = module.register
         register(app)
+
+
+def _register_stub(command: str, vendor: str, extra: str) -> None:
+    def stub() -> None:
+        raise MissingExtra(f"'lambdanet {command}' needs the '{vendor}' package: pip install 'lambdanet[{extra}]'")
+
+    app.command(command, help=f"(needs: pip install 'lambdanet[{extra}]')",
+                context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(stub)
 
 
 _register_all()

@@ -1,0 +1,72 @@
+"""Helpers shared by the command modules: opening services, printing, the --json line,
+and the rich progress bar the driver reports to."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from lambdanet.services import Services
+from lambdanet.settings import Settings
+
+err_console = Console(stderr=True, highlight=False)
+out_console = Console(highlight=False)
+
+
+def open_services(**overrides: str | None) -> Services:
+    return Services.open(Settings.from_env(**overrides))
+
+
+def print_json_line(payload: Any) -> None:
+    """The machine-readable result: one JSON object as the last line of stdout."""
+    sys.stdout.write(json.dumps(payload, sort_keys=True, default=float) + "\n")
+    sys.stdout.flush()
+
+
+class RichProgress:
+    """A ProgressSink (see engine.driver) drawing epoch, cost and ETA on stderr.
+
+    Draws only on a terminal; elsewhere (CI, pipes, --json) it stays silent so logs stay clean.
+    """
+
+    def __init__(self, enabled: bool | None = None) -> None:
+        self.enabled = err_console.is_terminal if enabled is None else enabled
+        self._progress: Progress | None = None
+        self._task: Any = None
+
+    def start(self, total_epochs: int, done_epochs: int) -> None:
+        if not self.enabled:
+            return
+        self._progress = Progress(
+            TextColumn("[bold]training"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("cost {task.fields[cost]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=err_console,
+            transient=False,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task("epochs", total=total_epochs, completed=done_epochs, cost="-")
+
+    def update(self, epoch: int, cost: float) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=epoch, cost=f"{cost:.4f}")
+
+    def finish(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None

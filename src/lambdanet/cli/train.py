@@ -1,0 +1,129 @@
+"""``lambdanet train`` and ``lambdanet resume``: run a training job through the engine."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from lambdanet.cli.common import RichProgress, err_console, open_services, print_json_line
+from lambdanet.config import TrainConfig, itsacat_defaults, load_config, parse_config
+from lambdanet.errors import ConfigError
+
+
+def default_model_name(data: str) -> str:
+    """A model name from the data path: its folder for files (``…/catvnoncat/datasets.h5`` →
+    ``catvnoncat``), its own name for folders."""
+    p = Path(data.rstrip("/"))
+    base = p.name if p.is_dir() else (p.parent.name or p.stem)
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", base).strip("-.") or "model"
+    return name[:64]
+
+
+def build_config(params: Path | None, overrides: dict[str, Any]) -> TrainConfig:
+    if params is not None:
+        return load_config(params, overrides)
+    data = {**itsacat_defaults(), **{k: v for k, v in overrides.items() if v is not None}}
+    return parse_config(data, source="itsacat defaults")
+
+
+def _summary(result: dict[str, Any]) -> str:
+    def num(v: Any, fmt: str = ".3f") -> str:
+        return "-" if v is None else format(v, fmt)
+
+    return (
+        f"run {result['run_id']} {result['status']} ({result.get('stop_reason')}) after "
+        f"{result['epochs_run']} epochs: final cost {num(result.get('final_cost'), '.4f')}, "
+        f"train accuracy {num(result.get('train_accuracy'))}, "
+        f"test accuracy {num(result.get('test_accuracy'))}, {num(result.get('wall_seconds'), '.1f')} s, "
+        f"{result.get('workers')} worker(s) [{result.get('strategy')}], model {result.get('model')}"
+    )
+
+
+def _finish(result: Any, as_json: bool) -> None:
+    payload = result.to_json()
+    if as_json:
+        print_json_line(payload)
+    else:
+        typer.echo(_summary(payload))
+        if payload.get("estimated_cost_usd") is not None:
+            typer.echo(
+                f"worker calls {payload.get('worker_calls')}, worker-seconds "
+                f"{payload.get('worker_seconds', 0):.1f}, store bytes {payload.get('store_bytes')}, "
+                f"estimated AWS Lambda cost ${payload['estimated_cost_usd']:.6f}"
+            )
+    if payload.get("status") not in ("completed",):
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def train(
+        data: str = typer.Argument(..., help="Data set: itsacat .h5, .npz, or a folder of class folders."),
+        params: Path | None = typer.Option(None, "--params", "-p", help="parameters.json (itsacat or CNN)."),
+        epochs: int | None = typer.Option(None, help="Override 'epochs'."),
+        batch_size: int | None = typer.Option(None, "--batch-size", help="Override 'batch_size'."),
+        learning_rate: float | None = typer.Option(None, "--learning-rate", help="Override 'learning_rate'."),
+        seed: int | None = typer.Option(None, help="Override 'seed'."),
+        model: str | None = typer.Option(None, "--model", help="Registry name (default: the data folder's name)."),
+        workers: int = typer.Option(1, "--workers", "-k", min=1, help="Number of workers K."),
+        strategy: str = typer.Option("neuron", help="neuron (model parallel) | data (data parallel)."),
+        store: str | None = typer.Option(None, help="Tensor store URL: memory:// | redis://host:port/db."),
+        executor: str | None = typer.Option(None, help="local | process | lithops."),
+        epochs_per_round: int | None = typer.Option(None, "--epochs-per-round", min=1),
+        round_seconds: float = typer.Option(300.0, "--round-seconds", help="Seconds budget per round."),
+        max_retries: int = typer.Option(3, "--max-retries", min=0),
+        lithops_config: Path | None = typer.Option(None, "--lithops-config", help="Lithops config file (AWS Lambda…)."),
+        device: str = typer.Option("cpu", help="cpu | cuda (CNN track)."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON result line last on stdout."),
+    ) -> None:
+        """Train a model on DATA and register it (embedded defaults: no services needed)."""
+        from lambdanet.engine.driver import Driver, TrainRequest
+
+        if strategy not in ("neuron", "data"):
+            raise ConfigError(f"--strategy: unknown strategy '{strategy}' (allowed: neuron, data)")
+        if device not in ("cpu", "cuda"):
+            raise ConfigError(f"--device: unknown device '{device}' (allowed: cpu, cuda)")
+        overrides = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed}
+        config = build_config(params, overrides)
+        services = open_services(store_url=store, executor=executor)
+        request_args: dict[str, Any] = {
+            "data": data,
+            "config": config,
+            "model_name": model or default_model_name(data),
+            "workers": workers,
+            "strategy": strategy,
+            "store_url": services.settings.store_url,
+            "executor": services.settings.executor,
+            "epochs_per_round": epochs_per_round,
+            "round_seconds": round_seconds,
+            "max_retries": max_retries,
+        }
+        extra = {"lithops_config": str(lithops_config) if lithops_config else None, "device": device}
+        fields = getattr(TrainRequest, "__dataclass_fields__", {})
+        request_args.update({k: v for k, v in extra.items() if k in fields and v is not None})
+        try:
+            result = Driver(services, progress=RichProgress(None if not as_json else False)).train(
+                TrainRequest(**request_args)
+            )
+        finally:
+            services.close()
+        _finish(result, as_json)
+
+    @app.command()
+    def resume(
+        run_id: str = typer.Argument(..., help="The run to continue from its last checkpoint."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON result line last on stdout."),
+    ) -> None:
+        """Continue a run whose driver died or was interrupted, from its last checkpoint."""
+        from lambdanet.engine.driver import Driver
+
+        services = open_services()
+        try:
+            result = Driver(services, progress=RichProgress(None if not as_json else False)).resume(run_id)
+        finally:
+            services.close()
+        err_console.print(f"resumed {run_id}")
+        _finish(result, as_json)
