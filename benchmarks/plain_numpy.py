@@ -28,6 +28,13 @@ def plain_loop(X: np.ndarray, Y: np.ndarray, layer_dims: list[int], lr: float, e
         params[f"b{l}"] = np.zeros((layer_dims[l], 1), dtype=dtype)
     eps = 1e-7 if np.dtype(dtype) == np.float32 else 1e-12
     costs: list[float] = []
+    with np.errstate(over="ignore"):  # exp(-Z) may overflow to inf for very negative Z: 1/inf = 0
+        _run(X, Y, params, L, m, lr, epochs, eps, costs)
+    return params, costs
+
+
+def _run(X: np.ndarray, Y: np.ndarray, params: dict[str, np.ndarray], L: int, m: int, lr: float,
+         epochs: int, eps: float, costs: list[float]) -> None:
     for _ in range(epochs):
         # forward: [LINEAR -> RELU] * (L-1) -> LINEAR -> SIGMOID
         caches = []
@@ -58,4 +65,3 @@ def plain_loop(X: np.ndarray, Y: np.ndarray, layer_dims: list[int], lr: float, e
         for l in range(1, L + 1):  # noqa: E741
             params[f"W{l}"] = params[f"W{l}"] - lr * grads[f"dW{l}"]
             params[f"b{l}"] = params[f"b{l}"] - lr * grads[f"db{l}"]
-    return params, costs

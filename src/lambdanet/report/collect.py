@@ -1,0 +1,296 @@
+"""Gather everything a report shows about one run: ledger rows, the model's predictions on the
+run's own data, and predictions on a folder of photos.
+
+Usage::
+
+    services = Services.open()
+    report = collect(services, "r-…", images_dir=Path("photos"))
+    report.test.accuracy, report.test.cm, report.notes
+
+Nothing here raises for a half-finished or broken run except an unknown run id
+(:class:`~lambdanet.errors.RunNotFound`): a missing model, unreadable data or an undecodable
+photo becomes a line in ``report.notes`` (or in that photo's ``error``) and the report renders
+what it can.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lambdanet import adapters
+from lambdanet.errors import LambdanetError
+from lambdanet.ports.ledger import CallRow, EpochRow, RunRecord
+from lambdanet.report.metrics import Evaluation, evaluate
+from lambdanet.services import Services
+
+MAX_TRAIN_EVAL = 20_000  # above this many training samples, train accuracy comes from the ledger
+PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".heic", ".avif"}
+
+
+@dataclass
+class PhotoPrediction:
+    """The model's answer for one photo of ``--images`` (or why there is none)."""
+
+    name: str
+    label: str | None = None
+    probabilities: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    thumbnail: np.ndarray | None = None  # uint8 (h, w, 3), at most 128 px
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "label": self.label, "probabilities": self.probabilities,
+                "error": self.error}
+
+
+@dataclass
+class RunReport:
+    """All the facts one report renders."""
+
+    run: RunRecord
+    epochs: list[EpochRow]
+    calls: list[CallRow]
+    summary: dict[str, Any]
+    train: Evaluation | None = None
+    test: Evaluation | None = None
+    test_images: np.ndarray | None = None  # uint8 (m, H, W, C), the test set as evaluated
+    photos: list[PhotoPrediction] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    generated_at: float = field(default_factory=time.time)
+
+    @property
+    def test_accuracy_curve(self) -> list[tuple[int, float]]:
+        return [(e.epoch, float(e.extra["test_accuracy"])) for e in self.epochs
+                if isinstance(e.extra.get("test_accuracy"), int | float)]
+
+    def to_json(self) -> dict[str, Any]:
+        """The report's metrics as plain JSON (what ``lambdanet report --json`` writes)."""
+        return clean_json({
+            "run_id": self.run.run_id,
+            "summary": self.summary,
+            "config": self.run.config,
+            "epochs": [{"epoch": e.epoch, "cost": e.cost, "seconds": e.seconds, **e.extra}
+                       for e in self.epochs],
+            "train": self.train.to_json() if self.train else None,
+            "test": self.test.to_json() if self.test else None,
+            "mislabelled": (
+                [{"index": int(i), "true": self.test.classes[self.test.y_true[i]],
+                  "predicted": self.test.classes[self.test.y_pred[i]],
+                  "probability": float(self.test.proba[i, self.test.y_pred[i]])}
+                 for i in self.test.errors] if self.test else []
+            ),
+            "photos": [p.to_json() for p in self.photos],
+            "calls": [{"round": c.round, "attempt": c.attempt, "worker": c.worker,
+                       "started_at": c.started_at, "ended_at": c.ended_at, "ok": c.ok, "error": c.error}
+                      for c in self.calls],
+            "notes": self.notes,
+            "generated_at": self.generated_at,
+        })
+
+
+def clean_json(value: Any) -> Any:
+    """NaN/inf -> None and numpy scalars -> Python, recursively (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {str(k): clean_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean_json(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, str) and "://" in value:
+        return adapters.redact(value)
+    return value
+
+
+def training_config(run: RunRecord) -> dict[str, Any]:
+    """The model's training config inside ``run.config`` (flat, or nested under ``"config"``)."""
+    inner = run.config.get("config")
+    return inner if isinstance(inner, dict) else run.config
+
+
+def setting(run: RunRecord, key: str) -> Any:
+    """An engine setting (workers, strategy, executor, …): metrics first, then the config."""
+    for source in (run.metrics, run.config, training_config(run)):
+        if source.get(key) is not None:
+            return source[key]
+    return None
+
+
+def summarise(run: RunRecord, epochs: list[EpochRow], calls: list[CallRow]) -> dict[str, Any]:
+    """The summary table: what ran, how long, how far, why it stopped and what it cost."""
+    m = run.metrics
+    cfg = training_config(run)
+    wall = m.get("wall_seconds")
+    if wall is None and run.started_at and run.ended_at:
+        wall = run.ended_at - run.started_at
+    worker_seconds = m.get("worker_seconds")
+    if worker_seconds is None and calls:
+        worker_seconds = sum(max(0.0, c.ended_at - c.started_at) for c in calls)
+    final_cost = m.get("final_cost")
+    if final_cost is None and epochs:
+        final_cost = epochs[-1].cost
+    return clean_json({
+        "run_id": run.run_id,
+        "status": run.status,
+        "kind": run.kind,
+        "model": run.model,
+        "data": run.data,
+        "strategy": setting(run, "strategy"),
+        "workers": setting(run, "workers"),
+        "executor": setting(run, "executor"),
+        "store": setting(run, "store_url"),
+        "epochs_run": m.get("epochs_run", len(epochs)),
+        "epochs_configured": cfg.get("epochs"),
+        "stop_reason": run.stop_reason or m.get("stop_reason"),
+        "error": run.error,
+        "final_cost": final_cost,
+        "train_accuracy": m.get("train_accuracy"),
+        "test_accuracy": m.get("test_accuracy"),
+        "wall_seconds": wall,
+        "rounds": m.get("rounds", len({c.round for c in calls}) if calls else None),
+        "retries": m.get("retries", sum(1 for c in calls if c.attempt > 0 and c.worker == 0) if calls else None),
+        "worker_calls": m.get("worker_calls", len(calls) if calls else None),
+        "worker_seconds": worker_seconds,
+        "store_bytes": m.get("store_bytes"),
+        "estimated_cost_usd": m.get("estimated_cost_usd"),
+        "created_at": run.created_at,
+        "started_at": run.started_at,
+        "ended_at": run.ended_at,
+    })
+
+
+def _load_data(services: Services, run: RunRecord) -> Any:
+    from lambdanet.data.readers import load_dataset
+
+    try:
+        return load_dataset(run.data)
+    except LambdanetError as first:
+        key = f"runs/{run.run_id}/data.npz"
+        try:
+            blob = services.objects.get(key)
+        except LambdanetError:
+            raise first from None
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "data.npz"
+            path.write_bytes(blob)
+            return load_dataset(path)
+
+
+def _fit(images: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """uint8 (m, H, W, C) resized to the model's input shape where it differs."""
+    if images.ndim == 4 and tuple(images.shape[1:]) == tuple(shape):
+        return images
+    from PIL import Image
+
+    from lambdanet.data.images import prepare_image
+
+    return np.stack([prepare_image(Image.fromarray(img), shape) for img in images])
+
+
+def predict_in_chunks(predictor: Any, images: np.ndarray, chunk: int = 2000) -> np.ndarray:
+    """(m, C) probabilities, ``chunk`` images at a time (bounded memory for CIFAR-10)."""
+    shape = tuple(predictor.input_shape)
+    parts = [np.asarray(predictor.predict_proba(_fit(images[i:i + chunk], shape)))
+             for i in range(0, len(images), chunk)]
+    return np.concatenate(parts, axis=0) if parts else np.zeros((0, len(predictor.classes)))
+
+
+def list_photos(folder: Path) -> list[Path]:
+    """The files of ``folder`` to predict (hidden files skipped), sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def predict_photos(predictor: Any, folder: Path) -> list[PhotoPrediction]:
+    """One :class:`PhotoPrediction` per file of ``folder``; a file that cannot be read or
+    decoded gets an ``error`` line instead of a label."""
+    from PIL import Image
+
+    from lambdanet.data.images import decode_image, prepare_image
+
+    out: list[PhotoPrediction] = []
+    for path in list_photos(folder):
+        photo = PhotoPrediction(name=path.name)
+        out.append(photo)
+        try:
+            img = decode_image(path.read_bytes())
+            x = prepare_image(img, tuple(predictor.input_shape))[None]  # (1, H, W, C)
+            proba = np.asarray(predictor.predict_proba(x))[0]  # (C,)
+        except LambdanetError as exc:
+            photo.error = f"{path.name}: {exc}"
+            continue
+        except OSError as exc:
+            photo.error = f"{path.name}: cannot read the file ({exc.strerror or exc.__class__.__name__})"
+            continue
+        photo.probabilities = {c: float(p) for c, p in zip(predictor.classes, proba, strict=True)}
+        photo.label = predictor.classes[int(proba.argmax())]
+        thumb = img.convert("RGB")
+        thumb.thumbnail((128, 128), Image.Resampling.BILINEAR)
+        photo.thumbnail = np.asarray(thumb, dtype=np.uint8)
+    return out
+
+
+def collect(services: Services, run_id: str, images_dir: Path | None = None,
+            predictions: bool = True) -> RunReport:
+    """Build the :class:`RunReport` of ``run_id`` (RunNotFound if the ledger has no such run)."""
+    run = services.ledger.get_run(run_id)
+    epochs = services.ledger.epochs(run_id)
+    calls = sorted(services.ledger.calls(run_id), key=lambda c: (c.round, c.attempt, c.worker))
+    report = RunReport(run=run, epochs=epochs, calls=calls, summary=summarise(run, epochs, calls))
+    if not epochs:
+        report.notes.append(f"run {run_id} has no epochs recorded yet (status: {run.status})")
+    if not predictions and images_dir is None:
+        return report
+    if not run.model or ":" not in run.model:
+        report.notes.append(f"run {run_id} has no registered model yet (status: {run.status}); "
+                            "no predictions, confusion matrix or photo predictions")
+        return report
+    try:
+        from lambdanet.predictor import load_predictor
+
+        predictor = load_predictor(services.registry.load(run.model))
+    except LambdanetError as exc:
+        report.notes.append(f"cannot load model {run.model}: {exc}")
+        return report
+    if predictions:
+        _evaluate(services, run, predictor, report)
+    if images_dir is not None:
+        if not images_dir.is_dir():
+            report.notes.append(f"--images {images_dir}: not a folder")
+        else:
+            report.photos = predict_photos(predictor, images_dir)
+            if not report.photos:
+                report.notes.append(f"--images {images_dir}: the folder has no files")
+    return report
+
+
+def _evaluate(services: Services, run: RunRecord, predictor: Any, report: RunReport) -> None:
+    try:
+        data = _load_data(services, run)
+    except LambdanetError as exc:
+        report.notes.append(f"cannot read the run's data {run.data}: {exc}")
+        return
+    classes = list(predictor.classes)
+    cfg = training_config(run)
+    if data.x_test is not None and data.y_test is not None and len(data.y_test):
+        limit = cfg.get("limit_test")
+        x_test, y_test = data.x_test, data.y_test
+        if isinstance(limit, int) and limit < len(y_test):
+            x_test, y_test = x_test[:limit], y_test[:limit]
+        report.test = evaluate(predict_in_chunks(predictor, x_test), y_test, classes)
+        report.test_images = x_test
+    else:
+        report.notes.append(f"the data set {run.data} has no test set; metrics are on the training set")
+    if len(data.y_train) <= MAX_TRAIN_EVAL:
+        report.train = evaluate(predict_in_chunks(predictor, data.x_train), data.y_train, classes)
+    else:
+        report.notes.append(f"training set has {len(data.y_train)} samples; train accuracy is the one "
+                            "the run recorded")
+    if report.test is None and report.train is not None:
+        report.test_images = data.x_train

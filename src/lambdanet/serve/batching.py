@@ -1,0 +1,150 @@
+"""Micro-batching: concurrent requests for one model version share one forward pass.
+
+Usage (inside a request handler)::
+
+    async with batcher.request() as submit:   # announces a request on its way
+        images = decode(...)                   # uint8 (n, H, W, C)
+        probs = await submit(images)           # float (n, n_classes)
+
+One asyncio queue and one worker task per (model, version). The worker takes the first waiting
+request, then everything already queued, and — only while other requests are announced but not
+yet queued (they are still decoding their images) — waits up to ``max_wait_ms`` for them, until
+``max_batch_size`` rows. A lone client therefore never waits; under load the batch fills while
+the previous forward pass runs. The forward pass runs in a thread so the event loop keeps
+accepting requests. With ``enabled=False`` every request runs its own forward pass in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+
+PredictFn = Callable[[np.ndarray], np.ndarray]
+Submit = Callable[[np.ndarray], Awaitable[np.ndarray]]
+
+
+@dataclass
+class _Item:
+    images: np.ndarray  # uint8 (n, H, W, C)
+    future: asyncio.Future[np.ndarray] = field(repr=False)
+
+
+_STOP = object()
+
+
+class MicroBatcher:
+    """Groups concurrent ``predict`` calls for one predictor into batched forward passes."""
+
+    def __init__(self, predict: PredictFn, max_batch_size: int = 32, max_wait_ms: float = 2.0,
+                 enabled: bool = True, on_batch: Callable[[int], None] | None = None) -> None:
+        self._predict = predict
+        self.max_batch_size = max(1, int(max_batch_size))
+        self.max_wait_s = max(0.0, float(max_wait_ms)) / 1000.0
+        self.enabled = enabled and self.max_batch_size > 1
+        self._on_batch = on_batch
+        self._incoming = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: asyncio.Queue[_Item | object] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.batches = 0  # forward passes run (for tests and /metrics)
+
+    @asynccontextmanager
+    async def request(self) -> AsyncIterator[Submit]:
+        """Announce a request; the yielded ``submit`` queues its images and awaits the result."""
+        self._incoming += 1
+        announced = True
+
+        async def submit(images: np.ndarray) -> np.ndarray:
+            nonlocal announced
+            if announced:
+                announced = False
+                self._incoming -= 1
+            return await self.predict(images)
+
+        try:
+            yield submit
+        finally:
+            if announced:
+                self._incoming -= 1
+
+    async def predict(self, images: np.ndarray) -> np.ndarray:
+        """uint8 (n, H, W, C) -> float (n, n_classes), batched with concurrent calls."""
+        if not self.enabled:
+            self.batches += 1
+            if self._on_batch is not None:
+                self._on_batch(len(images))
+            return await asyncio.to_thread(self._predict, images)
+        queue = self._ensure_worker()
+        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        queue.put_nowait(_Item(images, future))
+        return await future
+
+    def _ensure_worker(self) -> asyncio.Queue[_Item | object]:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop or self._queue is None or self._task is None or self._task.done():
+            # first call, or a new event loop (Mangum may run each Lambda event on a fresh loop)
+            self._loop = loop
+            self._queue = asyncio.Queue()
+            self._task = loop.create_task(self._run(self._queue))
+        return self._queue
+
+    async def _collect(self, queue: asyncio.Queue[_Item | object], first: _Item) -> tuple[list[_Item], bool]:
+        batch = [first]
+        rows = len(first.images)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_wait_s
+        while rows < self.max_batch_size:
+            try:
+                item = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = deadline - loop.time()
+                if self._incoming <= 0 or remaining <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(queue.get(), remaining)
+                except TimeoutError:
+                    break
+            if item is _STOP:
+                return batch, True
+            assert isinstance(item, _Item)
+            batch.append(item)
+            rows += len(item.images)
+        return batch, False
+
+    async def _run(self, queue: asyncio.Queue[_Item | object]) -> None:
+        stop = False
+        while not stop:
+            first = await queue.get()
+            if first is _STOP:
+                return
+            assert isinstance(first, _Item)
+            batch, stop = await self._collect(queue, first)
+            live = [item for item in batch if not item.future.done()]  # cancelled clients drop out
+            if not live:
+                continue
+            images = live[0].images if len(live) == 1 else np.concatenate([i.images for i in live])
+            self.batches += 1
+            if self._on_batch is not None:
+                self._on_batch(len(images))
+            try:
+                probs = await asyncio.to_thread(self._predict, images)  # (N, n_classes)
+            except Exception as exc:
+                for item in live:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                continue
+            start = 0
+            for item in live:
+                n = len(item.images)
+                if not item.future.done():
+                    item.future.set_result(probs[start:start + n])
+                start += n
+
+    def close(self) -> None:
+        """Let the worker finish what is queued, then stop (used when a version is evicted)."""
+        if self._queue is not None and self._task is not None and not self._task.done():
+            self._queue.put_nowait(_STOP)

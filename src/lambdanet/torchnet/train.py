@@ -1,0 +1,216 @@
+"""The collective-agnostic data-parallel training loop of the CNN track.
+
+Usage::
+
+    model = build_model("lenet", seed=cfg.seed)
+    opt = make_optimizer(model, cfg)
+    result = train_epochs(model, opt, x_uint8, y, cfg, epochs=2, collective=None,
+                          test=(x_test, y_test))
+    result.epochs[-1].loss, result.epochs[-1].test_accuracy, result.stop_reason
+
+Worker ``rank`` of ``size`` computes, for every mini-batch of ``B`` samples, the gradient of
+``sum(cross_entropy over its slice) / B``; the flat gradient buffer (plus the slice's loss sum
+and correct count) is all-reduced through ``collective`` — ONE buffer per step — so every worker
+holds the full-batch gradient and takes the identical optimizer step. ``collective=None`` (or
+``size == 1``) is the plain local path. Mini-batch order comes from ``default_rng([seed,
+epoch])`` and augmentation from ``(seed, epoch, sample index)``, so K = 1 and K = 2 see the
+same inputs and reach the same weights within float32 tolerance.
+
+At the end of every epoch one more all-reduce averages float buffers (batch-norm running
+statistics), adds up the test-set slices' correct counts and carries each worker's "stop"
+vote (a time budget), so all workers always agree on when to stop.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lambdanet.config import CNNConfig
+from lambdanet.errors import ConfigError
+from lambdanet.torchnet.data import augment, augment_plan, minibatches, to_tensor
+from lambdanet.torchnet.flat import flat_buffers, flat_grads, set_flat_buffers, set_flat_grads
+
+
+@runtime_checkable
+class Collective(Protocol):
+    """What the loop needs from the engine: a sum over workers, in worker-index order."""
+
+    rank: int
+    size: int
+
+    def all_reduce(self, array: np.ndarray, tag: str) -> np.ndarray:
+        """Return the element-wise sum of ``array`` over all workers (same on every worker)."""
+
+
+@dataclass
+class EpochStats:
+    epoch: int  # 1-based
+    loss: float  # mean over the epoch's mini-batches of the batch loss (before the update)
+    train_accuracy: float  # on the (augmented) training batches, before each update
+    test_accuracy: float | None
+    test_loss: float | None
+    seconds: float
+    images: int  # training images processed by all workers together
+
+    def to_json(self) -> dict[str, float | int | None]:
+        return asdict(self)
+
+
+@dataclass
+class TrainOutcome:
+    epochs: list[EpochStats] = field(default_factory=list)
+    stop_reason: str = "epoch_limit"  # "epoch_limit" | "threshold" | "budget"
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu`` or ``cuda`` (``cuda:N``); a clear error when CUDA is asked but unavailable."""
+    if name == "cpu":
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+        return torch.device(name)
+    raise ConfigError(f"unknown device '{name}' (allowed: cpu, cuda, cuda:N)")
+
+
+def configure_torch(threads: int | None = None) -> None:
+    """Deterministic algorithms on; ``threads`` intra-op threads (default: every core)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    n = threads if threads is not None else (os.cpu_count() or 1)
+    if torch.get_num_threads() != max(1, n):
+        torch.set_num_threads(max(1, n))
+
+
+def make_optimizer(model: nn.Module, cfg: CNNConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(
+        model.parameters(), lr=cfg.learning_rate, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
+
+
+def _rank_size(collective: Collective | None) -> tuple[int, int]:
+    return (0, 1) if collective is None else (collective.rank, collective.size)
+
+
+def _reduce(collective: Collective | None, buf: np.ndarray, tag: str) -> np.ndarray:
+    if collective is None or collective.size == 1:
+        return buf
+    return np.asarray(collective.all_reduce(buf, tag), dtype=np.float32)
+
+
+def evaluate_slice(
+    model: nn.Module, x: np.ndarray, y: np.ndarray, device: torch.device, batch: int = 500
+) -> tuple[float, float]:
+    """(correct count, loss sum) of ``model`` on uint8 images ``x`` (n, H, W, C) and labels ``y``."""
+    was_training = model.training
+    model.eval()
+    correct, loss = 0.0, 0.0
+    with torch.inference_mode():
+        for i in range(0, len(y), batch):
+            logits = model(to_tensor(x[i : i + batch], device))  # (b, C)
+            yb = torch.from_numpy(y[i : i + batch]).to(device)
+            loss += float(F.cross_entropy(logits, yb, reduction="sum"))
+            correct += float((logits.argmax(1) == yb).sum())
+    model.train(was_training)
+    return correct, loss
+
+
+def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, device: str | torch.device = "cpu") -> float:
+    """Accuracy of ``model`` on uint8 images ``x`` (n, H, W, C)."""
+    correct, _ = evaluate_slice(model, x, y, torch.device(device))
+    return correct / max(1, len(y))
+
+
+def train_epochs(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    x: np.ndarray,
+    y: np.ndarray,
+    cfg: CNNConfig,
+    epochs: int,
+    collective: Collective | None = None,
+    *,
+    start_epoch: int = 0,
+    device: str | torch.device = "cpu",
+    test: tuple[np.ndarray, np.ndarray] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    on_epoch: Callable[[EpochStats], None] | None = None,
+) -> TrainOutcome:
+    """Train epochs ``start_epoch + 1 … start_epoch + epochs`` (fewer on threshold/budget stop).
+
+    ``x``: uint8 (m, H, W, C), ``y``: int64 (m,) — the FULL training set on every worker (each
+    takes its own slice of every mini-batch). ``should_stop`` is asked after every epoch; if any
+    worker says yes, all stop (reason "budget").
+    """
+    rank, size = _rank_size(collective)
+    dev = torch.device(device)
+    m = len(y)
+    y = y.astype(np.int64, copy=False)
+    outcome = TrainOutcome()
+    model.train()
+    for epoch in range(start_epoch + 1, start_epoch + epochs + 1):
+        t0 = time.perf_counter()
+        plan = augment_plan(m, cfg.seed, epoch) if cfg.augment else None
+        loss_total, correct_total = 0.0, 0.0
+        batches = minibatches(m, cfg.batch_size, cfg.seed, epoch)
+        for step, idx in enumerate(batches):
+            mine = np.array_split(idx, size)[rank]  # this worker's slice of the batch
+            opt.zero_grad(set_to_none=False)
+            loss_sum, correct = 0.0, 0.0
+            if len(mine):
+                xb = x[mine] if plan is None else augment(x[mine], plan, mine)  # (b, H, W, C)
+                yb = torch.from_numpy(y[mine]).to(dev)
+                logits = model(to_tensor(xb, dev))  # (b, C)
+                batch_loss = F.cross_entropy(logits, yb, reduction="sum")
+                (batch_loss / len(idx)).backward()
+                loss_sum = float(batch_loss.detach())
+                correct = float((logits.detach().argmax(1) == yb).sum())
+            if size > 1:
+                buf = np.concatenate([flat_grads(model), np.array([loss_sum, correct], np.float32)])
+                buf = _reduce(collective, buf, f"e{epoch}:s{step}")
+                set_flat_grads(model, buf[:-2])
+                loss_sum, correct = float(buf[-2]), float(buf[-1])
+            opt.step()
+            loss_total += loss_sum / len(idx)
+            correct_total += correct
+        # epoch end: BN statistics, test accuracy, stop votes — one buffer
+        test_correct, test_loss = 0.0, 0.0
+        if test is not None:
+            part = np.array_split(np.arange(len(test[1])), size)[rank]
+            test_correct, test_loss = evaluate_slice(model, test[0][part], test[1][part], dev)
+        vote = 1.0 if should_stop is not None and should_stop() else 0.0
+        tail = np.concatenate([flat_buffers(model), np.array([test_correct, test_loss, vote], np.float32)])
+        tail = _reduce(collective, tail, f"e{epoch}:end")
+        if size > 1 and tail.size > 3:
+            set_flat_buffers(model, tail[:-3] / size)
+        n_test = len(test[1]) if test is not None else 0
+        stats = EpochStats(
+            epoch=epoch,
+            loss=loss_total / len(batches),
+            train_accuracy=correct_total / m,
+            test_accuracy=float(tail[-3]) / n_test if n_test else None,
+            test_loss=float(tail[-2]) / n_test if n_test else None,
+            seconds=time.perf_counter() - t0,
+            images=m,
+        )
+        outcome.epochs.append(stats)
+        if on_epoch is not None:
+            on_epoch(stats)
+        if cfg.threshold > 0 and stats.loss <= cfg.threshold:
+            outcome.stop_reason = "threshold"
+            break
+        if tail[-1] > 0 and epoch < start_epoch + epochs:
+            outcome.stop_reason = "budget"
+            break
+    return outcome
