@@ -166,7 +166,7 @@ class ModelRegistry:
             models = self.models()
             known = f"models: {', '.join(models)}" if models else "the registry is empty; train one first"
             return f"no model '{name}' in the registry ({known})"
-        text = f"model '{name}' has versions {_join([str(v) for v in versions])}"
+        text = f"model '{name}' has versions {', '.join(str(v) for v in versions)}"
         aliases = self.aliases(name)
         if aliases:
             text += " and aliases " + ", ".join(f"{a}→{v}" for a, v in sorted(aliases.items()))
@@ -419,7 +419,3 @@ def _encode_weights(name: str, weights: dict[str, np.ndarray]) -> tuple[bytes, d
         raise UserInputError(f"cannot encode the weights of model '{name}': {exc}") from exc
     return blob, arrays
 
-
-def _join(items: list[str]) -> str:
-    """'1', '1 and 2', '1, 2 and 3'."""
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]

@@ -155,7 +155,7 @@ def summarise(run: RunRecord, epochs: list[EpochRow], calls: list[CallRow]) -> d
         "test_accuracy": m.get("test_accuracy"),
         "wall_seconds": wall,
         "rounds": m.get("rounds", len({c.round for c in calls}) if calls else None),
-        "retries": m.get("retries", sum(1 for c in calls if c.attempt > 0 and c.worker == 0) if calls else None),
+        "retries": m.get("retries", len({(c.round, c.attempt) for c in calls if c.attempt > 0}) if calls else None),
         "worker_calls": m.get("worker_calls", len(calls) if calls else None),
         "worker_seconds": worker_seconds,
         "store_bytes": m.get("store_bytes"),
@@ -292,5 +292,3 @@ def _evaluate(services: Services, run: RunRecord, predictor: Any, report: RunRep
     else:
         report.notes.append(f"training set has {len(data.y_train)} samples; train accuracy is the one "
                             "the run recorded")
-    if report.test is None and report.train is not None:
-        report.test_images = data.x_train

@@ -1,0 +1,225 @@
+"""Data set readers: itsacat h5, ``.npz`` arrays, and folders of images.
+
+>>> ds = load_dataset("../shared/datasets/catvnoncat/datasets.h5")
+>>> X = to_matrix(ds.x_train, "float32")              # (n_x, m) in [0, 1]
+>>> Y = to_targets(ds.y_train, len(ds.classes), "sigmoid", "float32")   # (1, m)
+
+Supported inputs:
+
+* **itsacat h5** — the merged ``datasets.h5`` (``train_set_x/y``, ``test_set_x/y``,
+  ``list_classes``) or one of the ``train_catvnoncat.h5`` / ``test_catvnoncat.h5`` pair (its
+  partner is found beside it by swapping ``train``/``test`` in the file name).
+* **npz** — ``x``/``y`` (optional ``x_test``/``y_test`` and ``classes``); a test set may also
+  come from ``<name>_test.npz`` beside ``<name>_train.npz`` or ``<name>.npz``. Loaded with
+  ``allow_pickle=False``: object arrays are refused.
+* **a folder** with one sub-folder per class of images (all of one size), or ``train/`` and
+  ``test/`` folders laid out that way.
+
+Images come back as uint8 ``(m, H, W, C)`` (or ``(m, n)`` for flat npz data) and labels as int64
+``(m,)``. Every problem is one :class:`~lambdanet.errors.DataError` line naming the file, what is
+wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lambdanet.data import folders
+from lambdanet.data.checks import check_split, check_test_matches, class_names
+from lambdanet.errors import DataError
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A training set and an optional test set, with class names."""
+
+    x_train: np.ndarray  # uint8 (m, H, W, C)  (or (m, n) for non-image npz)
+    y_train: np.ndarray  # int64 (m,) class indices
+    x_test: np.ndarray | None
+    y_test: np.ndarray | None
+    classes: list[str]  # from list_classes / folder names / "0".."C-1"
+    source: str
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one sample: (H, W, C) for images, (n,) for flat data."""
+        return tuple(self.x_train.shape[1:])
+
+
+H5_SUFFIXES = (".h5", ".hdf5")
+
+
+def load_dataset(path: str | Path) -> Dataset:
+    """Read a data set from an ``.h5`` / ``.npz`` file or an image folder (see the module doc)."""
+    p = Path(path)
+    if p.is_dir():
+        return folders.load_folder(p, Dataset)
+    if not p.exists():
+        raise DataError(f"{p}: no such file or folder; pass an itsacat .h5, an .npz or a folder of "
+                        f"class sub-folders")
+    suffix = p.suffix.lower()
+    if suffix in H5_SUFFIXES:
+        return _load_h5(p)
+    if suffix == ".npz":
+        return _load_npz(p)
+    raise DataError(f"{p.name}: unsupported data file type {p.suffix or '(none)'!r}; use an itsacat .h5, "
+                    f"an .npz with x/y arrays or a folder of class sub-folders")
+
+
+# ---- itsacat h5 ----------------------------------------------------------------------------
+def _read_h5(p: Path) -> dict[str, np.ndarray]:
+    import h5py
+
+    if not h5py.is_hdf5(p):
+        raise DataError(f"{p.name}: not an HDF5 file; pass an itsacat .h5 (train_set_x/train_set_y …)")
+    out: dict[str, np.ndarray] = {}
+    try:
+        with h5py.File(p, "r") as f:
+            for key in f:
+                item = f[key]
+                if isinstance(item, h5py.Dataset):
+                    out[key] = item[()]
+    except OSError as exc:
+        raise DataError(f"{p.name}: cannot read the HDF5 file ({exc}); re-create or re-download it") from None
+    return out
+
+
+def _h5_get(p: Path, data: dict[str, np.ndarray], key: str) -> np.ndarray:
+    if key not in data:
+        found = ", ".join(sorted(data)) or "nothing"
+        raise DataError(f"{p.name}: missing dataset '{key}' (found: {found}); an itsacat h5 has "
+                        f"train_set_x, train_set_y, test_set_x, test_set_y, list_classes")
+    return data[key]
+
+
+def _partner(p: Path, have: str) -> Path | None:
+    want = "test" if have == "train" else "train"
+    name = p.name
+    if have not in name:
+        return None
+    return p.with_name(name[::-1].replace(have[::-1], want[::-1], 1)[::-1])  # swap the last match
+
+
+def _load_h5(p: Path) -> Dataset:
+    data = _read_h5(p)
+    files = {p.name: data}
+    train_file, test_file = p, p
+    if "train_set_x" not in data and "test_set_x" in data:  # the test half: find its train partner
+        other = _partner(p, "test")
+        if other is None or not other.is_file():
+            raise DataError(f"{p.name}: holds only a test set and no train file was found beside it "
+                            f"({other.name if other else 'train_*.h5'}); pass the train file or datasets.h5")
+        train_file = other
+        files[other.name] = _read_h5(other)
+    elif "train_set_x" in data and "test_set_x" not in data:  # the train half: its test partner
+        other = _partner(p, "train")
+        if other is not None and other.is_file():
+            test_file = other
+            files[other.name] = _read_h5(other)
+        else:
+            test_file = None  # type: ignore[assignment]
+    train = files[train_file.name]
+    x = _h5_get(train_file, train, "train_set_x")
+    y = _h5_get(train_file, train, "train_set_y")
+    x_train, y_train = check_split(train_file.name, "train_set_x", x, "train_set_y", y)
+    x_test = y_test = None
+    if test_file is not None:
+        test = files[test_file.name]
+        xt = _h5_get(test_file, test, "test_set_x")
+        yt = _h5_get(test_file, test, "test_set_y")
+        x_test, y_test = check_split(test_file.name, "test_set_x", xt, "test_set_y", yt)
+        check_test_matches(test_file.name, "test_set_x", x_test, x_train)
+    raw_classes = train.get("list_classes")
+    if raw_classes is None and test_file is not None:
+        raw_classes = files[test_file.name].get("list_classes")
+    classes = class_names(train_file.name, "list_classes", raw_classes, y_train, y_test)
+    return Dataset(x_train, y_train, x_test, y_test, classes, str(p))
+
+
+# ---- npz ----------------------------------------------------------------------------------
+def _read_npz(p: Path) -> dict[str, np.ndarray]:
+    if not zipfile.is_zipfile(p):
+        raise DataError(f"{p.name}: not an .npz file (not a zip archive); save it with np.savez")
+    out: dict[str, np.ndarray] = {}
+    try:
+        with np.load(p, allow_pickle=False) as npz:
+            for key in npz.files:
+                try:
+                    out[key] = npz[key]
+                except ValueError:
+                    raise DataError(f"{p.name}: array '{key}' is an object (pickled) array, which lambdanet "
+                                    f"refuses; save numeric arrays (uint8 images, integer labels)") from None
+    except DataError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"{p.name}: cannot read the .npz file ({exc.__class__.__name__}); save it again with "
+                        f"np.savez") from None
+    return out
+
+
+def _npz_get(p: Path, data: dict[str, np.ndarray], key: str) -> np.ndarray:
+    if key not in data:
+        found = ", ".join(sorted(data)) or "nothing"
+        raise DataError(f"{p.name}: missing array '{key}' (found: {found}); an .npz data set has x and y "
+                        f"(and optionally x_test, y_test, classes)")
+    return data[key]
+
+
+def _npz_test_partner(p: Path) -> Path | None:
+    stem = p.stem
+    base = stem[: -len("_train")] if stem.endswith("_train") else stem
+    other = p.with_name(f"{base}_test{p.suffix}")
+    return other if other.is_file() and other != p else None
+
+
+def _load_npz(p: Path) -> Dataset:
+    data = _read_npz(p)
+    x_train, y_train = check_split(p.name, "x", _npz_get(p, data, "x"), "y", _npz_get(p, data, "y"))
+    x_test = y_test = None
+    test_name = p.name
+    if "x_test" in data or "y_test" in data:
+        x_test, y_test = check_split(p.name, "x_test", _npz_get(p, data, "x_test"), "y_test",
+                                     _npz_get(p, data, "y_test"))
+    elif (other := _npz_test_partner(p)) is not None:
+        test = _read_npz(other)
+        test_name = other.name
+        kx, ky = ("x_test", "y_test") if "x_test" in test else ("x", "y")
+        x_test, y_test = check_split(other.name, kx, _npz_get(other, test, kx), ky, _npz_get(other, test, ky))
+    if x_test is not None:
+        check_test_matches(test_name, "x_test" if test_name == p.name else "x", x_test, x_train)
+    classes = class_names(p.name, "classes", data.get("classes"), y_train, y_test)
+    return Dataset(x_train, y_train, x_test, y_test, classes, str(p))
+
+
+# ---- matrices -----------------------------------------------------------------------------
+def to_matrix(x: np.ndarray, dtype: str) -> np.ndarray:
+    """uint8 (m, …) samples -> float (n_x, m) design matrix scaled to [0, 1] (``/ 255``)."""
+    m = x.shape[0]
+    X = x.reshape(m, -1).T.astype(dtype)  # (n_x, m), Fortran-ordered: each sample contiguous
+    X /= 255
+    return X
+
+
+def to_targets(y: np.ndarray, n_classes: int, output: str, dtype: str) -> np.ndarray:
+    """int labels (m,) -> (1, m) 0/1 targets for a ``sigmoid`` output, one-hot (C, m) for ``softmax``."""
+    labels = np.asarray(y).reshape(-1).astype(np.int64)  # (m,)
+    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+        raise DataError(f"labels must be in 0..{n_classes - 1}, found {labels.min()}..{labels.max()}")
+    if output == "sigmoid":
+        if n_classes != 2:
+            raise DataError(f"a sigmoid output needs 2 classes but the data has {n_classes}; use a softmax "
+                            f"output layer with {n_classes} neurons")
+        return labels.reshape(1, -1).astype(dtype)
+    if output == "softmax":
+        Y = np.zeros((n_classes, labels.size), dtype=dtype)  # (C, m)
+        Y[labels, np.arange(labels.size)] = 1
+        return Y
+    raise DataError(f"unknown output activation {output!r} (known: sigmoid, softmax)")

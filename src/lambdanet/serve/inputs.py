@@ -1,0 +1,105 @@
+"""Turn what clients send into the uint8 (N, H, W, C) batch a predictor takes.
+
+Three shapes of input, all preprocessed exactly as in training (Pillow resize to the model's
+input; the /255 and any normalisation happen inside the predictor):
+
+- an encoded image (PNG, JPEG, …): decoded with EXIF orientation, bombs refused, resized;
+- the raw uint8 C×H×W bytes of the model's input (the CIFAR-10 Lambda's format; 3×32×32 = 3072
+  bytes), recognised by their exact length;
+- a v2 tensor named ``input`` (UINT8, or FP32 pixel values in [0, 255]) of shape (N, H, W, C).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+
+import numpy as np
+
+from lambdanet.errors import ImageError, UserInputError
+
+Shape = tuple[int, int, int]
+
+
+def b64decode(text: str, what: str = "data") -> bytes:
+    """Standard or URL-safe base64 (a ``data:…;base64,`` prefix is allowed) -> bytes."""
+    if not isinstance(text, str):
+        raise UserInputError(f"'{what}' must be a base64 string")
+    if text.startswith("data:") and "," in text:
+        text = text.split(",", 1)[1]
+    text = "".join(text.split())
+    try:
+        if "-" in text or "_" in text:
+            return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise UserInputError(f"'{what}' is not valid base64: {exc}") from None
+
+
+def image_input(data: bytes, input_shape: Shape, max_pixels: int) -> np.ndarray:
+    """Encoded image bytes -> uint8 (H, W, C) resized as in training."""
+    from lambdanet.data.images import decode_image, prepare_image
+
+    if not data:
+        raise ImageError("the image is empty: send the bytes of a PNG or JPEG file")
+    img = decode_image(data, max_pixels=max_pixels)
+    return prepare_image(img, input_shape)
+
+
+def raw_input(data: bytes, input_shape: Shape) -> np.ndarray:
+    """Raw uint8 C×H×W bytes -> uint8 (H, W, C)."""
+    h, w, c = input_shape
+    chw = np.frombuffer(data, dtype=np.uint8).reshape(c, h, w)  # (C, H, W)
+    return np.ascontiguousarray(chw.transpose(1, 2, 0))  # (H, W, C)
+
+
+def bytes_input(data: bytes, input_shape: Shape, max_pixels: int) -> tuple[np.ndarray, str]:
+    """Raw C×H×W bytes when the length matches exactly, else an encoded image.
+
+    Returns the (H, W, C) uint8 array and ``"raw"`` or ``"image"``.
+    """
+    h, w, c = input_shape
+    if len(data) == h * w * c:
+        return raw_input(data, input_shape), "raw"
+    return image_input(data, input_shape, max_pixels), "image"
+
+
+def tensor_input(values: np.ndarray, datatype: str, shape: list[int], input_shape: Shape) -> np.ndarray:
+    """A v2 ``input`` tensor (flat or nested values) -> uint8 (N, H, W, C)."""
+    h, w, c = input_shape
+    try:
+        dims = [int(d) for d in shape]
+    except (TypeError, ValueError):
+        raise UserInputError(f"input 'input': shape must be a list of integers, got {shape!r}") from None
+    if len(dims) == 3:
+        dims = [1, *dims]
+    if len(dims) != 4 or dims[1:] != [h, w, c] or dims[0] < 1:
+        raise UserInputError(f"input 'input': shape must be [N, {h}, {w}, {c}] (N >= 1), got {shape!r}")
+    if values.size != int(np.prod(dims)):
+        raise UserInputError(f"input 'input': shape {dims} needs {int(np.prod(dims))} values, "
+                             f"got {values.size}")
+    dt = datatype.upper()
+    if dt == "UINT8":
+        if values.dtype != np.uint8:
+            if not np.all((values >= 0) & (values <= 255)) or not np.all(values == np.round(values)):
+                raise UserInputError("input 'input': UINT8 values must be integers in [0, 255]")
+            values = values.astype(np.uint8)
+        return values.reshape(dims)
+    if dt in ("FP32", "FP64", "FP16"):
+        f = values.astype(np.float32, copy=False)
+        if not np.all(np.isfinite(f)) or f.min() < 0 or f.max() > 255:
+            raise UserInputError("input 'input': float pixel values must lie in [0, 255] "
+                                 "(the model divides by 255 itself)")
+        return np.rint(f).astype(np.uint8).reshape(dims)
+    raise UserInputError(f"input 'input': datatype {datatype!r} is not supported (use UINT8 or FP32)")
+
+
+def png_data_url(image: np.ndarray) -> str:
+    """uint8 (H, W, C) -> ``data:image/png;base64,…`` (the preview of what the model saw)."""
+    from PIL import Image
+
+    arr = image[:, :, 0] if image.ndim == 3 and image.shape[2] == 1 else image
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")

@@ -1,0 +1,186 @@
+"""The in-process tensor store (``memory://`` and ``memory://NAME``) — the embedded default.
+
+Usage::
+
+    store = MemoryStore.from_url("memory://")          # the process-wide default namespace
+    other = MemoryStore.from_url("memory://tests-1")   # a separate namespace
+    store.put("ln:r:1:0:3:w0", A)                      # keeps a read-only copy (no encoding)
+    store.pop_blocking("ln:r:1:0:3:go", timeout_s=30)  # waits on a threading.Condition
+
+Every client opened with the same URL in one process shares one namespace (arrays, counters,
+lists, byte values), guarded by one :class:`threading.Condition`; blocked pops are woken by
+``push``, never by polling. Arrays are stored as read-only copies and ``get`` returns them
+without copying (callers must not write into them). It lives in one process only: the
+``process`` and ``lithops`` executors need ``redis://``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Self
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from lambdanet.errors import URLError
+
+
+class _Namespace:
+    """The shared state behind every client of one ``memory://NAME``."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.arrays: dict[str, np.ndarray] = {}
+        self.counters: dict[str, int] = {}
+        self.lists: dict[str, deque[bytes]] = {}
+        self.blobs: dict[str, bytes] = {}
+
+    def drop(self, key: str) -> int:
+        n = 0
+        for table in (self.arrays, self.counters, self.lists, self.blobs):
+            if table.pop(key, None) is not None:
+                n += 1
+        return n
+
+
+_NAMESPACES: dict[str, _Namespace] = {}
+_NS_LOCK = threading.Lock()
+
+
+def _namespace(name: str) -> _Namespace:
+    with _NS_LOCK:
+        ns = _NAMESPACES.get(name)
+        if ns is None:
+            ns = _NAMESPACES[name] = _Namespace()
+        return ns
+
+
+class MemoryStore:
+    """A :class:`lambdanet.ports.TensorStore` in this process's memory."""
+
+    def __init__(self, name: str = "default") -> None:
+        self.name = name
+        self.url = f"memory://{name}" if name != "default" else "memory://"
+        self._ns = _namespace(name)
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    @classmethod
+    def from_url(cls, url: str) -> Self:
+        parts = urlsplit(url)
+        if parts.scheme.lower() != "memory":
+            raise URLError(f"not a memory store URL: {url!r} (use memory:// or memory://NAME)")
+        name = (parts.netloc + parts.path).strip("/") or "default"
+        return cls(name)
+
+    # ---- arrays ---------------------------------------------------------------------------
+    def put(self, key: str, array: np.ndarray) -> None:
+        arr = np.array(array, copy=True, order="C")
+        arr.flags.writeable = False
+        with self._ns.cond:
+            self._ns.arrays[key] = arr
+        self.bytes_in += arr.nbytes
+
+    def get(self, key: str) -> np.ndarray:
+        with self._ns.cond:
+            arr = self._ns.arrays.get(key)
+        if arr is None:
+            raise KeyError(key)
+        self.bytes_out += arr.nbytes
+        return arr
+
+    def get_many(self, keys: list[str]) -> list[np.ndarray]:
+        with self._ns.cond:
+            arrays = [self._ns.arrays.get(k) for k in keys]
+        out: list[np.ndarray] = []
+        for k, arr in zip(keys, arrays, strict=True):
+            if arr is None:
+                raise KeyError(k)
+            self.bytes_out += arr.nbytes
+            out.append(arr)
+        return out
+
+    # ---- counters, lists, byte values -----------------------------------------------------
+    def incr(self, key: str, amount: int = 1) -> int:
+        with self._ns.cond:
+            value = self._ns.counters.get(key, 0) + int(amount)
+            self._ns.counters[key] = value
+        return value
+
+    def push(self, key: str, value: bytes, count: int = 1) -> None:
+        with self._ns.cond:
+            self._ns.lists.setdefault(key, deque()).extend([bytes(value)] * count)
+            self._ns.cond.notify_all()
+
+    def pop_blocking(self, key: str, timeout_s: float) -> bytes | None:
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        ns = self._ns
+        with ns.cond:
+            while True:
+                items = ns.lists.get(key)
+                if items:
+                    value = items.popleft()
+                    if not items:
+                        del ns.lists[key]
+                    return value
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                ns.cond.wait(left)
+
+    def set_if_absent(self, key: str, value: bytes) -> bool:
+        with self._ns.cond:
+            if key in self._ns.blobs:
+                return False
+            self._ns.blobs[key] = bytes(value)
+        self.bytes_in += len(value)
+        return True
+
+    def get_bytes(self, key: str) -> bytes | None:
+        with self._ns.cond:
+            value = self._ns.blobs.get(key)
+        if value is not None:
+            self.bytes_out += len(value)
+        return value
+
+    def delete_prefix(self, prefix: str) -> int:
+        ns = self._ns
+        with ns.cond:
+            keys = {k for table in (ns.arrays, ns.counters, ns.lists, ns.blobs) for k in table
+                    if k.startswith(prefix)}
+            for k in keys:
+                ns.drop(k)
+        return len(keys)
+
+    # ---- fused operations the collectives use when a store offers them -------------------
+    def put_incr(self, key: str, array: np.ndarray | None, counter: str) -> int:
+        """``put(key, array)`` (when given) and ``incr(counter)`` as one operation."""
+        if array is not None:
+            self.put(key, array)
+        return self.incr(counter)
+
+    def push_delete(self, key: str, value: bytes, count: int, delete: list[str]) -> None:
+        """``push(key, value, count)`` and delete the keys ``delete`` as one operation."""
+        with self._ns.cond:
+            for k in delete:
+                self._ns.drop(k)
+        self.push(key, value, count)
+
+    def delete_keys(self, keys: list[str]) -> int:
+        with self._ns.cond:
+            return sum(1 for k in keys if self._ns.drop(k))
+
+    def keys(self, prefix: str = "") -> list[str]:
+        """Every key under ``prefix`` (for tests and leak checks)."""
+        ns = self._ns
+        with ns.cond:
+            return sorted({k for table in (ns.arrays, ns.counters, ns.lists, ns.blobs) for k in table
+                           if k.startswith(prefix)})
+
+    def close(self) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"MemoryStore({self.url!r})"

@@ -1,0 +1,151 @@
+"""The CLI through its entry point (``python -m lambdanet``), with embedded defaults only."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from safetensors.numpy import load as st_load
+from tests.conftest import CATVNONCAT, IMAGES, REPO
+
+DATA = CATVNONCAT / "datasets.h5"
+PARAMS = REPO / "examples" / "itsacat" / "parameters.json"
+
+
+def cli(home: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "LAMBDANET_HOME": str(home), "PYTHONPATH": str(REPO / "src")}
+    return subprocess.run([sys.executable, "-m", "lambdanet", *args], capture_output=True, text=True, env=env,
+                          timeout=timeout, cwd=REPO)
+
+
+def last_json(stdout: str) -> object:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    home = tmp_path_factory.mktemp("cli-home")
+    res = cli(home, "train", str(DATA), "--params", str(PARAMS), "--batch-size", "209", "--epochs", "300",
+              "--seed", "1", "--json")
+    assert res.returncode == 0, res.stderr
+    return home, last_json(res.stdout)  # type: ignore[return-value]
+
+
+def test_train_json_line(trained: tuple[Path, dict]) -> None:
+    _, out = trained
+    for key in ("run_id", "status", "epochs_run", "final_cost", "train_accuracy", "test_accuracy", "wall_seconds",
+                "model", "workers", "strategy", "rounds", "retries", "store_bytes", "estimated_cost_usd"):
+        assert key in out, key
+    assert out["status"] == "completed" and out["epochs_run"] == 300
+    assert out["model"] == "catvnoncat:1"
+    assert 0.0 < out["final_cost"] < 0.69  # it learned something from ln(2) at the start
+    assert out["train_accuracy"] > 0.75
+    assert out["workers"] == 1
+
+
+def test_runs_list_and_show(trained: tuple[Path, dict]) -> None:
+    home, out = trained
+    res = cli(home, "runs", "list", "--json")
+    assert res.returncode == 0, res.stderr
+    runs = last_json(res.stdout)["runs"]  # type: ignore[index]
+    assert [r["run_id"] for r in runs] == [out["run_id"]]
+    assert runs[0]["status"] == "completed"
+    res = cli(home, "runs", "show", out["run_id"], "--json")
+    shown = last_json(res.stdout)
+    epochs = shown["epochs"]  # type: ignore[index]
+    assert [e["epoch"] for e in epochs] == list(range(1, 301))
+    assert epochs[-1]["cost"] == pytest.approx(out["final_cost"], rel=1e-6)
+    assert epochs[0]["cost"] > epochs[-1]["cost"]
+    res = cli(home, "runs", "show", out["run_id"])
+    assert res.returncode == 0 and "epoch" in res.stdout and out["run_id"] in res.stdout
+
+
+def test_models_list_export_and_predict(trained: tuple[Path, dict], tmp_path: Path) -> None:
+    home, _ = trained
+    res = cli(home, "models", "list", "--json")
+    models = last_json(res.stdout)["models"]  # type: ignore[index]
+    assert models[0]["name"] == "catvnoncat" and models[0]["versions"] == [1]
+    out = tmp_path / "params.h5"
+    res = cli(home, "models", "export", "catvnoncat:1", str(out), "--format", "itsacat-h5")
+    assert res.returncode == 0, res.stderr
+    weights = st_load((home / "objects" / "models" / "catvnoncat" / "versions" / "1" / "weights.safetensors")
+                      .read_bytes())
+    with h5py.File(out) as f:
+        assert sorted(f.keys()) == ["W1", "W2", "W3", "W4", "b1", "b2", "b3", "b4"]
+        np.testing.assert_array_equal(f["W1"][()], weights["W1"])
+        assert f["W1"].shape == (20, 12288)
+    res = cli(home, "predict", str(IMAGES / "grumpy_cat.jpeg"), str(IMAGES / "my_image.jpeg"),
+              "--model", "catvnoncat", "--json")
+    assert res.returncode == 0, res.stderr
+    preds = last_json(res.stdout)
+    assert [Path(p["image"]).name for p in preds] == ["grumpy_cat.jpeg", "my_image.jpeg"]  # type: ignore[union-attr]
+    for p in preds:  # type: ignore[union-attr]
+        assert p["label"] in ("cat", "non-cat")
+        assert sum(p["probabilities"].values()) == pytest.approx(1.0)
+        assert p["probability"] == max(p["probabilities"].values())
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["train", "nope.h5"], "nope.h5"),
+        (["train", str(DATA), "--params", "missing.json"], "missing.json: no such file"),
+        (["train", str(DATA), "--store", "ftp://x"], "unknown store scheme 'ftp' (known: memory://, redis://, rediss://)"),
+        (["train", str(DATA), "--strategy", "pipeline"], "--strategy: unknown strategy 'pipeline'"),
+        (["runs", "show", "r-does-not-exist"], "r-does-not-exist"),
+        (["predict", str(IMAGES / "grumpy_cat.jpeg"), "--model", "nomodel"], "nomodel"),
+        (["models", "export", "x", "out.h5", "--format", "onnx"], "--format: unknown format 'onnx'"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], expected: str) -> None:
+    res = cli(tmp_path / "home", *args)
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("error: ") and expected in lines[0]
+    assert "Traceback" not in res.stderr
+
+
+def test_bad_params_message(tmp_path: Path) -> None:
+    p = tmp_path / "parameters.json"
+    p.write_text(json.dumps({**json.loads(PARAMS.read_text()), "learning_rate": -1}))
+    res = cli(tmp_path / "home", "train", str(DATA), "--params", str(p))
+    assert res.returncode == 2
+    assert res.stderr.strip() == "error: parameters.json: learning_rate: Input should be greater than 0 (got -1)"
+
+
+def test_ctrl_c_marks_run_interrupted(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = {**os.environ, "LAMBDANET_HOME": str(home), "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lambdanet", "train", str(DATA), "--batch-size", "209", "--epochs", "100000",
+         "--epochs-per-round", "20", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    db = home / "ledger.db"
+    deadline = time.monotonic() + 120
+    epochs = 0
+    while time.monotonic() < deadline and epochs == 0:  # wait until some epochs are recorded
+        time.sleep(0.2)
+        if db.exists():
+            try:
+                with sqlite3.connect(db) as conn:
+                    epochs = conn.execute("select count(*) from epochs").fetchone()[0]
+            except sqlite3.Error:
+                pass
+    assert epochs > 0, "the run never recorded an epoch"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    res = cli(home, "runs", "list", "--json")
+    runs = last_json(res.stdout)["runs"]  # type: ignore[index]
+    assert runs[0]["status"] == "interrupted"
