@@ -14,6 +14,9 @@ for the optimizer's per-parameter state (Adam: ``step``, ``exp_avg``, ``exp_avg_
 
 from __future__ import annotations
 
+import json
+import struct
+
 import numpy as np
 import torch
 from safetensors import SafetensorError
@@ -70,16 +73,11 @@ def load_bytes(data: bytes, model: nn.Module, opt: torch.optim.Optimizer | None)
     except (SafetensorError, ValueError) as exc:
         raise DataError(f"checkpoint is not a valid safetensors file ({exc})") from None
     load_state_tensors(tensors, model, opt)
-    from safetensors import deserialize  # metadata only; the header is JSON
-
-    del deserialize
     return _metadata(data)
 
 
 def _metadata(data: bytes) -> dict[str, str]:
-    import json
-    import struct
-
+    """The ``__metadata__`` of a safetensors blob (its header is 8-byte length + JSON)."""
     (n,) = struct.unpack("<Q", data[:8])
     header = json.loads(data[8 : 8 + n])
     return dict(header.get("__metadata__", {}))

@@ -1,0 +1,181 @@
+"""The Redis tensor store (``redis://`` and ``rediss://``) — for process and cloud workers.
+
+Usage::
+
+    store = RedisStore.from_url("redis://127.0.0.1:6379/0")
+    store = RedisStore.from_url("rediss://:secret@cache.example.com:6380/0?ssl_cert_reqs=none")
+    store = RedisStore.from_url("rediss://…?ssl_ca_certs=/etc/ssl/ca.pem")
+
+Arrays are stored as :mod:`lambdanet.tensors` blobs (raw bytes + JSON header, never pickle).
+``pop_blocking`` is ``BLPOP``, ``incr`` is ``INCRBY``, ``set_if_absent`` is ``SET NX``,
+``get_many`` is one ``MGET``, ``delete_prefix`` is ``SCAN MATCH`` + ``UNLINK``. The fused
+``put_incr`` / ``push_delete`` send their commands in one pipeline (one round trip). Any
+connection or protocol error becomes :class:`StoreUnavailable` naming the URL with its password
+redacted. Query options (``ssl_cert_reqs``, ``ssl_ca_certs``, ``socket_connect_timeout``, …) are
+passed to redis-py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Self, TypeVar
+from urllib.parse import urlsplit
+
+import numpy as np
+import redis
+
+from lambdanet import tensors
+from lambdanet.adapters import redact
+from lambdanet.errors import StoreUnavailable, URLError
+
+T = TypeVar("T")
+_GLOB = str.maketrans({c: f"\\{c}" for c in "*?[]\\"})
+
+
+class RedisStore:
+    """A :class:`lambdanet.ports.TensorStore` on a Redis server."""
+
+    def __init__(self, client: redis.Redis, url: str) -> None:
+        self._r = client
+        self.url = redact(url)
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    @classmethod
+    def from_url(cls, url: str) -> Self:
+        parts = urlsplit(url)
+        if parts.scheme.lower() not in ("redis", "rediss"):
+            raise URLError(f"not a Redis URL: {redact(url)!r} (use redis://host:port/db or rediss://…)")
+        if not parts.hostname:
+            raise URLError(f"Redis URL {redact(url)!r} has no host (use redis://host:port/db)")
+        try:
+            client = redis.Redis.from_url(url, socket_connect_timeout=10, health_check_interval=0)
+        except (ValueError, TypeError) as exc:
+            raise URLError(f"bad Redis URL {redact(url)!r}: {exc}") from None
+        return cls(client, url)
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except redis.AuthenticationError as exc:
+            raise StoreUnavailable(f"Redis at {self.url} refused the password: {exc}") from exc
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(
+                f"cannot reach the tensor store {self.url} ({exc}); is redis-server running?"
+            ) from exc
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"the tensor store {self.url} failed: {exc}") from exc
+
+    # ---- arrays ---------------------------------------------------------------------------
+    def put(self, key: str, array: np.ndarray) -> None:
+        blob = tensors.encode(array)
+        self._call(lambda: self._r.set(key, blob))
+        self.bytes_in += len(blob)
+
+    def get(self, key: str) -> np.ndarray:
+        blob = self._call(lambda: self._r.get(key))
+        if blob is None:
+            raise KeyError(key)
+        self.bytes_out += len(blob)
+        return tensors.decode(blob)
+
+    def get_many(self, keys: list[str]) -> list[np.ndarray]:
+        if not keys:
+            return []
+        blobs = self._call(lambda: self._r.mget(keys))
+        out: list[np.ndarray] = []
+        for k, blob in zip(keys, blobs, strict=True):
+            if blob is None:
+                raise KeyError(k)
+            self.bytes_out += len(blob)
+            out.append(tensors.decode(blob))
+        return out
+
+    # ---- counters, lists, byte values -----------------------------------------------------
+    def incr(self, key: str, amount: int = 1) -> int:
+        return int(self._call(lambda: self._r.incrby(key, amount)))
+
+    def push(self, key: str, value: bytes, count: int = 1) -> None:
+        if count > 0:
+            self._call(lambda: self._r.rpush(key, *([value] * count)))
+
+    def pop_blocking(self, key: str, timeout_s: float) -> bytes | None:
+        if timeout_s <= 0:
+            item = self._call(lambda: self._r.lpop(key))
+            return bytes(item) if item is not None else None  # type: ignore[arg-type]
+        # BLPOP's timeout 0 means "forever": never pass it; Redis >= 6 takes fractions
+        res: Any = self._call(lambda: self._r.blpop([key], timeout=max(0.01, timeout_s)))
+        return None if res is None else bytes(res[1])
+
+    def set_if_absent(self, key: str, value: bytes) -> bool:
+        done = self._call(lambda: self._r.set(key, value, nx=True))
+        if done:
+            self.bytes_in += len(value)
+        return bool(done)
+
+    def get_bytes(self, key: str) -> bytes | None:
+        value: Any = self._call(lambda: self._r.get(key))
+        if value is not None:
+            self.bytes_out += len(value)
+        return None if value is None else bytes(value)
+
+    def delete_prefix(self, prefix: str) -> int:
+        def run() -> int:
+            n = 0
+            batch: list[bytes] = []
+            for key in self._r.scan_iter(match=prefix.translate(_GLOB) + "*", count=1000):
+                batch.append(key)
+                if len(batch) >= 500:
+                    n += int(self._r.unlink(*batch))
+                    batch = []
+            if batch:
+                n += int(self._r.unlink(*batch))
+            return n
+
+        return self._call(run)
+
+    # ---- fused operations (one round trip each) ------------------------------------------
+    def put_incr(self, key: str, array: np.ndarray | None, counter: str) -> int:
+        """``put(key, array)`` (when given) and ``incr(counter)`` in one pipeline."""
+        blob = tensors.encode(array) if array is not None else None
+
+        def run() -> int:
+            pipe = self._r.pipeline(transaction=False)
+            if blob is not None:
+                pipe.set(key, blob)
+            pipe.incrby(counter, 1)
+            return int(pipe.execute()[-1])
+
+        value = self._call(run)
+        if blob is not None:
+            self.bytes_in += len(blob)
+        return value
+
+    def push_delete(self, key: str, value: bytes, count: int, delete: list[str]) -> None:
+        """``push(key, value, count)`` and ``UNLINK`` of ``delete`` in one pipeline."""
+
+        def run() -> None:
+            pipe = self._r.pipeline(transaction=False)
+            if delete:
+                pipe.unlink(*delete)
+            pipe.rpush(key, *([value] * count))
+            pipe.execute()
+
+        self._call(run)
+
+    def delete_keys(self, keys: list[str]) -> int:
+        return int(self._call(lambda: self._r.unlink(*keys))) if keys else 0
+
+    def keys(self, prefix: str = "") -> list[str]:
+        """Every key under ``prefix`` (for tests and leak checks)."""
+        found = self._call(lambda: list(self._r.scan_iter(match=prefix.translate(_GLOB) + "*")))
+        return sorted(k.decode() for k in found)
+
+    def close(self) -> None:
+        try:
+            self._r.close()
+        except redis.RedisError:
+            pass
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self.url!r})"

@@ -1,0 +1,64 @@
+"""CNNPredictor: a registered CNN model version that classifies uint8 images.
+
+Usage::
+
+    predictor = CNNPredictor(registry.load("cifar-lenet"), device="cpu")
+    probs = predictor.predict_proba(images)       # uint8 (N, 32, 32, 3) -> float32 (N, 10)
+    predictor.classes[int(probs[0].argmax())]     # "cat"
+
+Normalisation (``x / 255``, mean 0.5 / std 0.5) happens inside, exactly as in training
+(:func:`lambdanet.torchnet.data.to_tensor`); callers only resize to ``input_shape``.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import torch
+
+from lambdanet.errors import DataError, ImageError
+from lambdanet.registry import ModelVersion
+from lambdanet.torchnet.checkpoint import load_state_tensors
+from lambdanet.torchnet.data import to_tensor
+from lambdanet.torchnet.models import build_model
+from lambdanet.torchnet.train import resolve_device
+
+
+class CNNPredictor:
+    """Implements :class:`lambdanet.predictor.Predictor` for ``kind == "cnn"`` model versions."""
+
+    def __init__(self, mv: ModelVersion, device: str = "cpu", batch_size: int = 256) -> None:
+        meta = mv.metadata
+        self.name = mv.name
+        self.version = mv.version
+        self.classes: list[str] = list(meta.get("classes") or [])
+        shape = meta.get("input_shape") or [32, 32, 3]
+        self.input_shape: tuple[int, int, int] = (int(shape[0]), int(shape[1]), int(shape[2]))
+        arch = (meta.get("architecture") or {}).get("model")
+        if not isinstance(arch, str):
+            raise DataError(f"model {mv.name}:{mv.version}: metadata has no architecture.model")
+        self.device = resolve_device(device)
+        self.batch_size = batch_size
+        self.model = build_model(arch, n_classes=len(self.classes))
+        tensors = {f"model.{k}": torch.from_numpy(np.array(v)) for k, v in mv.weights.items()}
+        load_state_tensors(tensors, self.model, None)
+        self.model.to(self.device).eval()
+        self._lock = threading.Lock()  # one forward at a time per model (servers call from threads)
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        """uint8 (N, H, W, C) -> float32 (N, n_classes), rows summing to 1."""
+        x = np.asarray(images)
+        if x.ndim == 3:
+            x = x[None]
+        if x.dtype != np.uint8 or x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
+            raise ImageError(
+                f"model {self.name}:{self.version} takes uint8 images of shape "
+                f"(N, {', '.join(map(str, self.input_shape))}), got {x.dtype} {tuple(x.shape)}"
+            )
+        out = []
+        with self._lock, torch.inference_mode():
+            for i in range(0, len(x), self.batch_size):
+                logits = self.model(to_tensor(x[i : i + self.batch_size], self.device))  # (b, C)
+                out.append(torch.softmax(logits, dim=1).to("cpu", torch.float32).numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
