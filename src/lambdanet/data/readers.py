@@ -23,35 +23,15 @@ wrong and what to do.
 from __future__ import annotations
 
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from lambdanet.data import folders
-from lambdanet.data.checks import check_split, check_test_matches, class_names
+from lambdanet.data.dataset import Dataset, check_split, check_test_matches, class_names
+from lambdanet.data.folders import load_folder
 from lambdanet.errors import DataError
 
-
-@dataclass(frozen=True)
-class Dataset:
-    """A training set and an optional test set, with class names."""
-
-    x_train: np.ndarray  # uint8 (m, H, W, C)  (or (m, n) for non-image npz)
-    y_train: np.ndarray  # int64 (m,) class indices
-    x_test: np.ndarray | None
-    y_test: np.ndarray | None
-    classes: list[str]  # from list_classes / folder names / "0".."C-1"
-    source: str
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        """Shape of one sample: (H, W, C) for images, (n,) for flat data."""
-        return tuple(self.x_train.shape[1:])
+__all__ = ["Dataset", "load_dataset", "to_matrix", "to_targets"]
 
 
 H5_SUFFIXES = (".h5", ".hdf5")
@@ -61,7 +41,7 @@ def load_dataset(path: str | Path) -> Dataset:
     """Read a data set from an ``.h5`` / ``.npz`` file or an image folder (see the module doc)."""
     p = Path(path)
     if p.is_dir():
-        return folders.load_folder(p, Dataset)
+        return load_folder(p)
     if not p.exists():
         raise DataError(f"{p}: no such file or folder; pass an itsacat .h5, an .npz or a folder of "
                         f"class sub-folders")
@@ -110,37 +90,37 @@ def _partner(p: Path, have: str) -> Path | None:
 
 def _load_h5(p: Path) -> Dataset:
     data = _read_h5(p)
-    files = {p.name: data}
-    train_file, test_file = p, p
+    train_file: Path = p
+    test_file: Path | None = p
+    files = {p: data}
     if "train_set_x" not in data and "test_set_x" in data:  # the test half: find its train partner
         other = _partner(p, "test")
         if other is None or not other.is_file():
-            raise DataError(f"{p.name}: holds only a test set and no train file was found beside it "
-                            f"({other.name if other else 'train_*.h5'}); pass the train file or datasets.h5")
+            want = other.name if other is not None else "train_*.h5"
+            raise DataError(f"{p.name}: holds only a test set and its train file {want} is not beside it; "
+                            f"pass the train file or the merged datasets.h5")
         train_file = other
-        files[other.name] = _read_h5(other)
-    elif "train_set_x" in data and "test_set_x" not in data:  # the train half: its test partner
+        files[other] = _read_h5(other)
+    elif "train_set_x" in data and "test_set_x" not in data:  # the train half: its test partner, if any
         other = _partner(p, "train")
-        if other is not None and other.is_file():
-            test_file = other
-            files[other.name] = _read_h5(other)
-        else:
-            test_file = None  # type: ignore[assignment]
-    train = files[train_file.name]
-    x = _h5_get(train_file, train, "train_set_x")
-    y = _h5_get(train_file, train, "train_set_y")
-    x_train, y_train = check_split(train_file.name, "train_set_x", x, "train_set_y", y)
+        test_file = other if other is not None and other.is_file() else None
+        if test_file is not None:
+            files[test_file] = _read_h5(test_file)
+    train = files[train_file]
+    x_train, y_train = check_split(train_file.name, "train_set_x", _h5_get(train_file, train, "train_set_x"),
+                                   "train_set_y", _h5_get(train_file, train, "train_set_y"))
+    labelled = [(train_file.name, "train_set_y", y_train)]
     x_test = y_test = None
-    if test_file is not None:
-        test = files[test_file.name]
-        xt = _h5_get(test_file, test, "test_set_x")
-        yt = _h5_get(test_file, test, "test_set_y")
-        x_test, y_test = check_split(test_file.name, "test_set_x", xt, "test_set_y", yt)
-        check_test_matches(test_file.name, "test_set_x", x_test, x_train)
     raw_classes = train.get("list_classes")
-    if raw_classes is None and test_file is not None:
-        raw_classes = files[test_file.name].get("list_classes")
-    classes = class_names(train_file.name, "list_classes", raw_classes, y_train, y_test)
+    if test_file is not None:
+        test = files[test_file]
+        x_test, y_test = check_split(test_file.name, "test_set_x", _h5_get(test_file, test, "test_set_x"),
+                                     "test_set_y", _h5_get(test_file, test, "test_set_y"))
+        check_test_matches(test_file.name, "test_set_x", x_test, x_train)
+        labelled.append((test_file.name, "test_set_y", y_test))
+        if raw_classes is None:
+            raw_classes = test.get("list_classes")
+    classes = class_names(train_file.name, "list_classes", raw_classes, labelled)
     return Dataset(x_train, y_train, x_test, y_test, classes, str(p))
 
 
@@ -183,19 +163,20 @@ def _npz_test_partner(p: Path) -> Path | None:
 def _load_npz(p: Path) -> Dataset:
     data = _read_npz(p)
     x_train, y_train = check_split(p.name, "x", _npz_get(p, data, "x"), "y", _npz_get(p, data, "y"))
+    labelled = [(p.name, "y", y_train)]
     x_test = y_test = None
-    test_name = p.name
+    test_name, kx, ky = p.name, "x_test", "y_test"
     if "x_test" in data or "y_test" in data:
-        x_test, y_test = check_split(p.name, "x_test", _npz_get(p, data, "x_test"), "y_test",
-                                     _npz_get(p, data, "y_test"))
+        x_test, y_test = check_split(p.name, kx, _npz_get(p, data, kx), ky, _npz_get(p, data, ky))
     elif (other := _npz_test_partner(p)) is not None:
         test = _read_npz(other)
         test_name = other.name
         kx, ky = ("x_test", "y_test") if "x_test" in test else ("x", "y")
         x_test, y_test = check_split(other.name, kx, _npz_get(other, test, kx), ky, _npz_get(other, test, ky))
-    if x_test is not None:
-        check_test_matches(test_name, "x_test" if test_name == p.name else "x", x_test, x_train)
-    classes = class_names(p.name, "classes", data.get("classes"), y_train, y_test)
+    if x_test is not None and y_test is not None:
+        check_test_matches(test_name, kx, x_test, x_train)
+        labelled.append((test_name, ky, y_test))
+    classes = class_names(p.name, "classes", data.get("classes"), labelled)
     return Dataset(x_train, y_train, x_test, y_test, classes, str(p))
 
 

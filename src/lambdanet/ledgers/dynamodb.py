@@ -22,8 +22,9 @@ claim (idempotency)            ``claim#<key>``        ``#claim``
 The global secondary index ``by_created`` (``gsi1pk``, ``created_at``) lists runs newest first.
 Runs are created with ``attribute_not_exists(pk)``; updates require ``attribute_exists(pk)``
 and merge ``metrics`` key by key in one UpdateItem (atomic, no read-modify-write); claims are
-conditional puts. Floats become ``Decimal(repr(x))`` (exact round trip); NaN/±inf, which
-DynamoDB numbers cannot hold, are stored as NULL (costs) or tagged strings (inside maps).
+conditional puts. Floats become ``Decimal(repr(x))`` (exact round trip); NaN/±inf and magnitudes
+outside DynamoDB's range (1e-130…1e126) are stored as NULL in number columns (read back as
+NaN, as the SQLite ledger does) and as tagged strings inside maps (exact round trip).
 ``config`` is kept as JSON text. boto3 errors become :class:`LedgerUnavailable`.
 """
 
@@ -53,12 +54,17 @@ _NONFINITE = "__float__:"
 
 
 # ---- number conversion ---------------------------------------------------------------------------
+def _storable(x: float) -> bool:
+    """Whether DynamoDB's Number type holds ``x`` (finite, 0 or 1e-130 <= |x| < 1e126)."""
+    return math.isfinite(x) and (x == 0.0 or 1e-130 <= abs(x) < 1e126)
+
+
 def to_dynamo(value: Any) -> Any:
     """Python value -> DynamoDB attribute value (floats exact via ``Decimal(repr(x))``)."""
     if isinstance(value, bool) or value is None or isinstance(value, str | int | Decimal):
         return value
     if isinstance(value, float):
-        return Decimal(repr(value)) if math.isfinite(value) else f"{_NONFINITE}{value!r}"
+        return Decimal(repr(value)) if _storable(value) else f"{_NONFINITE}{value!r}"
     if isinstance(value, dict):
         return {str(k): to_dynamo(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -87,7 +93,7 @@ def _num(value: float | None) -> Decimal | None:
     if value is None:
         return None
     f = float(value)
-    return Decimal(repr(f)) if math.isfinite(f) else None
+    return Decimal(repr(f)) if _storable(f) else None
 
 
 def _f(value: Any) -> float:
@@ -228,7 +234,8 @@ class DynamoLedger:
                 for j, (mk, mv) in enumerate((value or {}).items()):
                     names[f"#m{j}"] = str(mk)
                     values[f":m{j}"] = to_dynamo(mv)
-                    sets.append(f"metrics.#m{j} = :m{j}")
+                    sets.append(f"#metrics.#m{j} = :m{j}")
+                    names["#metrics"] = "metrics"
                 continue
             if name == "config":
                 value = json.dumps(value, sort_keys=True)

@@ -48,7 +48,7 @@ class ConsoleNotifier:
             out = self._out()
             out.write(f"{PREFIX}{text}\n")
             out.flush()
-        except Exception:  # noqa: BLE001 - a lost console line must never fail a run
+        except Exception:  # a lost console line must never fail a run
             pass
 
     def __repr__(self) -> str:

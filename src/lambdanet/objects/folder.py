@@ -15,6 +15,7 @@ prefix are refused. OS errors become :class:`ObjectStoreUnavailable` with one li
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import uuid
@@ -220,7 +221,5 @@ def _raise(exc: OSError) -> None:
 
 
 def _remove_quietly(path: Path) -> None:
-    try:
+    with contextlib.suppress(OSError):
         path.unlink()
-    except OSError:
-        pass

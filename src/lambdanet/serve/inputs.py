@@ -103,3 +103,15 @@ def png_data_url(image: np.ndarray) -> str:
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+INLINE_BYTES = 64 * 1024  # decode smaller payloads on the event loop (a thread hop costs more)
+
+
+async def offload(size: int, fn, *args):  # type: ignore[no-untyped-def]
+    """Run CPU-bound ``fn(*args)`` inline for small payloads, in a thread for big ones."""
+    import asyncio
+
+    if size <= INLINE_BYTES:
+        return fn(*args)
+    return await asyncio.to_thread(fn, *args)

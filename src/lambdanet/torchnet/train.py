@@ -47,8 +47,10 @@ class Collective(Protocol):
     rank: int
     size: int
 
-    def all_reduce(self, array: np.ndarray, tag: str) -> np.ndarray:
-        """Return the element-wise sum of ``array`` over all workers (same on every worker)."""
+    def all_reduce(self, part: np.ndarray) -> np.ndarray:
+        """The element-wise sum of ``part`` over all workers (the same bits on every worker).
+        Every worker calls it the same number of times in the same order (the engine's
+        :class:`lambdanet.engine.collectives.Collective` numbers the steps)."""
 
 
 @dataclass
@@ -103,10 +105,10 @@ def _rank_size(collective: Collective | None) -> tuple[int, int]:
     return (0, 1) if collective is None else (collective.rank, collective.size)
 
 
-def _reduce(collective: Collective | None, buf: np.ndarray, tag: str) -> np.ndarray:
+def _reduce(collective: Collective | None, buf: np.ndarray) -> np.ndarray:
     if collective is None or collective.size == 1:
         return buf
-    return np.asarray(collective.all_reduce(buf, tag), dtype=np.float32)
+    return np.asarray(collective.all_reduce(buf), dtype=np.float32)
 
 
 def evaluate_slice(
@@ -164,7 +166,7 @@ def train_epochs(
         plan = augment_plan(m, cfg.seed, epoch) if cfg.augment else None
         loss_total, correct_total = 0.0, 0.0
         batches = minibatches(m, cfg.batch_size, cfg.seed, epoch)
-        for step, idx in enumerate(batches):
+        for idx in batches:
             mine = np.array_split(idx, size)[rank]  # this worker's slice of the batch
             opt.zero_grad(set_to_none=False)
             loss_sum, correct = 0.0, 0.0
@@ -178,7 +180,7 @@ def train_epochs(
                 correct = float((logits.detach().argmax(1) == yb).sum())
             if size > 1:
                 buf = np.concatenate([flat_grads(model), np.array([loss_sum, correct], np.float32)])
-                buf = _reduce(collective, buf, f"e{epoch}:s{step}")
+                buf = _reduce(collective, buf)
                 set_flat_grads(model, buf[:-2])
                 loss_sum, correct = float(buf[-2]), float(buf[-1])
             opt.step()
@@ -191,7 +193,7 @@ def train_epochs(
             test_correct, test_loss = evaluate_slice(model, test[0][part], test[1][part], dev)
         vote = 1.0 if should_stop is not None and should_stop() else 0.0
         tail = np.concatenate([flat_buffers(model), np.array([test_correct, test_loss, vote], np.float32)])
-        tail = _reduce(collective, tail, f"e{epoch}:end")
+        tail = _reduce(collective, tail)
         if size > 1 and tail.size > 3:
             set_flat_buffers(model, tail[:-3] / size)
         n_test = len(test[1]) if test is not None else 0

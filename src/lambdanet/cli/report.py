@@ -1,0 +1,89 @@
+"""``lambdanet report RUN`` (one self-contained HTML file) and ``lambdanet report --compare RUN RUN…``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from lambdanet.cli.common import open_services
+from lambdanet.errors import UserInputError
+
+
+def _write(path: Path, text: str, what: str) -> None:
+    if str(path) == "-":
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        raise UserInputError(f"cannot write the {what} to {path}: {exc.strerror or exc}") from None
+
+
+def _resolve(services: Any, run: str) -> str:
+    """``latest`` is the newest run in the ledger; anything else is a run id."""
+    if run == "latest":
+        runs = services.ledger.list_runs(limit=1)
+        if not runs:
+            raise UserInputError("the ledger has no runs yet: train one with 'lambdanet train DATA'")
+        return str(runs[0].run_id)
+    return run
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def report(
+        runs: list[str] = typer.Argument(..., metavar="RUN...",
+                                         help="A run id ('latest' = the newest run); several with --compare."),
+        out: Path | None = typer.Option(None, "--out", "-o",
+                                        help="HTML file to write (default report.html, compare.html)."),
+        images: Path | None = typer.Option(None, "--images",
+                                           help="A folder of photos to classify with the run's model."),
+        json_file: Path | None = typer.Option(None, "--json",
+                                              help="Also write the metrics as JSON here ('-': stdout)."),
+        compare: bool = typer.Option(False, "--compare", help="Compare several runs side by side."),
+    ) -> None:
+        """Write an HTML analysis of a run: cost curve, accuracy, confusion matrix, per-class metrics,
+        mislabelled test images, photo predictions, and the timeline of worker calls."""
+        from lambdanet.report.collect import collect
+        from lambdanet.report.compare import compare_json, render_compare
+        from lambdanet.report.html import render_report
+
+        if len(runs) > 1 and not compare:
+            raise UserInputError(f"{len(runs)} runs given: pass --compare to compare several runs, or one RUN")
+        if images is not None and not images.is_dir():
+            raise UserInputError(f"--images {images}: no such folder")
+        if compare and images is not None:
+            raise UserInputError("--images works with one run, not with --compare")
+        services = open_services()
+        try:
+            ids = [_resolve(services, r) for r in runs]
+            if compare:
+                reports = [collect(services, r) for r in ids]
+                html, payload = render_compare(reports), compare_json(reports)
+            else:
+                rep = collect(services, ids[0], images_dir=images)
+                html, payload = render_report(rep), rep.to_json()
+        finally:
+            services.close()
+        target = out or Path("compare.html" if compare else "report.html")
+        _write(target, html, "report")
+        if json_file is not None:
+            _write(json_file, json.dumps(payload, indent=2, sort_keys=True, allow_nan=False), "JSON metrics")
+        if compare:
+            line = f"comparison of {len(ids)} runs written to {target}"
+        else:
+            test = payload.get("test") or {}
+            acc = test.get("accuracy")
+            line = (f"report of run {ids[0]} written to {target}: {len(payload['epochs'])} epochs, "
+                    f"test accuracy {'n/a' if acc is None else format(acc, '.3f')}, "
+                    f"{len(payload['mislabelled'])} mislabelled, {len(payload['photos'])} photo(s)")
+            if payload["notes"]:
+                line += f"; notes: {'; '.join(payload['notes'])}"
+        (sys.stderr if json_file is not None and str(json_file) == "-" else sys.stdout).write(line + "\n")

@@ -1,0 +1,45 @@
+"""``lambdanet serve``: the prediction service (FastAPI + uvicorn) over the model registry."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def serve(
+        registry: str | None = typer.Option(
+            None, "--registry", help="Object-store URL of the registry (a folder or s3://bucket/prefix); "
+                                     "default: $LAMBDANET_OBJECTS or ~/.lambdanet/objects."),
+        host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+        port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port to listen on."),
+        api_key: str | None = typer.Option(
+            None, "--api-key", envvar="LAMBDANET_API_KEY", show_envvar=True,
+            help="Require this key (X-API-Key or Authorization: Bearer) on every route but /v2/health."),
+        allow_url_fetch: bool = typer.Option(
+            False, "--allow-url-fetch", help="Enable GET /image?image=URL (public http(s) URLs only)."),
+        max_batch_size: int = typer.Option(32, "--max-batch-size", min=1, help="Images per forward pass."),
+        max_wait_ms: float = typer.Option(2.0, "--max-wait-ms", min=0.0,
+                                          help="How long a batch waits for requests on their way."),
+        no_batching: bool = typer.Option(False, "--no-batching", help="One forward pass per request."),
+        max_request_bytes: int = typer.Option(16 * 1024 * 1024, "--max-request-bytes", min=1,
+                                              help="Larger request bodies get 413."),
+        log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+    ) -> None:
+        """Serve the registry's models: Open Inference Protocol v2, /predict, a photo page at /."""
+        import uvicorn
+
+        from lambdanet import adapters
+        from lambdanet.registry import ModelRegistry
+        from lambdanet.serve.app import ServeOptions, create_app
+        from lambdanet.settings import Settings
+
+        url = registry or Settings.from_env().objects_url
+        objects = adapters.open_objects(url)
+        options = ServeOptions(api_key=api_key or None, allow_url_fetch=allow_url_fetch,
+                               max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
+                               batching=not no_batching, max_request_bytes=max_request_bytes)
+        application = create_app(ModelRegistry(objects), options)
+        typer.echo(f"serving {adapters.redact(url)} on http://{host}:{port}/ "
+                   f"(docs at /docs{', API key required' if options.api_key else ''})", err=True)
+        uvicorn.run(application, host=host, port=port, log_level=log_level.lower())

@@ -1,0 +1,67 @@
+"""``lambdanet watch URL``: train on every new ``training_input/*.h5`` in a folder or bucket."""
+
+from __future__ import annotations
+
+import typer
+
+from lambdanet import adapters
+from lambdanet.cli.common import err_console, open_services, print_json_line
+from lambdanet.errors import ConfigError
+from lambdanet.trigger import TriggerResult, UploadTrigger
+
+
+def _line(result: TriggerResult) -> str:
+    if result.status == "completed":
+        return (f"{result.key} ({result.version}): run {result.run_id} completed, model {result.model}, "
+                f"wrote {', '.join(result.outputs)}")
+    if result.status == "skipped":
+        return f"{result.key} ({result.version}): already handled by run {result.run_id}"
+    return f"{result.key} ({result.version}): run {result.run_id} failed: {result.error}"
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def watch(
+        url: str = typer.Argument(..., help="Folder or s3://bucket[/prefix] holding training_input/."),
+        once: bool = typer.Option(False, "--once", help="Handle the uploads present now, then exit."),
+        interval: float = typer.Option(10.0, "--interval", min=0.1, help="Seconds between scans."),
+        workers: int = typer.Option(1, "--workers", "-k", min=1, help="Workers per run."),
+        strategy: str = typer.Option("neuron", help="neuron | data."),
+        store: str | None = typer.Option(None, help="Tensor store URL: memory:// | redis://host:port/db."),
+        executor: str | None = typer.Option(None, help="local | process | lithops."),
+        model: str | None = typer.Option(None, "--model", help="Registry name (default: itsacat)."),
+        epochs_per_round: int | None = typer.Option(None, "--epochs-per-round", min=1),
+        lithops_config: str | None = typer.Option(None, "--lithops-config", help="Lithops config file."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON line with the results last."),
+    ) -> None:
+        """Start one training run per new training_input/*.h5 (with training_input/parameters.json);
+        write predict_input/params.h5 and training_results/results.json beside them."""
+        if strategy not in ("neuron", "data"):
+            raise ConfigError(f"--strategy: unknown strategy '{strategy}' (allowed: neuron, data)")
+        watched = adapters.open_objects(url)
+        services = open_services(store_url=store, executor=executor)
+        trigger = UploadTrigger(services, watched, workers=workers, strategy=strategy, model_name=model,
+                                lithops_config=lithops_config, epochs_per_round=epochs_per_round)
+        results: list[TriggerResult] = []
+
+        def show(result: TriggerResult) -> None:
+            results.append(result)
+            if not as_json:
+                typer.echo(_line(result))
+
+        try:
+            if once:
+                for result in trigger.run_once():
+                    show(result)
+            else:
+                err_console.print(f"watching {adapters.redact(watched.url)}/training_input/ every {interval:g} s "
+                                  "(Ctrl-C to stop)")
+                trigger.watch(interval, on_result=show)
+        finally:
+            services.close()
+        if as_json:
+            print_json_line({"results": [r.to_json() for r in results]})
+        elif once and not results:
+            typer.echo("no new training_input/*.h5")
+        if any(r.status == "failed" for r in results):
+            raise typer.Exit(1)

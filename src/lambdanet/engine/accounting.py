@@ -1,0 +1,94 @@
+"""Cost accounting of a run: worker calls, worker-seconds, bytes through the store, and what the
+same calls would cost on AWS Lambda.
+
+>>> acc = Accounting(memory_mb=2048)
+>>> acc.add_call(seconds=12.5)
+>>> acc.add_bytes(1_000_000)
+>>> acc.estimated_cost_usd()        # GB-seconds x price + requests x price
+
+Prices (x86, us-east-1, published by AWS; override with the environment variables
+``LAMBDANET_LAMBDA_GB_S_USD`` and ``LAMBDANET_LAMBDA_REQUEST_USD``): 0.0000166667 USD per
+GB-second and 0.20 USD per million requests. The memory size defaults to 2048 MB
+(``LAMBDANET_LAMBDA_MEMORY_MB`` or ``TrainRequest.lambda_memory_mb``); Lambda bills each call's
+duration rounded up to the millisecond. Store traffic (Redis / ElastiCache) is reported in bytes,
+not priced.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+GB_SECOND_USD = 0.0000166667
+REQUEST_USD = 0.20 / 1_000_000
+DEFAULT_MEMORY_MB = 2048
+
+
+def _env_float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+@dataclass
+class Accounting:
+    """Running totals for one run (restored from the ledger's metrics on resume)."""
+
+    memory_mb: int = DEFAULT_MEMORY_MB
+    worker_calls: int = 0
+    worker_seconds: float = 0.0
+    billed_ms: int = 0
+    store_bytes: int = 0
+    sync_seconds: float = 0.0
+    rounds: int = 0
+    retries: int = 0
+
+    def add_call(self, seconds: float) -> None:
+        self.worker_calls += 1
+        self.worker_seconds += max(0.0, seconds)
+        self.billed_ms += max(1, math.ceil(max(0.0, seconds) * 1000))
+
+    def add_bytes(self, n: int) -> None:
+        self.store_bytes += int(n)
+
+    def estimated_cost_usd(self) -> float:
+        gb_s = self.billed_ms / 1000 * self.memory_mb / 1024
+        price = _env_float("LAMBDANET_LAMBDA_GB_S_USD", GB_SECOND_USD)
+        req = _env_float("LAMBDANET_LAMBDA_REQUEST_USD", REQUEST_USD * 1_000_000) / 1_000_000
+        return gb_s * price + self.worker_calls * req
+
+    def to_metrics(self) -> dict[str, Any]:
+        return {
+            "worker_calls": self.worker_calls,
+            "worker_seconds": round(self.worker_seconds, 6),
+            "billed_ms": self.billed_ms,
+            "store_bytes": self.store_bytes,
+            "sync_seconds": round(self.sync_seconds, 6),
+            "rounds": self.rounds,
+            "retries": self.retries,
+            "lambda_memory_mb": self.memory_mb,
+            "estimated_cost_usd": round(self.estimated_cost_usd(), 8),
+        }
+
+    @classmethod
+    def from_metrics(cls, metrics: dict[str, Any], memory_mb: int) -> Accounting:
+        return cls(
+            memory_mb=int(metrics.get("lambda_memory_mb", memory_mb)),
+            worker_calls=int(metrics.get("worker_calls", 0)),
+            worker_seconds=float(metrics.get("worker_seconds", 0.0)),
+            billed_ms=int(metrics.get("billed_ms", 0)),
+            store_bytes=int(metrics.get("store_bytes", 0)),
+            sync_seconds=float(metrics.get("sync_seconds", 0.0)),
+            rounds=int(metrics.get("rounds", 0)),
+            retries=int(metrics.get("retries", 0)),
+        )
+
+
+def default_memory_mb() -> int:
+    try:
+        return int(os.environ.get("LAMBDANET_LAMBDA_MEMORY_MB", DEFAULT_MEMORY_MB))
+    except ValueError:
+        return DEFAULT_MEMORY_MB

@@ -1,0 +1,143 @@
+"""The small interface every training strategy implements, and the context a worker gives it.
+
+A strategy is how K workers share one model. The engine (driver, rounds, checkpoints,
+collectives, retries, accounting) is the same for all of them; a strategy only answers:
+
+* ``validate(config, workers, dataset)`` — refuse impossible combinations with a ConfigError;
+* ``initial_state(config, dataset)`` — the full state before epoch 0 (params + optimizer),
+  a flat ``dict[str, np.ndarray]`` (safetensors-ready);
+* ``run_round(ctx)`` — *worker side*: train epochs ``ctx.start_epoch … ctx.end_epoch - 1``
+  from ``ctx.state``, synchronising through ``ctx.comm``; return the costs and this worker's
+  shard of the new state;
+* ``merge(config, shards)`` — *driver side*: the K shards (worker order) -> the full state;
+* ``finish(config, state, dataset)`` — *driver side*: weights, model metadata and accuracies
+  for the registry;
+* ``default_epochs_per_round(config)``.
+
+Rules a ``run_round`` follows: every worker calls the same collectives in the same order;
+after each epoch it calls ``ctx.epoch_done(epochs_done)`` (fault injection in tests) and stops
+when ``ctx.out_of_time(epochs_done)`` is True (a collective decision, the same on every worker)
+or when the epoch cost is ``<= threshold`` (threshold > 0) — the cost must be identical on every
+worker, so every worker stops at the same epoch.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from lambdanet.data.dataset import Dataset
+from lambdanet.engine.collectives import Collective
+from lambdanet.errors import WorkerFailed
+
+State = dict[str, np.ndarray]
+
+TIME_CHECK_EVERY = 8  # epochs between collective "out of time?" decisions when K > 1
+
+
+@dataclass
+class RoundReport:
+    """What one worker returns from a round."""
+
+    costs: list[float]  # one per epoch done, in order
+    seconds: list[float]  # wall seconds of each epoch
+    stop_reason: str | None  # "threshold" when the cost reached it, else None
+    shard: State  # this worker's part of the new state (merged by the driver)
+
+
+@dataclass
+class FinishedModel:
+    """What the driver registers at the end of a run."""
+
+    weights: State
+    metadata: dict[str, Any]  # kind, input_shape, dtype, preprocessing, architecture
+    train_accuracy: float | None
+    test_accuracy: float | None
+
+
+@dataclass
+class RoundContext:
+    """Everything a worker's strategy needs for one round."""
+
+    config: Any  # MLPConfig | CNNConfig
+    dataset: Dataset
+    state: State  # the full state from the last checkpoint
+    comm: Collective
+    start_epoch: int  # 0-based, inclusive
+    end_epoch: int  # exclusive
+    budget_s: float  # seconds this round may take (stop early at an epoch boundary)
+    cache: dict[str, Any] = field(default_factory=dict)  # per process and run (derived data)
+    fault: dict[str, Any] | None = None  # test-only fault injection (LAMBDANET_FAULTS=1)
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def rank(self) -> int:
+        return self.comm.rank
+
+    @property
+    def size(self) -> int:
+        return self.comm.size
+
+    def out_of_time(self, epochs_done: int) -> bool:
+        """True when the round's seconds budget is spent — on every worker at the same epoch."""
+        over = time.monotonic() - self.started >= self.budget_s
+        if self.comm.size == 1:
+            return over
+        if epochs_done % TIME_CHECK_EVERY:
+            return False
+        return self.comm.any_true(over)
+
+    def epoch_done(self, epochs_done: int) -> None:
+        """Hook after every epoch: honours a test fault (kill / raise / hang) for this worker."""
+        f = self.fault
+        if not f or int(f.get("after_epochs", 1)) != epochs_done:
+            return
+        action = f.get("action")
+        if action == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        elif action == "raise":
+            raise WorkerFailed(f"injected fault in worker {self.rank} after {epochs_done} epochs")
+        elif action == "hang":
+            time.sleep(float(f.get("seconds", 5.0)))
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    name: str  # "neuron", "data", …
+    kind: str  # "mlp", "cnn"
+
+    def validate(self, config: Any, workers: int, dataset: Dataset) -> None: ...
+
+    def initial_state(self, config: Any, dataset: Dataset) -> State: ...
+
+    def run_round(self, ctx: RoundContext) -> RoundReport: ...
+
+    def merge(self, config: Any, shards: list[State]) -> State: ...
+
+    def finish(self, config: Any, state: State, dataset: Dataset) -> FinishedModel: ...
+
+    def default_epochs_per_round(self, config: Any) -> int: ...
+
+
+def row_block(n: int, size: int, rank: int) -> tuple[int, int]:
+    """Rows ``[start, stop)`` of ``n`` owned by ``rank`` of ``size``: contiguous, sizes differ by at
+    most one, larger blocks first (as ``np.array_split``); empty when ``size > n`` for the last."""
+    q, r = divmod(n, size)
+    start = rank * q + min(rank, r)
+    return start, start + q + (1 if rank < r else 0)
+
+
+def columns(A: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``A[:, idx]`` — a view when ``idx`` is a contiguous ascending range (no copy)."""
+    n = len(idx)
+    if n == 0:
+        return A[:, :0]
+    a = int(idx[0])
+    if int(idx[-1]) - a + 1 == n and (n < 3 or bool(np.all(np.diff(idx) == 1))):
+        return A[:, a:a + n]
+    return A.take(idx, axis=1)

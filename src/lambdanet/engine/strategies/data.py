@@ -1,0 +1,107 @@
+"""The ``data`` strategy (data parallel) for the numpy MLP.
+
+Worker k of K holds the full parameters and optimizer state and owns a contiguous slice of
+every mini-batch (``row_block`` of the batch's columns). One step: forward and backward on its
+slice with the *whole* batch size as the normaliser (``mlp.backward(..., m_total=mb)``), then
+one all-reduce of a single flat buffer holding every gradient and the slice's summed cost
+(``cost · mb_k``); the sum is taken in worker order, so every worker applies the identical
+update and sees the identical batch cost (``Σ / mb``). With K = 1 there is no buffer and no
+collective: it is the single-process loop.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from lambdanet.config import MLPConfig
+from lambdanet.data.dataset import Dataset
+from lambdanet.engine.strategies import mlp_common
+from lambdanet.engine.strategies.base import FinishedModel, RoundContext, RoundReport, State, columns, row_block
+from lambdanet.nn import mlp
+from lambdanet.nn.batches import minibatches
+from lambdanet.nn.losses import cost as batch_cost
+from lambdanet.nn.optimizers import make_optimizer
+
+
+class DataStrategy:
+    """Data-parallel training of an MLP: each worker a slice of every mini-batch."""
+
+    name = "data"
+    kind = "mlp"
+
+    def validate(self, config: Any, workers: int, dataset: Dataset) -> None:
+        mlp_common.check_config(config, dataset)
+
+    def initial_state(self, config: Any, dataset: Dataset) -> State:
+        return mlp_common.initial_state(config, dataset)
+
+    def default_epochs_per_round(self, config: Any) -> int:
+        return min(int(config.epochs), mlp_common.DEFAULT_EPOCHS_PER_ROUND)
+
+    def run_round(self, ctx: RoundContext) -> RoundReport:
+        cfg: MLPConfig = ctx.config
+        comm, K, k = ctx.comm, ctx.size, ctx.rank
+        X, Y = mlp_common.matrices(ctx, cfg, ctx.dataset)  # (n_x, m), (n_L, m)
+        m = X.shape[1]
+        acts = cfg.activation_list
+        out = acts[-1]
+        params, opt_state = mlp_common.split_state(ctx.state)
+        optimizer = make_optimizer(cfg)
+        optimizer.load_state_dict(opt_state)
+        keys = list(params)  # W1, b1, …, WL, bL
+        sizes = [params[key].size for key in keys]
+        offsets = np.cumsum([0, *sizes])
+        dtype = params[keys[0]].dtype
+        costs: list[float] = []
+        seconds: list[float] = []
+        stop: str | None = None
+        for epoch in range(ctx.start_epoch, ctx.end_epoch):
+            t0 = time.perf_counter()
+            batches = minibatches(m, cfg.batch_size, cfg.seed, epoch)
+            total = 0.0
+            for idx in batches:
+                mb = len(idx)
+                if K == 1:
+                    Xb, Yb = (X, Y) if len(batches) == 1 else (columns(X, idx), columns(Y, idx))
+                    AL, caches = mlp.forward(params, Xb, acts)
+                    total += batch_cost(out, AL, Yb)
+                    optimizer.step(params, mlp.backward(params, caches, AL, Yb, acts))
+                    continue
+                a, z = row_block(mb, K, k)
+                Xk, Yk = columns(X, idx[a:z]), columns(Y, idx[a:z])  # (n_x, mb_k), (n_L, mb_k)
+                buf = np.empty(int(offsets[-1]) + 1, dtype=dtype)  # every gradient + the cost sum
+                if z > a:
+                    AL, caches = mlp.forward(params, Xk, acts)
+                    buf[-1] = batch_cost(out, AL, Yk) * (z - a)
+                    grads = mlp.backward(params, caches, AL, Yk, acts, m_total=mb)
+                    for i, key in enumerate(keys):
+                        buf[offsets[i]:offsets[i + 1]] = grads[key].ravel()
+                else:  # more workers than samples in this batch
+                    buf[:] = 0
+                total_buf = comm.all_reduce(buf)
+                total += float(total_buf[-1]) / mb
+                grads = {key: total_buf[offsets[i]:offsets[i + 1]].reshape(params[key].shape)
+                         for i, key in enumerate(keys)}
+                optimizer.step(params, grads)
+            c_epoch = total / len(batches)
+            costs.append(c_epoch)
+            seconds.append(time.perf_counter() - t0)
+            done = len(costs)
+            ctx.epoch_done(done)
+            if cfg.threshold > 0 and c_epoch <= cfg.threshold:
+                stop = "threshold"
+                break
+            if epoch + 1 < ctx.end_epoch and ctx.out_of_time(done):
+                break
+        shard = mlp_common.join_state(params, optimizer) if k == 0 else {}
+        return RoundReport(costs, seconds, stop, shard)
+
+    def merge(self, config: Any, shards: list[State]) -> State:
+        """Every worker holds the same state; worker 0's is the one written."""
+        return dict(shards[0])
+
+    def finish(self, config: Any, state: State, dataset: Dataset) -> FinishedModel:
+        return mlp_common.finish(config, state, dataset)

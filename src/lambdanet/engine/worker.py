@@ -1,0 +1,137 @@
+"""The worker function: one call trains one round of one run as worker k of K.
+
+``run_worker(spec) -> dict`` is what every executor runs (a thread, a process, a Lambda). The
+spec is plain JSON::
+
+    {"run_id": "r-…", "round": 3, "attempt": 0, "worker": 1, "workers": 4,
+     "strategy": "lambdanet.engine.strategies.neuron:NeuronStrategy",
+     "config": {…MLPConfig…}, "store_url": "redis://…", "objects_url": "/…/objects",
+     "checkpoint": "runs/r-…/checkpoints/round-00002.safetensors",
+     "start_epoch": 2000, "end_epoch": 3000, "round_seconds": 300, "collective_timeout_s": 60}
+
+Steps: check the run's fence (``ln:{run}:fence`` must hold this round and attempt, else
+:class:`StaleAttempt`); claim ``{prefix}:claim:w{k}`` with SET-NX — a second delivery of the
+same spec finds the claim taken and returns ``{"duplicate": true}`` without touching anything;
+load the data and the checkpoint (cached per process); run the strategy's round; write the
+shard under ``{prefix}:out:w{k}:{name}`` for the driver; return per-epoch costs and figures.
+
+Run as ``python -m lambdanet.engine.worker < spec.json`` it prints the result as JSON.
+A spec field ``fault`` ({"action": "kill"|"raise"|"hang", "after_epochs": N}) is honoured only
+when the environment has ``LAMBDANET_FAULTS=1`` (fault-injection tests).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from lambdanet import adapters
+from lambdanet.config import parse_config
+from lambdanet.engine import checkpoints
+from lambdanet.engine.collectives import Collective
+from lambdanet.engine.strategies import load_strategy
+from lambdanet.engine.strategies.base import RoundContext
+from lambdanet.errors import StaleAttempt
+from lambdanet.ports.tensorstore import TensorStore
+
+_LOCK = threading.Lock()
+_CACHES: dict[str, dict[str, Any]] = {}
+
+
+def attempt_prefix(run_id: str, round_no: int, attempt: int) -> str:
+    return f"ln:{run_id}:{round_no}:{attempt}"
+
+
+def fence_key(run_id: str) -> str:
+    return f"ln:{run_id}:fence"
+
+
+def out_key(prefix: str, worker: int, name: str) -> str:
+    return f"{prefix}:out:w{worker}:{name}"
+
+
+def _run_cache(run_id: str) -> dict[str, Any]:
+    with _LOCK:
+        cache = _CACHES.get(run_id)
+        if cache is None:
+            if len(_CACHES) >= 4:
+                _CACHES.pop(next(iter(_CACHES)))
+            cache = _CACHES[run_id] = {}
+        return cache
+
+
+def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """Train one round as worker ``spec["worker"]``; see the module docstring."""
+    t_start = time.perf_counter()
+    store = adapters.open_store(spec["store_url"])  # its own client: exact byte counts per call
+    try:
+        return _run(spec, store, t_start)
+    finally:
+        store.close()
+
+
+def _run(spec: dict[str, Any], store: TensorStore, t_start: float) -> dict[str, Any]:
+    run_id, rnd, attempt = spec["run_id"], int(spec["round"]), int(spec["attempt"])
+    k, K = int(spec["worker"]), int(spec["workers"])
+    prefix = attempt_prefix(run_id, rnd, attempt)
+
+    try:
+        fence = store.get(fence_key(run_id))
+    except KeyError:
+        fence = None
+    if fence is None or (int(fence[0]), int(fence[1])) != (rnd, attempt):
+        now = "none" if fence is None else f"round {int(fence[0])} attempt {int(fence[1])}"
+        raise StaleAttempt(f"worker {k}: round {rnd} attempt {attempt} of run {run_id} is not current "
+                           f"(current: {now})")
+    if not store.set_if_absent(f"{prefix}:claim:w{k}", str(os.getpid()).encode()):
+        return {"worker": k, "duplicate": True}
+
+    objects = checkpoints.open_objects(spec["objects_url"])
+    dataset = checkpoints.read_data(objects, run_id)
+    state = checkpoints.read_state(objects, spec["checkpoint"])
+    strategy = load_strategy(spec["strategy"])
+    config = parse_config(spec["config"], source="worker spec")
+    fault = spec.get("fault") if os.environ.get("LAMBDANET_FAULTS") == "1" else None
+    comm = Collective(store, prefix, k, K, float(spec.get("collective_timeout_s", 60.0)))
+    ctx = RoundContext(config=config, dataset=dataset, state=state, comm=comm,
+                       start_epoch=int(spec["start_epoch"]), end_epoch=int(spec["end_epoch"]),
+                       budget_s=float(spec.get("round_seconds", 300.0)), cache=_run_cache(run_id),
+                       fault=fault)
+    t_train = time.perf_counter()
+    report = strategy.run_round(ctx)
+    t_done = time.perf_counter()
+
+    for name, arr in report.shard.items():
+        store.put(out_key(prefix, k, name), np.asarray(arr))
+    return {
+        "worker": k,
+        "duplicate": False,
+        "epochs": len(report.costs),
+        "costs": [float(c) for c in report.costs],
+        "seconds": [float(s) for s in report.seconds],
+        "stop_reason": report.stop_reason,
+        "shard_keys": sorted(report.shard),
+        "sync_seconds": comm.sync_seconds,
+        "collectives": comm.calls,
+        "setup_seconds": t_train - t_start,
+        "train_seconds": t_done - t_train,
+        "bytes_in": store.bytes_in,
+        "bytes_out": store.bytes_out,
+        "pid": os.getpid(),
+    }
+
+
+def main() -> int:
+    spec = json.loads(sys.stdin.read())
+    print(json.dumps(run_worker(spec)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,83 @@
+"""The ``local`` executor: every worker call is a thread of this process (the embedded default).
+
+Usage::
+
+    executor = LocalExecutor.from_url("local")
+    outcomes = executor.run(run_worker, specs, timeout_s=600)
+
+All calls start at once (they meet at barriers). A call that raises is reported as
+``ok=False`` with ``"ExceptionName: message"``; a call still running at ``timeout_s`` is
+reported as ``"timed out after N s"`` and left to finish on its own (a thread cannot be
+killed; the engine's collective deadlines end it). Works with every store, including
+``memory://`` (the threads share the process).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Self
+
+from lambdanet.errors import URLError
+from lambdanet.ports.executor import CallOutcome, WorkerFunction
+
+
+def describe(exc: BaseException) -> str:
+    """One line for a worker failure: ``"DeadlineExceeded: worker 1 waited …"``."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class LocalExecutor:
+    """A :class:`lambdanet.ports.Executor` running each call in its own thread."""
+
+    name = "local"
+
+    def __init__(self) -> None:
+        self.in_process = True  # workers share this process (memory:// works)
+
+    @classmethod
+    def from_url(cls, url: str = "local", **options: Any) -> Self:
+        if url.strip().lower() not in ("local", "local://"):
+            raise URLError(f"not a local executor: {url!r} (use local)")
+        return cls()
+
+    def run(self, fn: WorkerFunction, specs: list[dict[str, Any]], timeout_s: float) -> list[CallOutcome]:
+        results: list[CallOutcome | None] = [None] * len(specs)
+        starts = [0.0] * len(specs)
+
+        def call(i: int, spec: dict[str, Any]) -> None:
+            starts[i] = time.time()
+            try:
+                out = fn(spec)
+                results[i] = CallOutcome(worker=int(spec.get("worker", i)), ok=True, result=out,
+                                         started_at=starts[i], ended_at=time.time())
+            except BaseException as exc:  # noqa: BLE001 - every failure becomes an outcome
+                results[i] = CallOutcome(worker=int(spec.get("worker", i)), ok=False, error=describe(exc),
+                                         started_at=starts[i], ended_at=time.time())
+
+        if len(specs) == 1:  # no thread for a single call: the fastest K=1 path
+            call(0, specs[0])
+            return [results[0]]  # type: ignore[list-item]
+        threads = [threading.Thread(target=call, args=(i, s), name=f"lambdanet-worker-{i}", daemon=True)
+                   for i, s in enumerate(specs)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + timeout_s
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        outcomes: list[CallOutcome] = []
+        for i, spec in enumerate(specs):
+            res = results[i]
+            if res is None:
+                res = CallOutcome(worker=int(spec.get("worker", i)), ok=False,
+                                  error=f"timed out after {timeout_s:g} s",
+                                  started_at=starts[i] or time.time(), ended_at=time.time())
+            outcomes.append(res)
+        return outcomes
+
+    def close(self) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return "LocalExecutor()"

@@ -1,0 +1,92 @@
+"""MLPPredictor: classify uint8 images with a registered numpy MLP model version.
+
+>>> p = MLPPredictor(mv)                     # mv: lambdanet.registry.ModelVersion (kind "mlp")
+>>> probs = p.predict_proba(images)          # uint8 (N, H, W, C) -> (N, n_classes)
+
+The model's preprocessing happens here exactly as in training: flatten each image to a column,
+divide by ``preprocessing.scale`` (255), optionally subtract ``mean`` / divide by ``std`` per
+channel, then the forward pass. A sigmoid model returns ``[1 - p, p]`` per image.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lambdanet.errors import ImageError, ModelNotFound
+from lambdanet.nn import mlp
+
+if TYPE_CHECKING:
+    from lambdanet.registry import ModelVersion
+
+
+class MLPPredictor:
+    """A :class:`lambdanet.predictor.Predictor` for ``kind: "mlp"`` model versions."""
+
+    def __init__(self, mv: ModelVersion) -> None:
+        md: dict[str, Any] = dict(mv.metadata)
+        self.name: str = mv.name
+        self.version: int = int(mv.version)
+        ref = f"{mv.name}:{mv.version}"
+        try:
+            arch = md["architecture"]
+            self.layer_dims: list[int] = [int(v) for v in arch["layer_dims"]]
+            self.activations: list[str] = [str(a) for a in arch["activations"]]
+            self.input_shape: tuple[int, int, int] = tuple(int(v) for v in md["input_shape"])  # type: ignore[assignment]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelNotFound(f"model {ref}: metadata lacks a valid {exc} entry "
+                                f"(architecture.layer_dims/activations, input_shape); re-register it") from None
+        self.dtype = np.dtype(md.get("dtype", "float32"))
+        pre = md.get("preprocessing") or {}
+        self.scale = float(pre.get("scale") or 255.0)
+        self.mean = None if pre.get("mean") is None else np.asarray(pre["mean"], dtype=self.dtype)
+        self.std = None if pre.get("std") is None else np.asarray(pre["std"], dtype=self.dtype)
+        n_out = self.layer_dims[-1]
+        n_classes = 2 if self.activations[-1] == "sigmoid" else n_out
+        classes = md.get("classes")
+        self.classes: list[str] = [str(c) for c in classes] if classes else [str(i) for i in range(n_classes)]
+        if len(self.classes) != n_classes:
+            raise ModelNotFound(f"model {ref}: metadata names {len(self.classes)} classes but the network "
+                                f"outputs {n_classes}; re-register it")
+        if int(np.prod(self.input_shape)) != self.layer_dims[0]:
+            raise ModelNotFound(f"model {ref}: input_shape {list(self.input_shape)} does not match the "
+                                f"first layer's {self.layer_dims[0]} inputs; re-register it")
+        L = len(self.activations)
+        try:
+            self.params = {f"{k}{l}": np.asarray(mv.weights[f"{k}{l}"], dtype=self.dtype)
+                           for l in range(1, L + 1) for k in ("W", "b")}  # noqa: E741
+        except KeyError as exc:
+            raise ModelNotFound(f"model {ref}: weights lack {exc.args[0]}; re-register it") from None
+        for l in range(1, L + 1):  # noqa: E741
+            want = (self.layer_dims[l], self.layer_dims[l - 1])
+            if self.params[f"W{l}"].shape != want:
+                raise ModelNotFound(f"model {ref}: W{l} has shape {self.params[f'W{l}'].shape}, "
+                                    f"expected {want}; re-register it")
+            self.params[f"b{l}"] = self.params[f"b{l}"].reshape(-1, 1)  # (n_l, 1)
+
+    def matrix(self, images: np.ndarray) -> np.ndarray:
+        """uint8 (N, H, W, C) -> the network's input (n_x, N), preprocessed as in training."""
+        x = np.asarray(images)
+        if x.ndim == len(self.input_shape):
+            x = x[np.newaxis]  # one image
+        if x.shape[1:] != self.input_shape:
+            raise ImageError(f"images have shape {tuple(x.shape[1:])} but model {self.name}:{self.version} "
+                             f"expects {self.input_shape}; resize them with lambdanet.data.images.prepare_image")
+        if x.dtype != np.uint8:
+            raise ImageError(f"images must be uint8 pixels 0..255, got dtype {x.dtype}")
+        n = x.shape[0]
+        a = x.astype(self.dtype) / self.scale  # (N, H, W, C)
+        if self.mean is not None:
+            a -= self.mean
+        if self.std is not None:
+            a /= self.std
+        return a.reshape(n, -1).T  # (n_x, N)
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        """uint8 (N, H, W, C) -> (N, n_classes) probabilities, rows summing to 1."""
+        AL = mlp.predict_proba(self.params, self.matrix(images), self.activations)  # (n_L, N)
+        if self.activations[-1] == "sigmoid":
+            p = AL[0]  # (N,)
+            return np.stack([1 - p, p], axis=1)  # (N, 2)
+        return np.ascontiguousarray(AL.T)  # (N, C)

@@ -1,0 +1,45 @@
+"""AWS Lambda entry point: the same app behind API Gateway, through Mangum.
+
+Deploy with the handler ``lambdanet.serve.aws_lambda.handler`` and the environment
+``LAMBDANET_REGISTRY=s3://bucket/prefix`` (any object-store URL works; tests use a folder) and
+optionally ``LAMBDANET_API_KEY``. API Gateway REST API (payload v1) and HTTP API (payload v2)
+events are both understood; binary bodies arrive base64-encoded and are decoded by Mangum.
+
+The app and its model cache are built on the first event and kept for the life of the warm
+container. Micro-batching is off: a Lambda container handles one event at a time.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from lambdanet.errors import ConfigError
+
+_handler: Any = None
+
+
+def build_handler(registry_url: str | None = None) -> Any:
+    """A Mangum handler over the registry at ``registry_url`` (default ``$LAMBDANET_REGISTRY``)."""
+    from mangum import Mangum
+
+    from lambdanet import adapters
+    from lambdanet.registry import ModelRegistry
+    from lambdanet.serve.app import ServeOptions, create_app
+
+    url = registry_url or os.environ.get("LAMBDANET_REGISTRY")
+    if not url:
+        raise ConfigError("set LAMBDANET_REGISTRY to the registry's object-store URL (s3://bucket/prefix)")
+    registry = ModelRegistry(adapters.open_objects(url))
+    options = ServeOptions.from_env(batching=False, preload=False)
+    app = create_app(registry, options)
+    return Mangum(app, lifespan="off", text_mime_types=["application/json", "text/html", "text/plain"])
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The Lambda function handler."""
+    global _handler
+    if _handler is None:
+        _handler = build_handler()
+    result: dict[str, Any] = _handler(event, context)
+    return result

@@ -1,0 +1,248 @@
+"""The live training dashboard: a FastAPI router the serve app includes.
+
+Routes::
+
+    GET /runs                          HTML: the runs in the ledger with their status (refreshes itself)
+    GET /runs/{run_id}                 HTML: one run, its cost curve growing while it trains
+    GET /runs/assets/chart.js          the vendored chart library (report/static/chart.js)
+    GET /api/runs                      {"runs": [{run_id, status, epochs_done, epochs_total, …}]}
+    GET /api/runs/{run_id}             one run: status, epochs done/total, ETA, workers, last cost
+    GET /api/runs/{run_id}/epochs?after=N   {"epochs": [{"epoch", "cost", "seconds", …}], …} for epoch > N
+
+The pages poll the JSON routes (short polling, once a second while the run is active) and draw
+with the ~100-line SVG chart library; no build step, nothing fetched from outside the server.
+
+The router reads the ledger of ``request.app.state.services`` (a :class:`Services`) when the app
+set one, else opens ``Services.open()`` once and caches it on ``app.state``. Unknown runs answer
+404 ``{"error": "…"}``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from html import escape
+from importlib import resources
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from lambdanet.errors import LambdanetError
+from lambdanet.ports.ledger import EpochRow, RunRecord
+from lambdanet.report.collect import clean_json, setting, training_config
+from lambdanet.report.html import page
+from lambdanet.services import Services
+
+router = APIRouter()
+_lock = threading.Lock()
+ACTIVE = ("pending", "running")
+
+
+def get_services(request: Request) -> Services:
+    """The app's Services (``app.state.services``), or one opened lazily and cached."""
+    state = request.app.state
+    svc = getattr(state, "services", None)
+    if svc is not None and hasattr(svc, "ledger"):
+        return svc  # type: ignore[no-any-return]
+    with _lock:
+        svc = getattr(state, "dashboard_services", None)
+        if svc is None:
+            svc = Services.open()
+            state.dashboard_services = svc
+    return svc  # type: ignore[no-any-return]
+
+
+def _error(exc: LambdanetError) -> JSONResponse:
+    return JSONResponse({"error": str(exc)}, status_code=exc.http_status)
+
+
+def run_state(run: RunRecord, epochs: list[EpochRow] | None, now: float | None = None) -> dict[str, Any]:
+    """What the dashboard shows of a run (JSON-safe): progress, ETA, workers, last cost."""
+    now = time.time() if now is None else now
+    cfg = training_config(run)
+    total = cfg.get("epochs")
+    done = (epochs[-1].epoch if epochs else 0) if epochs is not None else run.metrics.get("epochs_run")
+    last_cost = epochs[-1].cost if epochs else run.metrics.get("final_cost")
+    eta = None
+    if run.status == "running" and run.started_at and done and isinstance(total, int) and total > done:
+        eta = (now - run.started_at) / done * (total - done)
+    return clean_json({
+        "run_id": run.run_id, "status": run.status, "kind": run.kind, "model": run.model, "data": run.data,
+        "created_at": run.created_at, "started_at": run.started_at, "ended_at": run.ended_at,
+        "stop_reason": run.stop_reason, "error": run.error,
+        "epochs_done": done, "epochs_total": total, "eta_seconds": eta, "last_cost": last_cost,
+        "workers": setting(run, "workers"), "strategy": setting(run, "strategy"),
+        "executor": setting(run, "executor"),
+        "train_accuracy": run.metrics.get("train_accuracy"), "test_accuracy": run.metrics.get("test_accuracy"),
+        "wall_seconds": run.metrics.get("wall_seconds"),
+    })
+
+
+def _epoch_json(e: EpochRow) -> dict[str, Any]:
+    cost = e.cost if math.isfinite(e.cost) else None
+    return clean_json({"epoch": e.epoch, "cost": cost, "seconds": e.seconds, "learning_rate": e.learning_rate,
+                       **e.extra})
+
+
+@router.get("/api/runs", name="dashboard_api_runs")
+def api_runs(request: Request, limit: int = 100) -> Response:
+    ledger = get_services(request).ledger
+    try:
+        runs = ledger.list_runs(limit=max(1, min(limit, 1000)))
+        out = [run_state(r, ledger.epochs(r.run_id) if r.status in ACTIVE else None) for r in runs]
+    except LambdanetError as exc:
+        return _error(exc)
+    return JSONResponse({"runs": out})
+
+
+@router.get("/api/runs/{run_id}", name="dashboard_api_run")
+def api_run(request: Request, run_id: str) -> Response:
+    ledger = get_services(request).ledger
+    try:
+        run = ledger.get_run(run_id)
+        state = run_state(run, ledger.epochs(run_id))
+    except LambdanetError as exc:
+        return _error(exc)
+    state["config"] = clean_json(run.config)
+    state["metrics"] = clean_json(run.metrics)
+    return JSONResponse(state)
+
+
+@router.get("/api/runs/{run_id}/epochs", name="dashboard_api_epochs")
+def api_epochs(request: Request, run_id: str, after: str = "0") -> Response:
+    try:
+        after_n = int(after)
+    except ValueError:
+        return JSONResponse({"error": f"after must be an integer epoch number, got {after[:40]!r}"},
+                            status_code=400)
+    ledger = get_services(request).ledger
+    try:
+        run = ledger.get_run(run_id)
+        rows = [e for e in ledger.epochs(run_id) if e.epoch > after_n]
+    except LambdanetError as exc:
+        return _error(exc)
+    return JSONResponse({"run_id": run_id, "status": run.status, "after": after_n,
+                         "epochs": [_epoch_json(e) for e in rows]})
+
+
+@router.get("/runs/assets/chart.js", name="dashboard_chart_js")
+def chart_js() -> Response:
+    text = resources.files("lambdanet.report").joinpath("static/chart.js").read_text(encoding="utf-8")
+    return Response(text, media_type="text/javascript", headers={"Cache-Control": "max-age=300"})
+
+
+LIST_SCRIPT = """
+const API = __API__;
+function fmt(v, d) { return v === null || v === undefined ? "-" : (typeof v === "number" ? v.toFixed(d) : v); }
+async function refresh() {
+  const r = await fetch(API); if (!r.ok) return;
+  const data = await r.json();
+  const rows = data.runs.map(function (x) {
+    const a = document.createElement("a"); a.href = __RUN_BASE__ + encodeURIComponent(x.run_id);
+    a.textContent = x.run_id;
+    const tr = document.createElement("tr"); tr.dataset.runId = x.run_id;
+    const cells = [null, x.status, x.kind, x.model || "-", fmt(x.epochs_done, 0) + " / " + fmt(x.epochs_total, 0),
+                   fmt(x.last_cost, 4), fmt(x.test_accuracy, 3), fmt(x.workers, 0),
+                   x.created_at ? new Date(x.created_at * 1000).toISOString().replace("T", " ").slice(0, 19) : "-"];
+    cells.forEach(function (c, i) {
+      const td = document.createElement("td");
+      if (i === 0) td.appendChild(a); else if (i === 1) { td.innerHTML = "<span class='badge'></span>";
+        td.firstChild.textContent = c; td.firstChild.classList.add(c); } else td.textContent = c;
+      tr.appendChild(td);
+    });
+    return tr;
+  });
+  const body = document.getElementById("runs-body"); body.replaceChildren.apply(body, rows);
+  document.getElementById("count").textContent = data.runs.length;
+}
+refresh(); setInterval(refresh, 3000);
+"""
+
+RUN_SCRIPT = """
+const RUN = __RUN__, API_RUN = __API_RUN__, API_EPOCHS = __API_EPOCHS__;
+const chart = LambdaChart.line(document.getElementById("cost-chart"),
+                               {xLabel: "epoch", yLabel: "cost", empty: "no epochs recorded yet"});
+let last = 0, stopped = false;
+function fmt(v, d) { return v === null || v === undefined ? "-" : v.toFixed(d); }
+function eta(s) { if (s === null || s === undefined) return "-";
+  return s < 90 ? Math.round(s) + " s" : (s / 60).toFixed(1) + " min"; }
+async function status() {
+  const r = await fetch(API_RUN); if (!r.ok) return null;
+  const s = await r.json();
+  const b = document.getElementById("status"); b.textContent = s.status; b.className = "badge " + s.status;
+  document.getElementById("epochs-done").textContent = s.epochs_done === null ? "0" : s.epochs_done;
+  document.getElementById("epochs-total").textContent = s.epochs_total === null ? "?" : s.epochs_total;
+  document.getElementById("eta").textContent = eta(s.eta_seconds);
+  document.getElementById("workers").textContent = (s.workers || "-") + " (" + (s.strategy || "-") + ")";
+  document.getElementById("last-cost").textContent = fmt(s.last_cost, 6);
+  document.getElementById("test-acc").textContent = fmt(s.test_accuracy, 3);
+  document.getElementById("stop").textContent = s.stop_reason || "-";
+  return s;
+}
+async function poll() {
+  try {
+    const r = await fetch(API_EPOCHS + "?after=" + last);
+    if (r.ok) {
+      const data = await r.json();
+      if (data.epochs.length) {
+        chart.add(data.epochs.map(function (e) { return [e.epoch, e.cost]; }));
+        last = data.epochs[data.epochs.length - 1].epoch;
+      }
+      const s = await status();
+      if (s && s.status !== "running" && s.status !== "pending" && !data.epochs.length) stopped = true;
+    }
+  } catch (e) { /* server restarting: try again */ }
+  if (!stopped) setTimeout(poll, 1000);
+}
+poll();
+"""
+
+
+def _js(value: str) -> str:
+    return json.dumps(value).replace("</", "<\\/")
+
+
+@router.get("/runs", response_class=HTMLResponse, name="dashboard_runs")
+def runs_page(request: Request) -> HTMLResponse:
+    api = request.url_for("dashboard_api_runs").path
+    base = request.url_for("dashboard_run", run_id="x").path[:-1]
+    script = LIST_SCRIPT.replace("__API__", _js(api)).replace("__RUN_BASE__", _js(base))
+    body = ("<header><h1>lambdanet — training runs</h1><p><span id='count'>…</span> runs, refreshed every "
+            "3 s</p></header><main><section><table id='runs'><thead><tr><th>run</th><th>status</th>"
+            "<th>kind</th><th>model</th><th>epochs</th><th>last cost</th><th>test acc</th><th>workers</th>"
+            "<th>created (UTC)</th></tr></thead><tbody id='runs-body'></tbody></table></section></main>"
+            f"<script>{script}</script>")
+    return HTMLResponse(page("lambdanet runs", body))
+
+
+@router.get("/runs/{run_id}", response_class=HTMLResponse, name="dashboard_run")
+def run_page(request: Request, run_id: str) -> HTMLResponse:
+    ledger = get_services(request).ledger
+    try:
+        run = ledger.get_run(run_id)
+    except LambdanetError as exc:
+        body = (f"<header><h1>lambdanet — run not found</h1></header><main><section><p id='error'>"
+                f"{escape(str(exc))}</p><p><a href='{escape(request.url_for('dashboard_runs').path)}'>"
+                "all runs</a></p></section></main>")
+        return HTMLResponse(page("run not found", body), status_code=exc.http_status)
+    chart_src = request.url_for("dashboard_chart_js").path
+    script = (RUN_SCRIPT.replace("__RUN__", _js(run_id))
+              .replace("__API_RUN__", _js(request.url_for("dashboard_api_run", run_id=run_id).path))
+              .replace("__API_EPOCHS__", _js(request.url_for("dashboard_api_epochs", run_id=run_id).path)))
+    facts = "".join(
+        f"<div><div class='big' id='{key}'>-</div><div class='muted'>{label}</div></div>"
+        for key, label in (("last-cost", "last cost"), ("eta", "ETA"), ("workers", "workers (strategy)"),
+                           ("test-acc", "test accuracy"), ("stop", "stop reason"))
+    )
+    body = (f"<header><h1>lambdanet — run {escape(run.run_id)} <span id='status' class='badge "
+            f"{escape(run.status)}'>{escape(run.status)}</span></h1><p>{escape(run.model or run.kind)} on "
+            f"{escape(run.data)}</p></header><main><section><div class='cols'><div><div class='big'>"
+            f"<span id='epochs-done'>0</span> / <span id='epochs-total'>?</span></div><div class='muted'>"
+            f"epochs done</div></div>{facts}</div></section><section><h2>Cost per epoch</h2>"
+            f"<div id='cost-chart'></div></section><p><a href='{escape(request.url_for('dashboard_runs').path)}'>"
+            f"all runs</a></p></main><script src='{escape(chart_src)}'></script><script>{script}</script>")
+    return HTMLResponse(page(f"run {run.run_id}", body))
+

@@ -1,0 +1,174 @@
+"""The server's ASGI middleware: Prometheus metrics, the API key, and the request size limit.
+
+All three are plain ASGI (no per-request BaseHTTPMiddleware task), so they add microseconds.
+
+- :class:`MetricsMiddleware` counts every request and records its latency, labelled by model,
+  version (set by handlers in ``request.state``), route template and status, in a private
+  ``CollectorRegistry`` per app.
+- :class:`ApiKeyMiddleware` wants ``X-API-Key: K`` or ``Authorization: Bearer K`` on every route
+  but ``/v2/health/*`` and the photo page's static files (which hold no data; the page asks for
+  the key and sends it with its API calls).
+- :class:`BodyLimitMiddleware` refuses a declared ``Content-Length`` over the limit and stops a
+  streamed body as soon as it passes it: 413 ``{"error": …}``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from lambdanet.errors import PayloadTooLarge
+
+Json = dict[str, Any]
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+PUBLIC_PREFIXES = ("/v2/health/",)
+PUBLIC_PATHS = frozenset({"/", "/index.html", "/static/app.js", "/static/style.css"})
+
+
+async def send_json(send: Send, status: int, payload: Json, headers: list[tuple[bytes, bytes]] | None = None
+                    ) -> None:
+    body = json.dumps(payload).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()), *(headers or [])]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class ServeMetrics:
+    """The app's Prometheus collectors, in their own registry (two apps never collide)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        labels = ["model", "version", "route", "status"]
+        self.requests = Counter("lambdanet_requests", "HTTP requests served.", labels, registry=self.registry)
+        self.latency = Histogram("lambdanet_request_duration_seconds", "Request latency in seconds.",
+                                 labels, buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.batch_size = Histogram("lambdanet_batch_rows", "Images per forward pass.", ["model", "version"],
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=self.registry)
+
+    def observe_batch(self, model: str, version: int, rows: int) -> None:
+        self.batch_size.labels(model, str(version)).observe(rows)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsMiddleware:
+    def __init__(self, app: ASGIApp, metrics: ServeMetrics, routes_app: Any) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.routes_app = routes_app  # the FastAPI app, whose routes name the ``route`` label
+
+    def _route(self, scope: Scope) -> str:
+        for route in self.routes_app.router.routes:
+            match, _ = route.matches(scope)
+            if match == Match.FULL:
+                return str(getattr(route, "path", "other"))
+        return "unmatched"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+        state = scope.setdefault("state", {})
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = self._route(scope)
+            labels = (str(state.get("model", "")), str(state.get("version", "")), route, str(status))
+            self.metrics.requests.labels(*labels).inc()
+            self.metrics.latency.labels(*labels).observe(time.perf_counter() - start)
+
+
+def api_key_of(headers: list[tuple[bytes, bytes]]) -> str | None:
+    for name, value in headers:
+        if name == b"x-api-key":
+            return value.decode("latin-1").strip()
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer":
+                return token.strip()
+    return None
+
+
+class ApiKeyMiddleware:
+    def __init__(self, app: ASGIApp, api_key: str) -> None:
+        self.app = app
+        self.api_key = api_key.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES) or scope["method"] == "OPTIONS":
+            await self.app(scope, receive, send)
+            return
+        given = api_key_of(scope["headers"])
+        if given is None or not hmac.compare_digest(given.encode(), self.api_key):
+            reason = "missing" if given is None else "wrong"
+            await send_json(send, 401, {"error": f"{reason} API key: send it as 'X-API-Key: KEY' or "
+                                                 "'Authorization: Bearer KEY'"},
+                            [(b"www-authenticate", b"Bearer")])
+            return
+        await self.app(scope, receive, send)
+
+
+class BodyLimitMiddleware:
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_big = f"the request body is over the {self.max_bytes}-byte limit (--max-request-bytes)"
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if not value.isdigit():
+                    await send_json(send, 400, {"error": "bad Content-Length header"})
+                    return
+                if int(value) > self.max_bytes:
+                    await send_json(send, 413, {"error": too_big})
+                    return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise PayloadTooLarge(too_big)
+            return message
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, send_wrapper)
+        except PayloadTooLarge as exc:
+            if started:
+                raise
+            await send_json(send, 413, {"error": str(exc)})

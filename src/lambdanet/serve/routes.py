@@ -1,0 +1,134 @@
+"""The simple HTTP API: ``POST /predict``, itsacat's ``GET /image?image=URL``, the photo page
+``GET /`` and ``GET /metrics``.
+
+``/predict`` takes a multipart file upload, a raw image body (``Content-Type: image/*``), or
+JSON ``{"data": "<base64>"}`` holding an encoded image or the raw uint8 C×H×W bytes of the
+model's input (the CIFAR-10 Lambda's format), and answers
+``{"label", "probability", "probabilities", "model", "version"}`` (plus ``"preview"``, a PNG
+data URL of the downscaled image the model saw, with ``?preview=1``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+from importlib import resources
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.datastructures import UploadFile
+
+from lambdanet.errors import URLError, UserInputError
+from lambdanet.serve.inputs import b64decode, bytes_input, image_input, offload, png_data_url
+from lambdanet.serve.models import ServedModel, top_label
+
+router = APIRouter()
+
+MODEL_QUERY = Query(None, description="NAME, NAME:VERSION or NAME@ALIAS; default: the production alias "
+                                      "of the only/first model, else its latest version")
+
+
+class Forbidden(URLError):
+    http_status = 403
+
+
+def _result(served: ServedModel, probs: np.ndarray) -> dict[str, Any]:
+    """One image's (C,) probabilities -> the /predict answer."""
+    labels, best = top_label(served.classes, probs[None, :])
+    return {"label": labels[0], "probability": float(best[0]),
+            "probabilities": {c: float(p) for c, p in zip(served.classes, probs, strict=True)},
+            "model": served.name, "version": served.version}
+
+
+async def _upload_bytes(request: Request) -> bytes:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "multipart/form-data":
+        form = await request.form(max_files=1)
+        for value in form.values():
+            if isinstance(value, UploadFile):
+                data = await value.read()
+                await form.close()
+                return data
+        await form.close()
+        raise UserInputError("the multipart form holds no file: send the image as the 'file' field")
+    body = await request.body()
+    if ctype == "application/json" or (ctype in ("", "text/plain") and body.lstrip()[:1] == b"{"):
+        try:
+            doc = json.loads(body)
+        except ValueError as exc:
+            raise UserInputError(f"the body is not valid JSON: {exc}") from None
+        if not isinstance(doc, dict) or "data" not in doc:
+            raise UserInputError('send JSON {"data": "<base64 image or raw C×H×W bytes>"}')
+        return b64decode(doc["data"], "data")
+    if ctype.startswith("image/") or ctype == "application/octet-stream":
+        return body
+    raise UserInputError(f"unsupported Content-Type {ctype or 'none'!r}: send multipart/form-data, "
+                         'JSON {"data": base64} or an image/* body')
+
+
+@router.post("/predict", summary="Classify one image (upload, base64 JSON or raw C×H×W bytes)")
+async def predict(request: Request, model: str | None = MODEL_QUERY,
+                  preview: bool = Query(False, description="add the downscaled image as a PNG data URL")
+                  ) -> dict[str, Any]:
+    served: ServedModel = await request.app.state.models.get(model)
+    request.state.model, request.state.version = served.name, served.version
+    options = request.app.state.options
+    async with served.batcher.request() as submit:
+        data = await _upload_bytes(request)
+        image, kind = await offload(len(data), bytes_input, data, served.input_shape, options.max_pixels)
+        probs = await submit(image[None])  # (1, C)
+    result = _result(served, np.asarray(probs[0], dtype=np.float64))
+    result["input"] = kind
+    if preview:
+        result["preview"] = png_data_url(image)
+    return result
+
+
+PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>Image Prediction API</title></head>
+<body><h1>The Image Prediction API predicts a {label} image</h1>
+<p>model {model}:{version} &middot; probability {probability:.3f}</p></body></html>"""
+
+
+@router.get("/image", response_class=HTMLResponse, summary="itsacat compatibility: classify the image at a URL")
+async def image_from_url(request: Request, image: str = Query(..., description="http(s) URL of an image"),
+                         model: str | None = MODEL_QUERY) -> HTMLResponse:
+    options = request.app.state.options
+    if not options.allow_url_fetch:
+        raise Forbidden("fetching images from URLs is off: start the server with --allow-url-fetch")
+    served: ServedModel = await request.app.state.models.get(model)
+    request.state.model, request.state.version = served.name, served.version
+    async with served.batcher.request() as submit:
+        data = await request.app.state.fetcher.fetch(image)
+        arr = await offload(len(data), image_input, data, served.input_shape, options.max_pixels)
+        probs = await submit(arr[None])  # (1, C)
+    result = _result(served, np.asarray(probs[0], dtype=np.float64))
+    label = str(result["label"]).upper()
+    return HTMLResponse(PAGE.format(label=html.escape(label), model=html.escape(served.name),
+                                    version=served.version, probability=result["probability"]))
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+@router.get("/index.html", response_class=HTMLResponse, include_in_schema=False)
+async def photo_page() -> HTMLResponse:
+    text = resources.files("lambdanet.serve").joinpath("static/index.html").read_text(encoding="utf-8")
+    return HTMLResponse(text, headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/metrics", summary="Prometheus metrics")
+async def metrics(request: Request) -> Response:
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/models", summary="The models and aliases the registry holds")
+async def list_models(request: Request) -> JSONResponse:
+    registry = request.app.state.models.registry
+
+    def listing() -> list[dict[str, Any]]:
+        return [{"name": n, "versions": registry.versions(n), "aliases": registry.aliases(n)}
+                for n in registry.models()]
+
+    return JSONResponse({"models": await asyncio.to_thread(listing)})

@@ -1,0 +1,164 @@
+"""The engine's ``data`` strategy for CNN configs (``kind == "cnn"``): torch data parallelism.
+
+Registered in :data:`lambdanet.engine.strategies.STRATEGIES` as
+``("cnn", "data") -> "lambdanet.torchnet.strategy:TorchDataStrategy"``. Worker k of K keeps the
+whole model and optimizer, trains on its slice of every mini-batch and all-reduces ONE flat
+buffer per step through ``ctx.comm`` (see :func:`lambdanet.torchnet.train.train_epochs`); every
+worker takes the identical Adam/SGD step, so worker 0's state is the run's state.
+
+State (the checkpoint, safetensors-ready): ``model.<state_dict key>`` (weights and batch-norm
+buffers) and ``optim.<param index>.<key>`` (Adam ``step``/``exp_avg``/``exp_avg_sq``).
+Per-epoch train loss, train/test accuracy and test loss go to :attr:`CNNRoundReport.extras`.
+
+Device: ``config.device`` if the config has one, else ``$LAMBDANET_DEVICE``, else ``cpu``;
+``cuda`` on a machine without CUDA is a one-line :class:`ConfigError`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from lambdanet.config import CNNConfig
+from lambdanet.data.dataset import Dataset
+from lambdanet.engine.strategies.base import FinishedModel, RoundContext, RoundReport, State
+from lambdanet.errors import ConfigError, DataError
+from lambdanet.torchnet.checkpoint import load_state_arrays, state_arrays
+from lambdanet.torchnet.data import class_names, subset
+from lambdanet.torchnet.export import INPUT_SHAPE, model_metadata, registry_weights
+from lambdanet.torchnet.models import build_model
+from lambdanet.torchnet.train import (
+    EpochStats,
+    configure_torch,
+    evaluate,
+    make_optimizer,
+    resolve_device,
+    train_epochs,
+)
+
+DEFAULT_EPOCHS_PER_ROUND = 1  # a CIFAR-10 LeNet epoch is ~30 s on 2 cores: checkpoint every epoch
+FINISH_TRAIN_SAMPLES = 10_000  # train accuracy at the end is measured on at most this many images
+
+
+@dataclass
+class CNNRoundReport(RoundReport):
+    """A :class:`RoundReport` plus one dict per epoch for the ledger's ``EpochRow.extra``."""
+
+    extras: list[dict[str, Any]] = field(default_factory=list)
+
+
+def device_name(config: Any) -> str:
+    return str(getattr(config, "device", None) or os.environ.get("LAMBDANET_DEVICE") or "cpu")
+
+
+def _check(config: Any) -> CNNConfig:
+    if not isinstance(config, CNNConfig):
+        raise ConfigError(f"the torch data strategy trains a CNN config, got {type(config).__name__}")
+    return config
+
+
+def arrays(cache: dict[str, Any], cfg: CNNConfig, dataset: Dataset) -> tuple[np.ndarray, ...]:
+    """(x_train, y_train, x_test, y_test) after ``limit_train``/``limit_test``, cached per process."""
+    key = ("cnn-arrays", cfg.limit_train, cfg.limit_test, cfg.seed)
+    if key not in cache:
+        x, y = dataset.x_train, dataset.y_train
+        if cfg.limit_train is not None and cfg.limit_train < len(y):
+            i = subset(len(y), cfg.limit_train, cfg.seed)
+            x, y = x[i], y[i]
+        xt = dataset.x_test if dataset.x_test is not None else x[:0]
+        yt = dataset.y_test if dataset.y_test is not None else y[:0]
+        if cfg.limit_test is not None and cfg.limit_test < len(yt):
+            i = subset(len(yt), cfg.limit_test, cfg.seed + 1)
+            xt, yt = xt[i], yt[i]
+        cache[key] = (x, y.astype(np.int64), xt, yt.astype(np.int64))
+    return cache[key]  # type: ignore[no-any-return]
+
+
+def _model(cfg: CNNConfig, dataset: Dataset, state: State | None, dev: torch.device,
+           with_optimizer: bool) -> tuple[torch.nn.Module, torch.optim.Optimizer | None]:
+    model = build_model(cfg.model, n_classes=dataset.n_classes, seed=cfg.seed).to(dev)
+    opt = make_optimizer(model, cfg) if with_optimizer else None
+    if state is not None:
+        load_state_arrays(state, model, opt)
+    return model, opt
+
+
+class TorchDataStrategy:
+    """Data-parallel training of a PyTorch CNN: each worker a slice of every mini-batch."""
+
+    name = "data"
+    kind = "cnn"
+
+    def validate(self, config: Any, workers: int, dataset: Dataset) -> None:
+        _check(config)
+        shape = tuple(dataset.x_train.shape[1:])
+        if shape != tuple(INPUT_SHAPE):
+            raise DataError(f"{dataset.source}: the CNN models take 32x32 RGB images (m, 32, 32, 3), "
+                            f"this data set has samples of shape {shape}")
+        if dataset.n_classes < 2:
+            raise DataError(f"{dataset.source}: a classifier needs at least 2 classes, found {dataset.n_classes}")
+        top = int(dataset.y_train.max()) if len(dataset.y_train) else 0
+        if top >= dataset.n_classes:
+            raise DataError(f"{dataset.source}: label {top} is outside the {dataset.n_classes} classes")
+        resolve_device(device_name(config))
+
+    def default_epochs_per_round(self, config: Any) -> int:
+        return min(int(config.epochs), DEFAULT_EPOCHS_PER_ROUND)
+
+    def initial_state(self, config: Any, dataset: Dataset) -> State:
+        cfg = _check(config)
+        model, _ = _model(cfg, dataset, None, torch.device("cpu"), with_optimizer=False)
+        return state_arrays(model, None)  # the optimizer state starts empty
+
+    def run_round(self, ctx: RoundContext) -> RoundReport:
+        cfg = _check(ctx.config)
+        dev = resolve_device(device_name(cfg))
+        configure_torch(threads=max(1, (os.cpu_count() or 1) // ctx.size))
+        x, y, xt, yt = arrays(ctx.cache, cfg, ctx.dataset)
+        model, opt = _model(cfg, ctx.dataset, ctx.state, dev, with_optimizer=True)
+        assert opt is not None
+        extras: list[dict[str, Any]] = []
+
+        def on_epoch(stats: EpochStats) -> None:
+            extras.append({"train_accuracy": stats.train_accuracy, "test_accuracy": stats.test_accuracy,
+                           "test_loss": stats.test_loss, "images": stats.images, "device": dev.type})
+            ctx.epoch_done(len(extras))
+
+        out = train_epochs(
+            model, opt, x, y, cfg, ctx.end_epoch - ctx.start_epoch,
+            ctx.comm if ctx.size > 1 else None,
+            start_epoch=ctx.start_epoch, device=dev, test=(xt, yt) if len(yt) else None,
+            should_stop=lambda: time.monotonic() - ctx.started >= ctx.budget_s, on_epoch=on_epoch,
+        )
+        shard = state_arrays(model, opt) if ctx.rank == 0 else {}
+        return CNNRoundReport(
+            costs=[e.loss for e in out.epochs],
+            seconds=[e.seconds for e in out.epochs],
+            stop_reason="threshold" if out.stop_reason == "threshold" else None,
+            shard=shard,
+            extras=extras,
+        )
+
+    def merge(self, config: Any, shards: list[State]) -> State:
+        """Every worker holds the same state; worker 0's is the one written."""
+        return dict(shards[0])
+
+    def finish(self, config: Any, state: State, dataset: Dataset) -> FinishedModel:
+        cfg = _check(config)
+        dev = resolve_device(device_name(cfg))
+        model, _ = _model(cfg, dataset, state, dev, with_optimizer=False)
+        x, y, xt, yt = arrays({}, cfg, dataset)
+        if len(y) > FINISH_TRAIN_SAMPLES:  # a shuffled sample: the files are sorted by class
+            i = subset(len(y), FINISH_TRAIN_SAMPLES, cfg.seed + 2)
+            x, y = x[i], y[i]
+        train_acc = evaluate(model, x, y, dev)
+        test_acc = evaluate(model, xt, yt, dev) if len(yt) else None
+        metadata = model_metadata(cfg, class_names(dataset.classes, dataset.n_classes))
+        metadata.pop("metrics")
+        metadata.pop("run_id")
+        return FinishedModel(registry_weights(model), metadata, train_acc, test_acc)

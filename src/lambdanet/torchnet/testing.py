@@ -1,0 +1,66 @@
+"""Helpers for other areas' tests: train a tiny LeNet on a CIFAR-10 subset and register it.
+
+Usage (e.g. a serve test fixture)::
+
+    registry = ModelRegistry(FolderStore(tmp_path / "objects"))
+    mv = train_tiny_lenet(registry, n_train=200, epochs=2)        # -> ModelVersion "cifar-lenet:1"
+    x_test, y_test = cifar_subset(n_test=20)[2:]                   # uint8 (20, 32, 32, 3), labels
+
+Runs on the CPU in a second or two. The data folder defaults to ``$LAMBDANET_CIFAR10`` or the
+repository's ``../shared/datasets/cifar10``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import numpy as np
+
+from lambdanet.config import CNNConfig
+from lambdanet.registry import ModelRegistry, ModelVersion
+from lambdanet.torchnet.data import ImageData, load_cifar10
+from lambdanet.torchnet.export import model_metadata, registry_weights
+from lambdanet.torchnet.models import build_model
+from lambdanet.torchnet.train import configure_torch, make_optimizer, train_epochs
+
+CIFAR10_DIR = Path(__file__).resolve().parents[4] / "shared" / "datasets" / "cifar10"
+
+
+def cifar_dir() -> Path:
+    return Path(os.environ.get("LAMBDANET_CIFAR10") or CIFAR10_DIR)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached(folder: str, n_train: int, n_test: int, seed: int) -> ImageData:
+    return load_cifar10(folder, limit_train=n_train, limit_test=n_test, seed=seed)
+
+
+def cifar_subset(
+    n_train: int = 200, n_test: int = 100, seed: int = 0, folder: str | Path | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x_train, y_train, x_test, y_test): shuffled subsets (cached; do not modify the arrays)."""
+    d = _cached(str(folder or cifar_dir()), n_train, n_test, seed)
+    return d.x_train, d.y_train, d.x_test, d.y_test
+
+
+def train_tiny_lenet(
+    registry: ModelRegistry,
+    n_train: int = 200,
+    epochs: int = 2,
+    name: str = "cifar-lenet",
+    n_test: int = 100,
+    seed: int = 0,
+    folder: str | Path | None = None,
+) -> ModelVersion:
+    """Train a wide LeNet on ``n_train`` CIFAR-10 images for ``epochs`` and register a version."""
+    d = _cached(str(folder or cifar_dir()), n_train, n_test, seed)
+    cfg = CNNConfig(model="lenet", epochs=epochs, batch_size=50, seed=seed)
+    configure_torch()
+    model = build_model("lenet", seed=seed)
+    opt = make_optimizer(model, cfg)
+    out = train_epochs(model, opt, d.x_train, d.y_train, cfg, epochs, test=(d.x_test, d.y_test))
+    last = out.epochs[-1]
+    metrics = {"final_cost": last.loss, "train_accuracy": last.train_accuracy, "test_accuracy": last.test_accuracy}
+    return registry.register(name, registry_weights(model), model_metadata(cfg, d.classes, metrics))

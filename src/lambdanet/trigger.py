@@ -1,0 +1,258 @@
+"""Upload-triggered training (itsacat's S3 ``training_input/`` trigger), for the CLI and Lambda.
+
+Usage::
+
+    services = Services.open()                                   # ledger, registry, notifier
+    trigger = UploadTrigger(services, adapters.open_objects("s3://my-bucket"), workers=2)
+    trigger.run_once()            # one run per new training_input/*.h5 (``lambdanet watch --once``)
+    trigger.handle("training_input/datasets.h5", version="3HL4kqtJ…")   # one S3 event's object
+    trigger.watch(interval_s=10)  # forever (``lambdanet watch``)
+
+For each ``training_input/<name>.h5`` (any depth, ``.h5``/``.hdf5``) the trigger
+
+1. claims ``<watched url>/<key>#<version>`` in the ledger (S3 VersionId or ETag; a folder's
+   mtime-size) — the same object version seen twice (two S3 deliveries, two watchers) starts
+   one run; a new upload of the same key is a new version and a new run;
+2. reads ``training_input/parameters.json`` (itsacat's format, or a CNN config) and the data
+   set; a missing/invalid file is a *failed run* in the ledger with the reason, and a
+   notification, and nothing is written to ``predict_input/`` or ``training_results/``;
+3. runs the engine's driver (which checkpoints, registers the model version and sends
+   itsacat's messages), then writes ``predict_input/params.h5`` (datasets W1..WL, b1..bL; MLP
+   models only) and, last, ``training_results/results.json`` (run id, start, end, per-epoch
+   cost, metrics, model). Each object is written in one atomic put.
+
+Upload ``parameters.json`` before the ``.h5``: the ``.h5`` is what triggers a run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from lambdanet.adapters import redact
+from lambdanet.config import parse_config
+from lambdanet.errors import ConfigError, LambdanetError, NotifierUnavailable, ObjectNotFound, Unavailable
+from lambdanet.ports import ObjectStore, RunRecord
+from lambdanet.services import Services
+
+INPUT_PREFIX = "training_input/"
+PARAMS_KEY = "training_input/parameters.json"
+PARAMS_H5_KEY = "predict_input/params.h5"
+RESULTS_KEY = "training_results/results.json"
+DATA_SUFFIXES = (".h5", ".hdf5")
+
+
+def is_training_input(key: str) -> bool:
+    return key.startswith(INPUT_PREFIX) and key.lower().endswith(DATA_SUFFIXES)
+
+
+def new_run_id() -> str:
+    return f"r-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class TriggerResult:
+    """What happened to one uploaded object."""
+
+    key: str
+    version: str
+    status: str  # "completed" | "failed" | "skipped" (already claimed)
+    run_id: str | None = None
+    error: str | None = None
+    model: str | None = None
+    outputs: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class UploadTrigger:
+    """Starts one training run per new ``training_input/*.h5`` in a watched object store."""
+
+    def __init__(self, services: Services, watched: ObjectStore, *, workers: int = 1,
+                 strategy: str = "neuron", executor: str | None = None, store_url: str | None = None,
+                 model_name: str | None = None, lithops_config: str | None = None,
+                 epochs_per_round: int | None = None, progress: Any = None) -> None:
+        self.services = services
+        self.watched = watched
+        self.workers = workers
+        self.strategy = strategy
+        self.executor = executor or services.settings.executor
+        self.store_url = store_url or services.settings.store_url
+        self.model_name = model_name
+        self.lithops_config = lithops_config
+        self.epochs_per_round = epochs_per_round
+        self.progress = progress
+
+    # ---- discovery -----------------------------------------------------------------------------
+    def claim_key(self, key: str, version: str) -> str:
+        return f"{redact(self.watched.url)}/{key}#{version}"
+
+    def uploads(self) -> list[tuple[str, str]]:
+        """(key, version) of every training input in the watched store, sorted by key."""
+        found = []
+        for key in self.watched.list(INPUT_PREFIX):
+            if is_training_input(key):
+                try:
+                    found.append((key, self.watched.info(key).version))
+                except ObjectNotFound:
+                    continue  # deleted between list and info
+        return found
+
+    def pending(self) -> list[tuple[str, str]]:
+        """The uploads no run has claimed yet."""
+        ledger = self.services.ledger
+        return [(k, v) for k, v in self.uploads() if ledger.claimed_by(self.claim_key(k, v)) is None]
+
+    def run_once(self) -> list[TriggerResult]:
+        return [self.handle(key, version) for key, version in self.pending()]
+
+    def watch(self, interval_s: float = 10.0, stop: threading.Event | None = None,
+              on_result: Any = None) -> None:
+        """Poll every ``interval_s`` seconds until ``stop`` is set (or Ctrl-C)."""
+        stop = stop or threading.Event()
+        while not stop.is_set():
+            for result in self.run_once():
+                if on_result is not None:
+                    on_result(result)
+            stop.wait(interval_s)
+
+    # ---- one object ----------------------------------------------------------------------------
+    def handle(self, key: str, version: str | None = None) -> TriggerResult:
+        """Train on one uploaded object (idempotent per key and version)."""
+        if not is_training_input(key):
+            return TriggerResult(key, version or "", "skipped", error="not a training_input/*.h5 object")
+        if version is None:
+            version = self.watched.info(key).version
+        run_id = new_run_id()
+        ledger = self.services.ledger
+        if not ledger.claim(self.claim_key(key, version), run_id):
+            return TriggerResult(key, version, "skipped", run_id=ledger.claimed_by(self.claim_key(key, version)))
+        source = f"{redact(self.watched.url)}/{key}"
+        with tempfile.TemporaryDirectory(prefix="lambdanet-trigger-") as tmp:
+            started = time.time()
+            raw: Any = None
+            try:
+                raw = self._read_params()
+                config = parse_config(raw, source=PARAMS_KEY)
+                data_path = self._download(key, Path(tmp))
+                self._check_data(data_path)
+            except LambdanetError as exc:
+                if isinstance(exc, Unavailable):
+                    raise
+                return self._fail_before_run(run_id, key, version, source, str(exc), started,
+                                             raw=raw if isinstance(raw, dict) else None)
+            return self._train(run_id, key, version, source, config, data_path, started, Path(tmp))
+
+    def _read_params(self) -> Any:
+        try:
+            blob = self.watched.get(PARAMS_KEY)
+        except ObjectNotFound:
+            raise ConfigError(f"{PARAMS_KEY}: missing; upload parameters.json beside the .h5 "
+                              "(before it), then upload the .h5 again") from None
+        try:
+            return json.loads(blob.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{PARAMS_KEY}: not valid JSON ({exc})") from None
+
+    def _download(self, key: str, tmp: Path) -> Path:
+        path = tmp / PurePosixPath(key).name
+        path.write_bytes(self.watched.get(key))
+        return path
+
+    @staticmethod
+    def _check_data(path: Path) -> None:
+        from lambdanet.data.readers import load_dataset
+
+        try:
+            load_dataset(path)
+        except LambdanetError:
+            raise
+        except Exception as exc:
+            from lambdanet.errors import DataError
+
+            raise DataError(f"{path.name}: cannot read it as a data set ({type(exc).__name__}: {exc})") from None
+
+    def _notify(self, subject: str, message: str, **fields: Any) -> None:
+        with contextlib.suppress(NotifierUnavailable):  # a lost notification never fails the trigger
+            self.services.notifier.notify(subject, message, **fields)
+
+    def _fail_before_run(self, run_id: str, key: str, version: str, source: str, reason: str,
+                         started: float, raw: dict[str, Any] | None) -> TriggerResult:
+        now = time.time()
+        self.services.ledger.create_run(RunRecord(
+            run_id=run_id, status="failed", kind="mlp", config=raw or {}, data=source,
+            model=self.model_name, created_at=started, started_at=started, ended_at=now,
+            stop_reason="error", error=reason, metrics={"trigger_key": key, "trigger_version": version},
+        ))
+        self._notify("Training failed", f"Training Failed! {key}: {reason}", run_id=run_id, event="failed",
+                     error=reason, key=key)
+        return TriggerResult(key, version, "failed", run_id=run_id, error=reason)
+
+    def _request(self, run_id: str, config: Any, data_path: Path, key: str) -> Any:
+        from lambdanet.engine.driver import TrainRequest
+
+        args: dict[str, Any] = {
+            "data": str(data_path), "config": config,
+            "workers": self.workers, "strategy": self.strategy if config.kind == "mlp" else "data",
+            "store_url": self.store_url, "executor": self.executor,
+            "epochs_per_round": self.epochs_per_round,
+        }
+        optional = {"run_id": run_id, "model_name": self.model_name, "lithops_config": self.lithops_config,
+                    "source": f"{redact(self.watched.url)}/{key}"}
+        fields = getattr(TrainRequest, "__dataclass_fields__", {})
+        args.update({k: v for k, v in optional.items() if k in fields and v is not None})
+        return TrainRequest(**args)
+
+    def _train(self, run_id: str, key: str, version: str, source: str, config: Any, data_path: Path,
+               started: float, tmp: Path) -> TriggerResult:
+        from lambdanet.engine.driver import Driver
+
+        request = self._request(run_id, config, data_path, key)
+        try:
+            result = Driver(self.services, progress=self.progress).train(request)
+        except Unavailable:
+            raise
+        except LambdanetError as exc:  # the driver recorded and notified the failure
+            return TriggerResult(key, version, "failed", run_id=run_id, error=str(exc))
+        payload = result.to_json() if hasattr(result, "to_json") else dict(vars(result))
+        if payload.get("status") != "completed":
+            return TriggerResult(key, version, "failed", run_id=payload.get("run_id", run_id),
+                                 error=f"run ended {payload.get('status')} ({payload.get('stop_reason')})")
+        outputs = self._publish(payload, key, version, started, tmp)
+        return TriggerResult(key, version, "completed", run_id=payload.get("run_id", run_id),
+                             model=payload.get("model"), outputs=outputs)
+
+    def _publish(self, payload: dict[str, Any], key: str, version: str, started: float,
+                 tmp: Path) -> list[str]:
+        """Write params.h5 (MLP) and then results.json into the watched store."""
+        run_id = str(payload["run_id"])
+        model = str(payload.get("model") or "")
+        outputs: list[str] = []
+        registry = self.services.registry
+        mv = registry.load(model)
+        if mv.metadata.get("kind", "mlp") == "mlp":
+            out = registry.export_itsacat_h5(model, tmp / "params.h5")
+            self.watched.put(PARAMS_H5_KEY, out.read_bytes())
+            outputs.append(PARAMS_H5_KEY)
+        epochs = self.services.ledger.epochs(run_id)
+        record = self.services.ledger.get_run(run_id)
+        results = {
+            "run_id": run_id, "source": key, "version": version, "model": model,
+            "status": payload.get("status"), "stop_reason": payload.get("stop_reason"),
+            "start": record.started_at or started, "end": record.ended_at or time.time(),
+            "epochs_run": payload.get("epochs_run"), "final_cost": payload.get("final_cost"),
+            "train_accuracy": payload.get("train_accuracy"), "test_accuracy": payload.get("test_accuracy"),
+            "costs": [{"epoch": e.epoch, "cost": e.cost} for e in epochs],
+        }
+        self.watched.put(RESULTS_KEY, json.dumps(results, indent=1, default=float).encode())
+        outputs.append(RESULTS_KEY)
+        return outputs
+

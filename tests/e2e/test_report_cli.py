@@ -1,0 +1,197 @@
+"""``lambdanet report`` on a trained itsacat run: the numbers in the HTML and the JSON equal the
+ones this test computes itself from the model's predictions; bad input ends in one clear line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lambdanet.data.images import decode_image, prepare_image
+from lambdanet.data.readers import load_dataset
+from lambdanet.nn import mlp
+from lambdanet.ports.ledger import RunRecord
+from lambdanet.services import Services
+from tests.conftest import IMAGES, REPO
+from tests.e2e.report_support import DATA, BuiltRun, build_run
+
+
+def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "LAMBDANET_HOME": str(home), "PYTHONPATH": str(REPO / "src")}
+    return subprocess.run([sys.executable, "-m", "lambdanet", *args], capture_output=True, text=True, env=env,
+                          timeout=180, cwd=REPO)
+
+
+class Elements(HTMLParser):
+    """Every start tag as (tag, attrs) — enough to read the report's data-* attributes."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.items: list[tuple[str, dict[str, str]]] = []
+        self.feed(text)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.items.append((tag, {k: v or "" for k, v in attrs}))
+
+    def find(self, **want: str) -> list[dict[str, str]]:
+        return [a for _, a in self.items if all(a.get(k.replace("_", "-")) == v for k, v in want.items())]
+
+    def with_class(self, cls: str) -> list[dict[str, str]]:
+        return [a for _, a in self.items if cls in a.get("class", "").split()]
+
+
+@contextmanager
+def services_at(home: Path) -> Iterator[Services]:
+    """Services of ``home`` (LAMBDANET_HOME set only while they are opened)."""
+    old = os.environ.get("LAMBDANET_HOME")
+    os.environ["LAMBDANET_HOME"] = str(home)
+    try:
+        services = Services.open()
+    finally:
+        if old is None:
+            os.environ.pop("LAMBDANET_HOME", None)
+        else:
+            os.environ["LAMBDANET_HOME"] = old
+    try:
+        yield services
+    finally:
+        services.close()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, BuiltRun]:
+    home = tmp_path_factory.mktemp("report-home")
+    with services_at(home) as services:
+        return home, build_run(services)
+
+
+def expected(built: BuiltRun) -> dict:
+    """The test set's confusion counts and rates, computed here from the model's own outputs."""
+    ds = load_dataset(DATA)
+    X = (ds.x_test.reshape(len(ds.x_test), -1).T / 255.0).astype(np.float32)  # (12288, 50)
+    p_cat = mlp.predict_proba(built.params, X, built.activations)[0]  # (50,)
+    pred = (p_cat > 0.5).astype(int)
+    y = ds.y_test.astype(int)
+    tp = int(((pred == 1) & (y == 1)).sum())
+    tn = int(((pred == 0) & (y == 0)).sum())
+    fp = int(((pred == 1) & (y == 0)).sum())
+    fn = int(((pred == 0) & (y == 1)).sum())
+    def ratio(a: int, b: int) -> float | None:
+        return a / b if b else None
+
+    return {"TP": tp, "TN": tn, "FP": fp, "FN": fn, "precision": ratio(tp, tp + fp),
+            "specificity": ratio(tn, tn + fp), "sensitivity": ratio(tp, tp + fn), "accuracy": (tp + tn) / len(y),
+            "errors": sorted(int(i) for i in np.flatnonzero(pred != y)), "classes": ds.classes}
+
+
+def test_report_numbers_match_independent_computation(world: tuple[Path, BuiltRun], tmp_path: Path) -> None:
+    home, built = world
+    out, js = tmp_path / "r.html", tmp_path / "r.json"
+    res = cli(home, "report", built.run_id, "--out", str(out), "--images", str(IMAGES), "--json", str(js))
+    assert res.returncode == 0, res.stderr
+    assert str(out) in res.stdout
+    exp = expected(built)
+    assert 0 < len(exp["errors"]) < 50  # a meaningful confusion matrix: some right, some wrong
+    doc = Elements(out.read_text(encoding="utf-8"))
+
+    cells = {(int(a["data-true"]), int(a["data-pred"])): int(a["data-count"]) for a in doc.find() if "data-count" in a}
+    assert cells == {(0, 0): exp["TN"], (0, 1): exp["FP"], (1, 0): exp["FN"], (1, 1): exp["TP"]}
+    binary = {a["data-metric"]: a["data-value"] for _, a in doc.items
+              if a.get("data-metric") and a.get("data-value") is not None}
+    for key in ("TP", "TN", "FP", "FN"):
+        assert int(doc.find(data_metric=key)[0]["data-value"]) == exp[key]
+    assert float(doc.find(data_metric="precision")[0]["data-value"]) == pytest.approx(exp["precision"])
+    assert float(doc.find(data_metric="specificity")[0]["data-value"]) == pytest.approx(exp["specificity"])
+    assert float(doc.find(data_metric="sensitivity")[0]["data-value"]) == pytest.approx(exp["sensitivity"])
+    assert float(binary["test_accuracy"]) == pytest.approx(exp["accuracy"])
+
+    tiles = doc.with_class("error-tile")
+    assert sorted(int(t["data-index"]) for t in tiles) == exp["errors"]  # one tile per error
+    ds = load_dataset(DATA)
+    for t in tiles:
+        i = int(t["data-index"])
+        assert t["data-true"] == exp["classes"][int(ds.y_test[i])] and t["data-pred"] != t["data-true"]
+
+    photos = {p["data-name"]: p for p in doc.with_class("photo")}
+    assert set(photos) == {p.name for p in IMAGES.iterdir()}
+    for path in IMAGES.iterdir():
+        x = prepare_image(decode_image(path.read_bytes()), (64, 64, 3))[None]  # (1, 64, 64, 3)
+        p = mlp.predict_proba(built.params, (x.reshape(1, -1).T / 255.0).astype(np.float32), built.activations)
+        assert photos[path.name]["data-label"] == exp["classes"][int(p[0, 0] > 0.5)]
+
+    data = json.loads(js.read_text())
+    assert data["test"]["binary"] == {k: exp[k] for k in ("TN", "FP", "FN", "TP")}
+    assert data["test"]["precision"] == pytest.approx(exp["precision"])
+    assert [m["index"] for m in data["mislabelled"]] == exp["errors"]
+    assert [e["epoch"] for e in data["epochs"]] == list(range(1, len(built.costs) + 1))
+    assert data["epochs"][-1]["cost"] == pytest.approx(built.costs[-1])
+    assert {p["name"] for p in data["photos"]} == set(photos) and all(p["error"] is None for p in data["photos"])
+    assert data["summary"]["retries"] == 1 and data["summary"]["workers"] == 2
+    assert len(data["calls"]) == 8 and sum(1 for c in data["calls"] if not c["ok"]) == 1
+    assert "secret" not in out.read_text() and "secret" not in js.read_text()  # redis password redacted
+
+
+def test_unknown_run_is_one_line_exit_2(world: tuple[Path, BuiltRun], tmp_path: Path) -> None:
+    home, _ = world
+    res = cli(home, "report", "r-nope", "--out", str(tmp_path / "x.html"))
+    assert res.returncode == 2
+    assert len(res.stderr.strip().splitlines()) == 1 and "r-nope" in res.stderr
+    assert "Traceback" not in res.stderr and not (tmp_path / "x.html").exists()
+
+
+def test_bad_photos_get_a_message_and_the_rest_renders(world: tuple[Path, BuiltRun], tmp_path: Path) -> None:
+    home, built = world
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "cat.jpeg").write_bytes((IMAGES / "grumpy_cat.jpeg").read_bytes())
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    (photos / "notes.txt").write_text("hello")
+    out = tmp_path / "r.html"
+    res = cli(home, "report", built.run_id, "--out", str(out), "--images", str(photos))
+    assert res.returncode == 0, res.stderr
+    doc = Elements(out.read_text(encoding="utf-8"))
+    failed = {p["data-name"] for p in doc.with_class("photo-error")}
+    assert failed == {"broken.jpg", "notes.txt"}
+    ok = [p for p in doc.with_class("photo") if "photo-error" not in p["class"]]
+    assert [p["data-name"] for p in ok] == ["cat.jpeg"] and ok[0]["data-label"] in ("cat", "non-cat")
+    assert out.read_text().count('class="photo-message"') == 2
+
+
+def test_run_without_epochs_renders_with_a_note(world: tuple[Path, BuiltRun], tmp_path: Path) -> None:
+    home, _ = world
+    with services_at(home) as services:
+        services.ledger.create_run(RunRecord(run_id="r-fresh", status="running", kind="mlp", data=str(DATA),
+                                             config={"epochs": 50}, model="itsacat", created_at=1.0))
+    out, js = tmp_path / "r.html", tmp_path / "r.json"
+    res = cli(home, "report", "r-fresh", "--out", str(out), "--json", str(js))
+    assert res.returncode == 0, res.stderr
+    text = out.read_text()
+    assert "No epochs recorded yet for run r-fresh" in text and "no registered model yet" in text
+    data = json.loads(js.read_text())
+    assert data["epochs"] == [] and data["test"] is None and len(data["notes"]) == 2
+
+
+def test_compare_two_runs(world: tuple[Path, BuiltRun], tmp_path: Path) -> None:
+    home, built = world
+    with services_at(home) as services:
+        other = build_run(services, epochs=60, retry=False)
+    out, js = tmp_path / "c.html", tmp_path / "c.json"
+    res = cli(home, "report", "--compare", built.run_id, other.run_id, "--out", str(out), "--json", str(js))
+    assert res.returncode == 0, res.stderr
+    runs = json.loads(js.read_text())["runs"]
+    assert [r["run_id"] for r in runs] == [built.run_id, other.run_id]
+    assert runs[0]["test_accuracy"] == pytest.approx(expected(built)["accuracy"])
+    assert runs[1]["test_accuracy"] == pytest.approx(expected(other)["accuracy"])
+    assert [len(r["costs"]) for r in runs] == [len(built.costs), 60]
+    doc = Elements(out.read_text())
+    assert [a["data-run"] for tag, a in doc.items if tag == "th" and "data-run" in a] == [built.run_id, other.run_id]
+    res = cli(home, "report", built.run_id, other.run_id)
+    assert res.returncode == 2 and "--compare" in res.stderr
