@@ -65,3 +65,62 @@ def _run(X: np.ndarray, Y: np.ndarray, params: dict[str, np.ndarray], L: int, m:
         for l in range(1, L + 1):  # noqa: E741
             params[f"W{l}"] = params[f"W{l}"] - lr * grads[f"dW{l}"]
             params[f"b{l}"] = params[f"b{l}"] - lr * grads[f"db{l}"]
+
+
+def _accuracy(params: dict[str, np.ndarray], X: np.ndarray, y: np.ndarray) -> float:
+    L = len(params) // 2
+    A = X.astype(params["W1"].dtype)
+    for l in range(1, L + 1):  # noqa: E741
+        Z = params[f"W{l}"] @ A + params[f"b{l}"]
+        A = np.maximum(0, Z) if l < L else 1 / (1 + np.exp(-Z))
+    return float(np.mean((A[0] > 0.5) == (y.reshape(-1) == 1)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Check the course's figures (cost after iteration 2400, train/test accuracy) with the plain
+    loop and, with ``--compare``, with ``lambdanet.nn.reference.train`` on the same data."""
+    import argparse
+    import time
+    from pathlib import Path
+
+    import h5py
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    shared = Path(__file__).resolve().parents[2] / "shared"
+    ap.add_argument("--data", default=str(shared / "datasets" / "catvnoncat" / "datasets.h5"))
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    ap.add_argument("--epochs", type=int, default=2500)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--compare", action="store_true", help="also train with lambdanet.nn.reference")
+    args = ap.parse_args(argv)
+    with h5py.File(args.data, "r") as f:
+        x, y = f["train_set_x"][()], f["train_set_y"][()]
+        xt, yt = f["test_set_x"][()], f["test_set_y"][()]
+    X = (x.reshape(x.shape[0], -1).T / 255).astype(args.dtype)
+    Xt = (xt.reshape(xt.shape[0], -1).T / 255).astype(args.dtype)
+    Y = y.reshape(1, -1).astype(args.dtype)
+    dims = [X.shape[0], 20, 7, 5, 1]
+    runs: dict[str, tuple[dict[str, np.ndarray], list[float], float]] = {}
+    t0 = time.perf_counter()
+    params, costs = plain_loop(X, Y, dims, 0.0075, args.epochs, args.seed, args.dtype)
+    runs["plain numpy"] = (params, costs, time.perf_counter() - t0)
+    if args.compare:
+        from lambdanet.config import MLPConfig
+        from lambdanet.nn import reference
+
+        cfg = MLPConfig(epochs=args.epochs, layers=4, learning_rate=0.0075, batch_size=X.shape[1],
+                        seed=args.seed, dtype=args.dtype,
+                        activations={"layer1": "relu", "layer2": "relu", "layer3": "relu", "layer4": "sigmoid"},
+                        neurons={"layer1": 20, "layer2": 7, "layer3": 5, "layer4": 1})
+        t0 = time.perf_counter()
+        r = reference.train(cfg, X, Y)
+        runs["lambdanet"] = (r.params, r.costs, time.perf_counter() - t0)
+    at = min(2400, args.epochs - 1)
+    for name, (p, c, secs) in runs.items():
+        print(f"{name:12s} {args.dtype}: cost after iteration {at} = {c[at]:.6f}  train acc "
+              f"{_accuracy(p, X, y):.4f}  test acc {_accuracy(p, Xt, yt):.4f}  "
+              f"{secs:.2f} s ({secs / args.epochs * 1e3:.2f} ms/epoch)")
+
+
+if __name__ == "__main__":
+    main()

@@ -68,7 +68,7 @@ def _int_env(name: str, default: int | None) -> int | None:
 
 def handle_event(event: dict[str, Any], services: Services | None = None) -> list[TriggerResult]:
     """Run the trigger for each training input in ``event`` (used by :func:`handler` and tests)."""
-    os.environ.setdefault("LAMBDANET_HOME", "/tmp/lambdanet")  # noqa: S108 - Lambda's writable path
+    os.environ.setdefault("LAMBDANET_HOME", "/tmp/lambdanet")
     own = services is None
     services = services or Services.open(Settings.from_env())
     results: list[TriggerResult] = []

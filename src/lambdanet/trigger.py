@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import tempfile
 import threading
 import time
@@ -209,6 +210,9 @@ class UploadTrigger:
                     "source": f"{redact(self.watched.url)}/{key}"}
         fields = getattr(TrainRequest, "__dataclass_fields__", {})
         args.update({k: v for k, v in optional.items() if k in fields and v is not None})
+        if self.lithops_config and "lithops_config" not in fields:
+            # the engine opens the executor by name; LithopsExecutor reads this variable
+            os.environ["LAMBDANET_LITHOPS_CONFIG"] = self.lithops_config
         return TrainRequest(**args)
 
     def _train(self, run_id: str, key: str, version: str, source: str, config: Any, data_path: Path,

@@ -30,16 +30,17 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import h5py
 import httpx
 import numpy as np
 import pytest
-
-from lambdanet import errors
 from tests.conftest import REPO, SHARED, free_port, wait_for_port
 from tests.security.reliability_counts import record
+from tests.security.seed import seed_mlp_model
+
+from lambdanet import errors
 
 BAD = REPO / "tests" / "data" / "bad"
 LAMBDANET = str(Path(sys.executable).with_name("lambdanet"))
@@ -146,25 +147,13 @@ class Corpus:
 
 def _seed_model(home: Path) -> None:
     """Register a small MLP model (8x8x3 -> 4 -> 1) the way a finished run does."""
-    from lambdanet.objects.folder import FolderStore
-    from lambdanet.registry import ModelRegistry
-
-    rng = np.random.RandomState(0)
-    weights = {"W1": (rng.randn(4, 192) / np.sqrt(192)).astype(np.float32), "b1": np.zeros((4, 1), np.float32),
-               "W2": (rng.randn(1, 4) / 2).astype(np.float32), "b2": np.zeros((1, 1), np.float32)}
-    meta = {"kind": "mlp", "classes": ["a", "b"], "input_shape": list(SHAPE), "dtype": "float32",
-            "preprocessing": {"resize": "bilinear", "scale": 255.0, "mean": None, "std": None},
-            "architecture": {"layer_dims": [192, 4, 1], "activations": ["relu", "sigmoid"]},
-            "config": TINY_PARAMS, "metrics": {}, "run_id": "r-seed"}
-    registry = ModelRegistry(FolderStore(home / "objects"))
-    registry.register(MODEL, weights, meta)
-    registry.set_alias(MODEL, "production", 1)
+    seed_mlp_model(home / "objects", MODEL, SHAPE)
 
 
 class _Redirector(http.server.BaseHTTPRequestHandler):
-    targets: dict[str, str] = {}
+    targets: ClassVar[dict[str, str]] = {}
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self.send_response(302)
         self.send_header("Location", self.targets.get(self.path, "http://127.0.0.1:1/"))
         self.send_header("Content-Length", "0")
@@ -364,13 +353,25 @@ CLI_XFAIL: dict[str, str] = {
 }
 
 
+@pytest.fixture(scope="module")
+def cli_results(corpus: Corpus) -> dict[str, subprocess.CompletedProcess[str]]:
+    """Every CLI case, run as its own ``lambdanet`` process, four at a time (each ~0.4 s of CPU)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        # a case that exposes a known bug runs in a home of its own, so it cannot spoil the check
+        # that nothing saved changes (test_zz_state_unchanged_and_still_serving)
+        futures = {case.id: pool.submit(run_cli, corpus.work / f"home-{case.id}" if case.id in CLI_XFAIL
+                                        else corpus.home, *case.build(corpus)) for case in CLI_CASES}
+        return {key: f.result() for key, f in futures.items()}
+
+
 @pytest.mark.parametrize("case", [
     pytest.param(c, id=c.id, marks=[pytest.mark.xfail(strict=True, reason=CLI_XFAIL[c.id])]
                  if c.id in CLI_XFAIL else []) for c in CLI_CASES])
-def test_cli_case(case: CliCase, corpus: Corpus) -> None:
+def test_cli_case(case: CliCase, corpus: Corpus, cli_results: dict[str, subprocess.CompletedProcess[str]]) -> None:
     TALLY["tried:cli"] += 1
-    args = case.build(corpus)
-    proc = run_cli(corpus.home, *args)
+    proc = cli_results[case.id]
     if case.expect == "accept":
         assert proc.returncode == 0, proc.stderr
         assert "Traceback" not in proc.stderr
@@ -378,10 +379,24 @@ def test_cli_case(case: CliCase, corpus: Corpus) -> None:
         assert result[0]["label"] in ("a", "b") and 0.0 <= result[0]["probability"] <= 1.0
         TALLY["handled:cli"] += 1
         return
-    line = assert_one_error_line(proc)
+    assert_one_error_line(proc)
     assert not list(corpus.work.glob("*.canary")), "something unpickled a payload"
     TALLY["rejected:cli"] += 1
-    assert line  # the one line is the whole message
+
+
+@pytest.mark.xfail(strict=True, reason="engine/driver.py validates the model name only when registering, after "
+                   "training: `lambdanet train data --model ../../etc` trains the whole run, then fails and "
+                   "leaves a failed run with checkpoints; check_name(model_name) belongs before create_run")
+def test_invalid_model_name_writes_nothing(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    data = good_npz(tmp_path / "good.npz")
+    params = tmp_path / "p.json"
+    params.write_text(json.dumps(TINY_PARAMS))
+    proc = run_cli(home, "train", str(data), "--params", str(params), "--model", "../../etc")
+    assert_one_error_line(proc)
+    written = sorted(str(p.relative_to(home)) for p in (home / "objects").rglob("*") if p.is_file()) \
+        if (home / "objects").exists() else []
+    assert written == [], f"a refused request wrote {written}"
 
 
 # ---- HTTP cases -------------------------------------------------------------------------------
@@ -392,7 +407,7 @@ class HttpCase:
     path: str
     body: bytes | None = None
     headers: tuple[tuple[str, str], ...] = ()
-    expect: str = "reject"  # "reject": 4xx {"error"} | "accept": 200
+    expect: str = "reject"  # "reject": 4xx {"error"} | "accept": 200 | "protocol": 4xx from uvicorn itself
 
 
 def _b64(data: bytes) -> str:
@@ -535,7 +550,9 @@ HTTP_CASES: list[HttpCase] = [
     HttpCase("url-redirect-loop", "GET", "/image?image=http://127.0.0.1:{redirector}/loop"),
     # body limits and routes
     HttpCase("body-over-limit", "POST", "/predict", b"\0" * (16 * 1024 * 1024 + 1), IMAGE_CT),
-    HttpCase("content-length-lies", "POST", "/predict", b"abc", (*IMAGE_CT, ("content-length", "abc"))),
+    HttpCase("content-length-lies", "POST", "/predict", b"abc", (*IMAGE_CT, ("content-length", "abc")),
+             "protocol"),  # h11 refuses it before the app sees it: a plain-text 400
+    HttpCase("content-length-short", "POST", "/predict", b"abcdef", (*IMAGE_CT, ("content-length", "3"))),
     HttpCase("unknown-route", "GET", "/../../etc/passwd"),
 ]
 
@@ -579,7 +596,17 @@ def _raw_request(corpus: Corpus, method: str, path: str, body: bytes, headers: d
     return httpx.Response(int(status_line.split()[1]), content=payload)
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in HTTP_CASES])
+#: cases that fail because of a real bug in another engineer's module (see the report)
+HTTP_XFAIL: dict[str, str] = {
+    "v2-overflowing-dim": "serve/inputs.py tensor_input: int(np.prod(dims)) wraps around in int64 for "
+                          "shape [2**62, 8, 8, 3] (product 0), so empty data passes the size check and "
+                          "values.reshape(dims) raises ValueError -> 500; use math.prod and bound N",
+}
+
+
+@pytest.mark.parametrize("case", [
+    pytest.param(c, id=c.id, marks=[pytest.mark.xfail(strict=True, reason=HTTP_XFAIL[c.id])]
+                 if c.id in HTTP_XFAIL else []) for c in HTTP_CASES])
 def test_http_case(case: HttpCase, corpus: Corpus, client: httpx.Client) -> None:
     TALLY["tried:http"] += 1
     r = _send(client, case, corpus)
@@ -587,6 +614,9 @@ def test_http_case(case: HttpCase, corpus: Corpus, client: httpx.Client) -> None
         assert r.status_code == 200, r.text
         assert r.json()["label"] in ("a", "b")
         TALLY["handled:http"] += 1
+    elif case.expect == "protocol":
+        assert 400 <= r.status_code < 500, f"{r.status_code}: {r.text[:300]}"
+        TALLY["rejected:http"] += 1
     else:
         assert 400 <= r.status_code < 500, f"{r.status_code}: {r.text[:300]}"
         doc = r.json()

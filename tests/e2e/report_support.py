@@ -4,9 +4,14 @@ reference trainer, write the run, its epoch rows and worker calls to the SQLite 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
 
 import numpy as np
 
@@ -15,7 +20,7 @@ from lambdanet.data.readers import load_dataset, to_matrix, to_targets
 from lambdanet.nn import mlp, reference
 from lambdanet.ports.ledger import CallRow, EpochRow, RunRecord
 from lambdanet.services import Services
-from tests.conftest import CATVNONCAT
+from tests.conftest import CATVNONCAT, REPO
 
 DATA = CATVNONCAT / "datasets.h5"
 
@@ -92,3 +97,27 @@ def build_run(services: Services, epochs: int = 300, retry: bool = True, model_n
                  "estimated_cost_usd": 0.000042},
     )
     return BuiltRun(run_id, ref, weights, acts, result.costs)
+
+
+def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "LAMBDANET_HOME": str(home), "PYTHONPATH": str(REPO / "src")}
+    return subprocess.run([sys.executable, "-m", "lambdanet", *args], capture_output=True, text=True, env=env,
+                          timeout=180, cwd=REPO)
+
+
+class Elements(HTMLParser):
+    """Every start tag as (tag, attrs) — enough to read the report's data-* attributes."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.items: list[tuple[str, dict[str, str]]] = []
+        self.feed(text)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.items.append((tag, {k: v or "" for k, v in attrs}))
+
+    def find(self, **want: str) -> list[dict[str, str]]:
+        return [a for _, a in self.items if all(a.get(k.replace("_", "-")) == v for k, v in want.items())]
+
+    def with_class(self, cls: str) -> list[dict[str, str]]:
+        return [a for _, a in self.items if cls in a.get("class", "").split()]

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from html.parser import HTMLParser
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -20,32 +18,8 @@ from lambdanet.data.readers import load_dataset
 from lambdanet.nn import mlp
 from lambdanet.ports.ledger import RunRecord
 from lambdanet.services import Services
-from tests.conftest import IMAGES, REPO
-from tests.e2e.report_support import DATA, BuiltRun, build_run
-
-
-def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "LAMBDANET_HOME": str(home), "PYTHONPATH": str(REPO / "src")}
-    return subprocess.run([sys.executable, "-m", "lambdanet", *args], capture_output=True, text=True, env=env,
-                          timeout=180, cwd=REPO)
-
-
-class Elements(HTMLParser):
-    """Every start tag as (tag, attrs) — enough to read the report's data-* attributes."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.items: list[tuple[str, dict[str, str]]] = []
-        self.feed(text)
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.items.append((tag, {k: v or "" for k, v in attrs}))
-
-    def find(self, **want: str) -> list[dict[str, str]]:
-        return [a for _, a in self.items if all(a.get(k.replace("_", "-")) == v for k, v in want.items())]
-
-    def with_class(self, cls: str) -> list[dict[str, str]]:
-        return [a for _, a in self.items if cls in a.get("class", "").split()]
+from tests.conftest import IMAGES
+from tests.e2e.report_support import DATA, BuiltRun, Elements, build_run, cli, small_config
 
 
 @contextmanager
@@ -66,11 +40,27 @@ def services_at(home: Path) -> Iterator[Services]:
         services.close()
 
 
+class World(NamedTuple):
+    home: Path
+    trained: BuiltRun  # a real run: `lambdanet train` (2 workers, neuron strategy, 3 rounds)
+    built: BuiltRun  # written directly, with a failed worker call and a retried round
+
+
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, BuiltRun]:
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     home = tmp_path_factory.mktemp("report-home")
+    params = home / "parameters.json"
+    params.write_text(json.dumps(small_config(300)))
+    res = cli(home, "train", str(DATA), "--params", str(params), "--workers", "2", "--epochs-per-round", "100",
+              "--model", "itsacat", "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout.strip().splitlines()[-1])
     with services_at(home) as services:
-        return home, build_run(services)
+        mv = services.registry.load(out["model"])
+        costs = [e.cost for e in services.ledger.epochs(out["run_id"])]
+        trained = BuiltRun(out["run_id"], out["model"], dict(mv.weights),
+                           list(mv.metadata["architecture"]["activations"]), costs)
+        return World(home, trained, build_run(services, epochs=120))
 
 
 def expected(built: BuiltRun) -> dict:
@@ -92,8 +82,8 @@ def expected(built: BuiltRun) -> dict:
             "errors": sorted(int(i) for i in np.flatnonzero(pred != y)), "classes": ds.classes}
 
 
-def test_report_numbers_match_independent_computation(world: tuple[Path, BuiltRun], tmp_path: Path) -> None:
-    home, built = world
+def test_report_numbers_match_independent_computation(world: World, tmp_path: Path) -> None:
+    home, built = world.home, world.trained
     out, js = tmp_path / "r.html", tmp_path / "r.json"
     res = cli(home, "report", built.run_id, "--out", str(out), "--images", str(IMAGES), "--json", str(js))
     assert res.returncode == 0, res.stderr
@@ -134,21 +124,40 @@ def test_report_numbers_match_independent_computation(world: tuple[Path, BuiltRu
     assert [e["epoch"] for e in data["epochs"]] == list(range(1, len(built.costs) + 1))
     assert data["epochs"][-1]["cost"] == pytest.approx(built.costs[-1])
     assert {p["name"] for p in data["photos"]} == set(photos) and all(p["error"] is None for p in data["photos"])
+    summary = data["summary"]
+    assert (summary["workers"], summary["strategy"], summary["rounds"], summary["retries"]) == (2, "neuron", 3, 0)
+    assert summary["epochs_run"] == 300 and summary["stop_reason"] == "epoch_limit"
+    assert summary["worker_seconds"] > 0 and summary["estimated_cost_usd"] > 0
+    assert len(data["calls"]) == 6 and len({c["round"] for c in data["calls"]}) == 3
+    assert sorted(c["worker"] for c in data["calls"]) == [0, 0, 0, 1, 1, 1]
+    assert all(c["ok"] for c in data["calls"])
+
+
+def test_timeline_marks_failed_and_retried_calls(world: World, tmp_path: Path) -> None:
+    home, built = world.home, world.built
+    out, js = tmp_path / "r.html", tmp_path / "r.json"
+    res = cli(home, "report", built.run_id, "--out", str(out), "--json", str(js))
+    assert res.returncode == 0, res.stderr
+    data = json.loads(js.read_text())
     assert data["summary"]["retries"] == 1 and data["summary"]["workers"] == 2
-    assert len(data["calls"]) == 8 and sum(1 for c in data["calls"] if not c["ok"]) == 1
-    assert "secret" not in out.read_text() and "secret" not in js.read_text()  # redis password redacted
+    assert len(data["calls"]) == 8 and [c["worker"] for c in data["calls"] if not c["ok"]] == [1]
+    text = out.read_text()
+    doc = Elements(text)
+    assert doc.find(id="timeline")[0]["data-calls"] == "8"
+    assert len(doc.with_class("failed")) == 1 and len(doc.with_class("retry")) == 2
+    assert "secret" not in text and "secret" not in js.read_text()  # the redis password is redacted
 
 
-def test_unknown_run_is_one_line_exit_2(world: tuple[Path, BuiltRun], tmp_path: Path) -> None:
-    home, _ = world
+def test_unknown_run_is_one_line_exit_2(world: World, tmp_path: Path) -> None:
+    home = world.home
     res = cli(home, "report", "r-nope", "--out", str(tmp_path / "x.html"))
     assert res.returncode == 2
     assert len(res.stderr.strip().splitlines()) == 1 and "r-nope" in res.stderr
     assert "Traceback" not in res.stderr and not (tmp_path / "x.html").exists()
 
 
-def test_bad_photos_get_a_message_and_the_rest_renders(world: tuple[Path, BuiltRun], tmp_path: Path) -> None:
-    home, built = world
+def test_bad_photos_get_a_message_and_the_rest_renders(world: World, tmp_path: Path) -> None:
+    home, built = world.home, world.trained
     photos = tmp_path / "photos"
     photos.mkdir()
     (photos / "cat.jpeg").write_bytes((IMAGES / "grumpy_cat.jpeg").read_bytes())
@@ -165,8 +174,8 @@ def test_bad_photos_get_a_message_and_the_rest_renders(world: tuple[Path, BuiltR
     assert out.read_text().count('class="photo-message"') == 2
 
 
-def test_run_without_epochs_renders_with_a_note(world: tuple[Path, BuiltRun], tmp_path: Path) -> None:
-    home, _ = world
+def test_run_without_epochs_renders_with_a_note(world: World, tmp_path: Path) -> None:
+    home = world.home
     with services_at(home) as services:
         services.ledger.create_run(RunRecord(run_id="r-fresh", status="running", kind="mlp", data=str(DATA),
                                              config={"epochs": 50}, model="itsacat", created_at=1.0))
@@ -179,10 +188,8 @@ def test_run_without_epochs_renders_with_a_note(world: tuple[Path, BuiltRun], tm
     assert data["epochs"] == [] and data["test"] is None and len(data["notes"]) == 2
 
 
-def test_compare_two_runs(world: tuple[Path, BuiltRun], tmp_path: Path) -> None:
-    home, built = world
-    with services_at(home) as services:
-        other = build_run(services, epochs=60, retry=False)
+def test_compare_two_runs(world: World, tmp_path: Path) -> None:
+    home, built, other = world.home, world.trained, world.built
     out, js = tmp_path / "c.html", tmp_path / "c.json"
     res = cli(home, "report", "--compare", built.run_id, other.run_id, "--out", str(out), "--json", str(js))
     assert res.returncode == 0, res.stderr
@@ -190,8 +197,40 @@ def test_compare_two_runs(world: tuple[Path, BuiltRun], tmp_path: Path) -> None:
     assert [r["run_id"] for r in runs] == [built.run_id, other.run_id]
     assert runs[0]["test_accuracy"] == pytest.approx(expected(built)["accuracy"])
     assert runs[1]["test_accuracy"] == pytest.approx(expected(other)["accuracy"])
-    assert [len(r["costs"]) for r in runs] == [len(built.costs), 60]
+    assert [len(r["costs"]) for r in runs] == [300, len(other.costs)]
     doc = Elements(out.read_text())
     assert [a["data-run"] for tag, a in doc.items if tag == "th" and "data-run" in a] == [built.run_id, other.run_id]
     res = cli(home, "report", built.run_id, other.run_id)
     assert res.returncode == 2 and "--compare" in res.stderr
+
+
+@pytest.mark.browser
+def test_report_renders_offline_in_chromium(world: World, tmp_path: Path, artifacts: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    home, built = world.home, world.trained
+    out = tmp_path / "report.html"
+    res = cli(home, "report", built.run_id, "--out", str(out), "--images", str(IMAGES))
+    assert res.returncode == 0, res.stderr
+    n_errors = len(expected(built)["errors"])
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium",
+                                     args=["--headless", "--no-sandbox", "--disable-gpu",
+                                           "--disable-background-networking"])
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            requested: list[str] = []
+            page.on("request", lambda r: requested.append(r.url))
+            page.goto(out.as_uri())
+            page.wait_for_load_state("load")
+            broken = page.evaluate("[...document.images].filter(i => !i.complete || i.naturalWidth === 0).length")
+            n_images = page.evaluate("document.images.length")
+            visible_tiles = page.locator("figure.error-tile:visible").count()
+            photo_labels = page.locator("figure.photo .label").all_text_contents()
+            page.screenshot(path=str(artifacts / "report_itsacat.png"), full_page=True)
+        finally:
+            browser.close()
+    assert broken == 0 and n_images >= 3 + n_errors + 2  # cost, confusion, timeline, tiles, photos
+    assert visible_tiles == n_errors
+    assert len(photo_labels) == len(list(IMAGES.iterdir())) and set(photo_labels) <= {"cat", "non-cat"}
+    assert all(u.startswith(("file:", "data:")) for u in requested), requested  # nothing fetched

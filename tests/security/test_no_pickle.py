@@ -251,23 +251,32 @@ def test_registry_refuses_pickled_weights(tmp_path: Path) -> None:
     assert not canary.exists()
 
 
-def test_checkpoint_reader_refuses_pickle(tmp_path: Path) -> None:
-    """Every safetensors blob under runs/ is replaced by a pickle; resuming fails with one line."""
+def test_checkpoint_readers_refuse_pickle(tmp_path: Path) -> None:
+    """A pickle where a checkpoint or the run's data.npz should be: one DataError, nothing runs."""
     from lambdanet.engine import checkpoints
+    from lambdanet.objects.folder import FolderStore
 
     canary = tmp_path / "canary"
-    readers = [getattr(checkpoints, n) for n in dir(checkpoints)
-               if n.startswith(("load", "read", "decode")) and callable(getattr(checkpoints, n))]
-    assert readers, "engine/checkpoints.py exposes no load/read/decode function"
-    tried = 0
-    for fn in readers:
-        try:
-            fn(_payload(canary))
-        except LambdanetError:
-            tried += 1
-        except TypeError:
-            continue  # a signature that does not take bytes
-        else:
-            pytest.fail(f"checkpoints.{fn.__name__} accepted a pickle blob")
-    assert tried >= 1
+    objects = FolderStore(tmp_path / "objects")
+    key = checkpoints.checkpoint_key("r-evil", 1)
+    objects.put(key, _payload(canary))
+    with pytest.raises(DataError):
+        checkpoints.read_state(objects, key)
+    objects.put(checkpoints.data_key("r-evil"), _pickled_npz(tmp_path / "evil.npz", canary).read_bytes())
+    with pytest.raises(DataError):
+        checkpoints.read_data(objects, "r-evil")
     assert not canary.exists()
+
+
+def test_checkpoints_are_safetensors(tmp_path: Path) -> None:
+    from safetensors.numpy import load as st_load
+
+    from lambdanet.engine import checkpoints
+    from lambdanet.objects.folder import FolderStore
+
+    objects = FolderStore(tmp_path / "objects")
+    state = {"W1": np.arange(6, dtype=np.float32).reshape(2, 3), "t": np.array([3], np.int64)}
+    pointer = checkpoints.write_checkpoint(objects, "r-1", 1, 5, state)
+    loaded = st_load(objects.get(pointer["file"]))
+    assert sorted(loaded) == ["W1", "t"]
+    np.testing.assert_array_equal(loaded["W1"], state["W1"])

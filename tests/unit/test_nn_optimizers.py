@@ -107,7 +107,7 @@ def test_float32_is_kept_and_bad_state_is_refused() -> None:
         opt.step(p, {"W1": np.ones((2, 2), np.float32)})
         assert p["W1"].dtype == np.float32
         assert all(v.dtype in (np.float32, np.int64) for v in opt.state_dict().values())
-    with pytest.raises(ValueError, match="unexpected entry 'm.W1'"):
+    with pytest.raises(ValueError, match=r"unexpected entry 'm\.W1'"):
         Momentum(0.1).load_state_dict({"t": np.array([1]), "m.W1": np.zeros(2)})
 
 

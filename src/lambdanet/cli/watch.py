@@ -64,4 +64,6 @@ def register(app: typer.Typer) -> None:
         elif once and not results:
             typer.echo("no new training_input/*.h5")
         if any(r.status == "failed" for r in results):
-            raise typer.Exit(1)
+            # SystemExit, not typer.Exit: cli.main runs click with standalone_mode=False, which
+            # turns typer.Exit into a return value that main() does not pass on
+            raise SystemExit(1)

@@ -14,6 +14,7 @@ grayscale (``I;16``, ``I``) and float (``F``) images are scaled to 0..255, not c
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from pathlib import Path
 
@@ -31,6 +32,17 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeEr
 def _bomb(w: int, h: int, max_pixels: int) -> ImageError:
     return ImageError(f"image is {w}x{h} = {w * h} pixels, above the limit of {max_pixels}; "
                       f"send a smaller image")
+
+
+def _zero_size(data: bytes) -> tuple[int, int] | None:
+    """(w, h) from a PNG/GIF header that declares a 0-sized image (Pillow refuses to identify those)."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        w, h = struct.unpack(">II", data[16:24])
+    elif data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
+        w, h = struct.unpack("<HH", data[6:10])
+    else:
+        return None
+    return (w, h) if w == 0 or h == 0 else None
 
 
 def _high_bit_to_l(img: Image.Image) -> Image.Image:
@@ -64,23 +76,26 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            w, h = img.size
+            src = Image.open(io.BytesIO(data))
+            w, h = src.size
             if w <= 0 or h <= 0:
                 raise ImageError(f"image has size {w}x{h}; send an image with pixels")
             if w * h > max_pixels:
                 raise _bomb(w, h, max_pixels)
-            if getattr(img, "is_animated", False):
-                img.seek(0)  # the first frame
-            img.load()
-            img = ImageOps.exif_transpose(img) or img
+            if getattr(src, "is_animated", False):
+                src.seek(0)  # the first frame
+            src.load()
+            img: Image.Image = ImageOps.exif_transpose(src) or src
             return to_rgb(img)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"image is larger than the limit of {max_pixels} pixels (decompression bomb); "
+        limit = min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels)
+        raise ImageError(f"image is larger than the decompression-bomb limit of {limit} pixels; "
                          f"send a smaller image") from None
     except UnidentifiedImageError:
+        if (wh := _zero_size(data)) is not None:
+            raise ImageError(f"image has size {wh[0]}x{wh[1]}; send an image with pixels") from None
         raise ImageError("not an image (Pillow cannot identify it); send a JPEG, PNG, GIF, BMP or WebP "
                          "file") from None
     except _DECODE_ERRORS as exc:

@@ -45,6 +45,12 @@ def load_dataset(path: str | Path) -> Dataset:
     if not p.exists():
         raise DataError(f"{p}: no such file or folder; pass an itsacat .h5, an .npz or a folder of "
                         f"class sub-folders")
+    try:
+        with p.open("rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        raise DataError(f"{p}: cannot read it ({exc.__class__.__name__}: {exc.strerror}); check its "
+                        f"permissions") from None
     suffix = p.suffix.lower()
     if suffix in H5_SUFFIXES:
         return _load_h5(p)

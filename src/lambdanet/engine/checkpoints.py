@@ -135,7 +135,8 @@ def read_state(objects: ObjectStore, key: str) -> State:
     if state is not None:
         return state
     try:
-        state = dict(st_load(objects.get(key)))
+        loaded = st_load(objects.get(key))
+        state = {k: loaded[k] for k in sorted(loaded)}  # a stable order in every process
     except ObjectNotFound:
         raise
     except Exception as exc:  # safetensors raises its own error types for a damaged file

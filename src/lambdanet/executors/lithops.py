@@ -92,8 +92,24 @@ def run_call(payload: dict[str, Any]) -> dict[str, Any]:
                 "started_at": started, "ended_at": time.time()}
 
 
+def ping(spec: dict[str, Any]) -> dict[str, Any]:
+    """A no-op worker: ``executor.run(ping, specs, 60)`` checks a Lithops setup end to end and
+    measures the per-round start overhead (``benchmarks/lithops_row.py``)."""
+    return {"worker": spec.get("worker"), "pid": os.getpid(), "python": sys.version.split()[0]}
+
+
 def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A Lithops config from a YAML or JSON file (ConfigError with one line otherwise)."""
+    """A Lithops config from a YAML or JSON file, or inline JSON text starting with ``{`` (as
+    ``deploy/template.yaml`` sets ``LAMBDANET_LITHOPS_CONFIG``); ConfigError with one line otherwise."""
+    text_value = str(path).strip()
+    if text_value.startswith("{"):
+        try:
+            inline = json.loads(text_value)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"inline Lithops config is not valid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(inline, dict):
+            raise ConfigError("inline Lithops config must be a JSON object")
+        return inline
     p = Path(path).expanduser()
     try:
         text = p.read_text(encoding="utf-8")
@@ -220,13 +236,12 @@ class LithopsExecutor:
         except Exception as exc:
             raise WorkerFailed(f"Lithops ({self.backend}) could not start the calls: "
                                f"{_one_line(str(exc), 200)}") from exc
+        wait_error: str | None = None
         try:
             fexec.wait(futures, throw_except=False, download_results=True, show_progressbar=False,
                        timeout=call_timeout + WAIT_GRACE_S)
         except Exception as exc:
             wait_error = _one_line(f"{type(exc).__name__}: {exc}", 200)
-        else:
-            wait_error = None
         t1 = time.time()
         return [self._outcome(i, f, t0, t1, call_timeout, wait_error) for i, f in enumerate(futures)]
 

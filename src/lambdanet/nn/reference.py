@@ -39,6 +39,12 @@ class TrainResult:
     stop_reason: str = "epoch_limit"  # "epoch_limit" | "threshold"
 
 
+def gather_columns(X: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """X[:, idx], the fast way for the layout at hand (for a Fortran-ordered X — as
+    ``to_matrix`` makes it — fancy indexing copies whole contiguous columns; ``take`` is ~100x slower)."""
+    return X[:, idx] if X.flags.f_contiguous else X.take(idx, axis=1)
+
+
 def run_epoch(params: dict[str, np.ndarray], optimizer: Optimizer, X: np.ndarray, Y: np.ndarray,
               activations: list[str], batch_size: int, seed: int, epoch: int) -> float:
     """Train one epoch in place; returns the mean of the batch costs."""
@@ -50,8 +56,8 @@ def run_epoch(params: dict[str, np.ndarray], optimizer: Optimizer, X: np.ndarray
         if len(batches) == 1:
             Xb, Yb = X, Y  # full batch in order: no copy
         else:
-            Xb = X.take(idx, axis=1)  # (n_x, mb)
-            Yb = Y.take(idx, axis=1)  # (n_L, mb)
+            Xb = gather_columns(X, idx)  # (n_x, mb)
+            Yb = Y[:, idx]  # (n_L, mb)
         AL, caches = mlp.forward(params, Xb, activations)
         total += batch_cost(output, AL, Yb)
         grads = mlp.backward(params, caches, AL, Yb, activations)

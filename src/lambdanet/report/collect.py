@@ -16,7 +16,6 @@ what it can.
 from __future__ import annotations
 
 import math
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,11 +115,24 @@ def training_config(run: RunRecord) -> dict[str, Any]:
 
 
 def setting(run: RunRecord, key: str) -> Any:
-    """An engine setting (workers, strategy, executor, …): metrics first, then the config."""
-    for source in (run.metrics, run.config, training_config(run)):
+    """An engine setting (workers, strategy, executor, …): metrics first, then the config (flat,
+    under ``"engine"`` as the driver writes it, or under ``"config"``)."""
+    engine = run.config.get("engine")
+    sources = (run.metrics, engine if isinstance(engine, dict) else {}, run.config, training_config(run))
+    for source in sources:
         if source.get(key) is not None:
             return source[key]
     return None
+
+
+def epochs_done(run: RunRecord, epochs: list[EpochRow] | None = None) -> int | None:
+    """Epochs the run has done: the last epoch row, else what its metrics say."""
+    if epochs:
+        return epochs[-1].epoch
+    for key in ("epochs_run", "epochs_done"):
+        if isinstance(run.metrics.get(key), int):
+            return int(run.metrics[key])
+    return 0 if epochs is not None else None
 
 
 def summarise(run: RunRecord, epochs: list[EpochRow], calls: list[CallRow]) -> dict[str, Any]:
@@ -146,7 +158,7 @@ def summarise(run: RunRecord, epochs: list[EpochRow], calls: list[CallRow]) -> d
         "workers": setting(run, "workers"),
         "executor": setting(run, "executor"),
         "store": setting(run, "store_url"),
-        "epochs_run": m.get("epochs_run", len(epochs)),
+        "epochs_run": epochs_done(run, epochs),
         "epochs_configured": cfg.get("epochs"),
         "stop_reason": run.stop_reason or m.get("stop_reason"),
         "error": run.error,
@@ -159,6 +171,8 @@ def summarise(run: RunRecord, epochs: list[EpochRow], calls: list[CallRow]) -> d
         "worker_calls": m.get("worker_calls", len(calls) if calls else None),
         "worker_seconds": worker_seconds,
         "store_bytes": m.get("store_bytes"),
+        "sync_seconds": m.get("sync_seconds"),
+        "lambda_memory_mb": setting(run, "lambda_memory_mb"),
         "estimated_cost_usd": m.get("estimated_cost_usd"),
         "created_at": run.created_at,
         "started_at": run.started_at,
@@ -167,20 +181,17 @@ def summarise(run: RunRecord, epochs: list[EpochRow], calls: list[CallRow]) -> d
 
 
 def _load_data(services: Services, run: RunRecord) -> Any:
+    """The data the run trained on: its snapshot ``runs/<id>/data.npz`` (written by the driver),
+    else the data set at ``run.data``."""
     from lambdanet.data.readers import load_dataset
 
     try:
-        return load_dataset(run.data)
-    except LambdanetError as first:
-        key = f"runs/{run.run_id}/data.npz"
-        try:
-            blob = services.objects.get(key)
-        except LambdanetError:
-            raise first from None
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "data.npz"
-            path.write_bytes(blob)
-            return load_dataset(path)
+        from lambdanet.engine.checkpoints import read_data
+
+        return read_data(services.objects, run.run_id)
+    except (LambdanetError, ImportError, KeyError, ValueError, OSError):
+        pass
+    return load_dataset(run.data)
 
 
 def _fit(images: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
@@ -277,18 +288,33 @@ def _evaluate(services: Services, run: RunRecord, predictor: Any, report: RunRep
         report.notes.append(f"cannot read the run's data {run.data}: {exc}")
         return
     classes = list(predictor.classes)
-    cfg = training_config(run)
-    if data.x_test is not None and data.y_test is not None and len(data.y_test):
-        limit = cfg.get("limit_test")
-        x_test, y_test = data.x_test, data.y_test
-        if isinstance(limit, int) and limit < len(y_test):
-            x_test, y_test = x_test[:limit], y_test[:limit]
+    x_train, y_train, x_test, y_test = _run_arrays(run, data)
+    if x_test is not None and y_test is not None and len(y_test):
         report.test = evaluate(predict_in_chunks(predictor, x_test), y_test, classes)
         report.test_images = x_test
     else:
         report.notes.append(f"the data set {run.data} has no test set; metrics are on the training set")
-    if len(data.y_train) <= MAX_TRAIN_EVAL:
-        report.train = evaluate(predict_in_chunks(predictor, data.x_train), data.y_train, classes)
+    if len(y_train) <= MAX_TRAIN_EVAL:
+        report.train = evaluate(predict_in_chunks(predictor, x_train), y_train, classes)
     else:
-        report.notes.append(f"training set has {len(data.y_train)} samples; train accuracy is the one "
+        report.notes.append(f"training set has {len(y_train)} samples; train accuracy is the one "
                             "the run recorded")
+
+
+def _run_arrays(run: RunRecord, data: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """The samples the run trained and tested on: a CNN config's ``limit_train``/``limit_test``
+    pick the same shuffled subsets as the CNN strategy (``torchnet.data.subset``)."""
+    cfg = training_config(run)
+    x, y, xt, yt = data.x_train, data.y_train, data.x_test, data.y_test
+    limit_train, limit_test = cfg.get("limit_train"), cfg.get("limit_test")
+    if run.kind == "cnn" and (limit_train or limit_test):
+        from lambdanet.torchnet.data import subset
+
+        seed = int(cfg.get("seed", 0))
+        if isinstance(limit_train, int) and limit_train < len(y):
+            i = subset(len(y), limit_train, seed)
+            x, y = x[i], y[i]
+        if yt is not None and isinstance(limit_test, int) and limit_test < len(yt):
+            i = subset(len(yt), limit_test, seed + 1)
+            xt, yt = xt[i], yt[i]
+    return x, y, xt, yt

@@ -111,6 +111,8 @@ def summary_table(s: dict[str, Any]) -> str:
         ("worker_calls", "Worker calls", escape(fmt(s.get("worker_calls")))),
         ("worker_seconds", "Worker-seconds", escape(fmt(s.get("worker_seconds"), 2))),
         ("store_bytes", "Store bytes moved", escape(fmt(s.get("store_bytes")))),
+        ("sync_seconds", "Seconds in collectives", escape(fmt(s.get("sync_seconds"), 2))),
+        ("lambda_memory_mb", "Function memory (MB)", escape(fmt(s.get("lambda_memory_mb")))),
         ("estimated_cost_usd", "Estimated AWS cost",
          "n/a" if cost_usd is None else escape(f"${cost_usd:.6f}")),
         ("created_at", "Created", escape(when(s.get("created_at")))),

@@ -140,7 +140,8 @@ def timeline(calls: Sequence[CallRow], t0: float | None = None) -> bytes:
         color = FAIL_COLOR if not c.ok else (RETRY_COLOR if c.attempt > 0 else OK_COLOR)
         width = max(c.ended_at - c.started_at, 1e-3)
         ax.broken_barh([(c.started_at - start, width)], (c.worker - 0.4, 0.8), facecolors=color,
-                       edgecolors="black", linewidth=0.3, hatch="//" if c.attempt > 0 else None)
+                       edgecolors="black" if c.attempt > 0 else "white", linewidth=0.8,
+                       hatch="//" if c.attempt > 0 else None)
     round_starts: dict[int, float] = {}
     for c in calls:
         round_starts[c.round] = min(round_starts.get(c.round, c.started_at), c.started_at)
@@ -152,6 +153,7 @@ def timeline(calls: Sequence[CallRow], t0: float | None = None) -> bytes:
     ax.set_yticks(workers, labels=[f"worker {w}" for w in workers])
     ax.set_xlabel("seconds since the first call")
     ax.legend(handles=[Patch(color=OK_COLOR, label="call"), Patch(color=RETRY_COLOR, label="retry", hatch="//"),
-                       Patch(color=FAIL_COLOR, label="failed")], fontsize=7, loc="lower right")
+                       Patch(color=FAIL_COLOR, label="failed")], fontsize=7, loc="upper left",
+              bbox_to_anchor=(1.01, 1.0))
     ax.grid(axis="x", alpha=0.3)
     return _png(fig)

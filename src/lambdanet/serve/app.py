@@ -138,5 +138,5 @@ def create_app(registry: ModelRegistry, options: ServeOptions | None = None, **o
     app.add_middleware(BodyLimitMiddleware, max_bytes=options.max_request_bytes)
     if options.api_key:
         app.add_middleware(ApiKeyMiddleware, api_key=options.api_key)
-    app.add_middleware(MetricsMiddleware, metrics=metrics, routes_app=app)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -32,7 +32,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from lambdanet.errors import LambdanetError
 from lambdanet.ports.ledger import EpochRow, RunRecord
-from lambdanet.report.collect import clean_json, setting, training_config
+from lambdanet.report.collect import clean_json, epochs_done, setting, training_config
 from lambdanet.report.html import page
 from lambdanet.services import Services
 
@@ -64,7 +64,7 @@ def run_state(run: RunRecord, epochs: list[EpochRow] | None, now: float | None =
     now = time.time() if now is None else now
     cfg = training_config(run)
     total = cfg.get("epochs")
-    done = (epochs[-1].epoch if epochs else 0) if epochs is not None else run.metrics.get("epochs_run")
+    done = epochs_done(run, epochs)
     last_cost = epochs[-1].cost if epochs else run.metrics.get("final_cost")
     eta = None
     if run.status == "running" and run.started_at and done and isinstance(total, int) and total > done:

@@ -14,12 +14,14 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import math
 
 import numpy as np
 
 from lambdanet.errors import ImageError, UserInputError
 
 Shape = tuple[int, int, int]
+MAX_BATCH = 4096  # images per request
 
 
 def b64decode(text: str, what: str = "data") -> bytes:
@@ -70,15 +72,16 @@ def tensor_input(values: np.ndarray, datatype: str, shape: list[int], input_shap
     h, w, c = input_shape
     try:
         dims = [int(d) for d in shape]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise UserInputError(f"input 'input': shape must be a list of integers, got {shape!r}") from None
     if len(dims) == 3:
         dims = [1, *dims]
-    if len(dims) != 4 or dims[1:] != [h, w, c] or dims[0] < 1:
-        raise UserInputError(f"input 'input': shape must be [N, {h}, {w}, {c}] (N >= 1), got {shape!r}")
-    if values.size != int(np.prod(dims)):
-        raise UserInputError(f"input 'input': shape {dims} needs {int(np.prod(dims))} values, "
-                             f"got {values.size}")
+    if len(dims) != 4 or dims[1:] != [h, w, c] or not 1 <= dims[0] <= MAX_BATCH:
+        raise UserInputError(f"input 'input': shape must be [N, {h}, {w}, {c}] with 1 <= N <= {MAX_BATCH}, "
+                             f"got {shape!r}")
+    needed = math.prod(dims)  # Python ints: no int64 wrap-around
+    if values.size != needed:
+        raise UserInputError(f"input 'input': shape {dims} needs {needed} values, got {values.size}")
     dt = datatype.upper()
     if dt == "UINT8":
         if values.dtype != np.uint8:

@@ -20,7 +20,6 @@ import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lambdanet.errors import PayloadTooLarge
@@ -61,17 +60,18 @@ class ServeMetrics:
 
 
 class MetricsMiddleware:
-    def __init__(self, app: ASGIApp, metrics: ServeMetrics, routes_app: Any) -> None:
+    def __init__(self, app: ASGIApp, metrics: ServeMetrics) -> None:
         self.app = app
         self.metrics = metrics
-        self.routes_app = routes_app  # the FastAPI app, whose routes name the ``route`` label
 
-    def _route(self, scope: Scope) -> str:
-        for route in self.routes_app.router.routes:
-            match, _ = route.matches(scope)
-            if match == Match.FULL:
-                return str(getattr(route, "path", "other"))
-        return "unmatched"
+    @staticmethod
+    def _route(scope: Scope) -> str:
+        """The matched route's template (``/v2/models/{name}/infer``), else ``unrouted`` (404s,
+        401s and 413s answered before routing) — never the raw path, which would let clients
+        create unbounded label values."""
+        route = scope.get("route")
+        path = getattr(route, "path", None)
+        return str(path) if path else "unrouted"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

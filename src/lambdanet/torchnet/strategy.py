@@ -39,6 +39,7 @@ from lambdanet.torchnet.train import (
     make_optimizer,
     resolve_device,
     train_epochs,
+    usable_cores,
 )
 
 DEFAULT_EPOCHS_PER_ROUND = 1  # a CIFAR-10 LeNet epoch is ~30 s on 2 cores: checkpoint every epoch
@@ -118,7 +119,7 @@ class TorchDataStrategy:
     def run_round(self, ctx: RoundContext) -> RoundReport:
         cfg = _check(ctx.config)
         dev = resolve_device(device_name(cfg))
-        configure_torch(threads=max(1, (os.cpu_count() or 1) // ctx.size))
+        configure_torch(threads=max(1, usable_cores() // ctx.size))
         x, y, xt, yt = arrays(ctx.cache, cfg, ctx.dataset)
         model, opt = _model(cfg, ctx.dataset, ctx.state, dev, with_optimizer=True)
         assert opt is not None

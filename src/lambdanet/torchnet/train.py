@@ -23,6 +23,7 @@ vote (a time budget), so all workers always agree on when to stop.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -84,11 +85,23 @@ def resolve_device(name: str) -> torch.device:
     raise ConfigError(f"unknown device '{name}' (allowed: cpu, cuda, cuda:N)")
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, e.g. under ``taskset``), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def configure_torch(threads: int | None = None) -> None:
-    """Deterministic algorithms on; ``threads`` intra-op threads (default: every core)."""
+    """Deterministic algorithms on; ``threads`` intra-op threads (default: every usable core)."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
-    n = threads if threads is not None else (os.cpu_count() or 1)
+    # IEEE float32 on GPUs (no TF32): K = 1 and K = 2 then agree within float32 tolerance
+    for backend in (torch.backends.cudnn.conv, torch.backends.cuda.matmul):
+        with contextlib.suppress(AttributeError, RuntimeError):
+            backend.fp32_precision = "ieee"  # type: ignore[attr-defined]
+    n = threads if threads is not None else usable_cores()
     if torch.get_num_threads() != max(1, n):
         torch.set_num_threads(max(1, n))
 
@@ -166,26 +179,31 @@ def train_epochs(
         plan = augment_plan(m, cfg.seed, epoch) if cfg.augment else None
         loss_total, correct_total = 0.0, 0.0
         batches = minibatches(m, cfg.batch_size, cfg.seed, epoch)
+        loss_dev = torch.zeros((), dtype=torch.float64, device=dev)  # K = 1: summed on the device,
+        correct_dev = torch.zeros((), dtype=torch.int64, device=dev)  # read once per epoch (no syncs)
         for idx in batches:
             mine = np.array_split(idx, size)[rank]  # this worker's slice of the batch
-            opt.zero_grad(set_to_none=False)
-            loss_sum, correct = 0.0, 0.0
+            opt.zero_grad(set_to_none=True)
+            loss_sum, correct = torch.zeros((), device=dev), torch.zeros((), dtype=torch.int64, device=dev)
             if len(mine):
                 xb = x[mine] if plan is None else augment(x[mine], plan, mine)  # (b, H, W, C)
                 yb = torch.from_numpy(y[mine]).to(dev)
                 logits = model(to_tensor(xb, dev))  # (b, C)
                 batch_loss = F.cross_entropy(logits, yb, reduction="sum")
                 (batch_loss / len(idx)).backward()
-                loss_sum = float(batch_loss.detach())
-                correct = float((logits.detach().argmax(1) == yb).sum())
+                loss_sum, correct = batch_loss.detach(), (logits.detach().argmax(1) == yb).sum()
             if size > 1:
-                buf = np.concatenate([flat_grads(model), np.array([loss_sum, correct], np.float32)])
-                buf = _reduce(collective, buf)
+                extra = np.array([float(loss_sum), float(correct)], np.float32)
+                buf = _reduce(collective, np.concatenate([flat_grads(model), extra]))
                 set_flat_grads(model, buf[:-2])
-                loss_sum, correct = float(buf[-2]), float(buf[-1])
+                loss_total += float(buf[-2]) / len(idx)
+                correct_total += float(buf[-1])
+            else:
+                loss_dev += loss_sum / len(idx)
+                correct_dev += correct
             opt.step()
-            loss_total += loss_sum / len(idx)
-            correct_total += correct
+        if size == 1:
+            loss_total, correct_total = float(loss_dev), float(correct_dev)
         # epoch end: BN statistics, test accuracy, stop votes — one buffer
         test_correct, test_loss = 0.0, 0.0
         if test is not None:

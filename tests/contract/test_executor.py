@@ -1,0 +1,71 @@
+"""The Executor contract for the ``local`` (threads) and ``process`` (one OS process per call)
+executors: concurrent calls, one outcome per spec in order, failures as one line, timeouts."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from lambdanet import adapters
+from lambdanet.executors import probe
+from lambdanet.ports import Executor
+from tests.conftest import RedisServer
+
+
+@pytest.fixture(params=["local", pytest.param("process", marks=pytest.mark.redis)])
+def setup(request: pytest.FixtureRequest) -> Iterator[tuple[Executor, str]]:
+    """(executor, a store URL its workers can all reach)."""
+    if request.param == "local":
+        yield adapters.open_executor("local"), f"memory://exec-{uuid.uuid4().hex[:8]}"
+    else:
+        server: RedisServer = request.getfixturevalue("redis_server")
+        yield adapters.open_executor("process"), server.url
+
+
+def test_calls_run_concurrently_and_outcomes_come_in_spec_order(setup: tuple[Executor, str]) -> None:
+    executor, store_url = setup
+    prefix = f"ln:exec-{uuid.uuid4().hex[:8]}"
+    specs = [{"worker": k, "workers": 3, "store_url": store_url, "prefix": prefix, "timeout_s": 20}
+             for k in range(3)]
+    outcomes = executor.run(probe.meet, specs, timeout_s=60)
+    assert [o.worker for o in outcomes] == [0, 1, 2]
+    assert all(o.ok for o in outcomes), [o.error for o in outcomes]
+    assert [o.result["sum"] for o in outcomes] == [3.0, 3.0, 3.0]  # type: ignore[index]
+    assert all(o.ended_at >= o.started_at > 0 for o in outcomes)
+    pids = {o.result["pid"] for o in outcomes}  # type: ignore[index]
+    assert len(pids) == (1 if executor.name == "local" else 3)
+    adapters.open_store(store_url).delete_prefix(prefix)
+
+
+def test_a_raising_call_is_one_failed_outcome(setup: tuple[Executor, str]) -> None:
+    executor, _ = setup
+    outcomes = executor.run(probe.fail, [{"worker": 0}], timeout_s=60)
+    assert not outcomes[0].ok
+    assert outcomes[0].error == "ValueError: probe failure in worker 0"
+    ok = executor.run(probe.echo, [{"worker": 0, "x": [1, 2]}], timeout_s=60)[0]
+    assert ok.ok and ok.result is not None and ok.result["x"] == [1, 2]
+
+
+def test_a_call_past_the_timeout_is_reported(setup: tuple[Executor, str]) -> None:
+    executor, _ = setup
+    specs = [{"worker": 0, "seconds": 0.0}, {"worker": 1, "seconds": 30.0}]
+    outcomes = executor.run(probe.sleep, specs, timeout_s=3.0)
+    assert outcomes[0].ok
+    assert not outcomes[1].ok and outcomes[1].error == "timed out after 3 s"
+
+
+def test_process_worker_killed_with_sigkill_reports_exit_code() -> None:
+    executor = adapters.open_executor("process")
+    outcomes = executor.run(probe.crash, [{"worker": 0}], timeout_s=60)
+    assert not outcomes[0].ok
+    assert outcomes[0].error == "exit code -9"
+
+
+def test_process_executor_limits_blas_threads_per_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    executor = adapters.open_executor("process")
+    env = executor._env(4)  # type: ignore[attr-defined]
+    assert env["OPENBLAS_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 4))

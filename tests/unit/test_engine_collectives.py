@@ -1,0 +1,157 @@
+"""Collectives over the memory store (threads) and a real redis-server: results identical on
+every worker and independent of timing, deadlines, K = 1 fast path, bounded keys."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from lambdanet import adapters
+from lambdanet.engine.collectives import Collective
+from lambdanet.engine.strategies.base import columns, row_block
+from lambdanet.errors import DeadlineExceeded
+from tests.conftest import RedisServer
+
+
+def run_workers(url: str, size: int, body: Callable[[Collective], Any], timeout_s: float = 10.0,
+                prefix: str | None = None) -> list[Any]:
+    """Run ``body(comm)`` on ``size`` threads, each with its own store client; results by rank."""
+    prefix = prefix or f"ln:test-{uuid.uuid4().hex[:8]}:1:0"
+    results: list[Any] = [None] * size
+
+    def work(rank: int) -> None:
+        store = adapters.open_store(url)
+        try:
+            results[rank] = body(Collective(store, prefix, rank, size, timeout_s))
+        except Exception as exc:  # noqa: BLE001 - reported to the test
+            results[rank] = exc
+        finally:
+            store.close()
+
+    threads = [threading.Thread(target=work, args=(r,)) for r in range(size)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def url(request: pytest.FixtureRequest) -> str:
+    if request.param == "memory":
+        return f"memory://coll-{uuid.uuid4().hex[:8]}"
+    server: RedisServer = request.getfixturevalue("redis_server")
+    return server.url
+
+
+@pytest.mark.parametrize("size", [2, 3, 4])
+def test_all_reduce_is_the_worker_order_sum_on_every_worker(url: str, size: int) -> None:
+    rng = np.random.default_rng(size)
+    parts = [rng.standard_normal(1000).astype(np.float32) * np.float32(10.0) ** int(rng.integers(-3, 3)) for _ in range(size)]
+    expected = parts[0] + parts[1]
+    for p in parts[2:]:
+        expected += p
+
+    def body(comm: Collective) -> list[np.ndarray]:
+        out = []
+        for step in range(5):
+            time.sleep(random.random() * 0.01)  # different arrival orders every step
+            out.append(comm.all_reduce(parts[comm.rank] * (step + 1)))
+        return out
+
+    results = run_workers(url, size, body)
+    for res in results:
+        assert not isinstance(res, Exception), res
+        for step, got in enumerate(res):
+            scaled = [p * (step + 1) for p in parts]
+            exp = scaled[0] + scaled[1]
+            for p in scaled[2:]:
+                exp += p
+            assert got.tobytes() == exp.tobytes()  # bit-identical, whatever the timing
+    assert results[0][0].tobytes() == expected.tobytes()
+
+
+def test_all_gather_broadcast_and_barrier(url: str) -> None:
+    def body(comm: Collective) -> tuple[list[np.ndarray], np.ndarray]:
+        parts = comm.all_gather(np.full((comm.rank + 1, 2), comm.rank, dtype=np.float64))  # uneven rows
+        comm.barrier()
+        root = comm.broadcast(np.arange(4.0) if comm.rank == 2 else None, root=2)
+        return parts, root
+
+    results = run_workers(url, 3, body)
+    for parts, root in results:
+        assert [p.shape for p in parts] == [(1, 2), (2, 2), (3, 2)]
+        assert [float(p[0, 0]) for p in parts] == [0.0, 1.0, 2.0]
+        np.testing.assert_array_equal(root, np.arange(4.0))
+
+
+def test_a_missing_worker_is_a_deadline_exceeded(url: str) -> None:
+    def body(comm: Collective) -> Any:
+        if comm.rank == 1:
+            return "absent"
+        return comm.all_reduce(np.ones(3))
+
+    t0 = time.monotonic()
+    results = run_workers(url, 2, body, timeout_s=0.5)
+    assert isinstance(results[0], DeadlineExceeded)
+    assert "worker 0 of 2 waited 0.5 s at all_gather step 1" in str(results[0])
+    assert time.monotonic() - t0 < 20
+
+
+def test_per_step_keys_are_cleaned_as_the_round_goes(url: str) -> None:
+    prefix = f"ln:keys-{uuid.uuid4().hex[:8]}:1:0"
+
+    def body(comm: Collective) -> int:
+        for _ in range(200):
+            comm.all_gather(np.ones(4) * comm.rank)
+        return comm.seq
+
+    results = run_workers(url, 3, body, prefix=prefix)
+    assert results == [200, 200, 200]
+    store = adapters.open_store(url)
+    left = store.keys(prefix)  # type: ignore[attr-defined]
+    # only the last two steps may remain (their parts and counters), never 200 steps of keys
+    steps = {k.split(":")[4] for k in left}
+    assert steps <= {"199", "200"}, sorted(left)[:10]
+    store.delete_prefix(prefix + ":")
+    assert store.keys(prefix) == []  # type: ignore[attr-defined]
+
+
+def test_k1_collectives_touch_nothing() -> None:
+    store = adapters.open_store(f"memory://k1-{uuid.uuid4().hex[:8]}")
+    comm = Collective(store, "ln:x:1:0", 0, 1, 1.0)
+    a = np.arange(5.0)
+    assert comm.all_reduce(a) is a
+    assert comm.all_gather(a)[0] is a
+    assert comm.broadcast(a) is a
+    comm.barrier()
+    assert store.bytes_in == 0 and store.bytes_out == 0
+    assert store.keys("") == []  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("n,size", [(20, 3), (7, 4), (1, 4), (209, 4), (5, 5)])
+def test_row_blocks_cover_every_row_once(n: int, size: int) -> None:
+    blocks = [row_block(n, size, k) for k in range(size)]
+    assert blocks[0][0] == 0 and blocks[-1][1] == n
+    assert all(blocks[i][1] == blocks[i + 1][0] for i in range(size - 1))
+    sizes = [b - a for a, b in blocks]
+    assert max(sizes) - min(sizes) <= 1
+    assert sizes == [len(s) for s in np.array_split(np.arange(n), size)]
+
+
+def test_columns_is_a_view_for_contiguous_indices_and_a_copy_otherwise() -> None:
+    A = np.arange(20.0).reshape(2, 10)
+    v = columns(A, np.arange(3, 7))
+    assert np.shares_memory(v, A)
+    np.testing.assert_array_equal(v, A[:, 3:7])
+    idx = np.array([5, 1, 2])
+    c = columns(A, idx)
+    assert not np.shares_memory(c, A)
+    np.testing.assert_array_equal(c, A[:, idx])

@@ -1,0 +1,73 @@
+"""MLPPredictor: metadata + weights of a model version -> (N, n_classes) probabilities."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lambdanet.errors import ImageError, ModelNotFound
+from lambdanet.nn import mlp
+from lambdanet.nn.predictor import MLPPredictor
+from lambdanet.predictor import Predictor, load_predictor
+from lambdanet.registry import ModelVersion
+
+
+def version(acts: list[str], dims: list[int], classes: list[str] | None, **md) -> ModelVersion:
+    weights = mlp.init_params(dims, acts, "he", 5, "float32")
+    weights = {k: v + 0.01 for k, v in weights.items()}
+    metadata = {"kind": "mlp", "dtype": "float32", "input_shape": [4, 3, 3],
+                "preprocessing": {"resize": "bilinear", "scale": 255.0, "mean": None, "std": None},
+                "architecture": {"layer_dims": dims, "activations": acts}, **md}
+    if classes is not None:
+        metadata["classes"] = classes
+    return ModelVersion(name="toy", version=3, metadata=metadata, weights=weights)
+
+
+def images(n: int) -> np.ndarray:
+    return np.random.default_rng(n).integers(0, 256, size=(n, 4, 3, 3), dtype=np.uint8)
+
+
+def test_sigmoid_model_returns_one_minus_p_and_p() -> None:
+    mv = version(["relu", "sigmoid"], [36, 5, 1], ["non-cat", "cat"])
+    pred = load_predictor(mv)
+    assert isinstance(pred, MLPPredictor) and isinstance(pred, Predictor)
+    assert (pred.name, pred.version, pred.classes, pred.input_shape) == ("toy", 3, ["non-cat", "cat"], (4, 3, 3))
+    x = images(6)
+    probs = pred.predict_proba(x)
+    p = mlp.predict_proba(mv.weights, x.reshape(6, -1).T.astype(np.float32) / 255, ["relu", "sigmoid"])[0]
+    assert probs.shape == (6, 2)
+    np.testing.assert_allclose(probs[:, 1], p, rtol=1e-6)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(pred.predict_proba(x[0]), probs[:1], rtol=1e-6)  # a single (H, W, C) image
+
+
+def test_softmax_model_and_default_class_names() -> None:
+    mv = version(["tanh", "softmax"], [36, 6, 4], None)
+    pred = MLPPredictor(mv)
+    probs = pred.predict_proba(images(3))
+    assert pred.classes == ["0", "1", "2", "3"] and probs.shape == (3, 4)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
+
+
+def test_mean_std_preprocessing() -> None:
+    pre = {"scale": 255.0, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+    mv = version(["relu", "sigmoid"], [36, 5, 1], ["a", "b"], preprocessing=pre)
+    x = images(2)
+    X = ((x.astype(np.float32) / 255 - 0.5) / 0.25).reshape(2, -1).T
+    p = mlp.predict_proba(mv.weights, X, ["relu", "sigmoid"])[0]
+    np.testing.assert_allclose(MLPPredictor(mv).predict_proba(x)[:, 1], p, rtol=1e-5)
+
+
+def test_bad_inputs_and_bad_models() -> None:
+    pred = MLPPredictor(version(["relu", "sigmoid"], [36, 5, 1], ["a", "b"]))
+    with pytest.raises(ImageError, match=r"images have shape \(3, 4, 3\) but model toy:3 expects \(4, 3, 3\)"):
+        pred.predict_proba(np.zeros((1, 3, 4, 3), np.uint8))
+    with pytest.raises(ImageError, match="uint8"):
+        pred.predict_proba(np.zeros((1, 4, 3, 3), np.float32))
+    with pytest.raises(ModelNotFound, match="metadata names 3 classes but the network outputs 2"):
+        MLPPredictor(version(["relu", "sigmoid"], [36, 5, 1], ["a", "b", "c"]))
+    mv = version(["relu", "sigmoid"], [36, 5, 1], ["a", "b"])
+    broken = ModelVersion(name="toy", version=3, metadata=mv.metadata,
+                          weights={k: v for k, v in mv.weights.items() if k != "W2"})
+    with pytest.raises(ModelNotFound, match="weights lack W2"):
+        MLPPredictor(broken)
