@@ -39,7 +39,14 @@ from typing import Any
 
 from lambdanet.adapters import redact
 from lambdanet.config import parse_config
-from lambdanet.errors import ConfigError, LambdanetError, NotifierUnavailable, ObjectNotFound, Unavailable
+from lambdanet.errors import (
+    ConfigError,
+    LambdanetError,
+    NotifierUnavailable,
+    ObjectNotFound,
+    Unavailable,
+    UserInputError,
+)
 from lambdanet.ports import ObjectStore, RunRecord
 from lambdanet.services import Services
 
@@ -134,8 +141,10 @@ class UploadTrigger:
             version = self.watched.info(key).version
         run_id = new_run_id()
         ledger = self.services.ledger
-        if not ledger.claim(self.claim_key(key, version), run_id):
-            return TriggerResult(key, version, "skipped", run_id=ledger.claimed_by(self.claim_key(key, version)))
+        claim = self.claim_key(key, version)
+        if not ledger.claim(claim, run_id):
+            owner = ledger.claimed_by(f"{claim}#run") or ledger.claimed_by(claim)
+            return TriggerResult(key, version, "skipped", run_id=owner)
         source = f"{redact(self.watched.url)}/{key}"
         with tempfile.TemporaryDirectory(prefix="lambdanet-trigger-") as tmp:
             started = time.time()
@@ -189,7 +198,8 @@ class UploadTrigger:
                          started: float, raw: dict[str, Any] | None) -> TriggerResult:
         now = time.time()
         self.services.ledger.create_run(RunRecord(
-            run_id=run_id, status="failed", kind="mlp", config=raw or {}, data=source,
+            run_id=run_id, status="failed", kind="cnn" if raw and "model" in raw else "mlp",
+            config=raw or {}, data=source,
             model=self.model_name, created_at=started, started_at=started, ended_at=now,
             stop_reason="error", error=reason, metrics={"trigger_key": key, "trigger_version": version},
         ))
@@ -224,9 +234,16 @@ class UploadTrigger:
             result = Driver(self.services, progress=self.progress).train(request)
         except Unavailable:
             raise
+        except UserInputError as exc:
+            # refused while validating (config vs data, workers…): the driver wrote nothing yet
+            return self._fail_before_run(run_id, key, version, source, str(exc), started,
+                                         raw=config.model_dump())
         except LambdanetError as exc:  # the driver recorded and notified the failure
             return TriggerResult(key, version, "failed", run_id=run_id, error=str(exc))
         payload = result.to_json() if hasattr(result, "to_json") else dict(vars(result))
+        if payload.get("run_id") and payload["run_id"] != run_id:
+            # the driver chose its own run id: remember which run this upload became
+            self.services.ledger.claim(f"{self.claim_key(key, version)}#run", str(payload["run_id"]))
         if payload.get("status") != "completed":
             return TriggerResult(key, version, "failed", run_id=payload.get("run_id", run_id),
                                  error=f"run ended {payload.get('status')} ({payload.get('stop_reason')})")

@@ -300,6 +300,11 @@ CLI_CASES: list[CliCase] = [
         p, {"x.npy": b"\x93NUMPY garbage that is not an array", "y.npy": _npy(_labels(2))})))),
     CliCase("npz-nan-labels", _train_on(_gen("nan.npz", _npz(x=_images(3), y=np.array([0.0, np.nan, 1.0]))))),
     CliCase("npz-fractional-labels", _train_on(_gen("frac.npz", _npz(x=_images(3), y=np.array([0.5, 1, 0]))))),
+    CliCase("npz-zero-features-int64", _train_on(_gen("zf64.npz", _npz(x=np.zeros((2, 0), np.int64),
+                                                                       y=_labels(2))))),
+    CliCase("npz-zero-features-uint8", _train_on(_gen("zf8.npz", _npz(x=np.zeros((2, 0), np.uint8), y=_labels(2))))),
+    CliCase("npz-zero-size-images", _train_on(_gen("z00.npz", _npz(x=np.zeros((2, 0, 0, 3), np.uint8),
+                                                                   y=_labels(2))))),
     CliCase("npz-empty-archive", _train_on(_gen("nothing.npz", lambda p: _npy_zip(p, {})))),
     CliCase("data-unsupported-suffix", lambda c: ["train", str(BAD / "data_unsupported.csv"),
                                                   "--params", str(c.params)]),
@@ -350,6 +355,12 @@ CLI_CASES: list[CliCase] = [
 CLI_XFAIL: dict[str, str] = {
     "params-inf-lr": "config.py accepts learning_rate=Infinity (JSON 'Infinity' parses; Field(gt=0) "
                      "passes inf): training then produces NaN weights; needs allow_inf_nan=False",
+    "npz-zero-features-int64": "data/dataset.py check_images: x of shape (2, 0) int64 -> x.min() on a "
+                               "zero-size array raises ValueError: a traceback instead of a DataError",
+    "npz-zero-features-uint8": "data/dataset.py check_images accepts samples with 0 features ((2, 0) uint8): "
+                               "a model with a 0-input first layer is trained and registered",
+    "npz-zero-size-images": "data/dataset.py check_images accepts 0x0 images ((2, 0, 0, 3) uint8): "
+                            "a model with a 0-input first layer is trained and registered",
 }
 
 

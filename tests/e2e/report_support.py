@@ -4,6 +4,7 @@ reference trainer, write the run, its epoch rows and worker calls to the SQLite 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -20,9 +21,13 @@ from lambdanet.data.readers import load_dataset, to_matrix, to_targets
 from lambdanet.nn import mlp, reference
 from lambdanet.ports.ledger import CallRow, EpochRow, RunRecord
 from lambdanet.services import Services
+from lambdanet.settings import Settings
 from tests.conftest import CATVNONCAT, REPO
 
 DATA = CATVNONCAT / "datasets.h5"
+# one BLAS thread per process: on a loaded 2-core machine OpenBLAS's spinning threads make these
+# tiny matmuls ~10x slower (kept if the caller set its own value)
+SUBPROCESS_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
 
 
 @dataclass
@@ -100,7 +105,7 @@ def build_run(services: Services, epochs: int = 300, retry: bool = True, model_n
 
 
 def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "LAMBDANET_HOME": str(home), "PYTHONPATH": str(REPO / "src")}
+    env = {**SUBPROCESS_ENV, **os.environ, "LAMBDANET_HOME": str(home), "PYTHONPATH": str(REPO / "src")}
     return subprocess.run([sys.executable, "-m", "lambdanet", *args], capture_output=True, text=True, env=env,
                           timeout=180, cwd=REPO)
 
@@ -121,3 +126,26 @@ class Elements(HTMLParser):
 
     def with_class(self, cls: str) -> list[dict[str, str]]:
         return [a for _, a in self.items if cls in a.get("class", "").split()]
+
+
+def build_run_in_subprocess(home: Path, epochs: int = 300, retry: bool = True) -> BuiltRun:
+    """:func:`build_run` in a fresh interpreter (single-threaded BLAS) writing to ``home``; the
+    weights are read back from the registry."""
+    code = ("import json; from lambdanet.services import Services; from tests.e2e.report_support import build_run; "
+            f"s = Services.open(); b = build_run(s, epochs={epochs}, retry={retry}); "
+            "print(json.dumps({'run_id': b.run_id, 'model': b.model_ref, 'costs': b.costs}))")
+    env = {**SUBPROCESS_ENV, **os.environ, "LAMBDANET_HOME": str(home),
+           "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
+    if res.returncode != 0:
+        raise RuntimeError(f"build_run failed: {res.stderr[-2000:]}")
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    services = Services.open(Settings(
+        home=home, ledger_url=f"sqlite:///{home / 'ledger.db'}", objects_url=str(home / "objects"),
+        notifier_url="console://", store_url="memory://", executor="local"))
+    try:
+        mv = services.registry.load(out["model"])
+        return BuiltRun(out["run_id"], out["model"], dict(mv.weights),
+                        list(mv.metadata["architecture"]["activations"]), out["costs"])
+    finally:
+        services.close()

@@ -139,6 +139,14 @@ def test_bad_inputs_fail_cleanly_without_outputs(cloud: dict[str, Any]) -> None:
     third = watch_once()
     assert [r["key"] for r in third] == ["training_input/c.h5"]
     assert "activations.layer3: missing" in third[0]["error"]
+    # 4. parameters valid on their own but not for this data (softmax with 3 outputs, 2 classes):
+    #    refused by the engine's validation, still a failed run in the ledger
+    softmax = {**PARAMS, "activations": {"layer1": "relu", "layer2": "softmax"},
+               "neurons": {"layer1": 3, "layer2": 3}}
+    s3.put_object(Bucket=bucket, Key="training_input/parameters.json", Body=json.dumps(softmax).encode())
+    s3.put_object(Bucket=bucket, Key="training_input/d.h5", Body=cat)
+    fourth = watch_once()
+    assert "one neuron per class" in fourth[0]["error"]
 
     assert _keys(s3, bucket, "predict_input/") == [] and _keys(s3, bucket, "training_results/") == []
     services = _services()
@@ -146,11 +154,11 @@ def test_bad_inputs_fail_cleanly_without_outputs(cloud: dict[str, Any]) -> None:
         runs = {r.run_id: r for r in services.ledger.list_runs()}
     finally:
         services.close()
-    assert sorted(runs) == sorted(r[0]["run_id"] for r in (first, second, third))
+    assert sorted(runs) == sorted(r[0]["run_id"] for r in (first, second, third, fourth))
     assert all(r.status == "failed" and r.stop_reason == "error" and r.error for r in runs.values())
     assert runs[second[0]["run_id"]].error == second[0]["error"]
     failures = [e["Message"] for e in cloud["envelopes"]() if e["Message"].startswith("Training Failed!")]
-    assert len(failures) == 3 and "broken.h5" in failures[1]
+    assert len(failures) == 4 and "broken.h5" in failures[1]
 
 
 def _s3_event(bucket: str, key: str, size: int, etag: str, version: str | None) -> dict[str, Any]:
@@ -193,6 +201,7 @@ def test_lambda_handler_takes_a_real_s3_event_once(cloud: dict[str, Any]) -> Non
     assert [r["status"] for r in first["results"]] == ["completed"]
     assert first["results"][0]["key"] == key
     assert [r["status"] for r in second["results"]] == ["skipped"]
+    assert second["results"][0]["run_id"] == first["results"][0]["run_id"]  # points at the real run
     assert _keys(s3, bucket, "predict_input/") == ["predict_input/params.h5"]
     services = _services()
     try:

@@ -1,5 +1,5 @@
 """The live dashboard on a real uvicorn server: its JSON routes, and — in headless Chromium — the
-cost curve of a run gaining points while a trainer thread writes epoch rows to the ledger."""
+cost curve of a real engine run (2 workers, rounds of 5 epochs) gaining points while it trains."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 import uvicorn
 from fastapi import FastAPI
 
 from lambdanet.config import parse_config
-from lambdanet.data.readers import load_dataset, to_matrix, to_targets
-from lambdanet.nn import reference
+from lambdanet.data.readers import load_dataset
 from lambdanet.ports.ledger import EpochRow, RunRecord
 from lambdanet.serve.dashboard import router
 from lambdanet.services import Services
@@ -101,58 +101,76 @@ def test_dashboard_is_part_of_the_serve_app(services: Services) -> None:
     assert got.status_code == 200 and got.json()["run_id"] == "r-serve"
 
 
-def trainer(services: Services, run_id: str, epochs: int, started: threading.Event) -> threading.Thread:
-    """A real training run (the reference trainer) writing each epoch's cost to the ledger as it goes."""
-    cfg = parse_config(small_config(epochs))
+class PacedProgress:
+    """The driver's progress sink, slowed down so a browser polling once a second sees the run's
+    rounds arrive one after another (the driver calls it after each round's ledger write)."""
+
+    def __init__(self) -> None:
+        self.epochs: list[int] = []
+
+    def start(self, total_epochs: int, done_epochs: int) -> None:
+        pass
+
+    def update(self, epoch: int, cost: float) -> None:
+        self.epochs.append(epoch)
+        time.sleep(0.05)
+
+    def finish(self) -> None:
+        pass
+
+
+def small_npz(folder: Path, m: int = 64) -> Path:
+    """The first ``m`` training and 20 test images of catvnoncat as an .npz data set."""
     ds = load_dataset(DATA)
-    X, Y = to_matrix(ds.x_train[:64], "float32"), to_targets(ds.y_train[:64], 2, "sigmoid", "float32")
-
-    def on_epoch(epoch: int, cost: float) -> None:
-        services.ledger.upsert_epochs(run_id, [EpochRow(run_id, epoch + 1, cost, cfg.learning_rate, 0.0)])
-        started.set()
-        time.sleep(0.05)  # slow enough for the page to see the curve grow
-
-    def run() -> None:
-        result = reference.train(cfg, X, Y, on_epoch=on_epoch)
-        services.ledger.update_run(run_id, status="completed", ended_at=time.time(), stop_reason=result.stop_reason,
-                                   metrics={"epochs_run": result.epochs_run, "final_cost": result.costs[-1]})
-
-    return threading.Thread(target=run, daemon=True)
+    path = folder / "cats.npz"
+    np.savez(path, x=ds.x_train[:m], y=ds.y_train[:m], x_test=ds.x_test[:20], y_test=ds.y_test[:20],
+             classes=np.array(ds.classes))
+    return path
 
 
 @pytest.mark.browser
-def test_cost_curve_grows_while_the_run_trains(services: Services, base_url: str, artifacts: Path) -> None:
+def test_cost_curve_grows_while_a_real_run_trains(services: Services, base_url: str, artifacts: Path,
+                                                  tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
-    epochs = 60
-    new_run(services, "r-live", epochs)
-    started = threading.Event()
-    thread = trainer(services, "r-live", epochs, started)
+    from lambdanet.engine.driver import Driver, TrainRequest
+
+    epochs, per_round = 60, 5
+    request = TrainRequest(data=str(small_npz(tmp_path)), config=parse_config(small_config(epochs)),
+                           model_name="itsacat", workers=2, strategy="neuron", epochs_per_round=per_round)
+    progress = PacedProgress()
+    results: list[object] = []
+    thread = threading.Thread(target=lambda: results.append(Driver(services, progress).train(request)), daemon=True)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 800})
-            page.goto(f"{base_url}/runs")
-            page.wait_for_selector("tr[data-run-id='r-live']", timeout=15_000)
-            page.click("a:text('r-live')")
-            page.wait_for_selector("svg.lc-chart", timeout=15_000)
-            assert page.get_attribute("svg.lc-chart", "data-points") == "0"
             thread.start()
-            assert started.wait(20)
-            page.wait_for_function("document.querySelector('svg.lc-chart').dataset.points > 0", timeout=15_000)
+            deadline = time.monotonic() + 30
+            while not services.ledger.list_runs(limit=1):  # the driver created the run
+                assert time.monotonic() < deadline, "the driver did not create a run"
+                time.sleep(0.05)
+            run_id = services.ledger.list_runs(limit=1)[0].run_id
+            page.goto(f"{base_url}/runs")
+            page.wait_for_selector(f"tr[data-run-id='{run_id}']", timeout=15_000)
+            page.click(f"a:text('{run_id}')")
+            page.wait_for_function("document.querySelector('svg.lc-chart').dataset.points > 0", timeout=30_000)
             first = int(page.get_attribute("svg.lc-chart", "data-points") or 0)
-            assert 0 < first < epochs
+            assert 0 < first < epochs, "the run finished before the page saw it training"
             page.wait_for_function(f"document.querySelector('svg.lc-chart').dataset.points > {first}",
-                                   timeout=15_000)
+                                   timeout=30_000)
             page.screenshot(path=str(artifacts / "dashboard_running.png"))
             page.wait_for_function(f"document.querySelector('svg.lc-chart').dataset.points == {epochs}",
-                                   timeout=30_000)
-            page.wait_for_function("document.getElementById('status').textContent === 'completed'", timeout=15_000)
+                                   timeout=60_000)
+            page.wait_for_function("document.getElementById('status').textContent === 'completed'", timeout=30_000)
             polyline = page.get_attribute("svg.lc-chart polyline", "points") or ""
             assert len(polyline.split()) == epochs
             assert page.text_content("#epochs-done") == str(epochs)
+            assert page.text_content("#workers") == "2 (neuron)"
             page.screenshot(path=str(artifacts / "dashboard_completed.png"))
         finally:
             browser.close()
-            thread.join(timeout=30)
-    assert [e.epoch for e in services.ledger.epochs("r-live")] == list(range(1, epochs + 1))
+            thread.join(timeout=60)
+    assert results and getattr(results[0], "status", None) == "completed"
+    rows = services.ledger.epochs(run_id)
+    assert [e.epoch for e in rows] == list(range(1, epochs + 1)) and progress.epochs == list(range(1, epochs + 1))

@@ -19,7 +19,7 @@ from lambdanet.nn import mlp
 from lambdanet.ports.ledger import RunRecord
 from lambdanet.services import Services
 from tests.conftest import IMAGES
-from tests.e2e.report_support import DATA, BuiltRun, Elements, build_run, cli, small_config
+from tests.e2e.report_support import DATA, BuiltRun, Elements, build_run_in_subprocess, cli, small_config
 
 
 @contextmanager
@@ -60,7 +60,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
         costs = [e.cost for e in services.ledger.epochs(out["run_id"])]
         trained = BuiltRun(out["run_id"], out["model"], dict(mv.weights),
                            list(mv.metadata["architecture"]["activations"]), costs)
-        return World(home, trained, build_run(services, epochs=120))
+    return World(home, trained, build_run_in_subprocess(home, epochs=120))
 
 
 def expected(built: BuiltRun) -> dict:

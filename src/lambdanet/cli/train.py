@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,11 @@ def register(app: typer.Typer) -> None:
             "round_seconds": round_seconds,
             "max_retries": max_retries,
         }
-        extra = {"lithops_config": str(lithops_config) if lithops_config else None, "device": device}
+        if lithops_config is not None:  # read by the lithops executor (explicit config, never ~/.lithops)
+            if not lithops_config.is_file():
+                raise ConfigError(f"--lithops-config: {lithops_config}: no such file")
+            os.environ["LAMBDANET_LITHOPS_CONFIG"] = str(lithops_config.resolve())
+        extra = {"device": device}
         fields = getattr(TrainRequest, "__dataclass_fields__", {})
         request_args.update({k: v for k, v in extra.items() if k in fields and v is not None})
         try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -84,7 +84,7 @@ def cost_curve(
     return _png(fig)
 
 
-def compare_curves(series: dict[str, tuple[Sequence[int], Sequence[float]]]) -> bytes:
+def compare_curves(series: Mapping[str, tuple[Sequence[int], Sequence[float]]]) -> bytes:
     """Several runs' cost curves on one axis (``label -> (epochs, costs)``)."""
     fig = Figure(figsize=(7.5, 3.8))
     ax = fig.add_subplot(1, 1, 1)

@@ -10,8 +10,9 @@ State (the checkpoint, safetensors-ready): ``model.<state_dict key>`` (weights a
 buffers) and ``optim.<param index>.<key>`` (Adam ``step``/``exp_avg``/``exp_avg_sq``).
 Per-epoch train loss, train/test accuracy and test loss go to :attr:`CNNRoundReport.extras`.
 
-Device: ``config.device`` if the config has one, else ``$LAMBDANET_DEVICE``, else ``cpu``;
-``cuda`` on a machine without CUDA is a one-line :class:`ConfigError`.
+Device: ``ctx.device`` if the engine's RoundContext has one, else ``config.device`` if the
+config has one, else ``$LAMBDANET_DEVICE``, else ``cpu``; ``cuda`` on a machine without CUDA is
+a one-line :class:`ConfigError` (raised by ``validate`` before the run starts).
 """
 
 from __future__ import annotations
@@ -53,8 +54,10 @@ class CNNRoundReport(RoundReport):
     extras: list[dict[str, Any]] = field(default_factory=list)
 
 
-def device_name(config: Any) -> str:
-    return str(getattr(config, "device", None) or os.environ.get("LAMBDANET_DEVICE") or "cpu")
+def device_name(config: Any, ctx: RoundContext | None = None) -> str:
+    """``ctx.device`` (an engine field, when it has one) > ``config.device`` > ``$LAMBDANET_DEVICE`` > cpu."""
+    return str(getattr(ctx, "device", None) or getattr(config, "device", None)
+               or os.environ.get("LAMBDANET_DEVICE") or "cpu")
 
 
 def _check(config: Any) -> CNNConfig:
@@ -118,7 +121,7 @@ class TorchDataStrategy:
 
     def run_round(self, ctx: RoundContext) -> RoundReport:
         cfg = _check(ctx.config)
-        dev = resolve_device(device_name(cfg))
+        dev = resolve_device(device_name(cfg, ctx))
         configure_torch(threads=max(1, usable_cores() // ctx.size))
         x, y, xt, yt = arrays(ctx.cache, cfg, ctx.dataset)
         model, opt = _model(cfg, ctx.dataset, ctx.state, dev, with_optimizer=True)
