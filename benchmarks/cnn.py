@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,7 +42,7 @@ import torch.nn.functional as F
 from lambdanet.config import CNNConfig
 from lambdanet.engine.collectives import Collective
 from lambdanet.stores.memory import MemoryStore
-from lambdanet.torchnet.data import load_cifar10, minibatches, to_tensor
+from lambdanet.torchnet.data import ImageData, load_cifar10, minibatches, to_tensor
 from lambdanet.torchnet.models import build_model
 from lambdanet.torchnet.train import configure_torch, make_optimizer, resolve_device, train_epochs, usable_cores
 
@@ -91,8 +93,8 @@ def lambdanet_k(x: np.ndarray, y: np.ndarray, cfg: CNNConfig, epochs: int, k: in
     return seconds
 
 
-def engine_run(data: Path, cfg: CNNConfig, workers: int, home: Path) -> tuple[float, float, object]:
-    """Wall seconds, summed epoch seconds (ledger rows) and the RunResult of a Driver run."""
+def engine_run(data: Path, cfg: CNNConfig, workers: int, home: Path) -> tuple[float, list[Any], Any]:
+    """Wall seconds, the ledger's epoch rows and the RunResult of a Driver run."""
     from lambdanet.engine.driver import Driver, TrainRequest
     from lambdanet.services import Services
     from lambdanet.settings import Settings
@@ -105,9 +107,7 @@ def engine_run(data: Path, cfg: CNNConfig, workers: int, home: Path) -> tuple[fl
                            executor="local")
         t0 = time.perf_counter()
         result = Driver(services).train(req)
-        wall = time.perf_counter() - t0
-        epoch_s = sum(row.seconds for row in services.ledger.epochs(result.run_id))
-        return wall, epoch_s, result
+        return time.perf_counter() - t0, services.ledger.epochs(result.run_id), result
     finally:
         services.close()
 
@@ -119,28 +119,7 @@ def write_subset(folder: Path, x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt:
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--epochs", type=int, default=10, help="epochs of the accuracy run (default 10)")
-    ap.add_argument("--limit", type=int, default=None, help="training images of the accuracy run (default all)")
-    ap.add_argument("--bench-images", type=int, default=10_000, help="training images per throughput epoch")
-    ap.add_argument("--bench-epochs", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=2, help="throughput repeats (best of N, interleaved)")
-    ap.add_argument("--device", default="cpu", help="cpu | cuda")
-    ap.add_argument("--augment", action="store_true", help="random crop + flip in every run")
-    ap.add_argument("--skip-accuracy", action="store_true")
-    ap.add_argument("--skip-engine", action="store_true", help="no Driver runs (loop-level numbers only)")
-    ap.add_argument("--data", type=Path, default=CIFAR)
-    args = ap.parse_args(argv)
-
-    dev = resolve_device(args.device)
-    configure_torch()
-    t0 = time.perf_counter()
-    d = load_cifar10(args.data, limit_train=args.limit, seed=0)
-    print(f"data: {len(d.y_train)} train / {len(d.y_test)} test images from {args.data} "
-          f"({time.perf_counter() - t0:.1f} s to load); device {dev}, {torch.get_num_threads()} torch threads, "
-          f"torch {torch.__version__}")
-
+def throughput(args: argparse.Namespace, d: ImageData, dev: torch.device, tmp: Path) -> None:
     n = min(args.bench_images, len(d.y_train))
     xb, yb = d.x_train[:n], d.y_train[:n]
     cfg = CNNConfig(model="lenet", epochs=args.bench_epochs, batch_size=100, augment=args.augment)
@@ -157,13 +136,12 @@ def main(argv: list[str] | None = None) -> int:
         for name, fn in timers.items():
             best[name] = min(best[name], fn())
     rows: list[tuple[str, float]] = [(name, images / secs) for name, secs in best.items()]
-    tmp = Path(tempfile.mkdtemp(prefix="lambdanet-bench-cnn-"))
     if not args.skip_engine:
         data_path = write_subset(tmp, xb, yb, d.x_test[:1000], d.y_test[:1000])
         for k in (1, 2):
-            wall, epoch_s, _ = engine_run(data_path, cfg, k, tmp / f"home-k{k}")
+            wall, epoch_rows, _ = engine_run(data_path, cfg, k, tmp / f"home-k{k}")
             rows.append((f"engine K={k} epochs (Driver, local executor, memory store; +1k test eval)",
-                         images / epoch_s))
+                         images / sum(r.seconds for r in epoch_rows)))
             rows.append((f"engine K={k} wall (+ data upload, checkpoints, final eval, registry)", images / wall))
     base = rows[0][1]
     print(f"\nthroughput: LeNet, Adam, batch 100, {n} images x {args.bench_epochs} epoch(s), "
@@ -171,26 +149,64 @@ def main(argv: list[str] | None = None) -> int:
     for name, ips in rows:
         print(f"  {name:<80} {ips:8.0f} img/s  {ips / base:5.2f}x")
 
-    if not args.skip_accuracy:
-        cfg_acc = CNNConfig(model="lenet", epochs=args.epochs, batch_size=100, augment=args.augment)
-        t0 = time.perf_counter()
-        if args.skip_engine:
-            configure_torch()
-            model = build_model("lenet", seed=0).to(dev)
-            out = train_epochs(model, make_optimizer(model, cfg_acc), d.x_train, d.y_train, cfg_acc, args.epochs,
-                               device=dev, test=(d.x_test, d.y_test),
-                               on_epoch=lambda s: print(f"  epoch {s.epoch}: loss {s.loss:.4f} "
-                                                        f"test {s.test_accuracy:.4f} ({s.seconds:.1f} s)"))
-            acc = out.epochs[-1].test_accuracy
-        else:
-            path = args.data / "cifar10_train.npz" if args.limit is None else write_subset(
-                tmp, d.x_train, d.y_train, d.x_test, d.y_test)
-            _, _, result = engine_run(path, cfg_acc, 1, tmp / "home-acc")
-            acc = result.test_accuracy  # type: ignore[attr-defined]
-        secs = time.perf_counter() - t0
-        print(f"\naccuracy: LeNet, {args.epochs} epochs on {len(d.y_train)} images: test accuracy {acc:.4f} "
-              f"on {len(d.y_test)} test images ({secs:.0f} s, {secs / args.epochs:.1f} s/epoch; JPEG copy of "
-              f"CIFAR-10, ~2-3 % below the original)")
+
+
+def accuracy(args: argparse.Namespace, d: ImageData, dev: torch.device, tmp: Path) -> None:
+    cfg = CNNConfig(model="lenet", epochs=args.epochs, batch_size=100, augment=args.augment)
+    t0 = time.perf_counter()
+    if args.skip_engine:
+        configure_torch()
+        model = build_model("lenet", seed=0).to(dev)
+        out = train_epochs(model, make_optimizer(model, cfg), d.x_train, d.y_train, cfg, args.epochs,
+                           device=dev, test=(d.x_test, d.y_test),
+                           on_epoch=lambda s: print(f"  epoch {s.epoch}: loss {s.loss:.4f} "
+                                                    f"test {s.test_accuracy:.4f} ({s.seconds:.1f} s)"))
+        acc = out.epochs[-1].test_accuracy
+    else:
+        path = args.data / "cifar10_train.npz" if args.limit is None else write_subset(
+            tmp, d.x_train, d.y_train, d.x_test, d.y_test)
+        _, epoch_rows, result = engine_run(path, cfg, 1, tmp / "home-acc")
+        for r in epoch_rows:
+            extra = {k: round(v, 4) for k, v in r.extra.items() if k in ("test_accuracy", "train_accuracy")}
+            print(f"  epoch {r.epoch}: loss {r.cost:.4f} {extra} ({r.seconds:.1f} s)")
+        acc = result.test_accuracy
+    secs = time.perf_counter() - t0
+    print(f"\naccuracy: LeNet, {args.epochs} epochs on {len(d.y_train)} images: test accuracy {acc:.4f} "
+          f"on {len(d.y_test)} test images ({secs:.0f} s, {secs / args.epochs:.1f} s/epoch; JPEG copy of "
+          f"CIFAR-10, ~2-3 % below the original)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--epochs", type=int, default=10, help="epochs of the accuracy run (default 10)")
+    ap.add_argument("--limit", type=int, default=None, help="training images of the accuracy run (default all)")
+    ap.add_argument("--bench-images", type=int, default=10_000, help="training images per throughput epoch")
+    ap.add_argument("--bench-epochs", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=2, help="throughput repeats (best of N, interleaved)")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda")
+    ap.add_argument("--augment", action="store_true", help="random crop + flip in every run")
+    ap.add_argument("--skip-accuracy", action="store_true")
+    ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--skip-engine", action="store_true", help="no Driver runs (loop-level numbers only)")
+    ap.add_argument("--data", type=Path, default=CIFAR)
+    args = ap.parse_args(argv)
+
+    dev = resolve_device(args.device)
+    configure_torch()
+    t0 = time.perf_counter()
+    d = load_cifar10(args.data, limit_train=args.limit, seed=0)
+    print(f"data: {len(d.y_train)} train / {len(d.y_test)} test images from {args.data} "
+          f"({time.perf_counter() - t0:.1f} s to load); device {dev}, {torch.get_num_threads()} torch threads, "
+          f"torch {torch.__version__}")
+
+    tmp = Path(tempfile.mkdtemp(prefix="lambdanet-bench-cnn-"))
+    try:
+        if not args.skip_throughput:
+            throughput(args, d, dev, tmp)
+        if not args.skip_accuracy:
+            accuracy(args, d, dev, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

@@ -21,20 +21,27 @@ requests/s without batching and >= 3x Flask.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import io
-import json
 import os
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
+# Small matrix products gain nothing from BLAS threads, and on a busy machine those threads stall
+# (a batch of 32 MLP images: ~1 ms, with 50-300 ms outliers). Every server below and the bare
+# measurement run with one BLAS thread; set before numpy loads, inherited by the subprocesses.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGES = REPO.parent / "shared" / "images"
@@ -161,6 +168,7 @@ class Phase:
     latencies: list[float]
     seconds: float
     errors: int
+    server_cpu_s: float = 0.0  # CPU time the server process used during the phase
 
     @property
     def rps(self) -> float:
@@ -199,12 +207,23 @@ async def _load(port: int, request: bytes, clients: int, seconds: float) -> Phas
     return Phase(out, time.perf_counter() - start, errors[0])
 
 
-def measure(port: int, ref: str, payload: bytes, clients: int, seconds: float) -> Phase:
+def _cpu(pid: int) -> float:
+    import psutil
+
+    proc = psutil.Process(pid)
+    times = [proc.cpu_times(), *(c.cpu_times() for c in proc.children(recursive=True))]
+    return sum(t.user + t.system for t in times)
+
+
+def measure(port: int, pid: int, ref: str, payload: bytes, clients: int, seconds: float) -> Phase:
     head = (f"POST /predict?model={ref} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
             f"Content-Length: {len(payload)}\r\n\r\n").encode()
     request = head + payload
     asyncio.run(_load(port, request, min(clients, 4), 0.5))  # warm-up (model load, JIT paths)
-    return asyncio.run(_load(port, request, clients, seconds))
+    before = _cpu(pid)
+    phase = asyncio.run(_load(port, request, clients, seconds))
+    phase.server_cpu_s = _cpu(pid) - before
+    return phase
 
 
 # ---- main ----------------------------------------------------------------------------------------
@@ -226,10 +245,12 @@ def run(models: list[str], seconds: float, clients: int) -> dict:
                 try:
                     wait_port(port, proc)
                     for n in (1, clients):
-                        phase = measure(port, ref, payload, n, seconds)
+                        phase = measure(port, proc.pid, ref, payload, n, seconds)
                         row[f"{name}_{n}"] = {"p50_ms": phase.pct(50) * 1e3, "p99_ms": phase.pct(99) * 1e3,
                                               "rps": phase.rps, "requests": len(phase.latencies),
-                                              "errors": phase.errors}
+                                              "errors": phase.errors,
+                                              "cpu_ms_per_request": phase.server_cpu_s * 1e3
+                                              / max(1, len(phase.latencies))}
                 finally:
                     proc.terminate()
                     proc.wait(timeout=10)
@@ -243,21 +264,26 @@ def report(kind: str, ref: str, row: dict, clients: int) -> None:
     print(f"\n== {kind.upper()} ({ref}) ==")
     print(f"bare forward (1 image, in process): {fwd:.3f} ms   decode+resize+forward: "
           f"{row['decode_and_forward_ms']:.3f} ms")
-    print(f"{'server':<22}{'clients':>8}{'p50 ms':>10}{'p99 ms':>10}{'req/s':>10}{'errors':>8}   ratio")
+    print(f"{'server':<13}{'clients':>8}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>8}{'cpu ms/req':>11}{'errors':>7}   ratio")
     for name in ("batching", "no_batching", "flask"):
         for n in (1, clients):
             r = row[f"{name}_{n}"]
             if n == 1:
                 ratio = f"p50 = bare + {r['p50_ms'] - fwd:.2f} ms"
             else:
-                ratio = (f"batching/this = {row[f'batching_{clients}']['rps'] / r['rps']:.2f}x"
+                ratio = (f"batching req/s = {row[f'batching_{clients}']['rps'] / r['rps']:.2f}x this"
                          if name != "batching" else "")
-            print(f"{name:<22}{n:>8}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}{r['rps']:>10.0f}{r['errors']:>8}   {ratio}")
+            print(f"{name:<13}{n:>8}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['rps']:>8.0f}"
+                  f"{r['cpu_ms_per_request']:>11.3f}{r['errors']:>7}   {ratio}")
     on, off, fl = (row[f"{k}_{clients}"]["rps"] for k in ("batching", "no_batching", "flask"))
     p50 = row["batching_1"]["p50_ms"]
-    print(f"targets: p50(1 client) <= bare + 2 ms: {p50:.2f} <= {fwd + 2:.2f} -> {'ok' if p50 <= fwd + 2 else 'MISSED'};"
-          f" {clients} clients batching/no-batching {on / off:.2f}x (>= 2) -> {'ok' if on >= 2 * off else 'MISSED'};"
-          f" batching/Flask {on / fl:.2f}x (>= 3) -> {'ok' if on >= 3 * fl else 'MISSED'}")
+
+    def verdict(ok: bool) -> str:
+        return "ok" if ok else "MISSED"
+
+    print(f"targets: p50 (1 client) <= bare + 2 ms: {p50:.2f} <= {fwd + 2:.2f} {verdict(p50 <= fwd + 2)}; "
+          f"{clients} clients: batching/no-batching {on / off:.2f}x (>= 2) {verdict(on >= 2 * off)}, "
+          f"batching/Flask {on / fl:.2f}x (>= 3) {verdict(on >= 3 * fl)}")
 
 
 def main() -> None:
@@ -270,8 +296,10 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients of the loaded phase")
     parser.add_argument("--json", type=Path, help="also write the numbers to this file")
     args = parser.parse_args()
-    print(f"cpus: {os.cpu_count()}  load average: {os.getloadavg()[0]:.2f}  python {sys.version.split()[0]}")
+    print(f"cpus: {os.cpu_count()}  load average: {os.getloadavg()[0]:.2f}  python {sys.version.split()[0]}  "
+          f"BLAS threads: {os.environ['OPENBLAS_NUM_THREADS']}")
     results = run([m.strip() for m in args.models.split(",") if m.strip()], args.seconds, args.clients)
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

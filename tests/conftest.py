@@ -4,6 +4,11 @@
 from __future__ import annotations
 
 import os
+
+# One BLAS thread per process: the tests run many worker threads/processes on 2 cores, and
+# oversubscribed OpenBLAS threads made training 10-30x slower. (Benchmarks do not set this.)
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 import shutil
 import socket
 import subprocess

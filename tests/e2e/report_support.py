@@ -149,3 +149,50 @@ def build_run_in_subprocess(home: Path, epochs: int = 300, retry: bool = True) -
                         list(mv.metadata["architecture"]["activations"]), out["costs"])
     finally:
         services.close()
+
+
+class PacedProgress:
+    """A driver progress sink slowed down so a browser polling once a second sees the rounds of
+    a run arrive one after another (the driver calls it after each round's ledger write)."""
+
+    def start(self, total_epochs: int, done_epochs: int) -> None:
+        pass
+
+    def update(self, epoch: int, cost: float) -> None:
+        time.sleep(0.1)
+
+    def finish(self) -> None:
+        pass
+
+
+def small_npz(folder: Path, m: int = 64) -> Path:
+    """The first ``m`` training and 20 test images of catvnoncat as an .npz data set."""
+    ds = load_dataset(DATA)
+    path = folder / "cats.npz"
+    np.savez(path, x=ds.x_train[:m], y=ds.y_train[:m], x_test=ds.x_test[:20], y_test=ds.y_test[:20],
+             classes=np.array(ds.classes))
+    return path
+
+
+PACED_TRAIN = """
+import json, sys
+from lambdanet.config import parse_config
+from lambdanet.engine.driver import Driver, TrainRequest
+from lambdanet.services import Services
+from tests.e2e.report_support import PacedProgress, small_config
+data, epochs, per_round = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+services = Services.open()
+request = TrainRequest(data=data, config=parse_config(small_config(epochs)), model_name="itsacat", workers=2,
+                       strategy="neuron", epochs_per_round=per_round)
+print(json.dumps(Driver(services, PacedProgress()).train(request).to_json()))
+"""
+
+
+def start_paced_training(home: Path, tmp: Path, epochs: int, epochs_per_round: int) -> subprocess.Popen[str]:
+    """A real engine run (Driver, 2 workers, neuron strategy) in its own process writing to the
+    ledger of ``home``, paced by :class:`PacedProgress`; prints its RunResult JSON at the end."""
+    env = {**SUBPROCESS_ENV, **os.environ, "LAMBDANET_HOME": str(home),
+           "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
+    return subprocess.Popen([sys.executable, "-c", PACED_TRAIN, str(small_npz(tmp)), str(epochs),
+                             str(epochs_per_round)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=REPO)

@@ -3,6 +3,8 @@ cost curve of a real engine run (2 workers, rounds of 5 epochs) gaining points w
 
 from __future__ import annotations
 
+import json
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -10,18 +12,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from lambdanet.config import parse_config
-from lambdanet.data.readers import load_dataset
 from lambdanet.ports.ledger import EpochRow, RunRecord
 from lambdanet.serve.dashboard import router
 from lambdanet.services import Services
 from tests.conftest import free_port
-from tests.e2e.report_support import DATA, small_config
+from tests.e2e.report_support import DATA, small_config, start_paced_training
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
@@ -101,58 +100,27 @@ def test_dashboard_is_part_of_the_serve_app(services: Services) -> None:
     assert got.status_code == 200 and got.json()["run_id"] == "r-serve"
 
 
-class PacedProgress:
-    """The driver's progress sink, slowed down so a browser polling once a second sees the run's
-    rounds arrive one after another (the driver calls it after each round's ledger write)."""
-
-    def __init__(self) -> None:
-        self.epochs: list[int] = []
-
-    def start(self, total_epochs: int, done_epochs: int) -> None:
-        pass
-
-    def update(self, epoch: int, cost: float) -> None:
-        self.epochs.append(epoch)
-        time.sleep(0.05)
-
-    def finish(self) -> None:
-        pass
-
-
-def small_npz(folder: Path, m: int = 64) -> Path:
-    """The first ``m`` training and 20 test images of catvnoncat as an .npz data set."""
-    ds = load_dataset(DATA)
-    path = folder / "cats.npz"
-    np.savez(path, x=ds.x_train[:m], y=ds.y_train[:m], x_test=ds.x_test[:20], y_test=ds.y_test[:20],
-             classes=np.array(ds.classes))
-    return path
-
-
 @pytest.mark.browser
 def test_cost_curve_grows_while_a_real_run_trains(services: Services, base_url: str, artifacts: Path,
                                                   tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
-    from lambdanet.engine.driver import Driver, TrainRequest
-
-    epochs, per_round = 60, 5
-    request = TrainRequest(data=str(small_npz(tmp_path)), config=parse_config(small_config(epochs)),
-                           model_name="itsacat", workers=2, strategy="neuron", epochs_per_round=per_round)
-    progress = PacedProgress()
-    results: list[object] = []
-    thread = threading.Thread(target=lambda: results.append(Driver(services, progress).train(request)), daemon=True)
+    epochs = 60
+    trainer: subprocess.Popen[str] | None = None
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 800})
-            thread.start()
+            page.goto(f"{base_url}/runs")  # the browser is up before the run starts
+            trainer = start_paced_training(Path(services.settings.home), tmp_path, epochs=epochs, epochs_per_round=5)
             deadline = time.monotonic() + 30
             while not services.ledger.list_runs(limit=1):  # the driver created the run
-                assert time.monotonic() < deadline, "the driver did not create a run"
+                assert trainer.poll() is None and time.monotonic() < deadline, "the driver did not create a run"
                 time.sleep(0.05)
             run_id = services.ledger.list_runs(limit=1)[0].run_id
-            page.goto(f"{base_url}/runs")
-            page.wait_for_selector(f"tr[data-run-id='{run_id}']", timeout=15_000)
+            page.reload()
+            row = page.wait_for_selector(f"tr[data-run-id='{run_id}']", timeout=15_000)
+            assert row is not None and "running" in (row.text_content() or "")
             page.click(f"a:text('{run_id}')")
             page.wait_for_function("document.querySelector('svg.lc-chart').dataset.points > 0", timeout=30_000)
             first = int(page.get_attribute("svg.lc-chart", "data-points") or 0)
@@ -170,7 +138,14 @@ def test_cost_curve_grows_while_a_real_run_trains(services: Services, base_url: 
             page.screenshot(path=str(artifacts / "dashboard_completed.png"))
         finally:
             browser.close()
-            thread.join(timeout=60)
-    assert results and getattr(results[0], "status", None) == "completed"
-    rows = services.ledger.epochs(run_id)
-    assert [e.epoch for e in rows] == list(range(1, epochs + 1)) and progress.epochs == list(range(1, epochs + 1))
+            if trainer is not None:
+                try:
+                    out, err = trainer.communicate(timeout=120)
+                except subprocess.TimeoutExpired:
+                    trainer.kill()
+                    out, err = trainer.communicate()
+    assert trainer is not None
+    assert trainer.returncode == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["run_id"] == run_id and result["status"] == "completed" and result["epochs_run"] == epochs
+    assert [e.epoch for e in services.ledger.epochs(run_id)] == list(range(1, epochs + 1))

@@ -38,7 +38,7 @@ def test_memory_local_equals_reference(home: Path, data: Path, strategy: str, wo
     ref = reference_run(cfg, data)
     services = open_services()
     res = Driver(services).train(TrainRequest(data=str(data), config=cfg, workers=workers, strategy=strategy,
-                                              epochs_per_round=2, model_name="eq"))
+                                              epochs_per_round=2, model_name="eq", collective_timeout_s=20))
     assert res.status == "completed" and res.epochs_run == 3 and res.rounds == 2
     assert max_rel_diff(weights_of(services, res), ref.params) <= 1e-9
     rows = services.ledger.epochs(res.run_id)

@@ -30,7 +30,7 @@ def run_workers(url: str, size: int, body: Callable[[Collective], Any], timeout_
         store = adapters.open_store(url)
         try:
             results[rank] = body(Collective(store, prefix, rank, size, timeout_s))
-        except Exception as exc:  # noqa: BLE001 - reported to the test
+        except Exception as exc:
             results[rank] = exc
         finally:
             store.close()
@@ -54,7 +54,8 @@ def url(request: pytest.FixtureRequest) -> str:
 @pytest.mark.parametrize("size", [2, 3, 4])
 def test_all_reduce_is_the_worker_order_sum_on_every_worker(url: str, size: int) -> None:
     rng = np.random.default_rng(size)
-    parts = [rng.standard_normal(1000).astype(np.float32) * np.float32(10.0) ** int(rng.integers(-3, 3)) for _ in range(size)]
+    parts = [rng.standard_normal(1000).astype(np.float32) * np.float32(10.0) ** int(rng.integers(-3, 3))
+             for _ in range(size)]
     expected = parts[0] + parts[1]
     for p in parts[2:]:
         expected += p

@@ -124,7 +124,7 @@ def test_minibatch_runs_are_deterministic_and_epoch_cost_is_the_batch_mean(cat_d
 
 def test_threshold_stops_early_and_records_why(cat_data) -> None:
     X, Y = cat_data
-    X, Y = X[::4, :60], Y[:, :60]
+    X, Y = X[::8, :60], Y[:, :60]
     c = cfg(epochs=400, learning_rate=0.05, threshold=0.3, dtype="float64", batch_size=60,
             neurons={"layer1": 8, "layer2": 4, "layer3": 3, "layer4": 1})
     r = reference.train(c, X, Y)

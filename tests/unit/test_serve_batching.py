@@ -118,3 +118,28 @@ def test_disabled_batching_runs_one_pass_per_request_and_survives_new_loops() ->
     asyncio.run(main(on))
     asyncio.run(main(on))  # a second event loop (as Mangum may use) gets a fresh worker
     assert on_rec.calls == [4, 4]
+
+
+def test_calibrate_runs_cheap_batches_on_the_event_loop() -> None:
+    import threading
+
+    threads: list[str] = []
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        threads.append(threading.current_thread().name)
+        return np.zeros((len(images), 2))
+
+    cheap = MicroBatcher(predict, max_batch_size=4)
+    assert cheap.calibrate((1, 1, 1), inline_forward_ms=10_000) >= 0 and cheap.inline_max_rows == 4
+    slow = MicroBatcher(predict, max_batch_size=4)
+    slow.calibrate((1, 1, 1), inline_forward_ms=0)
+    assert slow.inline_max_rows == 0
+    threads.clear()
+
+    async def main() -> str:
+        await cheap.predict(_img(1))
+        await slow.predict(_img(1))
+        return threading.current_thread().name
+
+    loop_thread = asyncio.run(main())
+    assert threads[0] == loop_thread and threads[1] != loop_thread

@@ -22,6 +22,9 @@ def register(app: typer.Typer) -> None:
         max_wait_ms: float = typer.Option(2.0, "--max-wait-ms", min=0.0,
                                           help="How long a batch waits for requests on their way."),
         no_batching: bool = typer.Option(False, "--no-batching", help="One forward pass per request."),
+        inline_forward_ms: float = typer.Option(
+            2.0, "--inline-forward-ms", min=0.0,
+            help="Forward passes measured faster than this run on the event loop, not in a thread (0: never)."),
         max_request_bytes: int = typer.Option(16 * 1024 * 1024, "--max-request-bytes", min=1,
                                               help="Larger request bodies get 413."),
         log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
@@ -38,7 +41,8 @@ def register(app: typer.Typer) -> None:
         objects = adapters.open_objects(url)
         options = ServeOptions(api_key=api_key or None, allow_url_fetch=allow_url_fetch,
                                max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
-                               batching=not no_batching, max_request_bytes=max_request_bytes)
+                               batching=not no_batching, max_request_bytes=max_request_bytes,
+                               inline_forward_ms=inline_forward_ms)
         application = create_app(ModelRegistry(objects), options)
         typer.echo(f"serving {adapters.redact(url)} on http://{host}:{port}/ "
                    f"(docs at /docs{', API key required' if options.api_key else ''})", err=True)

@@ -49,6 +49,20 @@ worker 0's shard is the whole state and the others return ``{}``. Checkpoints, r
 the ledger, notifications, the registry and accounting are the engine's job.
 """
 
-from lambdanet.engine.driver import Driver, ProgressSink, RunResult, TrainRequest
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lambdanet.engine.driver import Driver, ProgressSink, RunResult, TrainRequest
 
 __all__ = ["Driver", "ProgressSink", "RunResult", "TrainRequest"]
+
+
+def __getattr__(name: str) -> Any:
+    """Lazy exports: a worker process imports ``lambdanet.engine.worker`` without the driver."""
+    if name in __all__:
+        from lambdanet.engine import driver
+
+        return getattr(driver, name)
+    raise AttributeError(f"module 'lambdanet.engine' has no attribute {name!r}")

@@ -16,6 +16,7 @@ kept). Readers in workers cache the data set and the last state per process.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import threading
@@ -120,10 +121,8 @@ def write_checkpoint(objects: ObjectStore, run_id: str, round_no: int, epochs_do
         _STATES[(objects.url, key)] = state
     files = sorted(objects.list(f"runs/{run_id}/checkpoints/"))
     for old in files[:-KEEP]:
-        try:
+        with contextlib.suppress(ObjectNotFound):
             objects.delete(old)
-        except ObjectNotFound:
-            pass
     return pointer
 
 

@@ -25,6 +25,7 @@ final weights as an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from dataclasses import asdict, dataclass
@@ -198,17 +199,13 @@ class Driver:
         return ex
 
     def _notify(self, subject: str, message: str, **fields: Any) -> None:
-        try:
+        with contextlib.suppress(LambdanetError):  # a lost notification never fails a run
             self.services.notifier.notify(subject, message, **fields)
-        except LambdanetError:
-            pass  # a lost notification never fails a run
 
     def _mark_failed(self, run_id: str, reason: str) -> None:
-        try:
+        with contextlib.suppress(LambdanetError):
             self.services.ledger.update_run(run_id, status="failed", stop_reason="error", error=reason,
                                             ended_at=time.time())
-        except LambdanetError:
-            pass
 
     def _execute(self, run_id: str, req: TrainRequest, target: str, strategy: Any, executor: Executor,
                  acc: Accounting) -> RunResult:
@@ -291,10 +288,8 @@ class Driver:
 
     @staticmethod
     def _cleanup(store: Any, run_id: str) -> None:
-        try:
+        with contextlib.suppress(LambdanetError):
             store.delete_prefix(f"ln:{run_id}:")
-        except LambdanetError:
-            pass
 
     def _finish(self, run_id: str, req: TrainRequest, strategy: Any, state: State | None,
                 pointer: dict[str, Any], stop: str | None, last_cost: float | None, acc: Accounting,

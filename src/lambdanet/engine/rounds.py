@@ -18,6 +18,7 @@ to ``max_retries`` times; then :class:`RoundFailed` carries the last reason.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -134,13 +135,11 @@ def run_round(plan: RoundPlan, rnd: int, checkpoint: str, start: int, end: int, 
                 acc.add_call(o.seconds)
                 if o.ok and o.result:
                     acc.add_bytes(int(o.result.get("bytes_in", 0)) + int(o.result.get("bytes_out", 0)))
-            try:
+            with contextlib.suppress(Unavailable):  # the timeline is nice to have, never fatal
                 ledger.record_calls(plan.run_id, [
                     CallRow(plan.run_id, rnd, attempt, o.worker, o.started_at, o.ended_at, o.ok, o.error)
                     for o in outcomes if not (o.ok and (o.result or {}).get("duplicate"))
                 ])
-            except Unavailable:
-                pass  # the timeline is nice to have; never fail a round for it
             results = _check(outcomes, plan.workers)
             shards: list[State] = []
             for k in range(plan.workers):
@@ -164,10 +163,8 @@ def run_round(plan: RoundPlan, rnd: int, checkpoint: str, start: int, end: int, 
                     on_retry(rnd, attempt, reason)
                 time.sleep(min(plan.retry_backoff_s * 2**attempt, 10.0))
         finally:
-            try:
+            with contextlib.suppress(Unavailable):
                 store.delete_prefix(prefix + ":")
-            except Unavailable:
-                pass
             acc.add_bytes(store.bytes_in + store.bytes_out - b0)
     attempts = plan.max_retries + 1
     raise RoundFailed(f"round {rnd} failed {attempts} time(s): {reason}", reason, attempts)

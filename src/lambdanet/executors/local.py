@@ -52,7 +52,7 @@ class LocalExecutor:
                 out = fn(spec)
                 results[i] = CallOutcome(worker=int(spec.get("worker", i)), ok=True, result=out,
                                          started_at=starts[i], ended_at=time.time())
-            except BaseException as exc:  # noqa: BLE001 - every failure becomes an outcome
+            except BaseException as exc:
                 results[i] = CallOutcome(worker=int(spec.get("worker", i)), ok=False, error=describe(exc),
                                          started_at=starts[i], ended_at=time.time())
 

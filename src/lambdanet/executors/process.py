@@ -141,7 +141,7 @@ def _child(target: str, out_path: str) -> int:
         result = fn(spec)
         payload: dict[str, Any] = {"ok": True, "result": result, "started_at": started, "ended_at": time.time()}
         code = 0
-    except Exception as exc:  # noqa: BLE001 - every failure is reported to the parent
+    except Exception as exc:
         from lambdanet.executors.local import describe
 
         payload = {"ok": False, "error": describe(exc)}

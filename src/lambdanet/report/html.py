@@ -45,7 +45,7 @@ img.figure{max-width:100%;height:auto}
 figure{margin:0;background:#fafbfc;border:1px solid #e0e3e8;border-radius:6px;padding:6px;text-align:center;
 font-size:11px}
 figure img{image-rendering:pixelated;display:block;margin:0 auto 4px}
-figure.photo{width:190px} figure.photo-error{background:#fdecea;border-color:#f5c2bd}
+figure.photo{width:190px} figure.photo-error{background:#fdecea;border-color:#f5c2bd} figure.error-tile{width:132px}
 .bar{height:8px;background:#2f7ed8;border-radius:3px}
 ul.notes{margin:0;padding-left:18px} ul.notes li{color:#8a4b00}
 pre{background:#f0f2f5;padding:8px;border-radius:4px;font-size:12px;overflow:auto;max-height:320px}
@@ -218,10 +218,12 @@ def mislabelled_section(report: RunReport) -> str:
     for i in errors[:MAX_TILES]:
         t, p = ev.classes[ev.y_true[i]], ev.classes[ev.y_pred[i]]
         prob = float(ev.proba[i, ev.y_pred[i]])
-        size = 96 if images.shape[1] < 96 else None
+        h, w = images.shape[1], images.shape[2]
+        scale = max(1.0, 96 / max(h, w))  # small images are drawn larger by the browser (pixelated)
+        size = f' width="{round(w * scale)}" height="{round(h * scale)}"'
         tiles.append(
             f'<figure class="error-tile" data-index="{int(i)}" data-true="{escape(t)}" data-pred="{escape(p)}">'
-            f'{img(plots.image_png(images[i], size), f"test image {int(i)}", "tile")}'
+            f'{img(plots.image_png(images[i]), f"test image {int(i)}", "tile", size)}'
             f"#{int(i)}<br>true: <b>{escape(t)}</b><br>predicted: <b>{escape(p)}</b> ({prob:.2f})</figure>"
         )
     more = (f'<p class="muted">showing the first {MAX_TILES} of {errors.size} mislabelled images.</p>'

@@ -152,7 +152,8 @@ def timeline(calls: Sequence[CallRow], t0: float | None = None) -> bytes:
     workers = sorted({c.worker for c in calls})
     ax.set_yticks(workers, labels=[f"worker {w}" for w in workers])
     ax.set_xlabel("seconds since the first call")
-    ax.legend(handles=[Patch(color=OK_COLOR, label="call"), Patch(color=RETRY_COLOR, label="retry", hatch="//"),
+    ax.legend(handles=[Patch(color=OK_COLOR, label="call"),
+                       Patch(facecolor=RETRY_COLOR, edgecolor="black", label="retry", hatch="//"),
                        Patch(color=FAIL_COLOR, label="failed")], fontsize=7, loc="upper left",
               bbox_to_anchor=(1.01, 1.0))
     ax.grid(axis="x", alpha=0.3)

@@ -45,6 +45,7 @@ class ServeOptions:
     max_batch_size: int = 32
     max_wait_ms: float = 2.0
     batching: bool = True
+    inline_forward_ms: float = 2.0  # full batches faster than this run on the event loop
     max_request_bytes: int = 16 * 1024 * 1024
     max_pixels: int = 40_000_000
     fetch_max_bytes: int = 10 * 1024 * 1024
@@ -107,6 +108,7 @@ def create_app(registry: ModelRegistry, options: ServeOptions | None = None, **o
     metrics = ServeMetrics()
     models = ModelManager(registry, max_batch_size=options.max_batch_size, max_wait_ms=options.max_wait_ms,
                           batching=options.batching, alias_ttl_s=options.alias_ttl_s,
+                          inline_forward_ms=options.inline_forward_ms,
                           on_batch=metrics.observe_batch)
 
     @asynccontextmanager

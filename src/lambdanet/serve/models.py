@@ -52,11 +52,13 @@ class ModelManager:
 
     def __init__(self, registry: ModelRegistry, *, max_batch_size: int = 32, max_wait_ms: float = 2.0,
                  batching: bool = True, alias_ttl_s: float = 0.5, max_versions: int = 8,
+                 inline_forward_ms: float = 2.0,
                  on_batch: Callable[[str, int, int], None] | None = None) -> None:
         self.registry = registry
         self.max_batch_size = max_batch_size
         self.max_wait_ms = max_wait_ms
         self.batching = batching
+        self.inline_forward_ms = inline_forward_ms
         self.alias_ttl_s = alias_ttl_s
         self.max_versions = max_versions
         self._on_batch = on_batch
@@ -103,6 +105,7 @@ class ModelManager:
 
         batcher = MicroBatcher(predictor.predict_proba, self.max_batch_size, self.max_wait_ms,
                                enabled=self.batching, on_batch=on_batch)
+        batcher.calibrate(tuple(int(d) for d in predictor.input_shape), self.inline_forward_ms)
         return ServedModel(name, version, predictor, batcher, dict(mv.metadata))
 
     async def get_version(self, name: str, version: int) -> ServedModel:

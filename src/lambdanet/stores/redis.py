@@ -17,6 +17,7 @@ passed to redis-py. A dropped connection is retried twice within ~0.3 s, then re
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any, Self, TypeVar
 from urllib.parse import urlsplit
@@ -175,10 +176,8 @@ class RedisStore:
         return sorted(k.decode() for k in found)
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(redis.RedisError):
             self._r.close()
-        except redis.RedisError:
-            pass
 
     def __repr__(self) -> str:
         return f"RedisStore({self.url!r})"

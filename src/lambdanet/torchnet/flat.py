@@ -11,6 +11,8 @@ Parameters that have no gradient (unused in the forward pass) contribute zeros.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from torch import nn
@@ -64,7 +66,7 @@ def set_flat_buffers(model: nn.Module, flat: np.ndarray) -> None:
         _scatter(bufs, flat, grads=False)
 
 
-def _scatter(tensors: list[torch.Tensor], flat: np.ndarray, grads: bool) -> None:
+def _scatter(tensors: Sequence[torch.Tensor], flat: np.ndarray, grads: bool) -> None:
     total = sum(t.numel() for t in tensors)
     if flat.shape != (total,):
         raise ValueError(f"flat buffer has shape {flat.shape}, the model needs ({total},)")

@@ -66,7 +66,7 @@ def _check(config: Any) -> CNNConfig:
     return config
 
 
-def arrays(cache: dict[str, Any], cfg: CNNConfig, dataset: Dataset) -> tuple[np.ndarray, ...]:
+def arrays(cache: dict[Any, Any], cfg: CNNConfig, dataset: Dataset) -> tuple[np.ndarray, ...]:
     """(x_train, y_train, x_test, y_test) after ``limit_train``/``limit_test``, cached per process."""
     key = ("cnn-arrays", cfg.limit_train, cfg.limit_test, cfg.seed)
     if key not in cache:

@@ -98,9 +98,9 @@ def configure_torch(threads: int | None = None) -> None:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
     # IEEE float32 on GPUs (no TF32): K = 1 and K = 2 then agree within float32 tolerance
-    for backend in (torch.backends.cudnn.conv, torch.backends.cuda.matmul):
+    for backend in (getattr(torch.backends.cudnn, "conv", None), torch.backends.cuda.matmul):
         with contextlib.suppress(AttributeError, RuntimeError):
-            backend.fp32_precision = "ieee"  # type: ignore[attr-defined]
+            backend.fp32_precision = "ieee"  # type: ignore[union-attr]
     n = threads if threads is not None else usable_cores()
     if torch.get_num_threads() != max(1, n):
         torch.set_num_threads(max(1, n))

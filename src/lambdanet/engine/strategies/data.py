@@ -53,7 +53,7 @@ class DataStrategy:
         optimizer.load_state_dict(opt_state)
         L = len(acts)
         # a fixed order (a safetensors load may list keys in any order, differently per process)
-        keys = [f"{p}{l}" for l in range(1, L + 1) for p in ("W", "b")]  # noqa: E741  W1, b1, …, WL, bL
+        keys = [f"{p}{l}" for l in range(1, L + 1) for p in ("W", "b")]  # noqa: E741 (W1, b1, …, WL, bL)
         sizes = [params[key].size for key in keys]
         offsets = np.cumsum([0, *sizes])
         dtype = params[keys[0]].dtype

@@ -1,0 +1,112 @@
+"""kill -9 of a worker at random points of a round, in the process and the Lithops localhost
+executors: every run completes with exactly the weights of an undisturbed run, each epoch once.
+
+Seeds (``LAMBDANET_FAULT_SEEDS``, default 10 per executor) pick where the kill lands:
+
+* the engine's fault hook (``LAMBDANET_FAULTS=1``): worker k SIGKILLs itself after epoch 1 or 2
+  of round 1 or 2 (after the last epoch = before its shard is written), sometimes again in the
+  retry;
+* for the process executor, half of the seeds use an outside killer instead: a thread SIGKILLs a
+  random worker process at a random moment (setup, a collective, the shard write …).
+
+The counts (faults injected, runs survived) go to ``test-artifacts/reliability-counts.json``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.security.redis_servers import RedisProc
+from tests.security.reliability_counts import record
+from tests.security.reliability_kit import CONFIG, EPOCHS_PER_ROUND, Job, Killer, Outcome, assert_same_weights
+
+pytestmark = [pytest.mark.slow, pytest.mark.redis]
+SEEDS = list(range(int(os.environ.get("LAMBDANET_FAULT_SEEDS", "10"))))
+ROUNDS = CONFIG["epochs"] // EPOCHS_PER_ROUND
+TALLY: Counter[str] = Counter()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _faults_env() -> Iterator[None]:
+    old = os.environ.get("LAMBDANET_FAULTS")
+    os.environ["LAMBDANET_FAULTS"] = "1"  # inherited by worker processes and Lithops' runners
+    yield
+    if old is None:
+        os.environ.pop("LAMBDANET_FAULTS", None)
+    else:
+        os.environ["LAMBDANET_FAULTS"] = old
+    record("faults", {f"worker_kill_{k}": v for k, v in sorted(TALLY.items())}
+           | {"worker_kill_command": "pytest tests/faults/test_reliability_kill.py"})
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory: pytest.TempPathFactory) -> Job:
+    return Job(tmp_path_factory.mktemp("kill-job"))
+
+
+@pytest.fixture(scope="module")
+def reference(job: Job) -> Outcome:
+    ref = job.train("memory://", "local")
+    assert ref.status == "completed" and ref.epochs == list(range(1, CONFIG["epochs"] + 1))
+    return ref
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc]:
+    with RedisProc(tmp_path_factory.mktemp("kill-redis")) as server:
+        yield server
+
+
+def hook_faults(seed: int, workers: int) -> list[dict[str, Any]]:
+    """The kills a seed asks the engine's fault hook for (round, worker, epoch within the round)."""
+    rng = random.Random(seed)
+    rnd = rng.randint(1, ROUNDS)
+    faults = [{"round": rnd, "attempt": 0, "worker": rng.randrange(workers), "action": "kill",
+               "after_epochs": rng.randint(1, EPOCHS_PER_ROUND)}]
+    if rng.random() < 0.3:  # the retry is killed too
+        faults.append({"round": rnd, "attempt": 1, "worker": rng.randrange(workers), "action": "kill",
+                       "after_epochs": rng.randint(1, EPOCHS_PER_ROUND)})
+    return faults
+
+
+def _check(out: Outcome, reference: Outcome, kills: int, executor: str) -> None:
+    TALLY[f"{executor}_runs"] += 1
+    assert out.status == "completed", out
+    assert out.epochs == list(range(1, CONFIG["epochs"] + 1)), f"epochs in the ledger: {out.epochs}"
+    assert_same_weights(out.weights, reference.weights)
+    if kills:
+        assert out.retries >= 1 and out.failed_calls, "a worker was killed but no attempt failed"
+    TALLY[f"{executor}_faults_injected"] += kills
+    TALLY[f"{executor}_runs_survived"] += 1
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_process_worker_killed(seed: int, job: Job, reference: Outcome, redis: RedisProc) -> None:
+    if seed % 2 == 0:
+        faults = hook_faults(seed, job.workers)
+        out = job.train(redis.url, "process", faults=faults)
+        _check(out, reference, len(faults), "process")
+        assert any("-9" in e or "SIGKILL" in e or "killed" in e.lower() for e in out.failed_calls) or any(
+            "DeadlineExceeded" in e for e in out.failed_calls), out.failed_calls
+    else:
+        killer = Killer("lambdanet.executors.process", seed, max_delay_s=1.5)
+        killer.start()
+        try:
+            out = job.train(redis.url, "process")
+        finally:
+            killer.stop()
+        _check(out, reference, len(killer.killed), "process")
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_lithops_worker_killed(seed: int, job: Job, reference: Outcome, redis: RedisProc) -> None:
+    faults = hook_faults(seed, job.workers)
+    out = job.train(redis.url, "lithops", faults=faults)
+    _check(out, reference, len(faults), "lithops")
+

@@ -1,0 +1,111 @@
+"""kill -9 of the driver (``lambdanet train``) at random points, then ``lambdanet resume``: the
+same weights as an undisturbed run, and every epoch exactly once in the ledger.
+
+Each seed (``LAMBDANET_DRIVER_SEEDS``, default 6) trains through the real CLI with a checkpoint
+every epoch, waits until a random number of epochs is checkpointed, waits a further random
+0–80 ms (so the kill lands anywhere: inside a round, while the checkpoint, the ledger rows or
+the pointer are written) and SIGKILLs the driver. Even seeds use the local executor (workers
+die with it), odd seeds the process executor over Redis (the workers are orphaned and keep
+running: the resumed run must fence them off).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.security.redis_servers import RedisProc
+from tests.security.reliability_counts import record
+from tests.security.reliability_kit import Job, Outcome, assert_same_weights, outcome
+from tests.security.seed import LAMBDANET, cli_env
+
+pytestmark = [pytest.mark.slow, pytest.mark.redis]
+SEEDS = list(range(int(os.environ.get("LAMBDANET_DRIVER_SEEDS", "6"))))
+EPOCHS = 8
+TALLY: Counter[str] = Counter()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _record() -> Iterator[None]:
+    yield
+    record("faults", {f"driver_kill_{k}": v for k, v in sorted(TALLY.items())}
+           | {"driver_kill_command": "pytest tests/faults/test_reliability_resume.py"})
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory: pytest.TempPathFactory) -> Job:
+    j = Job(tmp_path_factory.mktemp("resume-job"))
+    j.config = {**j.config, "epochs": EPOCHS}
+    return j
+
+
+@pytest.fixture(scope="module")
+def reference(job: Job) -> Outcome:
+    return job.train("memory://", "local")
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc]:
+    with RedisProc(tmp_path_factory.mktemp("resume-redis")) as server:
+        yield server
+
+
+def _epochs_checkpointed(home: Path) -> int:
+    for pointer in (home / "objects" / "runs").glob("*/checkpoint.json"):
+        try:
+            return int(json.loads(pointer.read_text())["epochs_done"])
+        except (ValueError, KeyError, OSError):
+            return 0
+    return 0
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_driver_killed_then_resumed(seed: int, job: Job, reference: Outcome, redis: RedisProc,
+                                    tmp_path: Path) -> None:
+    rng = random.Random(seed)
+    home = tmp_path / "home"
+    params = tmp_path / "params.json"
+    params.write_text(json.dumps(job.config))
+    store, executor = ("memory://", "local") if seed % 2 == 0 else (redis.url, "process")
+    target = rng.randint(1, EPOCHS - 2)
+    proc = subprocess.Popen([LAMBDANET, "train", str(job.data), "--params", str(params), "--model", "fault",
+                             "--workers", "2", "--store", store, "--executor", executor, "--epochs-per-round", "1",
+                             "--json"], env=cli_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while _epochs_checkpointed(home) < target and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(rng.uniform(0.0, 0.08))
+    killed = proc.poll() is None
+    if killed:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()  # type: ignore[union-attr]
+    proc.stderr.close()  # type: ignore[union-attr]
+    assert killed, f"the run finished before epoch {target} was checkpointed (exit {proc.returncode})"
+    TALLY["injected"] += 1
+    runs = list((home / "objects" / "runs").iterdir())
+    assert len(runs) == 1
+    run_id = runs[0].name
+    resumed = subprocess.run([LAMBDANET, "resume", run_id, "--json"], env=cli_env(home), capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Traceback" not in resumed.stderr
+    assert json.loads(resumed.stdout.strip().splitlines()[-1])["status"] == "completed"
+    services = job.services(home)
+    try:
+        out = outcome(services, run_id)
+    finally:
+        services.close()
+    assert out.status == "completed"
+    assert out.epochs == list(range(1, EPOCHS + 1)), f"ledger epochs {out.epochs}"
+    assert_same_weights(out.weights, reference.weights)
+    TALLY["survived"] += 1
