@@ -73,13 +73,13 @@ def lambdanet_k(x: np.ndarray, y: np.ndarray, cfg: CNNConfig, epochs: int, k: in
 
     def work(rank: int) -> None:
         try:
+            configure_torch(threads=max(1, usable_cores() // k))  # in the worker thread, as the engine does
             model = build_model(cfg.model, seed=cfg.seed).to(dev)
             comm = Collective(store, "bench", rank, k, timeout_s=600) if k > 1 else None
             train_epochs(model, make_optimizer(model, cfg), x, y, cfg, epochs, comm, device=dev)
         except BaseException as exc:
             errors.append(exc)
 
-    configure_torch(threads=max(1, usable_cores() // k))
     t0 = time.perf_counter()
     threads = [threading.Thread(target=work, args=(r,)) for r in range(k)]
     for t in threads:

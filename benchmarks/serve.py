@@ -1,7 +1,7 @@
 """Prediction-service benchmark: the bare forward pass, `lambdanet serve` with and without
 micro-batching, and a plain Flask app doing the same work — in one run, with ratios.
 
-    python benchmarks/serve.py                     # MLP (itsacat 12288-20-7-5-1) and LeNet, 4 s per phase
+    python benchmarks/serve.py                     # MLP (itsacat 12288-20-7-5-1), LeNet, VGG11-bn
     python benchmarks/serve.py --models mlp --seconds 2
 
 For each model it prints:
@@ -15,8 +15,12 @@ For each model it prints:
 
 Every request is ``POST /predict`` with a PNG body of the model's input size. The load
 generator is a light asyncio HTTP/1.1 keep-alive client (one connection per client) in this
-process. Targets: MLP p50 (1 client) <= bare forward + 2 ms; 32 clients: batching >= 2x the
-requests/s without batching and >= 3x Flask.
+process. The three servers run side by side and are measured in rotating order over a few
+rounds, so a shared machine's noise spreads evenly; ``cpu ms/req`` (the server process's CPU
+time per request) is the figure least disturbed by other load.
+
+Targets: MLP p50 (1 client) <= bare forward + 2 ms; 32 clients: batching >= 2x the requests/s
+without batching and >= 3x Flask.
 """
 
 from __future__ import annotations
@@ -69,6 +73,14 @@ def build_registry(root: Path, models: list[str]) -> dict[str, str]:
 
         train_tiny_lenet(registry, n_train=100, epochs=1, name="lenet", n_test=10)
         refs["cnn"] = "lenet"
+    if "vgg" in models:  # untrained: latency does not depend on the weights
+        from lambdanet.config import CNNConfig
+        from lambdanet.torchnet.export import model_metadata, registry_weights
+        from lambdanet.torchnet.models import build_model
+        classes = ["plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+        model = build_model("vgg11_bn", seed=0).eval()
+        registry.register("vgg", registry_weights(model), model_metadata(CNNConfig(model="vgg11_bn", epochs=1), classes))
+        refs["vgg"] = "vgg"
     return refs
 
 
@@ -215,45 +227,66 @@ def _cpu(pid: int) -> float:
     return sum(t.user + t.system for t in times)
 
 
-def measure(port: int, pid: int, ref: str, payload: bytes, clients: int, seconds: float) -> Phase:
+def measure(port: int, pid: int, ref: str, payload: bytes, clients: int, seconds: float,
+            warm_up: bool = True) -> Phase:
     head = (f"POST /predict?model={ref} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
             f"Content-Length: {len(payload)}\r\n\r\n").encode()
     request = head + payload
-    asyncio.run(_load(port, request, min(clients, 4), 0.5))  # warm-up (model load, JIT paths)
+    if warm_up:
+        asyncio.run(_load(port, request, min(clients, 4), 0.5))  # model load, first-call paths
     before = _cpu(pid)
     phase = asyncio.run(_load(port, request, clients, seconds))
     phase.server_cpu_s = _cpu(pid) - before
     return phase
 
 
+def merge(phases: list[Phase]) -> Phase:
+    return Phase([x for p in phases for x in p.latencies], sum(p.seconds for p in phases),
+                 sum(p.errors for p in phases), sum(p.server_cpu_s for p in phases))
+
+
 # ---- main ----------------------------------------------------------------------------------------
-def run(models: list[str], seconds: float, clients: int) -> dict:
+SERVERS = ("batching", "no_batching", "flask")
+
+
+def run(models: list[str], seconds: float, clients: int, rounds: int) -> dict:
+    """All three servers run side by side; each round measures each of them in turn (the order
+    rotating), so the noise of a shared machine spreads evenly over them."""
     results: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "objects"
         refs = build_registry(root, models)
         for kind, ref in refs.items():
-            shape = (64, 64, 3) if kind == "mlp" else (32, 32, 3)
+            shape = (64, 64, 3) if kind == "mlp" else (32, 32, 3)  # lenet, vgg: CIFAR-10 size
             payload = png_payload(shape)
             fwd, full = bare_forward(root, ref, payload)
             row: dict = {"bare_forward_ms": fwd * 1e3, "decode_and_forward_ms": full * 1e3}
-            for name, starter in (("batching", lambda p: start_lambdanet(root, p, True)),
-                                  ("no_batching", lambda p: start_lambdanet(root, p, False)),
-                                  ("flask", lambda p, r=ref: start_flask(root, p, r))):
-                port = free_port()
-                proc = starter(port)
-                try:
+            procs: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
+            try:
+                for name in SERVERS:
+                    port = free_port()
+                    proc = (start_flask(root, port, ref) if name == "flask"
+                            else start_lambdanet(root, port, batching=name == "batching"))
+                    procs[name] = (port, proc)
+                for port, proc in procs.values():
                     wait_port(port, proc)
-                    for n in (1, clients):
-                        phase = measure(port, proc.pid, ref, payload, n, seconds)
-                        row[f"{name}_{n}"] = {"p50_ms": phase.pct(50) * 1e3, "p99_ms": phase.pct(99) * 1e3,
-                                              "rps": phase.rps, "requests": len(phase.latencies),
-                                              "errors": phase.errors,
-                                              "cpu_ms_per_request": phase.server_cpu_s * 1e3
-                                              / max(1, len(phase.latencies))}
-                finally:
+                phases: dict[tuple[str, int], list[Phase]] = {(s, n): [] for s in SERVERS for n in (1, clients)}
+                for r in range(rounds):
+                    order = SERVERS[r % 3:] + SERVERS[:r % 3]
+                    for name in order:
+                        port, proc = procs[name]
+                        for n in (1, clients):
+                            phases[(name, n)].append(measure(port, proc.pid, ref, payload, n, seconds / rounds,
+                                                             warm_up=r == 0))
+            finally:
+                for _, proc in procs.values():
                     proc.terminate()
                     proc.wait(timeout=10)
+            for (name, n), runs in phases.items():
+                phase = merge(runs)
+                row[f"{name}_{n}"] = {"p50_ms": phase.pct(50) * 1e3, "p99_ms": phase.pct(99) * 1e3,
+                                      "rps": phase.rps, "requests": len(phase.latencies), "errors": phase.errors,
+                                      "cpu_ms_per_request": phase.server_cpu_s * 1e3 / max(1, len(phase.latencies))}
             results[kind] = row
             report(kind, ref, row, clients)
     return results
@@ -291,14 +324,15 @@ def main() -> None:
         flask_server(sys.argv[2], int(sys.argv[3]), sys.argv[4])
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="mlp,cnn", help="comma-separated: mlp, cnn")
-    parser.add_argument("--seconds", type=float, default=4.0, help="seconds per measured phase")
+    parser.add_argument("--models", default="mlp,cnn,vgg", help="comma-separated: mlp, cnn (LeNet), vgg")
+    parser.add_argument("--seconds", type=float, default=6.0, help="seconds per server and client count")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds the seconds are split into")
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients of the loaded phase")
     parser.add_argument("--json", type=Path, help="also write the numbers to this file")
     args = parser.parse_args()
     print(f"cpus: {os.cpu_count()}  load average: {os.getloadavg()[0]:.2f}  python {sys.version.split()[0]}  "
           f"BLAS threads: {os.environ['OPENBLAS_NUM_THREADS']}")
-    results = run([m.strip() for m in args.models.split(",") if m.strip()], args.seconds, args.clients)
+    results = run([m.strip() for m in args.models.split(",") if m.strip()], args.seconds, args.clients, args.rounds)
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

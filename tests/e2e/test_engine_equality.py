@@ -40,6 +40,7 @@ def test_memory_local_equals_reference(home: Path, data: Path, strategy: str, wo
     res = Driver(services).train(TrainRequest(data=str(data), config=cfg, workers=workers, strategy=strategy,
                                               epochs_per_round=2, model_name="eq", collective_timeout_s=20))
     assert res.status == "completed" and res.epochs_run == 3 and res.rounds == 2
+    assert res.retries == 0, [c.error for c in services.ledger.calls(res.run_id) if not c.ok]
     assert max_rel_diff(weights_of(services, res), ref.params) <= 1e-9
     rows = services.ledger.epochs(res.run_id)
     assert [r.epoch for r in rows] == [1, 2, 3]

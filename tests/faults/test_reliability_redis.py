@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import threading
 import time
@@ -28,7 +27,7 @@ import pytest
 from lambdanet.ports.executor import CallOutcome
 from tests.security.redis_servers import RedisProc
 from tests.security.reliability_counts import record
-from tests.security.reliability_kit import Job, Outcome, assert_same_weights
+from tests.security.reliability_kit import CONFIG, Job, Outcome, assert_same_weights
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 TALLY: Counter[str] = Counter()
@@ -161,7 +160,7 @@ def test_duplicate_s3_events_start_one_run(moto_server: str, tmp_path: Path,
         f["test_set_x"] = rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
         f["test_set_y"] = np.arange(6) % 2
         f["list_classes"] = np.array([b"non-cat", b"cat"])
-    params = {**Job.__dataclass_fields__["config"].default_factory(), "epochs": 3}  # type: ignore[misc]
+    params = {**CONFIG, "epochs": 3}
     s3.put_object(Bucket=bucket, Key="training_input/parameters.json", Body=json.dumps(params).encode())
     put = s3.put_object(Bucket=bucket, Key="training_input/datasets.h5", Body=h5.read_bytes())
     event = {"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
@@ -198,4 +197,3 @@ def test_duplicate_s3_events_start_one_run(moto_server: str, tmp_path: Path,
     listing = s3.list_object_versions(Bucket=bucket, Prefix="training_results/")
     assert len(listing.get("Versions", [])) == 1, "results.json written more than once"
     TALLY["s3_duplicate_events_harmless"] += statuses["skipped"]
-    assert os.environ["LAMBDANET_HOME"] == str(home)

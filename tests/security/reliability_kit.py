@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from tests.security.seed import tiny_npz
 
 CONFIG: dict[str, Any] = {"epochs": 4, "layers": 2, "activations": {"layer1": "relu", "layer2": "sigmoid"},

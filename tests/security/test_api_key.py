@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import re
 import secrets
-from pathlib import Path
 
 import httpx
 import pytest
-
 from tests.conftest import free_port
 from tests.security.seed import seed_mlp_model, serve
 

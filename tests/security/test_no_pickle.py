@@ -147,7 +147,7 @@ def test_every_np_load_passes_allow_pickle_false() -> None:
     assert sum(s.np_loads for s in scanners) >= 1
 
 
-@pytest.mark.parametrize("relpath", ["registry.py", "engine/checkpoints.py"])
+@pytest.mark.parametrize("relpath", ["registry.py", "engine/checkpoints.py", "torchnet/checkpoint.py"])
 def test_weight_writers_use_safetensors(relpath: str) -> None:
     path = SRC / relpath
     assert path.exists(), f"{relpath} is part of the contract (docs/architecture.md)"
@@ -161,10 +161,25 @@ def test_weight_writers_use_safetensors(relpath: str) -> None:
     assert any(m.startswith("safetensors") for m in imported), f"{relpath} does not use safetensors"
 
 
-def test_torchnet_checkpoints_use_safetensors_torch() -> None:
-    """The CNN track keeps model/optimizer state as safetensors (never torch.save/torch.load)."""
-    texts = [p.read_text(encoding="utf-8") for p in (SRC / "torchnet").glob("*.py")]
-    assert any("safetensors" in t for t in texts), "torchnet/ writes no safetensors"
+def test_torchnet_checkpoint_is_safetensors_and_refuses_pickle(tmp_path: Path) -> None:
+    """The CNN track's state (model + optimizer) is safetensors bytes (readable without torch), and
+    a pickle offered in its place is refused without running it."""
+    import safetensors.numpy
+    import torch
+
+    from lambdanet.torchnet.checkpoint import load_bytes, save_bytes
+
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(model.parameters())
+    model(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    blob = save_bytes(model, opt)
+    arrays = safetensors.numpy.load(blob)
+    assert any("weight" in k for k in arrays) and len(arrays) >= 2
+    canary = tmp_path / "canary"
+    with pytest.raises(LambdanetError):
+        load_bytes(_payload(canary), model, opt)
+    assert not canary.exists()
 
 
 # ---- behavioural: a pickle payload is refused and never executed -------------------------------

@@ -54,7 +54,7 @@ def _run_k(cfg: CNNConfig, data, k: int, epochs: int) -> tuple[list[np.ndarray],
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 
-    configure_torch(threads=1 if k > 1 else 2)
+    configure_torch(threads=1 if k > 1 else None)
     threads = [threading.Thread(target=work, args=(r,)) for r in range(k)]
     for t in threads:
         t.start()

@@ -12,31 +12,41 @@ def register(app: typer.Typer) -> None:
             None, "--registry", help="Object-store URL of the registry (a folder or s3://bucket/prefix); "
                                      "default: $LAMBDANET_OBJECTS or ~/.lambdanet/objects."),
         host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
-        port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port to listen on."),
+        port: int = typer.Option(8000, "--port", help="Port to listen on (0-65535)."),
         api_key: str | None = typer.Option(
             None, "--api-key", envvar="LAMBDANET_API_KEY", show_envvar=True,
             help="Require this key (X-API-Key or Authorization: Bearer) on every route but /v2/health."),
         allow_url_fetch: bool = typer.Option(
             False, "--allow-url-fetch", help="Enable GET /image?image=URL (public http(s) URLs only)."),
-        max_batch_size: int = typer.Option(32, "--max-batch-size", min=1, help="Images per forward pass."),
-        max_wait_ms: float = typer.Option(2.0, "--max-wait-ms", min=0.0,
-                                          help="How long a batch waits for requests on their way."),
+        max_batch_size: int = typer.Option(32, "--max-batch-size", help="Images per forward pass (>= 1)."),
+        max_wait_ms: float = typer.Option(2.0, "--max-wait-ms",
+                                          help="How long a batch waits for requests on their way (>= 0)."),
         no_batching: bool = typer.Option(False, "--no-batching", help="One forward pass per request."),
         inline_forward_ms: float = typer.Option(
-            2.0, "--inline-forward-ms", min=0.0,
-            help="Forward passes measured faster than this run on the event loop, not in a thread (0: never)."),
-        max_request_bytes: int = typer.Option(16 * 1024 * 1024, "--max-request-bytes", min=1,
-                                              help="Larger request bodies get 413."),
+            2.0, "--inline-forward-ms",
+            help="Full batches measured (at model load) faster than this run on the event loop, "
+                 "not in a thread (0: always a thread)."),
+        max_request_bytes: int = typer.Option(16 * 1024 * 1024, "--max-request-bytes",
+                                              help="Larger request bodies get 413 (>= 1)."),
         log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
     ) -> None:
         """Serve the registry's models: Open Inference Protocol v2, /predict, a photo page at /."""
         import uvicorn
 
         from lambdanet import adapters
+        from lambdanet.errors import ConfigError
         from lambdanet.registry import ModelRegistry
         from lambdanet.serve.app import ServeOptions, create_app
         from lambdanet.settings import Settings
 
+        checks = [(0 <= port <= 65535, f"--port {port}: use 0-65535"),
+                  (max_batch_size >= 1, f"--max-batch-size {max_batch_size}: use 1 or more"),
+                  (max_wait_ms >= 0, f"--max-wait-ms {max_wait_ms}: use 0 or more"),
+                  (inline_forward_ms >= 0, f"--inline-forward-ms {inline_forward_ms}: use 0 or more"),
+                  (max_request_bytes >= 1, f"--max-request-bytes {max_request_bytes}: use 1 or more")]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
         url = registry or Settings.from_env().objects_url
         objects = adapters.open_objects(url)
         options = ServeOptions(api_key=api_key or None, allow_url_fetch=allow_url_fetch,

@@ -35,6 +35,7 @@ State = dict[str, np.ndarray]
 KEEP = 2
 
 _LOCK = threading.Lock()
+_LOAD_LOCK = threading.Lock()
 _OBJECTS: dict[str, ObjectStore] = {}
 _DATA: dict[tuple[str, str], Dataset] = {}
 _STATES: dict[tuple[str, str], State] = {}
@@ -70,7 +71,7 @@ def write_data(objects: ObjectStore, run_id: str, ds: Dataset) -> int:
     meta = json.dumps({"classes": list(ds.classes), "source": ds.source}).encode()
     arrays["meta"] = np.frombuffer(meta, dtype=np.uint8)
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
     blob = buf.getvalue()
     objects.put(data_key(run_id), blob)
     return len(blob)
@@ -83,6 +84,21 @@ def read_data(objects: ObjectStore, run_id: str) -> Dataset:
         ds = _DATA.get(cache_key)
     if ds is not None:
         return ds
+    # one loader at a time: np.load parses .npy headers with ast.literal_eval, which CPython 3.11
+    # cannot run in two threads at once ("AST constructor recursion depth mismatch")
+    with _LOAD_LOCK:
+        with _LOCK:
+            ds = _DATA.get(cache_key)
+        if ds is None:
+            ds = _load_data(objects, run_id)
+            with _LOCK:
+                _DATA[cache_key] = ds
+                while len(_DATA) > 4:
+                    _DATA.pop(next(iter(_DATA)))
+    return ds
+
+
+def _load_data(objects: ObjectStore, run_id: str) -> Dataset:
     blob = objects.get(data_key(run_id))
     try:
         with np.load(io.BytesIO(blob), allow_pickle=False) as z:
@@ -95,10 +111,6 @@ def read_data(objects: ObjectStore, run_id: str) -> Dataset:
             )
     except (ValueError, KeyError, OSError) as exc:
         raise DataError(f"{data_key(run_id)} is not a lambdanet run data file ({exc})") from exc
-    with _LOCK:
-        _DATA[cache_key] = ds
-        while len(_DATA) > 4:
-            _DATA.pop(next(iter(_DATA)))
     return ds
 
 

@@ -135,7 +135,7 @@ def _child(target: str, out_path: str) -> int:
     spec = json.loads(sys.stdin.read() or "{}")
     try:
         module_name, _, func_name = target.partition(":")
-        fn = importlib.import_module(module_name)
+        fn: Any = importlib.import_module(module_name)
         for part in func_name.split("."):
             fn = getattr(fn, part)
         result = fn(spec)

@@ -77,7 +77,7 @@ class RedisStore:
         self.bytes_in += len(blob)
 
     def get(self, key: str) -> np.ndarray:
-        blob = self._call(lambda: self._r.get(key))
+        blob: Any = self._call(lambda: self._r.get(key))
         if blob is None:
             raise KeyError(key)
         self.bytes_out += len(blob)
@@ -86,7 +86,7 @@ class RedisStore:
     def get_many(self, keys: list[str]) -> list[np.ndarray]:
         if not keys:
             return []
-        blobs = self._call(lambda: self._r.mget(keys))
+        blobs: Any = self._call(lambda: self._r.mget(keys))
         out: list[np.ndarray] = []
         for k, blob in zip(keys, blobs, strict=True):
             if blob is None:

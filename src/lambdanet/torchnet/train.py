@@ -86,24 +86,28 @@ def resolve_device(name: str) -> torch.device:
 
 
 def usable_cores() -> int:
-    """Cores this process may run on (its CPU affinity, e.g. under ``taskset``), at least 1."""
+    """Cores this process may use: its CPU affinity (``taskset``), capped by ``$OMP_NUM_THREADS``."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+        n = os.cpu_count() or 1
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    if omp.isdigit() and int(omp) > 0:
+        n = min(n, int(omp))
+    return max(1, n)
 
 
 def configure_torch(threads: int | None = None) -> None:
-    """Deterministic algorithms on; ``threads`` intra-op threads (default: every usable core)."""
+    """Deterministic algorithms on; ``threads`` intra-op threads (default: every usable core).
+    Call it in the thread that trains."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
     # IEEE float32 on GPUs (no TF32): K = 1 and K = 2 then agree within float32 tolerance
     for backend in (getattr(torch.backends.cudnn, "conv", None), torch.backends.cuda.matmul):
         with contextlib.suppress(AttributeError, RuntimeError):
             backend.fp32_precision = "ieee"  # type: ignore[union-attr]
-    n = threads if threads is not None else usable_cores()
-    if torch.get_num_threads() != max(1, n):
-        torch.set_num_threads(max(1, n))
+    # always set: a new thread (the local executor's workers) may not inherit the setting
+    torch.set_num_threads(max(1, threads if threads is not None else usable_cores()))
 
 
 def make_optimizer(model: nn.Module, cfg: CNNConfig) -> torch.optim.Optimizer:

@@ -71,7 +71,7 @@ class RoundContext:
     start_epoch: int  # 0-based, inclusive
     end_epoch: int  # exclusive
     budget_s: float  # seconds this round may take (stop early at an epoch boundary)
-    cache: dict[str, Any] = field(default_factory=dict)  # per process and run (derived data)
+    cache: dict[str, Any] = field(default_factory=dict)  # per process and run (derived data), str keys
     fault: dict[str, Any] | None = None  # test-only fault injection (LAMBDANET_FAULTS=1)
     started: float = field(default_factory=time.monotonic)
 

@@ -41,7 +41,7 @@ def matrices(ctx_or_cache: RoundContext | dict[str, Any], config: MLPConfig,
              dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
     """X (n_x, m), Y (n_L, m) of the training set in the config's dtype, cached per process."""
     cache = ctx_or_cache.cache if isinstance(ctx_or_cache, RoundContext) else ctx_or_cache
-    key = ("mlp-xy", config.dtype, config.activation_list[-1])
+    key = f"mlp-xy:{config.dtype}:{config.activation_list[-1]}"
     if key not in cache:
         X = to_matrix(dataset.x_train, config.dtype)  # (n_x, m)
         Y = to_targets(dataset.y_train, dataset.n_classes, config.activation_list[-1], config.dtype)
