@@ -131,11 +131,11 @@ def throughput(args: argparse.Namespace, d: ImageData, dev: torch.device, tmp: P
         "lambdanet K=2 (train_epochs, 2 threads, memory-store all-reduce)":
             lambda: lambdanet_k(xb, yb, cfg, args.bench_epochs, 2, dev),
     }
-    best = dict.fromkeys(timers, float("inf"))
-    for _ in range(args.repeats):  # interleaved, best of N: robust to a busy machine
+    runs: dict[str, list[float]] = {name: [] for name in timers}
+    for _ in range(args.repeats):  # interleaved, median of N: robust to a noisy machine
         for name, fn in timers.items():
-            best[name] = min(best[name], fn())
-    rows: list[tuple[str, float]] = [(name, images / secs) for name, secs in best.items()]
+            runs[name].append(fn())
+    rows: list[tuple[str, float]] = [(name, images / float(np.median(s))) for name, s in runs.items()]
     if not args.skip_engine:
         data_path = write_subset(tmp, xb, yb, d.x_test[:1000], d.y_test[:1000])
         for k in (1, 2):
@@ -145,7 +145,7 @@ def throughput(args: argparse.Namespace, d: ImageData, dev: torch.device, tmp: P
             rows.append((f"engine K={k} wall (+ data upload, checkpoints, final eval, registry)", images / wall))
     base = rows[0][1]
     print(f"\nthroughput: LeNet, Adam, batch 100, {n} images x {args.bench_epochs} epoch(s), "
-          f"augment={args.augment}, best of {args.repeats}")
+          f"augment={args.augment}, median of {args.repeats} (engine rows: 1 run)")
     for name, ips in rows:
         print(f"  {name:<80} {ips:8.0f} img/s  {ips / base:5.2f}x")
 
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="training images of the accuracy run (default all)")
     ap.add_argument("--bench-images", type=int, default=10_000, help="training images per throughput epoch")
     ap.add_argument("--bench-epochs", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=2, help="throughput repeats (best of N, interleaved)")
+    ap.add_argument("--repeats", type=int, default=3, help="throughput repeats (median of N, interleaved)")
     ap.add_argument("--device", default="cpu", help="cpu | cuda")
     ap.add_argument("--augment", action="store_true", help="random crop + flip in every run")
     ap.add_argument("--skip-accuracy", action="store_true")

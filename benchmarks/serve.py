@@ -79,7 +79,8 @@ def build_registry(root: Path, models: list[str]) -> dict[str, str]:
         from lambdanet.torchnet.models import build_model
         classes = ["plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
         model = build_model("vgg11_bn", seed=0).eval()
-        registry.register("vgg", registry_weights(model), model_metadata(CNNConfig(model="vgg11_bn", epochs=1), classes))
+        meta = model_metadata(CNNConfig(model="vgg11_bn", epochs=1), classes)
+        registry.register("vgg", registry_weights(model), meta)
         refs["vgg"] = "vgg"
     return refs
 

@@ -123,6 +123,7 @@ class CNNConfig(_Frozen):
     report_every: int = Field(default=1, gt=0)
     limit_train: int | None = Field(default=None, gt=0)  # use the first N shuffled samples
     limit_test: int | None = Field(default=None, gt=0)
+    device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:[0-9]+)?)$")  # cuda is used only when asked
 
     @property
     def kind(self) -> str:

@@ -67,8 +67,6 @@ def test_bad_cnn_config_is_one_line_exit_2(workdir: Path, home: Path, config: di
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in r.stderr
 
 
-@pytest.mark.xfail(reason="needs TrainRequest.device (or config.device) so --device reaches the strategy",
-                   strict=False)
 def test_device_cuda_without_cuda_is_one_line_exit_2(workdir: Path, home: Path) -> None:
     import torch
 

@@ -100,3 +100,12 @@ def test_epoch_rows_carry_test_accuracy(services: Services, data_file: Path) -> 
     rows = services.ledger.epochs(r.run_id)
     assert all(0.0 <= row.extra["test_accuracy"] <= 1.0 for row in rows)
     assert rows[-1].extra["test_accuracy"] == pytest.approx(r.test_accuracy)
+
+
+def test_threshold_stops_the_run_early(services: Services, data_file: Path) -> None:
+    cfg = CNNConfig(model="lenet", epochs=3, batch_size=100, threshold=10.0)  # any loss is below 10
+    req = TrainRequest(data=str(data_file), config=cfg, model_name="cnn-early", workers=2, strategy="data",
+                       store_url="memory://cnn-early", executor="local")
+    r = Driver(services).train(req)
+    assert r.status == "completed" and r.stop_reason == "threshold" and r.epochs_run == 1
+    assert [row.epoch for row in services.ledger.epochs(r.run_id)] == [1]

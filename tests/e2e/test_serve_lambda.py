@@ -197,3 +197,21 @@ def test_missing_registry_setting_is_one_clear_error(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(aws_lambda, "_handler", None)
     with pytest.raises(ConfigError, match="LAMBDANET_REGISTRY"):
         aws_lambda.handler(rest_event("GET", "/v2/health/live"), CONTEXT)
+
+
+@pytest.mark.aws
+def test_handler_loads_the_model_from_s3(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import boto3
+
+    from lambdanet.objects.s3 import S3Store
+
+    boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1").create_bucket(Bucket="serve-models")
+    register_catvnoncat_mlp(ModelRegistry(S3Store.from_url("s3://serve-models/prod")), CATVNONCAT / "datasets.h5")
+    monkeypatch.setenv("LAMBDANET_REGISTRY", "s3://serve-models/prod")
+    monkeypatch.delenv("LAMBDANET_API_KEY", raising=False)
+    monkeypatch.setattr(aws_lambda, "_handler", None)
+    r = aws_lambda.handler(http_event("POST", "/predict", GRUMPY), CONTEXT)
+    assert r["statusCode"] == 200, r["body"]
+    assert (_json(r)["model"], _json(r)["version"]) == ("itsacat", 1)
+    meta = aws_lambda.handler(rest_event("GET", "/v2/models/itsacat"), CONTEXT)
+    assert _json(meta)["versions"] == ["1"]

@@ -59,7 +59,8 @@ def _png(img: Image.Image, **save: object) -> bytes:
 
 # ---- /predict --------------------------------------------------------------------------------
 def test_predict_multipart_with_preview(client: httpx.Client, registry: ModelRegistry) -> None:
-    r = client.post("/predict?preview=1&model=itsacat", files={"file": ("grumpy.jpg", GRUMPY.read_bytes(), "image/jpeg")})
+    upload = {"file": ("grumpy.jpg", GRUMPY.read_bytes(), "image/jpeg")}
+    r = client.post("/predict?preview=1&model=itsacat", files=upload)
     assert r.status_code == 200, r.text
     body = r.json()
     seen = load_image_file(GRUMPY, (64, 64, 3))  # (64, 64, 3): what training-time preprocessing gives
@@ -77,7 +78,8 @@ def test_predict_base64_json_and_raw_body_agree(client: httpx.Client) -> None:
     data = GRUMPY.read_bytes()
     as_json = client.post("/predict?model=itsacat", json={"data": base64.b64encode(data).decode()})
     as_body = client.post("/predict?model=itsacat:1", content=data, headers={"content-type": "image/jpeg"})
-    as_url_safe = client.post("/predict?model=itsacat@latest", json={"data": base64.urlsafe_b64encode(data).decode().rstrip("=")})
+    url_safe = base64.urlsafe_b64encode(data).decode().rstrip("=")
+    as_url_safe = client.post("/predict?model=itsacat@latest", json={"data": url_safe})
     assert as_json.status_code == as_body.status_code == as_url_safe.status_code == 200
     assert as_json.json() == as_body.json() == as_url_safe.json()
 

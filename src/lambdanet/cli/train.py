@@ -70,7 +70,8 @@ def register(app: typer.Typer) -> None:
         seed: int | None = typer.Option(None, help="Override 'seed'."),
         model: str | None = typer.Option(None, "--model", help="Registry name (default: the data folder's name)."),
         workers: int = typer.Option(1, "--workers", "-k", min=1, help="Number of workers K."),
-        strategy: str = typer.Option("neuron", help="neuron (model parallel) | data (data parallel)."),
+        strategy: str | None = typer.Option(
+            None, help="neuron (model parallel) | data (data parallel); default neuron for MLPs, data for CNNs."),
         store: str | None = typer.Option(None, help="Tensor store URL: memory:// | redis://host:port/db."),
         executor: str | None = typer.Option(None, help="local | process | lithops."),
         epochs_per_round: int | None = typer.Option(None, "--epochs-per-round", min=1),
@@ -83,12 +84,17 @@ def register(app: typer.Typer) -> None:
         """Train a model on DATA and register it (embedded defaults: no services needed)."""
         from lambdanet.engine.driver import Driver, TrainRequest
 
-        if strategy not in ("neuron", "data"):
+        if strategy not in (None, "neuron", "data"):
             raise ConfigError(f"--strategy: unknown strategy '{strategy}' (allowed: neuron, data)")
-        if device not in ("cpu", "cuda"):
-            raise ConfigError(f"--device: unknown device '{device}' (allowed: cpu, cuda)")
+        if re.fullmatch(r"cpu|cuda(:[0-9]+)?", device) is None:
+            raise ConfigError(f"--device: unknown device '{device}' (allowed: cpu, cuda, cuda:N)")
         overrides = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed}
         config = build_config(params, overrides)
+        if config.kind == "cnn":
+            config = config.model_copy(update={"device": device})  # reaches every worker and resumes
+        elif device != "cpu":
+            raise ConfigError("--device: the numpy MLP runs on the CPU only; --device is for CNN configs")
+        strategy = strategy or ("data" if config.kind == "cnn" else "neuron")
         services = open_services(store_url=store, executor=executor)
         request_args: dict[str, Any] = {
             "data": data,
@@ -106,9 +112,6 @@ def register(app: typer.Typer) -> None:
             if not lithops_config.is_file():
                 raise ConfigError(f"--lithops-config: {lithops_config}: no such file")
             os.environ["LAMBDANET_LITHOPS_CONFIG"] = str(lithops_config.resolve())
-        extra = {"device": device}
-        fields = getattr(TrainRequest, "__dataclass_fields__", {})
-        request_args.update({k: v for k, v in extra.items() if k in fields and v is not None})
         try:
             result = Driver(services, progress=RichProgress(None if not as_json else False)).train(
                 TrainRequest(**request_args)

@@ -30,7 +30,8 @@ from lambdanet.serve.models import ServedModel, top_label
 router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"])
 
 _LEN = struct.Struct("<I")
-_DTYPES = {"UINT8": np.dtype("u1"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"), "FP16": np.dtype("<f2")}
+_DTYPES: dict[str, np.dtype[Any]] = {"UINT8": np.dtype("u1"), "FP32": np.dtype("<f4"),
+                                     "FP64": np.dtype("<f8"), "FP16": np.dtype("<f2")}
 
 
 def _ref(name: str, version: str | None) -> str:
@@ -152,6 +153,8 @@ def _json_images(data: Any) -> list[bytes]:
     images = []
     for item in _flatten(data):
         text = item.get("b64") if isinstance(item, dict) else item
+        if not isinstance(text, str):
+            raise UserInputError("input 'image': each element must be a base64 string or {\"b64\": string}")
         images.append(b64decode(text, "image"))
     return images
 
@@ -238,7 +241,7 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     for out in wanted:
         out_name = out.get("name") if isinstance(out, dict) else None
         if out_name == "probabilities":
-            tensor = {"name": "probabilities", "datatype": "FP32", "shape": list(probs.shape)}
+            tensor: dict[str, Any] = {"name": "probabilities", "datatype": "FP32", "shape": list(probs.shape)}
             data: Any = probs.ravel().tolist()
             blob = probs.astype("<f4").tobytes()
         elif out_name == "label":
