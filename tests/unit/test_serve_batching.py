@@ -143,3 +143,18 @@ def test_calibrate_runs_cheap_batches_on_the_event_loop() -> None:
 
     loop_thread = asyncio.run(main())
     assert threads[0] == loop_thread and threads[1] != loop_thread
+
+
+def test_a_closed_batcher_still_serves_late_requests() -> None:
+    rec = Recorder()
+    batcher = MicroBatcher(rec, max_batch_size=8, max_wait_ms=1)
+
+    async def main() -> list[np.ndarray]:
+        first = await batcher.predict(_img(1))
+        batcher.close()  # evicted while a request still holds it …
+        late = await asyncio.wait_for(asyncio.gather(batcher.predict(_img(2)), batcher.predict(_img(3))), 60)
+        again = await asyncio.wait_for(batcher.predict(_img(4)), 60)  # … and after its worker stopped
+        return [first, *late, again]
+
+    results = asyncio.run(main())
+    assert [int(r[0, 0]) for r in results] == [1, 2, 3, 4]

@@ -78,15 +78,27 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(exc.exit_code) from None
     except typer.Abort:
         fail("aborted", 130)
-    except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.exceptions.UsageError):
-            fail(exc.format_message().replace("\n", " "), 2)
-        if isinstance(exc, click.exceptions.ClickException):
-            fail(exc.format_message().replace("\n", " "), exc.exit_code)
+    except Exception as exc:  # usage errors of typer's (vendored) click
+        usage, click_error = _click_exception_types()
+        if isinstance(exc, usage):
+            fail(exc.format_message().replace("\n", " "), 2)  # type: ignore[attr-defined]
+        if isinstance(exc, click_error):
+            fail(exc.format_message().replace("\n", " "), exc.exit_code)  # type: ignore[attr-defined]
         raise
 
+
+def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """UsageError and ClickException of typer's vendored click (typer >= 0.29) and of click itself."""
+    usage: list[type] = []
+    other: list[type] = []
+    for module_name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            module = __import__(module_name, fromlist=["UsageError"])
+        except ImportError:
+            continue
+        usage.append(module.UsageError)
+        other.append(module.ClickException)
+    return tuple(usage), tuple(other)
 
 if __name__ == "__main__":
     main()

@@ -56,6 +56,7 @@ class MicroBatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[_Item | object] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.batches = 0  # forward passes run (for tests and /metrics)
 
     @asynccontextmanager
@@ -98,7 +99,7 @@ class MicroBatcher:
             self._task = loop.create_task(self._run(self._queue))
         return self._queue
 
-    async def _collect(self, queue: asyncio.Queue[_Item | object], first: _Item) -> tuple[list[_Item], bool]:
+    async def _collect(self, queue: asyncio.Queue[_Item | object], first: _Item) -> list[_Item]:
         batch = [first]
         rows = len(first.images)
         loop = asyncio.get_running_loop()
@@ -114,29 +115,27 @@ class MicroBatcher:
                     item = await asyncio.wait_for(queue.get(), remaining)
                 except TimeoutError:
                     break
-            if item is _STOP:
-                return batch, True
-            assert isinstance(item, _Item)
-            batch.append(item)
-            rows += len(item.images)
-        return batch, False
+            if isinstance(item, _Item):
+                batch.append(item)
+                rows += len(item.images)
+        return batch
 
     async def _run(self, queue: asyncio.Queue[_Item | object]) -> None:
-        stop = False
-        while not stop:
+        while True:
+            if self._stopping and queue.empty():
+                return  # closed and nothing left; a later predict starts a new worker
             first = await queue.get()
-            if first is _STOP:
-                return
-            assert isinstance(first, _Item)
-            batch, stop = await self._collect(queue, first)
+            if not isinstance(first, _Item):
+                continue  # the wake-up sent by close()
+            batch = await self._collect(queue, first)
             live = [item for item in batch if not item.future.done()]  # cancelled clients drop out
             if not live:
                 continue
-            images = live[0].images if len(live) == 1 else np.concatenate([i.images for i in live])
-            self.batches += 1
-            if self._on_batch is not None:
-                self._on_batch(len(images))
-            try:
+            try:  # any failure goes to the callers of this batch; the worker carries on
+                images = live[0].images if len(live) == 1 else np.concatenate([i.images for i in live])
+                self.batches += 1
+                if self._on_batch is not None:
+                    self._on_batch(len(images))
                 probs = await self._forward(images)  # (N, n_classes)
             except Exception as exc:
                 for item in live:
@@ -171,6 +170,8 @@ class MicroBatcher:
         return best
 
     def close(self) -> None:
-        """Let the worker finish what is queued, then stop (used when a version is evicted)."""
+        """Let the worker finish what is queued, then stop (used when a version is evicted).
+        Requests that still reach a closed batcher are served by a short-lived worker."""
+        self._stopping = True
         if self._queue is not None and self._task is not None and not self._task.done():
             self._queue.put_nowait(_STOP)
