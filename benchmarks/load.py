@@ -132,7 +132,10 @@ async def drive(base: str, model: str, concurrency: int, seconds: float,
     latencies: list[float] = []
     status: Counter[str] = Counter()
     label = ""
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    # idle connections are dropped by the client after 2 s, before uvicorn's 5 s keep-alive timeout
+    # closes them: otherwise a request can race the server's close (a client-side ReadError)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency,
+                          keepalive_expiry=2.0)
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60.0, trust_env=False) as client:
         stop_at = time.perf_counter() + seconds
 

@@ -608,11 +608,7 @@ def _raw_request(corpus: Corpus, method: str, path: str, body: bytes, headers: d
 
 
 #: cases that fail because of a real bug in another engineer's module (see the report)
-HTTP_XFAIL: dict[str, str] = {
-    "v2-overflowing-dim": "serve/inputs.py tensor_input: int(np.prod(dims)) wraps around in int64 for "
-                          "shape [2**62, 8, 8, 3] (product 0), so empty data passes the size check and "
-                          "values.reshape(dims) raises ValueError -> 500; use math.prod and bound N",
-}
+HTTP_XFAIL: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("case", [

@@ -138,7 +138,7 @@ def test_disk_full_mid_run_then_resume(disk: Disk, job: Job, reference: Outcome)
         filler = None
         resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (512, 512))
     TALLY["full_injected"] += 1
-    stdout, stderr = proc.communicate(timeout=120)
+    _stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 3, (proc.returncode, stderr)
     line = _one_error_line(stderr)
     assert any(w in line for w in ("full", "space", "too large", "File too large")), line

@@ -1,7 +1,7 @@
 """kill -9 of the driver (``lambdanet train``) at random points, then ``lambdanet resume``: the
 same weights as an undisturbed run, and every epoch exactly once in the ledger.
 
-Each seed (``LAMBDANET_DRIVER_SEEDS``, default 6) trains through the real CLI with a checkpoint
+Each seed (``LAMBDANET_DRIVER_SEEDS``, default 4) trains through the real CLI with a checkpoint
 every epoch, waits until a random number of epochs is checkpointed, waits a further random
 0–80 ms (so the kill lands anywhere: inside a round, while the checkpoint, the ledger rows or
 the pointer are written) and SIGKILLs the driver. Even seeds use the local executor (workers
@@ -29,7 +29,7 @@ from tests.security.reliability_kit import Job, Outcome, assert_same_weights, ou
 from tests.security.seed import LAMBDANET, cli_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
-SEEDS = list(range(int(os.environ.get("LAMBDANET_DRIVER_SEEDS", "6"))))
+SEEDS = list(range(int(os.environ.get("LAMBDANET_DRIVER_SEEDS", "4"))))
 EPOCHS = 8
 TALLY: Counter[str] = Counter()
 

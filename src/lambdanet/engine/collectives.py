@@ -11,15 +11,18 @@ Usage (inside a worker; every worker calls the same collectives in the same orde
 Protocol of one collective step ``s`` (keys ``{prefix}:{s}:…``, the prefix being
 ``ln:{run}:{round}:{attempt}``, so a late write of a dead attempt can never reach a retry):
 
-1. worker k writes its part ``{s}:w{k}`` (if it has one) and increments ``{s}:n`` — one round
-   trip on Redis (pipelined);
-2. the worker whose increment returns K pushes K release tokens to ``{s}:go`` and, in the same
-   round trip, deletes the keys of step ``s-1`` (every worker has finished reading them, since
-   all K have arrived at ``s``) — so a 2500-epoch round keeps only two steps in the store;
-3. every worker pops one token (``BLPOP`` / a condition variable — never sleep-and-poll) with
-   the collective deadline; no token in time -> :class:`DeadlineExceeded`;
-4. it reads the other parts with one ``get_many`` (its own part it already has).
+1. *arrive*: worker k writes its part ``{s}:w{k}`` (if it has one) and increments ``{s}:n``; the
+   worker whose increment returns K pushes K release tokens to ``{s}:go`` and deletes the keys
+   of step ``s-1`` (every worker has finished reading them, since all K have arrived at ``s``) —
+   so a 2500-epoch round keeps only two steps in the store. On Redis this is one Lua script:
+   ONE round trip;
+2. *wait and read*: every worker pops one token (``BLPOP`` / a condition variable — never
+   sleep-and-poll) within the collective deadline, else :class:`DeadlineExceeded`, and reads the
+   other parts — on Redis ``BLPOP`` and ``MGET`` go in one pipeline (Redis runs them in order):
+   ONE more round trip. Its own part a worker already has.
 
+A store without the fused ``arrive`` / ``wait_and_get`` works through the port's primitives
+(put, incr, push, pop_blocking, get_many, delete_prefix).
 With K = 1 every collective returns at once without touching the store. The driver deletes
 whatever is left of an attempt with ``delete_prefix`` when the attempt ends.
 """
@@ -27,6 +30,7 @@ whatever is left of an attempt with ``delete_prefix`` when the attempt ends.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 
@@ -56,39 +60,37 @@ class Collective:
         base = f"{self.prefix}:{step}"
         return base, f"{base}:n", f"{base}:go"
 
-    def _arrive(self, op: str, part: np.ndarray | None) -> str:
-        """Steps 1–3 above; returns the step's key base once every worker has arrived."""
+    def _step(self, op: str, part: np.ndarray | None, read: list[int]) -> list[np.ndarray]:
+        """Steps 1–2 above: arrive with ``part``, wait for the release, return the parts of the
+        workers in ``read`` (in that order)."""
         self.seq += 1
         self.calls += 1
         s = self.seq
         base, count_key, go_key = self._keys(s)
-        put_incr = getattr(self.store, "put_incr", None)
+        old: list[str] = []
+        if s > 1:
+            prev, prev_n, _ = self._keys(s - 1)
+            old = [prev_n, *(f"{prev}:w{j}" for j in range(self.size))]
         part_key = f"{base}:w{self.rank}"
-        if put_incr is not None:
-            n = put_incr(part_key, part, count_key)
-        else:
+        read_keys = [f"{base}:w{j}" for j in read]
+        store: Any = self.store
+        if hasattr(store, "arrive") and hasattr(store, "wait_and_get"):  # fused: 2 round trips
+            store.arrive(part_key, part, count_key, self.size, go_key, _TOKEN, old)
+            got = store.wait_and_get(go_key, self.timeout_s, read_keys)
+        else:  # any TensorStore: the port's primitives
             if part is not None:
-                self.store.put(part_key, part)
-            n = self.store.incr(count_key)
-        if n == self.size:
-            old: list[str] = []
-            if s > 1:
-                prev, prev_n, _ = self._keys(s - 1)
-                old = [prev_n, *(f"{prev}:w{j}" for j in range(self.size))]
-            push_delete = getattr(self.store, "push_delete", None)
-            if push_delete is not None:
-                push_delete(go_key, _TOKEN, self.size, old)
-            else:
-                self.store.push(go_key, _TOKEN, count=self.size)
-                delete_keys = getattr(self.store, "delete_keys", None)
-                if delete_keys is not None and old:
-                    delete_keys(old)
-        if self.store.pop_blocking(go_key, self.timeout_s) is None:
+                store.put(part_key, part)
+            if store.incr(count_key) == self.size:
+                if old:
+                    store.delete_prefix(f"{base[: base.rindex(':')]}:{s - 1}:")
+                store.push(go_key, _TOKEN, count=self.size)
+            got = None if store.pop_blocking(go_key, self.timeout_s) is None else store.get_many(read_keys)
+        if got is None:
             raise DeadlineExceeded(
                 f"worker {self.rank} of {self.size} waited {self.timeout_s:g} s at {op} step {s} of "
                 f"{self.prefix}: another worker is missing or too slow"
             )
-        return base
+        return list(got)
 
     # ---- the collectives -----------------------------------------------------------------
     def barrier(self) -> None:
@@ -96,7 +98,7 @@ class Collective:
         if self.size == 1:
             return
         t0 = time.perf_counter()
-        self._arrive("barrier", None)
+        self._step("barrier", None, [])
         self.sync_seconds += time.perf_counter() - t0
 
     def all_gather(self, part: np.ndarray) -> list[np.ndarray]:
@@ -104,10 +106,7 @@ class Collective:
         if self.size == 1:
             return [part]
         t0 = time.perf_counter()
-        base = self._arrive("all_gather", part)
-        others = [j for j in range(self.size) if j != self.rank]
-        got = self.store.get_many([f"{base}:w{j}" for j in others])
-        parts: list[np.ndarray] = list(got)
+        parts = self._step("all_gather", part, [j for j in range(self.size) if j != self.rank])
         parts.insert(self.rank, part)
         self.sync_seconds += time.perf_counter() - t0
         return parts
@@ -131,8 +130,8 @@ class Collective:
             assert array is not None
             return array
         t0 = time.perf_counter()
-        base = self._arrive("broadcast", array if self.rank == root else None)
-        out = array if self.rank == root else self.store.get(f"{base}:w{root}")
+        got = self._step("broadcast", array if self.rank == root else None, [] if self.rank == root else [root])
+        out = array if self.rank == root else got[0]
         self.sync_seconds += time.perf_counter() - t0
         assert out is not None
         return out

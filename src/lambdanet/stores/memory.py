@@ -155,18 +155,28 @@ class MemoryStore:
         return len(keys)
 
     # ---- fused operations the collectives use when a store offers them -------------------
-    def put_incr(self, key: str, array: np.ndarray | None, counter: str) -> int:
-        """``put(key, array)`` (when given) and ``incr(counter)`` as one operation."""
-        if array is not None:
-            self.put(key, array)
-        return self.incr(counter)
+    def arrive(self, part_key: str, part: np.ndarray | None, counter: str, size: int, release: str,
+               token: bytes, delete: list[str]) -> int:
+        """Write ``part``, increment ``counter``; the ``size``-th arrival deletes ``delete`` and
+        pushes ``size`` tokens to ``release`` — all under the namespace lock."""
+        if part is not None:
+            self.put(part_key, part)
+        ns = self._ns
+        with ns.cond:
+            n = ns.counters.get(counter, 0) + 1
+            ns.counters[counter] = n
+            if n == size:
+                for k in delete:
+                    ns.drop(k)
+                ns.lists.setdefault(release, deque()).extend([bytes(token)] * size)
+                ns.cond.notify_all()
+        return n
 
-    def push_delete(self, key: str, value: bytes, count: int, delete: list[str]) -> None:
-        """``push(key, value, count)`` and delete the keys ``delete`` as one operation."""
-        with self._ns.cond:
-            for k in delete:
-                self._ns.drop(k)
-        self.push(key, value, count)
+    def wait_and_get(self, release: str, timeout_s: float, keys: list[str]) -> list[np.ndarray] | None:
+        """Pop a token from ``release`` (waiting up to ``timeout_s``), then read ``keys``."""
+        if self.pop_blocking(release, timeout_s) is None:
+            return None
+        return self.get_many(keys)
 
     def delete_keys(self, keys: list[str]) -> int:
         with self._ns.cond:

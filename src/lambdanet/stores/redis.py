@@ -8,8 +8,9 @@ Usage::
 
 Arrays are stored as :mod:`lambdanet.tensors` blobs (raw bytes + JSON header, never pickle).
 ``pop_blocking`` is ``BLPOP``, ``incr`` is ``INCRBY``, ``set_if_absent`` is ``SET NX``,
-``get_many`` is one ``MGET``, ``delete_prefix`` is ``SCAN MATCH`` + ``UNLINK``. The fused
-``put_incr`` / ``push_delete`` send their commands in one pipeline (one round trip). Any
+``get_many`` is one ``MGET``, ``delete_prefix`` is ``SCAN MATCH`` + ``UNLINK``. For the
+collectives, ``arrive`` (a Lua script: SET part, INCR, and for the last arrival UNLINK + RPUSH)
+and ``wait_and_get`` (BLPOP then MGET in one pipeline) make a collective step two round trips. Any
 connection or protocol error becomes :class:`StoreUnavailable` naming the URL with its password
 redacted. Query options (``ssl_cert_reqs``, ``ssl_ca_certs``, ``socket_connect_timeout``, …) are
 passed to redis-py. A dropped connection is retried twice within ~0.3 s, then reported.
@@ -34,12 +35,24 @@ from lambdanet.errors import StoreUnavailable, URLError
 T = TypeVar("T")
 _GLOB = str.maketrans({c: f"\\{c}" for c in "*?[]\\"})
 
+# KEYS: part, counter, release list, keys to delete…; ARGV: has_part, part, size, token
+_ARRIVE = """
+if ARGV[1] == '1' then redis.call('SET', KEYS[1], ARGV[2]) end
+local n = redis.call('INCR', KEYS[2])
+if n == tonumber(ARGV[3]) then
+  if #KEYS > 3 then redis.call('UNLINK', unpack(KEYS, 4)) end
+  for i = 1, n do redis.call('RPUSH', KEYS[3], ARGV[4]) end
+end
+return n
+"""
+
 
 class RedisStore:
     """A :class:`lambdanet.ports.TensorStore` on a Redis server."""
 
     def __init__(self, client: redis.Redis, url: str) -> None:
         self._r = client
+        self._arrive = client.register_script(_ARRIVE)
         self.url = redact(url)
         self.bytes_in = 0
         self.bytes_out = 0
@@ -138,34 +151,42 @@ class RedisStore:
 
         return self._call(run)
 
-    # ---- fused operations (one round trip each) ------------------------------------------
-    def put_incr(self, key: str, array: np.ndarray | None, counter: str) -> int:
-        """``put(key, array)`` (when given) and ``incr(counter)`` in one pipeline."""
-        blob = tensors.encode(array) if array is not None else None
+    # ---- fused operations the collectives use (one round trip each) ---------------------
+    def arrive(self, part_key: str, part: np.ndarray | None, counter: str, size: int, release: str,
+               token: bytes, delete: list[str]) -> int:
+        """One collective arrival in ONE round trip (a Lua script): write the part, increment the
+        counter; the ``size``-th arrival deletes ``delete`` and pushes ``size`` tokens."""
+        blob = tensors.encode(part) if part is not None else b""
+        keys = [part_key, counter, release, *delete]
+        args = ["1" if part is not None else "0", blob, size, token]
+        n = int(self._call(lambda: self._arrive(keys=keys, args=args)))
+        self.bytes_in += len(blob)
+        return n
 
-        def run() -> int:
+    def wait_and_get(self, release: str, timeout_s: float, keys: list[str]) -> list[np.ndarray] | None:
+        """Pop a token from ``release`` (blocking up to ``timeout_s``), then read ``keys`` — both in
+        one pipeline: Redis runs a connection's commands in order, so the ``MGET`` waits for the
+        ``BLPOP``. None (and no arrays) if no token came in time."""
+
+        def run() -> list[Any]:
             pipe = self._r.pipeline(transaction=False)
-            if blob is not None:
-                pipe.set(key, blob)
-            pipe.incrby(counter, 1)
-            return int(pipe.execute()[-1])
+            pipe.blpop([release], timeout=max(0.01, timeout_s))
+            if keys:
+                pipe.mget(keys)
+            return pipe.execute()  # type: ignore[no-any-return]
 
-        value = self._call(run)
-        if blob is not None:
-            self.bytes_in += len(blob)
-        return value
-
-    def push_delete(self, key: str, value: bytes, count: int, delete: list[str]) -> None:
-        """``push(key, value, count)`` and ``UNLINK`` of ``delete`` in one pipeline."""
-
-        def run() -> None:
-            pipe = self._r.pipeline(transaction=False)
-            if delete:
-                pipe.unlink(*delete)
-            pipe.rpush(key, *([value] * count))
-            pipe.execute()
-
-        self._call(run)
+        res = self._call(run)
+        if res[0] is None:
+            return None
+        if not keys:
+            return []
+        out: list[np.ndarray] = []
+        for k, blob in zip(keys, res[1], strict=True):
+            if blob is None:
+                raise KeyError(k)
+            self.bytes_out += len(blob)
+            out.append(tensors.decode(blob))
+        return out
 
     def delete_keys(self, keys: list[str]) -> int:
         return int(self._call(lambda: self._r.unlink(*keys))) if keys else 0
