@@ -114,10 +114,20 @@ def open_notifier(url: str) -> Notifier:
     return _open("notifier", url)  # type: ignore[no-any-return]
 
 
+SECRET_QUERY_KEYS = frozenset({"password", "passwd", "secret", "token", "aws_secret_access_key", "api_key"})
+
+
 def redact(url: str) -> str:
-    """The URL with any password replaced by ``***`` (for logs, the ledger and reports)."""
+    """The URL with any password replaced by ``***`` (for logs, the ledger and reports): the
+    ``user:password@`` part and query parameters such as ``?password=…`` (redis-py accepts both)."""
+    from urllib.parse import parse_qsl, urlencode
+
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return parts._replace(netloc=netloc).geturl()
+    if parts.password is not None:
+        parts = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@"))
+    if parts.query:
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        if any(k.lower() in SECRET_QUERY_KEYS for k, _ in pairs):
+            masked = [(k, "***" if k.lower() in SECRET_QUERY_KEYS else v) for k, v in pairs]
+            parts = parts._replace(query=urlencode(masked, safe="*"))
+    return parts.geturl()

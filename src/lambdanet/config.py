@@ -31,7 +31,7 @@ OPTIMIZERS = ("gd", "momentum", "adam")
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class MLPConfig(_Frozen):

@@ -352,16 +352,7 @@ CLI_CASES: list[CliCase] = [
 ]
 
 #: cases that fail because of a real bug in another engineer's module (see the report)
-CLI_XFAIL: dict[str, str] = {
-    "params-inf-lr": "config.py accepts learning_rate=Infinity (JSON 'Infinity' parses; Field(gt=0) "
-                     "passes inf): training then produces NaN weights; needs allow_inf_nan=False",
-    "npz-zero-features-int64": "data/dataset.py check_images: x of shape (2, 0) int64 -> x.min() on a "
-                               "zero-size array raises ValueError: a traceback instead of a DataError",
-    "npz-zero-features-uint8": "data/dataset.py check_images accepts samples with 0 features ((2, 0) uint8): "
-                               "a model with a 0-input first layer is trained and registered",
-    "npz-zero-size-images": "data/dataset.py check_images accepts 0x0 images ((2, 0, 0, 3) uint8): "
-                            "a model with a 0-input first layer is trained and registered",
-}
+CLI_XFAIL: dict[str, str] = {}  # known bugs, each marked here until fixed (none open)
 
 
 @pytest.fixture(scope="module")

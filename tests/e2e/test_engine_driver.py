@@ -63,6 +63,7 @@ def test_notifications_ledger_metrics_and_run_objects(home: Path, data: Path,
     assert f"Training update! Cost after epoch 2 = {rows[1].cost:.6f}" in err
     assert f"Training update! Cost after epoch 4 = {rows[3].cost:.6f}" in err
     assert "Cost after epoch 1 " not in err and "Cost after epoch 3 " not in err
+    assert [r.extra for r in rows] == [{"round": 1}, {"round": 2}, {"round": 3}, {"round": 4}]
     assert f"Training Completed Successfully! Final Cost = {rows[3].cost:.6f}" in err
     run = services.ledger.get_run(res.run_id)
     assert run.status == "completed" and run.model == res.model and res.model and res.model.startswith("cats:")

@@ -33,7 +33,7 @@ from tests.security.reliability_kit import Job, Outcome, assert_same_weights, ou
 from tests.security.seed import LAMBDANET, cli_env
 
 pytestmark = [pytest.mark.slow]
-EPOCHS = 12
+EPOCHS = 40  # rounds of one epoch: the disk fills with many rounds still to go
 TALLY: Counter[str] = Counter()
 
 

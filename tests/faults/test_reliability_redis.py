@@ -1,6 +1,7 @@
 """Redis stopped and restarted mid-run; duplicate deliveries of worker calls; duplicate S3 events.
 
-* ``redis-server`` is SIGKILLed at a random moment of a process-executor run and restarted
+* ``redis-server`` is SIGKILLed at a random point of a process-executor run (after 0, 2 or 4 of
+  8 epochs are checkpointed, plus 0–0.4 s) and restarted
   (empty: no persistence) after a random pause: the run completes with the undisturbed weights
   and each epoch once.
 * Every round, a wrapper executor delivers a random subset of the worker calls twice at the same
@@ -31,6 +32,7 @@ from tests.security.reliability_kit import CONFIG, Job, Outcome, assert_same_wei
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 TALLY: Counter[str] = Counter()
+EPOCHS = 8  # 4 rounds of 2 epochs
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -43,7 +45,7 @@ def _record() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def job(tmp_path_factory: pytest.TempPathFactory) -> Job:
     j = Job(tmp_path_factory.mktemp("redis-job"), max_retries=6, retry_backoff_s=0.3)
-    j.config = {**j.config, "epochs": 6}
+    j.config = {**j.config, "epochs": EPOCHS}
     return j
 
 
@@ -55,18 +57,23 @@ def reference(job: Job) -> Outcome:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_redis_restarted_mid_run(seed: int, job: Job, reference: Outcome, tmp_path: Path) -> None:
     rng = random.Random(seed)
+    home = tmp_path / "home"
     with RedisProc(tmp_path / "redis") as server:
         result: dict[str, Any] = {}
 
         def train() -> None:
             try:
-                result["out"] = job.train(server.url, "process")
+                result["out"] = job.train(server.url, "process", home=home)
             except BaseException as exc:  # reported below
                 result["error"] = exc
 
         thread = threading.Thread(target=train)
         thread.start()
-        time.sleep(rng.uniform(0.5, 3.0))  # somewhere in the run: start-up, a round, a checkpoint
+        target = rng.choice([0, 2, 4])  # epochs checkpointed before the restart (of 8)
+        deadline = time.monotonic() + 120
+        while thread.is_alive() and _epochs_done(home) < target and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, 0.4))  # then anywhere in the next round
         restarted = thread.is_alive()
         if restarted:
             server.restart(down_s=rng.uniform(0.0, 1.0))
@@ -77,9 +84,18 @@ def test_redis_restarted_mid_run(seed: int, job: Job, reference: Outcome, tmp_pa
     TALLY["redis_restarts_injected"] += 1
     out: Outcome = result["out"]
     assert out.status == "completed"
-    assert out.epochs == list(range(1, 7))
+    assert out.epochs == list(range(1, EPOCHS + 1))
     assert_same_weights(out.weights, reference.weights)
     TALLY["redis_restarts_survived"] += 1
+
+
+def _epochs_done(home: Path) -> int:
+    for pointer in (home / "objects" / "runs").glob("*/checkpoint.json"):
+        try:
+            return int(json.loads(pointer.read_text())["epochs_done"])
+        except (ValueError, KeyError, OSError):
+            return -1
+    return -1
 
 
 class Duplicating:
@@ -121,7 +137,7 @@ def test_duplicate_and_late_deliveries_change_nothing(seed: int, job: Job, refer
     executor = Duplicating(seed)
     with RedisProc(tmp_path / "redis") as server:
         out = job.train(server.url, "process", executor_object=executor)
-    assert out.status == "completed" and out.epochs == list(range(1, 7))
+    assert out.status == "completed" and out.epochs == list(range(1, EPOCHS + 1))
     assert_same_weights(out.weights, reference.weights)
     assert executor.duplicates >= 3 and executor.duplicate_answers == executor.duplicates
     assert executor.stale >= 2 and executor.stale_refused == executor.stale

@@ -3,7 +3,7 @@ same weights as an undisturbed run, and every epoch exactly once in the ledger.
 
 Each seed (``LAMBDANET_DRIVER_SEEDS``, default 4) trains through the real CLI with a checkpoint
 every epoch, waits until a random number of epochs is checkpointed, waits a further random
-0–80 ms (so the kill lands anywhere: inside a round, while the checkpoint, the ledger rows or
+0–30 ms (so the kill lands anywhere: inside a round, while the checkpoint, the ledger rows or
 the pointer are written) and SIGKILLs the driver. Even seeds use the local executor (workers
 die with it), odd seeds the process executor over Redis (the workers are orphaned and keep
 running: the resumed run must fence them off).
@@ -30,7 +30,7 @@ from tests.security.seed import LAMBDANET, cli_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 SEEDS = list(range(int(os.environ.get("LAMBDANET_DRIVER_SEEDS", "4"))))
-EPOCHS = 8
+EPOCHS = {"local": 24, "process": 8}  # local rounds are fast: more of them, so a kill lands mid-run
 TALLY: Counter[str] = Counter()
 
 
@@ -43,14 +43,17 @@ def _record() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def job(tmp_path_factory: pytest.TempPathFactory) -> Job:
-    j = Job(tmp_path_factory.mktemp("resume-job"))
-    j.config = {**j.config, "epochs": EPOCHS}
-    return j
+    return Job(tmp_path_factory.mktemp("resume-job"))
 
 
 @pytest.fixture(scope="module")
-def reference(job: Job) -> Outcome:
-    return job.train("memory://", "local")
+def references(job: Job) -> dict[int, Outcome]:
+    """The undisturbed run for each epoch count (computed once)."""
+    out = {}
+    for epochs in sorted(set(EPOCHS.values())):
+        job.config = {**job.config, "epochs": epochs}
+        out[epochs] = job.train("memory://", "local")
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -69,21 +72,22 @@ def _epochs_checkpointed(home: Path) -> int:
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_driver_killed_then_resumed(seed: int, job: Job, reference: Outcome, redis: RedisProc,
+def test_driver_killed_then_resumed(seed: int, job: Job, references: dict[int, Outcome], redis: RedisProc,
                                     tmp_path: Path) -> None:
     rng = random.Random(seed)
     home = tmp_path / "home"
-    params = tmp_path / "params.json"
-    params.write_text(json.dumps(job.config))
     store, executor = ("memory://", "local") if seed % 2 == 0 else (redis.url, "process")
-    target = rng.randint(1, EPOCHS - 2)
+    epochs = EPOCHS[executor]
+    params = tmp_path / "params.json"
+    params.write_text(json.dumps({**job.config, "epochs": epochs}))
+    target = rng.randint(1, epochs // 2)
     proc = subprocess.Popen([LAMBDANET, "train", str(job.data), "--params", str(params), "--model", "fault",
                              "--workers", "2", "--store", store, "--executor", executor, "--epochs-per-round", "1",
                              "--json"], env=cli_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
     while _epochs_checkpointed(home) < target and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
-    time.sleep(rng.uniform(0.0, 0.08))
+    time.sleep(rng.uniform(0.0, 0.03))
     killed = proc.poll() is None
     if killed:
         os.kill(proc.pid, signal.SIGKILL)
@@ -106,6 +110,6 @@ def test_driver_killed_then_resumed(seed: int, job: Job, reference: Outcome, red
     finally:
         services.close()
     assert out.status == "completed"
-    assert out.epochs == list(range(1, EPOCHS + 1)), f"ledger epochs {out.epochs}"
-    assert_same_weights(out.weights, reference.weights)
+    assert out.epochs == list(range(1, epochs + 1)), f"ledger epochs {out.epochs}"
+    assert_same_weights(out.weights, references[epochs].weights)
     TALLY["survived"] += 1

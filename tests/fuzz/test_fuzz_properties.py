@@ -131,10 +131,6 @@ def test_npz_reader_dataset_or_data_error(tmp_path: Path, arrays: dict[str, np.n
     _check_dataset(ds)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "data/dataset.py check_images: samples with 0 features ((m, 0) or 0-sized images) are either accepted "
-    "(uint8: a model with 0 inputs gets trained) or crash with ValueError from x.min() on a zero-size array "
-    "(other dtypes); both must be a DataError"))
 @settings(max_examples=max(EXAMPLES // 3, 10), deadline=None, database=None,
           derandomize=os.environ.get("LAMBDANET_FUZZ_RANDOM") != "1",
           suppress_health_check=[HealthCheck.function_scoped_fixture])

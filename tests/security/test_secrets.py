@@ -54,9 +54,7 @@ def _url(form: str, port: int, password: str) -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize("form", [
     "userinfo",
-    pytest.param("query", marks=pytest.mark.xfail(strict=True, reason=(
-        "adapters.redact() only masks the userinfo password; redis-py also takes ?password=… in the "
-        "query string, which then reaches the ledger (run config) and the report unredacted"))),
+    "query",
 ])
 def test_redis_password_and_aws_keys_never_leak(form: str, tmp_path: Path) -> None:
     home = tmp_path / "home"

@@ -51,7 +51,7 @@ class PortOnly:
         self._s = adapters.open_store(url)
 
     def __getattr__(self, name: str) -> Any:
-        if name in ("arrive", "wait_and_get"):
+        if name in ("arrive", "wait_and_get", "exchange"):
             raise AttributeError(name)
         return getattr(self._s, name)
 

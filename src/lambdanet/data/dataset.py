@@ -51,6 +51,9 @@ def check_images(fname: str, key: str, x: np.ndarray) -> np.ndarray:
                         f"C = 1 or 3, (m, H, W), or flat samples (m, n)")
     if x.shape[0] == 0:
         raise DataError(f"{fname}: array '{key}' is empty (0 samples); the set needs at least one sample")
+    if int(np.prod(x.shape[1:])) == 0:
+        raise DataError(f"{fname}: array '{key}' has shape {x.shape}: samples with 0 features (0-sized images); "
+                        f"each sample needs at least one pixel")
     if x.dtype != np.uint8:
         lo, hi = x.min(), x.max()
         if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0 or hi > 255 or not np.all(x == np.round(x)):

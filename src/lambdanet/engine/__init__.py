@@ -44,7 +44,8 @@ int64 labels), ``ctx.cache`` (a per-process dict to keep derived data between ro
 order in each process, so two workers would lay out the buffer differently.)
 After each epoch it calls ``ctx.epoch_done(n)`` and stops when ``ctx.out_of_time(n)`` says so
 (a collective decision) or when the (all-reduced, hence identical) cost reaches the threshold.
-It returns ``RoundReport(costs, seconds, stop_reason, shard)``; for a data-parallel strategy
+It returns ``RoundReport(costs, seconds, stop_reason, shard, extras)`` (``extras``: optional
+JSON-able dicts, one per epoch, merged into the ledger's ``EpochRow.extra``); for a data-parallel strategy
 worker 0's shard is the whole state and the others return ``{}``. Checkpoints, rounds, retries,
 the ledger, notifications, the registry and accounting are the engine's job.
 """

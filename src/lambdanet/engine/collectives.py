@@ -14,15 +14,15 @@ Protocol of one collective step ``s`` (keys ``{prefix}:{s}:…``, the prefix bei
 1. *arrive*: worker k writes its part ``{s}:w{k}`` (if it has one) and increments ``{s}:n``; the
    worker whose increment returns K pushes K release tokens to ``{s}:go`` and deletes the keys
    of step ``s-1`` (every worker has finished reading them, since all K have arrived at ``s``) —
-   so a 2500-epoch round keeps only two steps in the store. On Redis this is one Lua script:
-   ONE round trip;
+   so a 2500-epoch round keeps only two steps in the store;
 2. *wait and read*: every worker pops one token (``BLPOP`` / a condition variable — never
    sleep-and-poll) within the collective deadline, else :class:`DeadlineExceeded`, and reads the
-   other parts — on Redis ``BLPOP`` and ``MGET`` go in one pipeline (Redis runs them in order):
-   ONE more round trip. Its own part a worker already has.
+   other parts (its own it already has).
 
-A store without the fused ``arrive`` / ``wait_and_get`` works through the port's primitives
-(put, incr, push, pop_blocking, get_many, delete_prefix).
+On Redis both halves are ONE round trip (``RedisStore.exchange``: a Lua script for the arrival,
+then ``BLPOP`` and ``MGET``, in one pipeline — Redis runs a connection's commands in order). A
+store without ``exchange`` works through the port's primitives (put, incr, push, pop_blocking,
+get_many, delete_prefix).
 With K = 1 every collective returns at once without touching the store. The driver deletes
 whatever is left of an attempt with ``delete_prefix`` when the attempt ends.
 """
@@ -74,9 +74,9 @@ class Collective:
         part_key = f"{base}:w{self.rank}"
         read_keys = [f"{base}:w{j}" for j in read]
         store: Any = self.store
-        if hasattr(store, "arrive") and hasattr(store, "wait_and_get"):  # fused: 2 round trips
-            store.arrive(part_key, part, count_key, self.size, go_key, _TOKEN, old)
-            got = store.wait_and_get(go_key, self.timeout_s, read_keys)
+        exchange = getattr(store, "exchange", None)
+        if exchange is not None:  # fused: one round trip on Redis
+            got = exchange(part_key, part, count_key, self.size, go_key, _TOKEN, old, self.timeout_s, read_keys)
         else:  # any TensorStore: the port's primitives
             if part is not None:
                 store.put(part_key, part)

@@ -241,8 +241,9 @@ class Driver:
                                 ledger=ledger, acc=acc, on_retry=on_retry)
                 acc.rounds += 1
                 acc.sync_seconds += res.sync_seconds
+                extras = res.extras + [{}] * (len(res.costs) - len(res.extras))
                 rows = [EpochRow(run_id, done + i + 1, c, float(getattr(config, "learning_rate", 0.0)), s,
-                                 {"round": rnd})
+                                 {"round": rnd, **extras[i]})
                         for i, (c, s) in enumerate(zip(res.costs, res.seconds, strict=True))]
                 ledger.upsert_epochs(run_id, rows)  # one ledger call per round
                 for row in rows:

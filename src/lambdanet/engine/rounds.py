@@ -72,6 +72,7 @@ class RoundResult:
     state: State
     attempts: int
     sync_seconds: float
+    extras: list[dict[str, Any]] = field(default_factory=list)  # worker 0's per-epoch extras
 
 
 def _fault_for(plan: RoundPlan, rnd: int, attempt: int, worker: int) -> dict[str, Any] | None:
@@ -154,6 +155,7 @@ def run_round(plan: RoundPlan, rnd: int, checkpoint: str, start: int, end: int, 
                 stop_reason="threshold" if "threshold" in stops else None, state=state,
                 attempts=attempt + 1,
                 sync_seconds=max(float(res.get("sync_seconds", 0.0)) for res in results.values()),
+                extras=list(first.get("extras") or []),
             )
         except (EngineError, Unavailable, KeyError) as exc:
             reason = str(exc) if not isinstance(exc, KeyError) else f"missing store key {exc}"

@@ -172,6 +172,12 @@ class MemoryStore:
                 ns.cond.notify_all()
         return n
 
+    def exchange(self, part_key: str, part: np.ndarray | None, counter: str, size: int, release: str,
+                 token: bytes, delete: list[str], timeout_s: float, keys: list[str]) -> list[np.ndarray] | None:
+        """``arrive`` then ``wait_and_get`` (one collective step)."""
+        self.arrive(part_key, part, counter, size, release, token, delete)
+        return self.wait_and_get(release, timeout_s, keys)
+
     def wait_and_get(self, release: str, timeout_s: float, keys: list[str]) -> list[np.ndarray] | None:
         """Pop a token from ``release`` (waiting up to ``timeout_s``), then read ``keys``."""
         if self.pop_blocking(release, timeout_s) is None:

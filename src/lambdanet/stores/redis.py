@@ -9,8 +9,9 @@ Usage::
 Arrays are stored as :mod:`lambdanet.tensors` blobs (raw bytes + JSON header, never pickle).
 ``pop_blocking`` is ``BLPOP``, ``incr`` is ``INCRBY``, ``set_if_absent`` is ``SET NX``,
 ``get_many`` is one ``MGET``, ``delete_prefix`` is ``SCAN MATCH`` + ``UNLINK``. For the
-collectives, ``arrive`` (a Lua script: SET part, INCR, and for the last arrival UNLINK + RPUSH)
-and ``wait_and_get`` (BLPOP then MGET in one pipeline) make a collective step two round trips. Any
+collectives, ``exchange`` sends a Lua script (SET part, INCR, and for the last arrival UNLINK +
+RPUSH of the release tokens), ``BLPOP`` and ``MGET`` in one pipeline: a collective step is ONE
+round trip (``arrive`` / ``wait_and_get`` are its two halves). Any
 connection or protocol error becomes :class:`StoreUnavailable` naming the URL with its password
 redacted. Query options (``ssl_cert_reqs``, ``ssl_ca_certs``, ``socket_connect_timeout``, …) are
 passed to redis-py. A dropped connection is retried twice within ~0.3 s, then reported.
@@ -163,6 +164,38 @@ class RedisStore:
         self.bytes_in += len(blob)
         return n
 
+    def exchange(self, part_key: str, part: np.ndarray | None, counter: str, size: int, release: str,
+                 token: bytes, delete: list[str], timeout_s: float, keys: list[str]) -> list[np.ndarray] | None:
+        """``arrive`` + ``wait_and_get`` in ONE round trip: the script, ``BLPOP`` and ``MGET`` go in
+        one pipeline; Redis runs a connection's commands in order, so the ``BLPOP`` waits for the
+        last arrival's tokens and the ``MGET`` for the ``BLPOP``. (``EVAL`` with the script text:
+        never a NOSCRIPT after a server restart.)"""
+        blob = tensors.encode(part) if part is not None else b""
+        script_keys = [part_key, counter, release, *delete]
+
+        def run() -> list[Any]:
+            pipe = self._r.pipeline(transaction=False)
+            pipe.eval(_ARRIVE, len(script_keys), *script_keys, "1" if part is not None else "0", blob, size, token)
+            pipe.blpop([release], timeout=max(0.01, timeout_s))
+            if keys:
+                pipe.mget(keys)
+            return pipe.execute()  # type: ignore[no-any-return]
+
+        res = self._call(run)
+        self.bytes_in += len(blob)
+        if res[1] is None:
+            return None
+        return self._decode_all(keys, res[2] if keys else [])
+
+    def _decode_all(self, keys: list[str], blobs: list[Any]) -> list[np.ndarray]:
+        out: list[np.ndarray] = []
+        for k, blob in zip(keys, blobs, strict=True):
+            if blob is None:
+                raise KeyError(k)
+            self.bytes_out += len(blob)
+            out.append(tensors.decode(blob))
+        return out
+
     def wait_and_get(self, release: str, timeout_s: float, keys: list[str]) -> list[np.ndarray] | None:
         """Pop a token from ``release`` (blocking up to ``timeout_s``), then read ``keys`` — both in
         one pipeline: Redis runs a connection's commands in order, so the ``MGET`` waits for the
@@ -178,15 +211,7 @@ class RedisStore:
         res = self._call(run)
         if res[0] is None:
             return None
-        if not keys:
-            return []
-        out: list[np.ndarray] = []
-        for k, blob in zip(keys, res[1], strict=True):
-            if blob is None:
-                raise KeyError(k)
-            self.bytes_out += len(blob)
-            out.append(tensors.decode(blob))
-        return out
+        return self._decode_all(keys, res[1] if keys else [])
 
     def delete_keys(self, keys: list[str]) -> int:
         return int(self._call(lambda: self._r.unlink(*keys))) if keys else 0

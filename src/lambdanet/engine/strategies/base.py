@@ -48,6 +48,7 @@ class RoundReport:
     seconds: list[float]  # wall seconds of each epoch
     stop_reason: str | None  # "threshold" when the cost reached it, else None
     shard: State  # this worker's part of the new state (merged by the driver)
+    extras: list[dict[str, Any]] = field(default_factory=list)  # per epoch, JSON-able -> EpochRow.extra
 
 
 @dataclass
