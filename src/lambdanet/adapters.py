@@ -123,6 +123,8 @@ def redact(url: str) -> str:
     from urllib.parse import parse_qsl, urlencode
 
     parts = urlsplit(url)
+    if parts.password is None and not parts.query:
+        return url  # nothing to hide (and urlsplit/geturl would turn memory:// into memory:)
     if parts.password is not None:
         parts = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@"))
     if parts.query:

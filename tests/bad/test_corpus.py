@@ -386,9 +386,6 @@ def test_cli_case(case: CliCase, corpus: Corpus, cli_results: dict[str, subproce
     TALLY["rejected:cli"] += 1
 
 
-@pytest.mark.xfail(strict=True, reason="engine/driver.py validates the model name only when registering, after "
-                   "training: `lambdanet train data --model ../../etc` trains the whole run, then fails and "
-                   "leaves a failed run with checkpoints; check_name(model_name) belongs before create_run")
 def test_invalid_model_name_writes_nothing(tmp_path: Path) -> None:
     home = tmp_path / "home"
     data = good_npz(tmp_path / "good.npz")

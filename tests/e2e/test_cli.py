@@ -15,6 +15,7 @@ import h5py
 import numpy as np
 import pytest
 from safetensors.numpy import load as st_load
+
 from tests.conftest import CATVNONCAT, IMAGES, REPO
 
 DATA = CATVNONCAT / "datasets.h5"

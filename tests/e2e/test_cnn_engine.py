@@ -94,7 +94,6 @@ def test_resume_after_failed_round_equals_uninterrupted(
     assert resumed.final_cost == pytest.approx(full.final_cost, abs=1e-4)
 
 
-@pytest.mark.xfail(reason="needs the engine hook: worker result 'extras' -> EpochRow.extra", strict=False)
 def test_epoch_rows_carry_test_accuracy(services: Services, data_file: Path) -> None:
     r = _train(services, data_file, 1, "cnn-extras")
     rows = services.ledger.epochs(r.run_id)

@@ -118,3 +118,11 @@ def test_bad_requests_are_refused_before_a_run_exists(home: Path, data: Path) ->
     res = driver.train(TrainRequest(data=str(data), config=cfg))
     with pytest.raises(UserInputError, match="already completed"):
         driver.resume(res.run_id)
+
+
+def test_store_urls_are_stored_without_secrets_but_reopenable() -> None:
+    from lambdanet.engine.driver import safe_url
+
+    assert safe_url("redis://:pw-1@10.0.0.5:6379/0") == "redis://:***@10.0.0.5:6379/0"
+    assert safe_url("rediss://cache:6380/0?password=pw-2") == "rediss://cache:6380/0?password=***"
+    assert safe_url("memory://") == "memory://" and safe_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"

@@ -122,13 +122,15 @@ class KillAt:
 
 cfg = config(epochs=6, batch_size=64, optimizer="adam", learning_rate=0.01)
 Driver(Services.open(Settings.from_env()), KillAt()).train(
-    TrainRequest(data={data!r}, config=cfg, workers=2, strategy="neuron", epochs_per_round=2))
+    TrainRequest(data={data!r}, config=cfg, workers=2, strategy="neuron", epochs_per_round=2,
+                 store_url={store!r}))
 """
 
 
-def test_driver_killed_then_resumed_gives_the_same_weights(home: Path, data: Path,
-                                                          ref_params: dict[str, Any]) -> None:
-    script = DRIVER_SCRIPT.format(repo=str(REPO), data=str(data))
+@pytest.mark.redis
+def test_driver_killed_then_resumed_gives_the_same_weights(home: Path, data: Path, ref_params: dict[str, Any],
+                                                          redis_server: RedisServer) -> None:
+    script = DRIVER_SCRIPT.format(repo=str(REPO), data=str(data), store=redis_server.url)
     proc = subprocess.run([sys.executable, "-c", script], env=dict(os.environ), capture_output=True, timeout=300)
     assert proc.returncode == -9, proc.stderr.decode()[-2000:]
     services = open_services()
@@ -140,6 +142,9 @@ def test_driver_killed_then_resumed_gives_the_same_weights(home: Path, data: Pat
     assert max_rel_diff(weights_of(services, res), ref_params) <= 1e-9
     assert_each_epoch_once(services, run.run_id, 6)
     assert services.ledger.get_run(run.run_id).status == "completed"
+    # round 2 ran twice (before the kill and after the resume) under two different attempt ids
+    attempts = sorted({(c.round, c.attempt) for c in services.ledger.calls(run.run_id)})
+    assert attempts == [(1, 0), (2, 1), (2, 2), (3, 3)]
 
 
 @pytest.mark.redis

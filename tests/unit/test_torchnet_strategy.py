@@ -38,13 +38,13 @@ def test_validate_refuses_wrong_images_configs_and_labels() -> None:
         s.validate(MLPConfig(**itsacat_defaults()), 1, _dataset())
 
 
-def test_cuda_asked_through_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LAMBDANET_DEVICE", "cuda")
+def test_cuda_asked_through_the_config() -> None:
+    cfg = CFG.model_copy(update={"device": "cuda"})
     if torch.cuda.is_available():
-        TorchDataStrategy().validate(CFG, 1, _dataset())
+        TorchDataStrategy().validate(cfg, 1, _dataset())
     else:
         with pytest.raises(ConfigError, match="CUDA is not available"):
-            TorchDataStrategy().validate(CFG, 1, _dataset())
+            TorchDataStrategy().validate(cfg, 1, _dataset())
 
 
 def test_limits_and_initial_state() -> None:

@@ -36,7 +36,7 @@ def _summary(result: dict[str, Any]) -> str:
 
     return (
         f"run {result['run_id']} {result['status']} ({result.get('stop_reason')}) after "
-        f"{result['epochs_run']} epochs: final cost {num(result.get('final_cost'), '.4f')}, "
+        f"{result['epochs_run']} epochs: final cost {num(result.get('final_cost'), '.6g')}, "
         f"train accuracy {num(result.get('train_accuracy'))}, "
         f"test accuracy {num(result.get('test_accuracy'))}, {num(result.get('wall_seconds'), '.1f')} s, "
         f"{result.get('workers')} worker(s) [{result.get('strategy')}], model {result.get('model')}"
@@ -123,6 +123,10 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def resume(
         run_id: str = typer.Argument(..., help="The run to continue from its last checkpoint."),
+        store: str | None = typer.Option(
+            None, help="Tensor store URL, if it differs from the run's or holds a password (the ledger keeps "
+                       "URLs redacted)."),
+        executor: str | None = typer.Option(None, help="local | process | lithops (default: the run's)."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON result line last on stdout."),
     ) -> None:
         """Continue a run whose driver died or was interrupted, from its last checkpoint."""
@@ -130,7 +134,8 @@ def register(app: typer.Typer) -> None:
 
         services = open_services()
         try:
-            result = Driver(services, progress=RichProgress(None if not as_json else False)).resume(run_id)
+            result = Driver(services, progress=RichProgress(None if not as_json else False)).resume(
+                run_id, store_url=store, executor=executor)
         finally:
             services.close()
         err_console.print(f"resumed {run_id}")

@@ -41,6 +41,7 @@ from lambdanet.engine.strategies.base import State
 from lambdanet.errors import ConfigError, LambdanetError, RunFailed, UserInputError
 from lambdanet.ports.executor import Executor
 from lambdanet.ports.ledger import EpochRow, RunRecord
+from lambdanet.registry import check_name
 from lambdanet.services import Services
 
 
@@ -97,10 +98,17 @@ def new_run_id() -> str:
     return time.strftime("r-%Y%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(3)
 
 
+def safe_url(url: str) -> str:
+    """``url`` with its secrets redacted, or exactly ``url`` when it has none (so that a stored
+    ``memory://`` or ``redis://host:6379/0`` can be reopened on resume)."""
+    redacted = adapters.redact(url)
+    return redacted if "***" in redacted else url
+
+
 def _engine_settings(req: TrainRequest, target: str, memory_mb: int) -> dict[str, Any]:
     return {
         "workers": req.workers, "strategy": req.strategy, "strategy_target": target,
-        "store_url": adapters.redact(req.store_url), "executor": req.executor,
+        "store_url": safe_url(req.store_url), "executor": req.executor,
         "epochs_per_round": req.epochs_per_round, "round_seconds": req.round_seconds,
         "max_retries": req.max_retries, "collective_timeout_s": req.collective_timeout_s,
         "lambda_memory_mb": memory_mb, "model_name": req.model_name,
@@ -108,9 +116,11 @@ def _engine_settings(req: TrainRequest, target: str, memory_mb: int) -> dict[str
 
 
 class Driver:
-    """Runs training runs; see the module docstring. ``executor`` and ``faults`` are test hooks
-    (an Executor object to use instead of opening ``request.executor``; fault specs handed to
-    workers, honoured only with ``LAMBDANET_FAULTS=1``)."""
+    """Runs training runs; see the module docstring. ``executor`` and ``faults`` are test hooks:
+    an Executor object to use instead of opening ``request.executor``; fault specs
+    ``{"round": r|"*", "attempt": try|"*", "worker": k, "action": "kill"|"raise"|"hang",
+    "after_epochs": n, "seconds": s}`` (``attempt`` = the try of the round, 0 first) handed to the
+    matching worker calls and honoured only when the workers see ``LAMBDANET_FAULTS=1``."""
 
     def __init__(self, services: Services, progress: ProgressSink | None = None, *,
                  executor: Executor | None = None, faults: list[dict[str, Any]] | None = None,
@@ -132,6 +142,7 @@ class Driver:
             raise ConfigError(f"--epochs-per-round must be at least 1, got {req.epochs_per_round}")
         if req.round_seconds <= 0 or req.collective_timeout_s <= 0:
             raise ConfigError("round_seconds and collective_timeout_s must be positive")
+        check_name(req.model_name)  # before anything is written: a bad name must not cost a whole run
         target = strategy_path(req.config.kind, req.strategy)
         executor = self._open_executor(req.executor, req.store_url)
         from lambdanet.data.readers import load_dataset

@@ -2,7 +2,8 @@
 
 :func:`run_round` is the driver's inner loop. An attempt:
 
-1. sets the run's fence ``ln:{run}:fence`` = (round, attempt) — workers of any other attempt
+1. takes a fresh attempt id (``INCR ln:{run}:attempts``, unique per run even across a resumed
+   driver) and sets the run's fence ``ln:{run}:fence`` = (round, attempt) — workers of any other attempt
    refuse to start (:class:`StaleAttempt`), and every key they write is under their own
    ``ln:{run}:{round}:{attempt}:`` prefix, so a late worker can never touch a retry;
 2. starts K worker calls through the executor (JSON specs, see :mod:`lambdanet.engine.worker`);
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from lambdanet.engine.accounting import Accounting
-from lambdanet.engine.worker import attempt_prefix, fence_key, out_key, run_worker
+from lambdanet.engine.worker import attempt_prefix, attempts_key, fence_key, out_key, run_worker
 from lambdanet.errors import EngineError, Unavailable, WorkerFailed
 from lambdanet.ports.executor import CallOutcome, Executor
 from lambdanet.ports.ledger import CallRow, Ledger
@@ -76,6 +77,7 @@ class RoundResult:
 
 
 def _fault_for(plan: RoundPlan, rnd: int, attempt: int, worker: int) -> dict[str, Any] | None:
+    """The test fault for this call; its ``attempt`` is the try of the round (0 = the first)."""
     for f in plan.faults:
         if (f.get("round", rnd) in (rnd, "*") and f.get("attempt", attempt) in (attempt, "*")
                 and f.get("worker", 0) == worker):
@@ -83,7 +85,8 @@ def _fault_for(plan: RoundPlan, rnd: int, attempt: int, worker: int) -> dict[str
     return None
 
 
-def _specs(plan: RoundPlan, rnd: int, attempt: int, checkpoint: str, start: int, end: int) -> list[dict[str, Any]]:
+def _specs(plan: RoundPlan, rnd: int, attempt: int, checkpoint: str, start: int, end: int,
+           try_no: int) -> list[dict[str, Any]]:
     specs = []
     for k in range(plan.workers):
         spec: dict[str, Any] = {
@@ -93,7 +96,7 @@ def _specs(plan: RoundPlan, rnd: int, attempt: int, checkpoint: str, start: int,
             "end_epoch": end, "round_seconds": plan.round_seconds,
             "collective_timeout_s": plan.collective_timeout_s,
         }
-        fault = _fault_for(plan, rnd, attempt, k)
+        fault = _fault_for(plan, rnd, try_no, k)
         if fault is not None:
             spec["fault"] = fault
         specs.append(spec)
@@ -126,12 +129,17 @@ def run_round(plan: RoundPlan, rnd: int, checkpoint: str, start: int, end: int, 
     """Run round ``rnd`` (epochs ``start … end-1``) from ``checkpoint``; retries included."""
     timeout = plan.round_seconds + 2 * plan.collective_timeout_s + STARTUP_GRACE_S
     reason = ""
-    for attempt in range(plan.max_retries + 1):
-        prefix = attempt_prefix(plan.run_id, rnd, attempt)
+    for i in range(plan.max_retries + 1):
+        prefix: str | None = None
+        attempt = i
         b0 = store.bytes_in + store.bytes_out
         try:
+            # attempt ids are unique per run in the store (also across a resumed driver), so the
+            # workers of an attempt whose driver died can never share keys with a new attempt
+            attempt = store.incr(attempts_key(plan.run_id)) - 1
+            prefix = attempt_prefix(plan.run_id, rnd, attempt)
             store.put(fence_key(plan.run_id), np.array([rnd, attempt], dtype=np.int64))
-            outcomes = executor.run(run_worker, _specs(plan, rnd, attempt, checkpoint, start, end), timeout)
+            outcomes = executor.run(run_worker, _specs(plan, rnd, attempt, checkpoint, start, end, i), timeout)
             for o in outcomes:
                 acc.add_call(o.seconds)
                 if o.ok and o.result:
@@ -153,20 +161,21 @@ def run_round(plan: RoundPlan, rnd: int, checkpoint: str, start: int, end: int, 
             return RoundResult(
                 costs=list(first["costs"]), seconds=list(first["seconds"]),
                 stop_reason="threshold" if "threshold" in stops else None, state=state,
-                attempts=attempt + 1,
+                attempts=i + 1,
                 sync_seconds=max(float(res.get("sync_seconds", 0.0)) for res in results.values()),
                 extras=list(first.get("extras") or []),
             )
         except (EngineError, Unavailable, KeyError) as exc:
             reason = str(exc) if not isinstance(exc, KeyError) else f"missing store key {exc}"
-            if attempt < plan.max_retries:
+            if i < plan.max_retries:
                 acc.retries += 1
                 if on_retry is not None:
                     on_retry(rnd, attempt, reason)
-                time.sleep(min(plan.retry_backoff_s * 2**attempt, 10.0))
+                time.sleep(min(plan.retry_backoff_s * 2**i, 10.0))
         finally:
-            with contextlib.suppress(Unavailable):
-                store.delete_prefix(prefix + ":")
+            if prefix is not None:
+                with contextlib.suppress(Unavailable):
+                    store.delete_prefix(prefix + ":")
             acc.add_bytes(store.bytes_in + store.bytes_out - b0)
     attempts = plan.max_retries + 1
     raise RoundFailed(f"round {rnd} failed {attempts} time(s): {reason}", reason, attempts)

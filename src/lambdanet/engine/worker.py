@@ -48,6 +48,10 @@ def attempt_prefix(run_id: str, round_no: int, attempt: int) -> str:
     return f"ln:{run_id}:{round_no}:{attempt}"
 
 
+def attempts_key(run_id: str) -> str:
+    return f"ln:{run_id}:attempts"
+
+
 def fence_key(run_id: str) -> str:
     return f"ln:{run_id}:fence"
 

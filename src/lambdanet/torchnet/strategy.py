@@ -10,14 +10,13 @@ State (the checkpoint, safetensors-ready): ``model.<state_dict key>`` (weights a
 buffers) and ``optim.<param index>.<key>`` (Adam ``step``/``exp_avg``/``exp_avg_sq``).
 Per-epoch train loss, train/test accuracy and test loss go to :attr:`CNNRoundReport.extras`.
 
-Device: ``ctx.device`` if the engine's RoundContext has one, else ``config.device`` if the
-config has one, else ``$LAMBDANET_DEVICE``, else ``cpu``; ``cuda`` on a machine without CUDA is
+Device: ``ctx.device`` if the engine's RoundContext has one, else ``config.device`` (set by
+``lambdanet train --device``), else ``cpu``; ``cuda`` on a machine without CUDA is
 a one-line :class:`ConfigError` (raised by ``validate`` before the run starts).
 """
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,9 +54,8 @@ class CNNRoundReport(RoundReport):
 
 
 def device_name(config: Any, ctx: RoundContext | None = None) -> str:
-    """``ctx.device`` (an engine field, when it has one) > ``config.device`` > ``$LAMBDANET_DEVICE`` > cpu."""
-    return str(getattr(ctx, "device", None) or getattr(config, "device", None)
-               or os.environ.get("LAMBDANET_DEVICE") or "cpu")
+    """``ctx.device`` (an engine field, when it has one) > ``config.device`` > cpu."""
+    return str(getattr(ctx, "device", None) or getattr(config, "device", None) or "cpu")
 
 
 def _check(config: Any) -> CNNConfig:
