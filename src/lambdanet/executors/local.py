@@ -52,7 +52,9 @@ class LocalExecutor:
                 out = fn(spec)
                 results[i] = CallOutcome(worker=int(spec.get("worker", i)), ok=True, result=out,
                                          started_at=starts[i], ended_at=time.time())
-            except BaseException as exc:
+            except KeyboardInterrupt:  # Ctrl-C in the inline K=1 call: the driver marks the run interrupted
+                raise
+            except BaseException as exc:  # every other failure becomes an outcome
                 results[i] = CallOutcome(worker=int(spec.get("worker", i)), ok=False, error=describe(exc),
                                          started_at=starts[i], ended_at=time.time())
 
