@@ -101,7 +101,12 @@ def test_process_worker_killed(seed: int, job: Job, reference: Outcome, redis: R
             out = job.train(redis.url, "process")
         finally:
             killer.stop()
-        _check(out, reference, len(killer.killed), "process")
+        # An outside SIGKILL can land on a worker process that already handed its result back and
+        # is only exiting: then no attempt fails, and the weights must still be the undisturbed
+        # ones (checked in _check). Such kills are tallied apart, not as survived faults.
+        effective = len(killer.killed) if out.retries else 0
+        TALLY["process_kills_after_worker_done"] += len(killer.killed) - effective
+        _check(out, reference, effective, "process")
 
 
 @pytest.mark.parametrize("seed", SEEDS)
