@@ -31,8 +31,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import argparse
 import json
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,29 +38,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "datasets" / "catvnoncat" / "datasets.h5"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    exe = shutil.which("redis-server")
-    if exe is None:
-        sys.exit("redis-server is not installed (apt-get install redis-server)")
-    port = free_port()
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return proc, f"redis://127.0.0.1:{port}/0"
-        time.sleep(0.05)
-    proc.kill()
-    sys.exit("redis-server did not start")
+from lithops_row import round_start_overhead, start_redis  # noqa: E402  (benchmarks/ is not a package)
 
 
 def main() -> None:
@@ -70,6 +48,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2500)
     ap.add_argument("--baseline-epochs", type=int, default=2)
     ap.add_argument("--workers", type=int, nargs="+", default=[2, 4])
+    ap.add_argument("--no-lithops", action="store_true", help="skip the Lithops-localhost row")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="lambdanet-bench-engine-"))
@@ -129,6 +108,21 @@ def main() -> None:
             print(f"{row['run']}: {wall:.2f} s ({wall / single:.2f}x), cost {res.final_cost:.6f}", flush=True)
             if strategy == "neuron" and executor == "process" and k == max(args.workers):
                 per_epoch_neuron = wall / res.epochs_run
+        lithops_start = None
+        if not args.no_lithops:  # the same run as K=2 neuron redis/process, through Lithops' localhost backend
+            lithops_start = round_start_overhead(workers=2, rounds=3, version=1)["round_start_s"]
+            t = time.perf_counter()
+            res = Driver(services).train(TrainRequest(data=str(DATA), config=cfg, workers=2, strategy="neuron",
+                                                      store_url=redis_url, executor="lithops://localhost?version=1",
+                                                      model_name="bench"))
+            wall = time.perf_counter() - t
+            metrics = services.ledger.get_run(res.run_id).metrics
+            rows.append({"run": "neuron K=2 redis/lithops-localhost", "seconds": wall, "ratio": wall / single,
+                         "sync_ms_epoch": 1000 * float(metrics.get("sync_seconds", 0.0)) / res.epochs_run,
+                         "bytes_epoch": res.store_bytes // max(1, res.epochs_run), "final_cost": res.final_cost,
+                         "rounds": res.rounds, "round_start_s": lithops_start})
+            print(f"neuron K=2 redis/lithops-localhost: {wall:.2f} s ({wall / single:.2f}x), {res.rounds} rounds, "
+                  f"round start {lithops_start:.2f} s", flush=True)
         base_cfg = parse_config({**cfg.model_dump(), "epochs": args.baseline_epochs})
         bl = run_baseline(base_cfg, X, Y, redis_url, adapters.open_executor("process"), args.baseline_epochs)
         bl_epoch = sum(bl["seconds"]) / len(bl["seconds"])
@@ -153,6 +147,8 @@ def main() -> None:
               f"{r['final_cost']:.6f} |")
     print(f"\nitsacat-style: {bl_epoch:.2f} s per epoch ({bl['calls'] // args.baseline_epochs} calls per epoch, "
           f"{args.baseline_epochs} epochs)")
+    if lithops_start is not None:
+        print(f"lithops localhost (v1): {lithops_start:.2f} s to start a round of 2 no-op calls")
     if per_epoch_neuron:
         print(f"neuron K={max(args.workers)} redis/process: {1000 * per_epoch_neuron:.2f} ms per epoch "
               f"-> {bl_epoch / per_epoch_neuron:,.0f}x faster per epoch than itsacat-style")

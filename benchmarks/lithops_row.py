@@ -30,17 +30,17 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "datasets" / "catvnoncat" / "datasets.h5"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def _start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     exe = shutil.which("redis-server")
     if exe is None:
         raise RuntimeError("redis-server is not installed; pass store_url=redis://…")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                              "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 20
@@ -90,7 +90,7 @@ def lithops_row(epochs: int = 20, workers: int = 2, rounds: int = 5, version: in
     with tempfile.TemporaryDirectory(prefix="lambdanet-bench-") as tmp:
         home = Path(tmp)
         if store_url is None:
-            redis_proc, store_url = _start_redis(home)
+            redis_proc, store_url = start_redis(home)
         try:
             settings = Settings(home=home, ledger_url=f"sqlite:///{home / 'ledger.db'}",
                                 objects_url=str(home / "objects"), notifier_url="console://",

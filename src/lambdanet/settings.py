@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -39,5 +40,5 @@ class Settings:
             store_url=os.environ.get("LAMBDANET_STORE") or "memory://",
             executor=os.environ.get("LAMBDANET_EXECUTOR") or "local",
         )
-        given = {k: v for k, v in overrides.items() if v is not None}
+        given: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
         return replace(settings, **given) if given else settings
