@@ -18,6 +18,7 @@ cannot be used (use ``redis://``). Each child gets ``OPENBLAS_NUM_THREADS``/``OM
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -85,8 +86,12 @@ class ProcessExecutor:
                     )
                 started = time.time()
                 assert proc.stdin is not None
-                proc.stdin.write(json.dumps(spec).encode())
-                proc.stdin.close()
+                try:
+                    proc.stdin.write(json.dumps(spec).encode())
+                    proc.stdin.close()
+                except OSError:  # BrokenPipeError: the worker died before reading its spec (kill -9);
+                    with contextlib.suppress(OSError):  # proc.wait() below reports its exit code
+                        proc.stdin.close()
                 procs.append((proc, out, err, started))
             deadline = time.monotonic() + timeout_s
             outcomes: list[CallOutcome] = []
