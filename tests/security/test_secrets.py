@@ -74,8 +74,8 @@ def test_redis_password_and_aws_keys_never_leak(form: str, tmp_path: Path) -> No
         wrong = "wrong" + secrets.token_hex(8)
         bad = _cli(home, "train", str(data), "--params", str(params), "--model", "secret-test",
                    "--store", _url(form, server.port, wrong), "--executor", "process", "--json")
-        # refused: the run fails (its rounds retry, then give up) with one error line, no traceback
-        assert bad.returncode in (3, 4), bad.stderr
+        # refused before a run exists: the store is checked first (exit 3), one error line, no traceback
+        assert bad.returncode == 3, bad.stderr
         assert "Traceback" not in bad.stderr
         assert bad.stderr.strip().splitlines()[-1].startswith("error:"), bad.stderr
         assert "refused the password" in bad.stderr
@@ -85,6 +85,7 @@ def test_redis_password_and_aws_keys_never_leak(form: str, tmp_path: Path) -> No
     assert show.returncode == 0, show.stderr
     outputs.append(("runs show", (show.stdout + show.stderr).encode()))
     listing = _cli(home, "runs", "list", "--json")
+    assert [r["run_id"] for r in json.loads(listing.stdout.strip().splitlines()[-1])["runs"]] == [run_id]
     outputs.append(("runs list", (listing.stdout + listing.stderr).encode()))
     report = _cli(home, "report", run_id, "--out", str(tmp_path / "report.html"), "--json",
                   str(tmp_path / "report.json"))

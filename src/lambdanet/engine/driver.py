@@ -150,6 +150,7 @@ class Driver:
         dataset = load_dataset(req.data)
         strategy = load_strategy(target)
         strategy.validate(req.config, req.workers, dataset)
+        self._check_store(req.store_url)
         memory_mb = req.lambda_memory_mb or default_memory_mb()
         run_id = new_run_id()
         now = time.time()
@@ -208,6 +209,16 @@ class Driver:
             raise ConfigError(f"memory:// lives in one process; use --store redis://… with the {ex.name} "
                               f"executor (or --executor local)")
         return ex
+
+    @staticmethod
+    def _check_store(url: str) -> None:
+        """One round trip to the tensor store before a run exists: a dead server or a wrong
+        password ends in StoreUnavailable (exit 3) at once, not after every retry of round 1."""
+        store = adapters.open_store(url)
+        try:
+            store.get_bytes("ln:probe")
+        finally:
+            store.close()
 
     def _notify(self, subject: str, message: str, **fields: Any) -> None:
         with contextlib.suppress(LambdanetError):  # a lost notification never fails a run
