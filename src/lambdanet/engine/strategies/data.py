@@ -17,30 +17,18 @@ from typing import Any
 import numpy as np
 
 from lambdanet.config import MLPConfig
-from lambdanet.data.dataset import Dataset
 from lambdanet.engine.strategies import mlp_common
-from lambdanet.engine.strategies.base import FinishedModel, RoundContext, RoundReport, State, columns, row_block
+from lambdanet.engine.strategies.base import RoundContext, RoundReport, State, columns, row_block
 from lambdanet.nn import mlp
 from lambdanet.nn.batches import minibatches
 from lambdanet.nn.losses import cost as batch_cost
 from lambdanet.nn.optimizers import make_optimizer
 
 
-class DataStrategy:
+class DataStrategy(mlp_common.MLPStrategy):
     """Data-parallel training of an MLP: each worker a slice of every mini-batch."""
 
     name = "data"
-    kind = "mlp"
-
-    def validate(self, config: Any, workers: int, dataset: Dataset) -> None:
-        mlp_common.check_config(config, dataset)
-
-    def initial_state(self, config: Any, dataset: Dataset) -> State:
-        return mlp_common.initial_state(config, dataset)
-
-    def default_epochs_per_round(self, config: Any) -> int:
-        return min(int(config.epochs), mlp_common.DEFAULT_EPOCHS_PER_ROUND)
-
     def run_round(self, ctx: RoundContext) -> RoundReport:
         cfg: MLPConfig = ctx.config
         comm, K, k = ctx.comm, ctx.size, ctx.rank
@@ -104,6 +92,3 @@ class DataStrategy:
     def merge(self, config: Any, shards: list[State]) -> State:
         """Every worker holds the same state; worker 0's is the one written."""
         return dict(shards[0])
-
-    def finish(self, config: Any, state: State, dataset: Dataset) -> FinishedModel:
-        return mlp_common.finish(config, state, dataset)

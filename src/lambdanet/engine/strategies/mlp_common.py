@@ -112,3 +112,22 @@ def finish(config: MLPConfig, state: State, dataset: Dataset) -> FinishedModel:
         "config": config.model_dump(),
     }
     return FinishedModel(params, metadata, train_acc, test_acc)
+
+
+class MLPStrategy:
+    """What the MLP strategies share: config check, initial state, round length, final model.
+    Subclasses add ``name``, ``run_round`` and ``merge``."""
+
+    kind = "mlp"
+
+    def validate(self, config: Any, workers: int, dataset: Dataset) -> None:
+        check_config(config, dataset)
+
+    def initial_state(self, config: Any, dataset: Dataset) -> State:
+        return initial_state(config, dataset)
+
+    def default_epochs_per_round(self, config: Any) -> int:
+        return min(int(config.epochs), DEFAULT_EPOCHS_PER_ROUND)
+
+    def finish(self, config: Any, state: State, dataset: Dataset) -> FinishedModel:
+        return finish(config, state, dataset)

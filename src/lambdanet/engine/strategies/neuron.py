@@ -26,9 +26,8 @@ from typing import Any
 import numpy as np
 
 from lambdanet.config import MLPConfig
-from lambdanet.data.dataset import Dataset
 from lambdanet.engine.strategies import mlp_common
-from lambdanet.engine.strategies.base import FinishedModel, RoundContext, RoundReport, State, columns, row_block
+from lambdanet.engine.strategies.base import RoundContext, RoundReport, State, columns, row_block
 from lambdanet.nn import activations as act
 from lambdanet.nn import mlp
 from lambdanet.nn.batches import minibatches
@@ -37,21 +36,10 @@ from lambdanet.nn.losses import output_delta
 from lambdanet.nn.optimizers import make_optimizer
 
 
-class NeuronStrategy:
+class NeuronStrategy(mlp_common.MLPStrategy):
     """Model-parallel training of an MLP: rows of every layer sharded over the workers."""
 
     name = "neuron"
-    kind = "mlp"
-
-    def validate(self, config: Any, workers: int, dataset: Dataset) -> None:
-        mlp_common.check_config(config, dataset)
-
-    def initial_state(self, config: Any, dataset: Dataset) -> State:
-        return mlp_common.initial_state(config, dataset)
-
-    def default_epochs_per_round(self, config: Any) -> int:
-        return min(int(config.epochs), mlp_common.DEFAULT_EPOCHS_PER_ROUND)
-
     @staticmethod
     def _rows(config: MLPConfig, size: int, rank: int) -> dict[str, tuple[int, int]]:
         rows: dict[str, tuple[int, int]] = {}
@@ -131,6 +119,3 @@ class NeuronStrategy:
             else:
                 full[key] = np.concatenate([s[key] for s in shards], axis=0)
         return full
-
-    def finish(self, config: Any, state: State, dataset: Dataset) -> FinishedModel:
-        return mlp_common.finish(config, state, dataset)
