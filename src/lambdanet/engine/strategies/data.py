@@ -29,6 +29,7 @@ class DataStrategy(mlp_common.MLPStrategy):
     """Data-parallel training of an MLP: each worker a slice of every mini-batch."""
 
     name = "data"
+
     def run_round(self, ctx: RoundContext) -> RoundReport:
         cfg: MLPConfig = ctx.config
         comm, K, k = ctx.comm, ctx.size, ctx.rank
