@@ -40,6 +40,7 @@ class NeuronStrategy(mlp_common.MLPStrategy):
     """Model-parallel training of an MLP: rows of every layer sharded over the workers."""
 
     name = "neuron"
+
     @staticmethod
     def _rows(config: MLPConfig, size: int, rank: int) -> dict[str, tuple[int, int]]:
         rows: dict[str, tuple[int, int]] = {}
