@@ -101,13 +101,7 @@ class RedisStore:
         if not keys:
             return []
         blobs: Any = self._call(lambda: self._r.mget(keys))
-        out: list[np.ndarray] = []
-        for k, blob in zip(keys, blobs, strict=True):
-            if blob is None:
-                raise KeyError(k)
-            self.bytes_out += len(blob)
-            out.append(tensors.decode(blob))
-        return out
+        return self._decode_all(keys, blobs)
 
     # ---- counters, lists, byte values -----------------------------------------------------
     def incr(self, key: str, amount: int = 1) -> int:

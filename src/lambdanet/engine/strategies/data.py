@@ -77,15 +77,8 @@ class DataStrategy(mlp_common.MLPStrategy):
                 grads = {key: total_buf[offsets[i]:offsets[i + 1]].reshape(params[key].shape)
                          for i, key in enumerate(keys)}
                 optimizer.step(params, grads)
-            c_epoch = total / len(batches)
-            costs.append(c_epoch)
-            seconds.append(time.perf_counter() - t0)
-            done = len(costs)
-            ctx.epoch_done(done)
-            if cfg.threshold > 0 and c_epoch <= cfg.threshold:
-                stop = "threshold"
-                break
-            if epoch + 1 < ctx.end_epoch and ctx.out_of_time(done):
+            stop, go_on = mlp_common.close_epoch(ctx, cfg, epoch, total / len(batches), t0, costs, seconds)
+            if not go_on:
                 break
         shard = mlp_common.join_state(params, optimizer) if k == 0 else {}
         return RoundReport(costs, seconds, stop, shard)

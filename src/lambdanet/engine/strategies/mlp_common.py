@@ -7,6 +7,7 @@ State keys: ``param.W1`` … ``param.bL`` and the optimizer's ``opt.t``, ``opt.m
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -112,6 +113,20 @@ def finish(config: MLPConfig, state: State, dataset: Dataset) -> FinishedModel:
         "config": config.model_dump(),
     }
     return FinishedModel(params, metadata, train_acc, test_acc)
+
+
+def close_epoch(ctx: RoundContext, cfg: MLPConfig, epoch: int, cost: float, t0: float,
+                costs: list[float], seconds: list[float]) -> tuple[str | None, bool]:
+    """Record an epoch's cost and time; return (stop reason, whether the round goes on):
+    early stop at ``threshold`` (as nn.reference), or an epoch boundary once the round's
+    seconds budget is spent."""
+    costs.append(cost)
+    seconds.append(time.perf_counter() - t0)
+    done = len(costs)
+    ctx.epoch_done(done)
+    if cfg.threshold > 0 and cost <= cfg.threshold:
+        return "threshold", False
+    return None, not (epoch + 1 < ctx.end_epoch and ctx.out_of_time(done))
 
 
 class MLPStrategy:

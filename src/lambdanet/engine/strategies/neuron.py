@@ -99,15 +99,8 @@ class NeuronStrategy(mlp_common.MLPStrategy):
                         a, z = rows[f"W{l - 1}"]
                         dZ = mlp.layer_backward(dA[a:z], caches[l - 2], acts[l - 2])  # (n_{l-1},k, mb)
                 optimizer.step(params, grads)
-            c_epoch = total / len(batches)
-            costs.append(c_epoch)
-            seconds.append(time.perf_counter() - t0)
-            done = len(costs)
-            ctx.epoch_done(done)
-            if cfg.threshold > 0 and c_epoch <= cfg.threshold:
-                stop = "threshold"
-                break
-            if epoch + 1 < ctx.end_epoch and ctx.out_of_time(done):
+            stop, go_on = mlp_common.close_epoch(ctx, cfg, epoch, total / len(batches), t0, costs, seconds)
+            if not go_on:
                 break
         return RoundReport(costs, seconds, stop, mlp_common.join_state(params, optimizer))
 
