@@ -127,6 +127,22 @@ class RunFailed(EngineError):
     """A run exhausted its retries; the ledger and notifier carry the reason."""
 
 
+class AttemptAborted(EngineError):
+    """A peer of this round attempt failed first (or the driver gave up on the attempt): every
+    worker stops at its next collective. ``str(err)`` carries the first failure's reason, e.g.
+    ``"worker 3: exit code -9"``."""
+
+
+class LeaseHeld(EngineError):
+    """Another driver (a live process, or another execution) owns the run; this one must not
+    drive it. The message names the owner and until when its lease runs."""
+
+
+class StaleDriver(EngineError):
+    """This driver's lease on the run was taken over (its invocation was replayed or timed out):
+    it must stop without writing anything more for the run."""
+
+
 class Interrupted(LambdanetError):
     """The user interrupted a run (Ctrl-C); the run is marked interrupted and can be resumed."""
 

@@ -58,6 +58,7 @@ class TrainRequest:
     round_seconds: float = 300.0  # seconds budget per round, below any function limit
     max_retries: int = 3
     collective_timeout_s: float = 60.0
+    checkpoint_seconds: float = 30.0  # workers checkpoint inside a round this often (bounds a fault's loss)
     lambda_memory_mb: int | None = None  # for the cost estimate; None: $LAMBDANET_LAMBDA_MEMORY_MB or 2048
 
 
@@ -111,7 +112,7 @@ def _engine_settings(req: TrainRequest, target: str, memory_mb: int) -> dict[str
         "store_url": safe_url(req.store_url), "executor": req.executor,
         "epochs_per_round": req.epochs_per_round, "round_seconds": req.round_seconds,
         "max_retries": req.max_retries, "collective_timeout_s": req.collective_timeout_s,
-        "lambda_memory_mb": memory_mb, "model_name": req.model_name,
+        "checkpoint_seconds": req.checkpoint_seconds, "lambda_memory_mb": memory_mb, "model_name": req.model_name,
     }
 
 
@@ -187,6 +188,7 @@ class Driver:
             round_seconds=float(engine.get("round_seconds", 300.0)),
             max_retries=int(engine.get("max_retries", 3)),
             collective_timeout_s=float(engine.get("collective_timeout_s", 60.0)),
+            checkpoint_seconds=float(engine.get("checkpoint_seconds", 30.0)),
             lambda_memory_mb=engine.get("lambda_memory_mb"),
         )
         target = engine.get("strategy_target") or strategy_path(config.kind, req.strategy)
@@ -245,7 +247,7 @@ class Driver:
             run_id=run_id, workers=req.workers, strategy=strategy, strategy_target=target, config=config,
             config_json=config.model_dump(), store_url=req.store_url, objects_url=objects.url,
             round_seconds=req.round_seconds, collective_timeout_s=req.collective_timeout_s,
-            max_retries=req.max_retries, faults=self.faults, retry_backoff_s=self.retry_backoff_s,
+            checkpoint_seconds=req.checkpoint_seconds, max_retries=req.max_retries, faults=self.faults, retry_backoff_s=self.retry_backoff_s,
         )
         state: State | None = None
         if self.progress is not None:
