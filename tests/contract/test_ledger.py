@@ -140,3 +140,63 @@ def test_claim_race_has_one_winner(ledger: Ledger) -> None:
         t.join()
     assert sorted(results) == [False] * 7 + [True]
     assert ledger.claimed_by("event-42") in {f"r-{i}" for i in range(8)}
+
+
+# ---- the run's lease -----------------------------------------------------------------------------
+def test_lease_is_exclusive_between_executions(ledger: Ledger) -> None:
+    from lambdanet.errors import LeaseHeld
+
+    first = ledger.acquire_lease("r-1", holder="exec-a/inv-1", execution="exec-a", ttl_s=600)
+    assert (first.holder, first.generation) == ("exec-a/inv-1", 1)
+    with pytest.raises(LeaseHeld, match="driven by exec-a/inv-1"):
+        ledger.acquire_lease("r-1", holder="exec-b/inv-1", execution="exec-b", ttl_s=600)
+    assert ledger.get_lease("r-1") == first  # the refused acquisition wrote nothing
+    assert ledger.get_lease("r-other") is None
+
+
+def test_a_replay_of_the_same_execution_takes_over_and_fences_the_old_invocation(ledger: Ledger) -> None:
+    from lambdanet.errors import StaleDriver
+
+    old = ledger.acquire_lease("r-1", holder="exec-a/inv-1", execution="exec-a", ttl_s=600)
+    new = ledger.acquire_lease("r-1", holder="exec-a/inv-2", execution="exec-a", ttl_s=600)
+    assert new.generation == old.generation + 1
+    with pytest.raises(StaleDriver, match="lost its lease"):
+        ledger.renew_lease("r-1", old, ttl_s=600)
+    renewed = ledger.renew_lease("r-1", new, ttl_s=1200)
+    assert renewed.generation == new.generation and renewed.expires_at > new.expires_at
+    ledger.release_lease("r-1", old)  # a stale release removes nothing
+    assert ledger.get_lease("r-1") is not None
+    ledger.release_lease("r-1", renewed)
+    assert ledger.get_lease("r-1") is None
+
+
+def test_an_expired_or_named_dead_holder_can_be_taken_over(ledger: Ledger) -> None:
+    lapsed = ledger.acquire_lease("r-1", holder="local:h:1", execution="local:h:1", ttl_s=-1)
+    taken = ledger.acquire_lease("r-1", holder="local:h:2", execution="local:h:2", ttl_s=600)
+    assert taken.generation == lapsed.generation + 1
+    stolen = ledger.acquire_lease("r-1", holder="local:h:3", execution="local:h:3", ttl_s=600,
+                                  steal_from="local:h:2")
+    assert stolen.holder == "local:h:3" and stolen.generation == taken.generation + 1
+
+
+def test_racing_acquisitions_have_one_winner(ledger: Ledger) -> None:
+    from lambdanet.errors import LeaseHeld
+
+    wins: list[str] = []
+    losses: list[str] = []
+
+    def take(i: int) -> None:
+        try:
+            ledger.acquire_lease("r-race", holder=f"exec-{i}/inv", execution=f"exec-{i}", ttl_s=600)
+            wins.append(f"exec-{i}/inv")
+        except LeaseHeld:
+            losses.append(f"exec-{i}/inv")
+
+    threads = [threading.Thread(target=take, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1 and len(losses) == 5
+    lease = ledger.get_lease("r-race")
+    assert lease is not None and lease.holder == wins[0] and lease.generation == 1

@@ -17,12 +17,14 @@ run                            ``run#<run_id>``       ``#run``   (+ ``gsi1pk="ru
 epoch row                      ``run#<run_id>``       ``epoch#000000042``
 worker call                    ``run#<run_id>``       ``call#000003#001#00007`` (round, attempt, worker)
 claim (idempotency)            ``claim#<key>``        ``#claim``
+the run's lease                ``run#<run_id>``       ``#lease`` (holder, execution, generation, expires_at)
 =============================  =====================  ==========================================
 
 The global secondary index ``by_created`` (``gsi1pk``, ``created_at``) lists runs newest first.
 Runs are created with ``attribute_not_exists(pk)``; updates require ``attribute_exists(pk)``
 and merge ``metrics`` key by key in one UpdateItem (atomic, no read-modify-write); claims are
-conditional puts. Floats become ``Decimal(repr(x))`` (exact round trip); NaN/±inf and magnitudes
+conditional puts; a lease is read consistently and replaced with a conditional put on the
+generation it read (optimistic concurrency: two drivers racing for it, one wins). Floats become ``Decimal(repr(x))`` (exact round trip); NaN/±inf and magnitudes
 outside DynamoDB's range (1e-130…1e126) are stored as NULL in number columns (read back as
 NaN, as the SQLite ledger does) and as tagged strings inside maps (exact round trip).
 ``config`` is kept as JSON text. boto3 errors become :class:`LedgerUnavailable`.
@@ -42,11 +44,12 @@ import boto3
 import botocore.exceptions
 from boto3.dynamodb.conditions import Key
 
-from lambdanet.errors import LedgerUnavailable, RunNotFound, URLError, UserInputError
-from lambdanet.ports.ledger import RUN_STATUSES, CallRow, EpochRow, RunRecord
+from lambdanet.errors import LeaseHeld, LedgerUnavailable, RunNotFound, StaleDriver, URLError, UserInputError
+from lambdanet.ports.ledger import RUN_STATUSES, CallRow, EpochRow, Lease, RunRecord, lease_refused
 
 RUN_SK = "#run"
 CLAIM_SK = "#claim"
+LEASE_SK = "#lease"
 GSI = "by_created"
 _RUN_FIELDS = ("status", "kind", "config", "data", "model", "created_at", "started_at", "ended_at",
                "stop_reason", "error", "metrics")
@@ -368,6 +371,69 @@ class DynamoLedger:
         out = self._call(self.table.get_item, Key={"pk": f"claim#{key}", "sk": CLAIM_SK}, ConsistentRead=True)
         item = out.get("Item")
         return None if item is None else str(item["run_id"])
+
+    # ---- the run's lease -----------------------------------------------------------------------
+    def get_lease(self, run_id: str) -> Lease | None:
+        out = self._call(self.table.get_item, Key={"pk": f"run#{run_id}", "sk": LEASE_SK}, ConsistentRead=True)
+        item = out.get("Item")
+        if item is None:
+            return None
+        return Lease(run_id, str(item["holder"]), str(item["execution"]), int(item["generation"]),
+                     float(item["expires_at"]))
+
+    def _put_lease(self, lease: Lease, condition: str, values: dict[str, Any]) -> bool:
+        """Write ``lease`` if ``condition`` holds; False when it does not."""
+        item = {"pk": f"run#{lease.run_id}", "sk": LEASE_SK, "holder": lease.holder, "execution": lease.execution,
+                "generation": lease.generation, "expires_at": _num(lease.expires_at)}
+        try:
+            kwargs: dict[str, Any] = {"Item": item, "ConditionExpression": condition}
+            if values:
+                kwargs["ExpressionAttributeValues"] = values
+            self.table.put_item(**kwargs)
+            return True
+        except botocore.exceptions.ClientError as exc:
+            if self._is_conditional(exc):
+                return False
+            raise self._fail(exc) from exc
+        except botocore.exceptions.BotoCoreError as exc:
+            raise self._fail(exc) from exc
+
+    def acquire_lease(self, run_id: str, holder: str, execution: str, ttl_s: float,
+                      steal_from: str | None = None) -> Lease:
+        for _ in range(3):  # lost a race: read again and decide again
+            now = time.time()
+            current = self.get_lease(run_id)
+            refused = lease_refused(current, holder, execution, now, steal_from)
+            if refused:
+                raise LeaseHeld(refused)
+            lease = Lease(run_id, holder, execution, (current.generation if current else 0) + 1, now + ttl_s)
+            if current is None:
+                done = self._put_lease(lease, "attribute_not_exists(pk)", {})
+            else:
+                done = self._put_lease(lease, "generation = :g", {":g": current.generation})
+            if done:
+                return lease
+        current = self.get_lease(run_id)
+        raise LeaseHeld(lease_refused(current, holder, execution, time.time(), None)
+                        or f"run {run_id}: another driver took the lease at the same time")
+
+    def renew_lease(self, run_id: str, lease: Lease, ttl_s: float) -> Lease:
+        renewed = Lease(run_id, lease.holder, lease.execution, lease.generation, time.time() + ttl_s)
+        if not self._put_lease(renewed, "holder = :h AND generation = :g",
+                               {":h": lease.holder, ":g": lease.generation}):
+            raise StaleDriver(f"run {run_id}: this driver ({lease.holder}) lost its lease to another one")
+        return renewed
+
+    def release_lease(self, run_id: str, lease: Lease) -> None:
+        try:
+            self.table.delete_item(Key={"pk": f"run#{run_id}", "sk": LEASE_SK},
+                                   ConditionExpression="holder = :h AND generation = :g",
+                                   ExpressionAttributeValues={":h": lease.holder, ":g": lease.generation})
+        except botocore.exceptions.ClientError as exc:
+            if not self._is_conditional(exc):
+                raise self._fail(exc) from exc
+        except botocore.exceptions.BotoCoreError as exc:
+            raise self._fail(exc) from exc
 
     def __repr__(self) -> str:
         return f"DynamoLedger({self.url!r})"

@@ -8,7 +8,8 @@ Usage::
 
 Tables: ``runs`` (config/metrics as JSON text), ``epochs`` (PRIMARY KEY (run_id, epoch),
 written with ``INSERT … ON CONFLICT DO UPDATE``), ``calls`` (PRIMARY KEY (run_id, round,
-attempt, worker)) and ``claims`` (PRIMARY KEY key; a claim is ``INSERT OR IGNORE``).
+attempt, worker)), ``claims`` (PRIMARY KEY key; a claim is ``INSERT OR IGNORE``) and ``leases``
+(PRIMARY KEY run_id; read and written inside one ``BEGIN IMMEDIATE`` transaction).
 
 The database runs in WAL mode with ``synchronous=NORMAL`` (a commit costs well under a
 millisecond; a power cut can lose the last commits but never corrupts the file) and a busy
@@ -33,8 +34,8 @@ from pathlib import Path
 from typing import Any, Self
 from urllib.parse import unquote, urlsplit
 
-from lambdanet.errors import LedgerUnavailable, RunNotFound, URLError, UserInputError
-from lambdanet.ports.ledger import RUN_STATUSES, CallRow, EpochRow, RunRecord
+from lambdanet.errors import LeaseHeld, LedgerUnavailable, RunNotFound, StaleDriver, URLError, UserInputError
+from lambdanet.ports.ledger import RUN_STATUSES, CallRow, EpochRow, Lease, RunRecord, lease_refused
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -56,6 +57,10 @@ CREATE TABLE IF NOT EXISTS calls (
 );
 CREATE TABLE IF NOT EXISTS claims (
     key TEXT PRIMARY KEY, run_id TEXT NOT NULL, claimed_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS leases (
+    run_id TEXT PRIMARY KEY, holder TEXT NOT NULL, execution TEXT NOT NULL,
+    generation INTEGER NOT NULL, expires_at REAL NOT NULL
 );
 """
 
@@ -286,6 +291,47 @@ class SqliteLedger:
         with self._tx(write=False) as conn:
             row = conn.execute("SELECT run_id FROM claims WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
+
+    # ---- the run's lease -----------------------------------------------------------------------
+    @staticmethod
+    def _lease_row(conn: sqlite3.Connection, run_id: str) -> Lease | None:
+        row = conn.execute("SELECT holder, execution, generation, expires_at FROM leases WHERE run_id = ?",
+                           (run_id,)).fetchone()
+        return None if row is None else Lease(run_id, str(row[0]), str(row[1]), int(row[2]), float(row[3]))
+
+    def acquire_lease(self, run_id: str, holder: str, execution: str, ttl_s: float,
+                      steal_from: str | None = None) -> Lease:
+        with self._tx() as conn:
+            now = time.time()
+            current = self._lease_row(conn, run_id)
+            refused = lease_refused(current, holder, execution, now, steal_from)
+            if refused:
+                raise LeaseHeld(refused)
+            lease = Lease(run_id, holder, execution, (current.generation if current else 0) + 1, now + ttl_s)
+            conn.execute("INSERT INTO leases (run_id, holder, execution, generation, expires_at) "
+                         "VALUES (?, ?, ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET holder = excluded.holder, "
+                         "execution = excluded.execution, generation = excluded.generation, "
+                         "expires_at = excluded.expires_at",
+                         (run_id, holder, execution, lease.generation, lease.expires_at))
+            return lease
+
+    def renew_lease(self, run_id: str, lease: Lease, ttl_s: float) -> Lease:
+        renewed = Lease(run_id, lease.holder, lease.execution, lease.generation, time.time() + ttl_s)
+        with self._tx() as conn:
+            cur = conn.execute("UPDATE leases SET expires_at = ? WHERE run_id = ? AND holder = ? AND generation = ?",
+                               (renewed.expires_at, run_id, lease.holder, lease.generation))
+            if cur.rowcount != 1:
+                raise StaleDriver(f"run {run_id}: this driver ({lease.holder}) lost its lease to another one")
+        return renewed
+
+    def release_lease(self, run_id: str, lease: Lease) -> None:
+        with self._tx() as conn:
+            conn.execute("DELETE FROM leases WHERE run_id = ? AND holder = ? AND generation = ?",
+                         (run_id, lease.holder, lease.generation))
+
+    def get_lease(self, run_id: str) -> Lease | None:
+        with self._tx(write=False) as conn:
+            return self._lease_row(conn, run_id)
 
     def __repr__(self) -> str:
         return f"SqliteLedger({self.url!r})"

@@ -3,7 +3,7 @@
 it asks :mod:`lambdanet.adapters` to open one from a URL."""
 
 from lambdanet.ports.executor import CallOutcome, Executor, WorkerFunction
-from lambdanet.ports.ledger import CallRow, EpochRow, Ledger, RunRecord
+from lambdanet.ports.ledger import CallRow, EpochRow, Lease, Ledger, RunRecord
 from lambdanet.ports.notifier import Notifier
 from lambdanet.ports.objects import ObjectInfo, ObjectStore
 from lambdanet.ports.tensorstore import TensorStore
@@ -13,6 +13,7 @@ __all__ = [
     "CallRow",
     "EpochRow",
     "Executor",
+    "Lease",
     "Ledger",
     "Notifier",
     "ObjectInfo",

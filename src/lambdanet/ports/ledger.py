@@ -8,10 +8,22 @@ Usage::
     ledger.update_run("r-…", status="completed", metrics={"test_accuracy": 0.8})
     ledger.get_run("r-…")                  # RunNotFound if unknown
     ledger.claim("s3://b/training_input/x.h5#v1", "r-…")   # True once per key (idempotency)
+    lease = ledger.acquire_lease("r-…", holder="exec-1/inv-7", execution="exec-1", ttl_s=600)
+    ledger.renew_lease("r-…", lease, ttl_s=600)     # StaleDriver once another driver took over
+    ledger.release_lease("r-…", lease)
 
 Epoch rows are upserts keyed by (run_id, epoch): writing the same epoch twice leaves one row.
 ``update_run`` merges ``metrics`` into the stored dict and overwrites the other fields given.
 Writes are atomic per call; vendor errors become :class:`lambdanet.errors.LedgerUnavailable`.
+
+**The run's lease** decides which driver drives a run (one conditional write per call). A driver
+acquires it before its first round and renews it before it commits each round. Acquiring
+succeeds when there is no lease, when it has expired, when it is held by the same *execution*
+(a replay of a durable execution, or a retried invocation, takes over from its own earlier
+invocation) or when the caller names the current holder in ``steal_from`` (a local driver whose
+process is gone); otherwise :class:`lambdanet.errors.LeaseHeld`. Every acquisition increments
+``generation``; a renewal with an older generation raises :class:`lambdanet.errors.StaleDriver`,
+so a zombie invocation that was replayed can never commit another round.
 """
 
 from __future__ import annotations
@@ -62,6 +74,30 @@ class CallRow:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class Lease:
+    """Who drives a run: ``holder`` (one driver invocation or process), the ``execution`` it belongs
+    to, the ``generation`` of this acquisition, and when it lapses unless renewed."""
+
+    run_id: str
+    holder: str
+    execution: str
+    generation: int
+    expires_at: float
+
+
+def lease_refused(current: Lease | None, holder: str, execution: str, now: float,
+                  steal_from: str | None) -> str | None:
+    """Why ``holder`` may not take the run's lease from ``current`` (None: it may). The one rule
+    every ledger applies inside its conditional write."""
+    if (current is None or current.expires_at <= now or current.execution == execution
+            or current.holder == holder or (steal_from is not None and current.holder == steal_from)):
+        return None
+    left = current.expires_at - now
+    return (f"run {current.run_id} is driven by {current.holder} (lease for {left:.0f} s more); "
+            f"wait for it to end, or resume the run after that")
+
+
 @runtime_checkable
 class Ledger(Protocol):
     url: str
@@ -88,5 +124,17 @@ class Ledger(Protocol):
         """Atomically record that ``key`` belongs to ``run_id``; False if it was claimed before."""
 
     def claimed_by(self, key: str) -> str | None: ...
+
+    def acquire_lease(self, run_id: str, holder: str, execution: str, ttl_s: float,
+                      steal_from: str | None = None) -> Lease:
+        """Take the run's lease (see the module docstring) or raise LeaseHeld."""
+
+    def renew_lease(self, run_id: str, lease: Lease, ttl_s: float) -> Lease:
+        """Extend ``lease``; StaleDriver if the run's lease is no longer this one."""
+
+    def release_lease(self, run_id: str, lease: Lease) -> None:
+        """Drop the lease if it is still this one (a finished or failed driver); else nothing."""
+
+    def get_lease(self, run_id: str) -> Lease | None: ...
 
     def close(self) -> None: ...
