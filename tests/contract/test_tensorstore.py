@@ -160,3 +160,31 @@ def test_rediss_url_options_are_accepted() -> None:
     s = adapters.open_store("rediss://:pw@cache.example.invalid:6380/2?ssl_cert_reqs=none")
     assert s.url == "rediss://:***@cache.example.invalid:6380/2?ssl_cert_reqs=none"
     s.close()  # never connected: nothing was sent anywhere
+
+
+def test_pop_first_takes_from_the_first_non_empty_list_in_the_given_order(store: TensorStore) -> None:
+    a, b, c = key(), key(), key()
+    assert store.pop_first([a, b, c], timeout_s=0.2) is None  # nothing anywhere: timeout
+    assert store.pop_first([a, b], timeout_s=0) is None  # no wait at all
+    store.push(b, b"from-b", count=2)
+    store.push(c, b"from-c")
+    assert store.pop_first([a, c, b], 1.0) == (c, b"from-c")  # order of the call, not of the pushes
+    assert store.pop_first([a, b, c], 1.0) == (b, b"from-b")
+    store.push(a, b"from-a")
+    assert store.pop_first([b, a], 0) == (b, b"from-b")  # both non-empty: the first listed wins
+    assert store.pop_first([b, a], 0) == (a, b"from-a")
+    assert store.pop_first([a, b, c], 0.05) is None  # every list was drained
+
+
+def test_pop_first_wakes_a_blocked_waiter_on_any_of_its_lists(store: TensorStore) -> None:
+    a, b = key(), key()
+    got: list[tuple[str, bytes] | None] = []
+    waiter = threading.Thread(target=lambda: got.append(store.pop_first([a, b], 600.0)), daemon=True)
+    waiter.start()
+    time.sleep(0.2)
+    assert waiter.is_alive()  # really blocked
+    store.push(b, b"wake")
+    waiter.join(10)
+    assert not waiter.is_alive(), "pop_first was not woken by a push to its second list"
+    assert got == [(b, b"wake")]
+    assert store.pop_first([a, b], 0) is None  # the item was consumed, not copied

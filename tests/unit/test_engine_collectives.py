@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 from lambdanet import adapters
-from lambdanet.engine.collectives import Collective
+from lambdanet.engine.collectives import Collective, abort_attempt, abort_key, abort_reason
 from lambdanet.engine.strategies.base import columns, row_block
-from lambdanet.errors import DeadlineExceeded
+from lambdanet.errors import AttemptAborted, DeadlineExceeded
+from lambdanet.ports.tensorstore import FusedExchange
 from tests.conftest import RedisServer
 
 
@@ -123,6 +124,69 @@ def test_a_missing_worker_is_a_deadline_exceeded(url: str) -> None:
     assert isinstance(results[0], DeadlineExceeded)
     assert "worker 0 of 2 waited 0.5 s at all_gather step 1" in str(results[0])
     assert time.monotonic() - t0 < 20
+
+
+def test_an_abort_wakes_every_blocked_peer_at_once_with_the_first_reason(url: str) -> None:
+    """K = 3: ranks 0 and 1 block in all_gather (deadline 600 s); rank 2 'fails' and aborts the
+    attempt. Both peers must raise AttemptAborted carrying the first reason — not wait 600 s."""
+    prefix = f"ln:abort-{uuid.uuid4().hex[:8]}:1:0"
+    blocked = threading.Barrier(3)
+    results: list[Any] = [None] * 3
+
+    def peer(rank: int) -> None:
+        store = open_store(url)
+        try:
+            comm = Collective(store, prefix, rank, 3, timeout_s=600.0)
+            blocked.wait(10)
+            results[rank] = comm.all_gather(np.full(4, float(rank)))
+        except Exception as exc:
+            results[rank] = exc
+        finally:
+            store.close()
+
+    threads = [threading.Thread(target=peer, args=(r,), daemon=True) for r in (0, 1)]
+    for t in threads:
+        t.start()
+    store = open_store(url)
+    blocked.wait(10)
+    time.sleep(0.2)  # let the peers reach their wait (correct either way: the tokens stay until popped)
+    abort_attempt(store, prefix, "worker 2: exit code -9", 3)
+    abort_attempt(store, prefix, "worker 0: AttemptAborted: worker 2: exit code -9", 3)  # a later reason
+    for t in threads:
+        t.join(30)  # the test's own guard: without the abort they would block for 600 s
+    assert not any(t.is_alive() for t in threads), "a peer is still blocked after the abort"
+    for rank in (0, 1):
+        assert isinstance(results[rank], AttemptAborted), results[rank]
+        assert str(results[rank]) == "worker 2: exit code -9"  # the first reason wins
+    assert abort_reason(store, prefix) == "worker 2: exit code -9"
+    store.delete_prefix(prefix + ":")
+    assert abort_reason(store, prefix) is None
+    store.close()
+
+
+def test_an_abort_wins_over_a_release_token_and_is_kept_per_attempt(url: str) -> None:
+    prefix = f"ln:abort-{uuid.uuid4().hex[:8]}:1:0"
+    other = f"ln:abort-{uuid.uuid4().hex[:8]}:1:1"  # another attempt of the same round
+    store = open_store(url)
+    assert abort_reason(store, prefix) is None
+    abort_attempt(store, prefix, "worker 1:   exit\ncode -9", 3)  # stored as one line
+    assert abort_key(prefix) == f"{prefix}:abort"
+
+    def body(comm: Collective) -> Any:
+        return comm.barrier()  # all 3 arrive: the release tokens are there, yet the abort wins
+
+    results = run_workers(url, 3, body, timeout_s=600.0, prefix=prefix)
+    assert all(isinstance(r, AttemptAborted) for r in results), results
+    assert {str(r) for r in results} == {"worker 1: exit code -9"}
+    assert run_workers(url, 3, lambda c: c.all_reduce(np.ones(2)), prefix=other)[0].tolist() == [3.0, 3.0]
+    store.delete_prefix(prefix + ":")
+    store.delete_prefix(other + ":")
+    store.close()
+
+
+def test_the_fused_exchange_is_a_declared_capability() -> None:
+    assert isinstance(adapters.open_store("memory://fused"), FusedExchange)
+    assert not isinstance(PortOnly("memory://fused"), FusedExchange)  # the generic path is used
 
 
 def test_per_step_keys_are_cleaned_as_the_round_goes(url: str) -> None:

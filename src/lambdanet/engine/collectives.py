@@ -15,13 +15,22 @@ Protocol of one collective step ``s`` (keys ``{prefix}:{s}:…``, the prefix bei
    worker whose increment returns K pushes K release tokens to ``{s}:go`` and deletes the keys
    of step ``s-1`` (every worker has finished reading them, since all K have arrived at ``s``) —
    so a 2500-epoch round keeps only two steps in the store;
-2. *wait and read*: every worker pops one token (``BLPOP`` / a condition variable — never
-   sleep-and-poll) within the collective deadline, else :class:`DeadlineExceeded`, and reads the
-   other parts (its own it already has).
+2. *wait and read*: every worker pops one token from ``[{prefix}:abort, {s}:go]`` (one
+   ``BLPOP`` / a condition variable — never sleep-and-poll) within the collective deadline, else
+   :class:`DeadlineExceeded`, and reads the other parts (its own it already has).
 
-On Redis both halves are ONE round trip (``RedisStore.exchange``: a Lua script for the arrival,
-then ``BLPOP`` and ``MGET``, in one pipeline — Redis runs a connection's commands in order). A
-store without ``exchange`` works through the port's primitives (put, incr, push, pop_blocking,
+Fail fast: when a call of the attempt fails (raises, is killed, times out), whoever sees it
+first — the failing worker itself, or the driver through the executor's ``on_failure`` —
+calls :func:`abort_attempt`: the FIRST reason is kept (``SET NX`` on ``{prefix}:abort:reason``)
+and K tokens go to ``{prefix}:abort``. The abort list is listed first in every wait, so it wins
+over a release token: every worker blocked in (or entering) a collective raises
+:class:`AttemptAborted` with that first reason (``"worker 3: exit code -9"``) at once instead of
+waiting out its deadline; each consumes at most one token as it exits.
+
+On Redis a step is ONE round trip (``RedisStore.exchange``, the optional
+:class:`~lambdanet.ports.tensorstore.FusedExchange` capability: a Lua script for the arrival,
+then ``BLPOP [abort, go]`` and ``MGET``, in one pipeline — Redis runs a connection's commands in
+order). Any other store works through the port's primitives (put, incr, push, pop_first,
 get_many, delete_prefix).
 With K = 1 every collective returns at once without touching the store. The driver deletes
 whatever is left of an attempt with ``delete_prefix`` when the attempt ends.
@@ -30,14 +39,35 @@ whatever is left of an attempt with ``delete_prefix`` when the attempt ends.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import numpy as np
 
-from lambdanet.errors import DeadlineExceeded
-from lambdanet.ports.tensorstore import TensorStore
+from lambdanet.errors import AttemptAborted, DeadlineExceeded
+from lambdanet.ports.tensorstore import FusedExchange, TensorStore
 
 _TOKEN = b"1"
+
+
+def abort_key(prefix: str) -> str:
+    """The attempt's abort list (listed first in every collective wait)."""
+    return f"{prefix}:abort"
+
+
+def _reason_key(prefix: str) -> str:
+    return f"{prefix}:abort:reason"
+
+
+def abort_attempt(store: TensorStore, prefix: str, reason: str, size: int) -> None:
+    """Abort the attempt under ``prefix``: keep ``reason`` if it is the first one, then wake every
+    one of the ``size`` workers blocked in (or about to enter) a collective."""
+    store.set_if_absent(_reason_key(prefix), " ".join(reason.split()).encode())  # first wins
+    store.push(abort_key(prefix), _TOKEN, count=max(1, size))
+
+
+def abort_reason(store: TensorStore, prefix: str) -> str | None:
+    """The first reason the attempt under ``prefix`` was aborted for, or None."""
+    raw = store.get_bytes(_reason_key(prefix))
+    return None if raw is None else raw.decode(errors="replace")
 
 
 class Collective:
@@ -51,6 +81,9 @@ class Collective:
         self.rank = rank
         self.size = size
         self.timeout_s = float(timeout_s)
+        self.abort = abort_key(prefix)
+        # the fused step (one round trip) where the store offers it; checked once, not per step
+        self._fused = store if isinstance(store, FusedExchange) else None
         self.seq = 0
         self.sync_seconds = 0.0  # time spent inside collectives (waits + transfers)
         self.calls = 0
@@ -73,24 +106,34 @@ class Collective:
             old = [prev_n, *(f"{prev}:w{j}" for j in range(self.size))]
         part_key = f"{base}:w{self.rank}"
         read_keys = [f"{base}:w{j}" for j in read]
-        store: Any = self.store
-        exchange = getattr(store, "exchange", None)
-        if exchange is not None:  # fused: one round trip on Redis
-            got = exchange(part_key, part, count_key, self.size, go_key, _TOKEN, old, self.timeout_s, read_keys)
-        else:  # any TensorStore: the port's primitives
-            if part is not None:
-                store.put(part_key, part)
-            if store.incr(count_key) == self.size:
-                if old:
-                    store.delete_prefix(f"{base[: base.rindex(':')]}:{s - 1}:")
-                store.push(go_key, _TOKEN, count=self.size)
-            got = None if store.pop_blocking(go_key, self.timeout_s) is None else store.get_many(read_keys)
+        if self._fused is not None:  # one round trip on Redis
+            got = self._fused.exchange(part_key, part, count_key, self.size, go_key, _TOKEN, old,
+                                       self.timeout_s, read_keys, self.abort)
+        else:
+            got = self._primitive_step(s, part_key, part, count_key, go_key, bool(old), read_keys)
         if got is None:
             raise DeadlineExceeded(
                 f"worker {self.rank} of {self.size} waited {self.timeout_s:g} s at {op} step {s} of "
                 f"{self.prefix}: another worker is missing or too slow"
             )
-        return list(got)
+        if got[0] == self.abort:
+            raise AttemptAborted(abort_reason(self.store, self.prefix) or f"attempt {self.prefix} was aborted")
+        return list(got[1])
+
+    def _primitive_step(self, s: int, part_key: str, part: np.ndarray | None, count_key: str, go_key: str,
+                        drop_previous: bool, read_keys: list[str]) -> tuple[str, list[np.ndarray]] | None:
+        """One step through the port's primitives (any TensorStore); same result as ``exchange``."""
+        store = self.store
+        if part is not None:
+            store.put(part_key, part)
+        if store.incr(count_key) == self.size:
+            if drop_previous:
+                store.delete_prefix(f"{self.prefix}:{s - 1}:")
+            store.push(go_key, _TOKEN, count=self.size)
+        popped = store.pop_first([self.abort, go_key], self.timeout_s)  # abort first: it wins
+        if popped is None or popped[0] == self.abort:
+            return None if popped is None else (self.abort, [])
+        return go_key, store.get_many(read_keys)
 
     # ---- the collectives -----------------------------------------------------------------
     def barrier(self) -> None:

@@ -7,14 +7,21 @@ Usage::
     n = store.incr("ln:run1:3:0:17:count")           # atomic counter, returns the new value
     store.push("ln:run1:3:0:17:release", b"1")       # append to a list (wakes a blocked pop)
     token = store.pop_blocking("ln:run1:3:0:17:release:w1", timeout_s=30.0)  # None on timeout
+    key, token = store.pop_first(["ln:run1:3:0:abort", "ln:run1:3:0:17:go"], 30.0) or ("", b"")
     a = store.get("ln:run1:3:0:17:w0")               # KeyError if absent
     store.delete_prefix("ln:run1:3:0:")               # drop every key of a finished attempt
 
-Waiting is done only through :meth:`pop_blocking` (a condition variable in memory, ``BLPOP``
-in Redis), never by sleeping and polling. Arrays cross the store through
-:mod:`lambdanet.tensors` (``encode``/``decode``). Implementations count the bytes they move in
-``bytes_in``/``bytes_out`` for cost accounting. Vendor errors become
-:class:`lambdanet.errors.StoreUnavailable`.
+Waiting is done only through :meth:`pop_blocking` / :meth:`pop_first` (a condition variable in
+memory, ``BLPOP`` in Redis), never by sleeping and polling. ``pop_first`` waits on several lists
+at once and takes from the first non-empty one in the order given — the collectives wait on an
+attempt's abort list *and* a step's release list, abort first, so an abort always wins.
+
+A store may also offer :class:`FusedExchange` (a whole collective step in one round trip:
+Redis); the collectives check it with ``isinstance`` and otherwise use the port's primitives.
+
+Arrays cross the store through :mod:`lambdanet.tensors` (``encode``/``decode``).
+Implementations count the bytes they move in ``bytes_in``/``bytes_out`` for cost accounting.
+Vendor errors become :class:`lambdanet.errors.StoreUnavailable`.
 """
 
 from __future__ import annotations
@@ -48,6 +55,10 @@ class TensorStore(Protocol):
     def pop_blocking(self, key: str, timeout_s: float) -> bytes | None:
         """Remove and return the first item of list ``key``; wait up to ``timeout_s``; None on timeout."""
 
+    def pop_first(self, keys: list[str], timeout_s: float) -> tuple[str, bytes] | None:
+        """Wait up to ``timeout_s`` until any list in ``keys`` has an item; pop it from the FIRST
+        non-empty list in ``keys`` order and return ``(key, value)``; None on timeout."""
+
     def set_if_absent(self, key: str, value: bytes) -> bool:
         """Set ``key`` to ``value`` only if it does not exist; True if this call set it."""
 
@@ -59,3 +70,16 @@ class TensorStore(Protocol):
 
     def close(self) -> None:
         """Release connections."""
+
+
+@runtime_checkable
+class FusedExchange(Protocol):
+    """Optional capability: one whole collective step (see :mod:`lambdanet.engine.collectives`)."""
+
+    def exchange(self, part_key: str, part: np.ndarray | None, counter: str, size: int, release: str,
+                 token: bytes, delete: list[str], timeout_s: float, keys: list[str],
+                 abort: str) -> tuple[str, list[np.ndarray]] | None:
+        """Write ``part`` under ``part_key`` (None: nothing), increment ``counter``; the ``size``-th
+        arrival deletes ``delete`` and pushes ``size`` ``token``s to ``release``. Then wait up to
+        ``timeout_s`` on ``[abort, release]`` (abort first) and pop one item: ``(release, the
+        arrays under keys)`` or ``(abort, [])``; None on timeout."""

@@ -8,9 +8,10 @@ Usage::
     store.pop_blocking("ln:r:1:0:3:go", timeout_s=30)  # waits on a threading.Condition
 
 Every client opened with the same URL in one process shares one namespace (arrays, counters,
-lists, byte values), guarded by one :class:`threading.Condition`; blocked pops are woken by
-``push``, never by polling. Arrays are stored as read-only copies and ``get`` returns them
-without copying (callers must not write into them). It lives in one process only: the
+lists, byte values), guarded by one :class:`threading.Condition`; blocked pops
+(``pop_blocking``, and ``pop_first`` over several lists) are woken by ``push``, never by
+polling. Arrays are stored as read-only copies and ``get`` returns them without copying
+(callers must not write into them). It lives in one process only: the
 ``process`` and ``lithops`` executors need ``redis://``.
 """
 
@@ -115,20 +116,25 @@ class MemoryStore:
             self._ns.cond.notify_all()
 
     def pop_blocking(self, key: str, timeout_s: float) -> bytes | None:
+        got = self.pop_first([key], timeout_s)
+        return None if got is None else got[1]
+
+    def pop_first(self, keys: list[str], timeout_s: float) -> tuple[str, bytes] | None:
         deadline = time.monotonic() + max(0.0, timeout_s)
         ns = self._ns
         with ns.cond:
             while True:
-                items = ns.lists.get(key)
-                if items:
-                    value = items.popleft()
-                    if not items:
-                        del ns.lists[key]
-                    return value
+                for key in keys:  # in the caller's order: the first non-empty list wins
+                    items = ns.lists.get(key)
+                    if items:
+                        value = items.popleft()
+                        if not items:
+                            del ns.lists[key]
+                        return key, value
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None
-                ns.cond.wait(left)
+                ns.cond.wait(left)  # woken by every push (notify_all)
 
     def set_if_absent(self, key: str, value: bytes) -> bool:
         with self._ns.cond:
@@ -173,16 +179,19 @@ class MemoryStore:
         return n
 
     def exchange(self, part_key: str, part: np.ndarray | None, counter: str, size: int, release: str,
-                 token: bytes, delete: list[str], timeout_s: float, keys: list[str]) -> list[np.ndarray] | None:
-        """``arrive`` then ``wait_and_get`` (one collective step)."""
+                 token: bytes, delete: list[str], timeout_s: float, keys: list[str],
+                 abort: str) -> tuple[str, list[np.ndarray]] | None:
+        """``arrive`` then ``wait_and_get`` (one collective step; see ``FusedExchange``)."""
         self.arrive(part_key, part, counter, size, release, token, delete)
-        return self.wait_and_get(release, timeout_s, keys)
+        return self.wait_and_get(release, timeout_s, keys, abort)
 
-    def wait_and_get(self, release: str, timeout_s: float, keys: list[str]) -> list[np.ndarray] | None:
-        """Pop a token from ``release`` (waiting up to ``timeout_s``), then read ``keys``."""
-        if self.pop_blocking(release, timeout_s) is None:
+    def wait_and_get(self, release: str, timeout_s: float, keys: list[str],
+                     abort: str) -> tuple[str, list[np.ndarray]] | None:
+        """Pop from ``[abort, release]`` (waiting up to ``timeout_s``); after a release, read ``keys``."""
+        got = self.pop_first([abort, release], timeout_s)
+        if got is None:
             return None
-        return self.get_many(keys)
+        return (abort, []) if got[0] == abort else (release, self.get_many(keys))
 
     def delete_keys(self, keys: list[str]) -> int:
         with self._ns.cond:

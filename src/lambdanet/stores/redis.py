@@ -7,10 +7,12 @@ Usage::
     store = RedisStore.from_url("rediss://…?ssl_ca_certs=/etc/ssl/ca.pem")
 
 Arrays are stored as :mod:`lambdanet.tensors` blobs (raw bytes + JSON header, never pickle).
-``pop_blocking`` is ``BLPOP``, ``incr`` is ``INCRBY``, ``set_if_absent`` is ``SET NX``,
+``pop_blocking`` is ``BLPOP``, ``pop_first`` one ``BLPOP`` over several lists (Redis serves the
+first non-empty one in the order given), ``incr`` is ``INCRBY``, ``set_if_absent`` is ``SET NX``,
 ``get_many`` is one ``MGET``, ``delete_prefix`` is ``SCAN MATCH`` + ``UNLINK``. For the
-collectives, ``exchange`` sends a Lua script (SET part, INCR, and for the last arrival UNLINK +
-RPUSH of the release tokens), ``BLPOP`` and ``MGET`` in one pipeline: a collective step is ONE
+collectives, ``exchange`` (:class:`lambdanet.ports.tensorstore.FusedExchange`) sends a Lua
+script (SET part, INCR, and for the last arrival UNLINK + RPUSH of the release tokens),
+``BLPOP [abort, release]`` and ``MGET`` in one pipeline: a collective step is ONE
 round trip (``arrive`` / ``wait_and_get`` are its two halves). Any
 connection or protocol error becomes :class:`StoreUnavailable` naming the URL with its password
 redacted. Query options (``ssl_cert_reqs``, ``ssl_ca_certs``, ``socket_connect_timeout``, …) are
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Self, TypeVar
 from urllib.parse import urlsplit
 
@@ -119,6 +122,17 @@ class RedisStore:
         res: Any = self._call(lambda: self._r.blpop([key], timeout=max(0.01, timeout_s)))
         return None if res is None else bytes(res[1])
 
+    def pop_first(self, keys: list[str], timeout_s: float) -> tuple[str, bytes] | None:
+        if timeout_s <= 0:  # no wait: LPOP each list in order
+            for key in keys:
+                item: Any = self._call(partial(self._r.lpop, key))
+                if item is not None:
+                    return key, bytes(item)
+            return None
+        # one BLPOP over every key: Redis serves the first non-empty list in the order given
+        res: Any = self._call(lambda: self._r.blpop(keys, timeout=max(0.01, timeout_s)))
+        return None if res is None else (res[0].decode(), bytes(res[1]))
+
     def set_if_absent(self, key: str, value: bytes) -> bool:
         done = self._call(lambda: self._r.set(key, value, nx=True))
         if done:
@@ -159,27 +173,35 @@ class RedisStore:
         return n
 
     def exchange(self, part_key: str, part: np.ndarray | None, counter: str, size: int, release: str,
-                 token: bytes, delete: list[str], timeout_s: float, keys: list[str]) -> list[np.ndarray] | None:
-        """``arrive`` + ``wait_and_get`` in ONE round trip: the script, ``BLPOP`` and ``MGET`` go in
-        one pipeline; Redis runs a connection's commands in order, so the ``BLPOP`` waits for the
-        last arrival's tokens and the ``MGET`` for the ``BLPOP``. (``EVAL`` with the script text:
-        never a NOSCRIPT after a server restart.)"""
+                 token: bytes, delete: list[str], timeout_s: float, keys: list[str],
+                 abort: str) -> tuple[str, list[np.ndarray]] | None:
+        """``arrive`` + ``wait_and_get`` in ONE round trip: the script, ``BLPOP [abort, release]``
+        and ``MGET`` go in one pipeline; Redis runs a connection's commands in order, so the
+        ``BLPOP`` waits for the last arrival's tokens (or an abort) and the ``MGET`` for the
+        ``BLPOP``. (``EVAL`` with the script text: never a NOSCRIPT after a server restart.)"""
         blob = tensors.encode(part) if part is not None else b""
         script_keys = [part_key, counter, release, *delete]
 
         def run() -> list[Any]:
             pipe = self._r.pipeline(transaction=False)
             pipe.eval(_ARRIVE, len(script_keys), *script_keys, "1" if part is not None else "0", blob, size, token)
-            pipe.blpop([release], timeout=max(0.01, timeout_s))
+            pipe.blpop([abort, release], timeout=max(0.01, timeout_s))
             if keys:
                 pipe.mget(keys)
             return pipe.execute()  # type: ignore[no-any-return]
 
         res = self._call(run)
         self.bytes_in += len(blob)
-        if res[1] is None:
+        return self._released(res[1], res[2] if keys else [], keys, abort)
+
+    def _released(self, popped: Any, blobs: list[Any], keys: list[str],
+                  abort: str) -> tuple[str, list[np.ndarray]] | None:
+        """What a ``BLPOP [abort, release]`` + ``MGET keys`` pair means: None (timeout), the abort
+        (the MGET's blobs are ignored: the step never completed), or the release and the arrays."""
+        if popped is None:
             return None
-        return self._decode_all(keys, res[2] if keys else [])
+        fired = popped[0].decode()
+        return (abort, []) if fired == abort else (fired, self._decode_all(keys, blobs))
 
     def _decode_all(self, keys: list[str], blobs: list[Any]) -> list[np.ndarray]:
         out: list[np.ndarray] = []
@@ -190,22 +212,21 @@ class RedisStore:
             out.append(tensors.decode(blob))
         return out
 
-    def wait_and_get(self, release: str, timeout_s: float, keys: list[str]) -> list[np.ndarray] | None:
-        """Pop a token from ``release`` (blocking up to ``timeout_s``), then read ``keys`` — both in
-        one pipeline: Redis runs a connection's commands in order, so the ``MGET`` waits for the
-        ``BLPOP``. None (and no arrays) if no token came in time."""
+    def wait_and_get(self, release: str, timeout_s: float, keys: list[str],
+                     abort: str) -> tuple[str, list[np.ndarray]] | None:
+        """Pop from ``[abort, release]`` (blocking up to ``timeout_s``), then read ``keys`` — both
+        in one pipeline: Redis runs a connection's commands in order, so the ``MGET`` waits for
+        the ``BLPOP``. None if nothing came in time; ``(abort, [])`` if the abort list fired."""
 
         def run() -> list[Any]:
             pipe = self._r.pipeline(transaction=False)
-            pipe.blpop([release], timeout=max(0.01, timeout_s))
+            pipe.blpop([abort, release], timeout=max(0.01, timeout_s))
             if keys:
                 pipe.mget(keys)
             return pipe.execute()  # type: ignore[no-any-return]
 
         res = self._call(run)
-        if res[0] is None:
-            return None
-        return self._decode_all(keys, res[1] if keys else [])
+        return self._released(res[0], res[1] if keys else [], keys, abort)
 
     def delete_keys(self, keys: list[str]) -> int:
         return int(self._call(lambda: self._r.unlink(*keys))) if keys else 0
