@@ -1,0 +1,122 @@
+"""What a run is asked to do and what it gives back: :class:`TrainRequest`, :class:`RunResult`,
+the progress sink, and the engine settings a run records (written and read here only).
+
+Usage::
+
+    req = TrainRequest(data="datasets.h5", config=config, workers=2, store_url="redis://…")
+    settings = engine_settings(req, target, memory_mb)        # stored as config["engine"]
+    req2 = request_from_record(ledger.get_run(run_id))         # the same request, for resume
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+from lambdanet import adapters
+from lambdanet.config import CNNConfig, MLPConfig, parse_config
+from lambdanet.errors import ConfigError
+from lambdanet.ports.ledger import RunRecord
+
+DEFAULT_ROUND_SECONDS = 300.0
+DEFAULT_MAX_RETRIES = 3
+DEFAULT_COLLECTIVE_TIMEOUT_S = 60.0
+DEFAULT_CHECKPOINT_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    data: str  # path/URL of the data set
+    config: MLPConfig | CNNConfig
+    model_name: str = "itsacat"
+    workers: int = 1
+    strategy: str = "neuron"  # "neuron" | "data" (CNN: "data")
+    store_url: str = "memory://"
+    executor: str = "local"  # "local" | "process" | "lithops"
+    epochs_per_round: int | None = None  # None: the strategy's default (min(epochs, 1000) for MLPs)
+    round_seconds: float = DEFAULT_ROUND_SECONDS  # seconds budget per round, below any function limit
+    max_retries: int = DEFAULT_MAX_RETRIES
+    collective_timeout_s: float = DEFAULT_COLLECTIVE_TIMEOUT_S
+    checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS  # in-round checkpoints bound a fault's loss
+    lambda_memory_mb: int | None = None  # for the cost estimate; None: $LAMBDANET_LAMBDA_MEMORY_MB or 2048
+
+
+class ProgressSink(Protocol):
+    def start(self, total_epochs: int, done_epochs: int) -> None: ...
+
+    def update(self, epoch: int, cost: float) -> None:
+        """``epoch`` is 1-based (the number of epochs done)."""
+
+    def finish(self) -> None: ...
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    status: str
+    epochs_run: int
+    final_cost: float | None
+    train_accuracy: float | None
+    test_accuracy: float | None
+    wall_seconds: float
+    model: str | None
+    workers: int
+    strategy: str
+    rounds: int
+    retries: int
+    store_bytes: int
+    worker_calls: int
+    worker_seconds: float
+    estimated_cost_usd: float
+    stop_reason: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def new_run_id() -> str:
+    return time.strftime("r-%Y%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(3)
+
+
+def safe_url(url: str) -> str:
+    """``url`` with its secrets redacted, or exactly ``url`` when it has none (so that a stored
+    ``memory://`` or ``redis://host:6379/0`` can be reopened on resume)."""
+    redacted = adapters.redact(url)
+    return redacted if "***" in redacted else url
+
+
+def engine_settings(req: TrainRequest, target: str, memory_mb: int) -> dict[str, Any]:
+    """The run's engine settings as recorded in ``config["engine"]`` (no secrets)."""
+    return {
+        "workers": req.workers, "strategy": req.strategy, "strategy_target": target,
+        "store_url": safe_url(req.store_url), "executor": req.executor,
+        "epochs_per_round": req.epochs_per_round, "round_seconds": req.round_seconds,
+        "max_retries": req.max_retries, "collective_timeout_s": req.collective_timeout_s,
+        "checkpoint_seconds": req.checkpoint_seconds, "lambda_memory_mb": memory_mb,
+        "model_name": req.model_name,
+    }
+
+
+def request_from_record(rec: RunRecord, *, store_url: str | None = None, executor: str | None = None) -> TrainRequest:
+    """The request a run was started with, from its ledger record (``store_url``/``executor``
+    override the recorded ones; a recorded store URL with a redacted password needs ``store_url``)."""
+    cfg = dict(rec.config)
+    engine = dict(cfg.pop("engine", {}) or {})
+    config = parse_config(cfg, source=f"run {rec.run_id} config")
+    url = store_url or engine.get("store_url", "memory://")
+    if "***" in url:
+        raise ConfigError(f"run {rec.run_id} used a store with a password ({url}); pass the full URL "
+                          f"with --store to resume it")
+    return TrainRequest(
+        data=rec.data, config=config,
+        model_name=engine.get("model_name") or (rec.model or "model").split(":")[0],
+        workers=int(engine.get("workers", 1)), strategy=engine.get("strategy", "neuron"), store_url=url,
+        executor=executor or engine.get("executor", "local"), epochs_per_round=engine.get("epochs_per_round"),
+        round_seconds=float(engine.get("round_seconds", DEFAULT_ROUND_SECONDS)),
+        max_retries=int(engine.get("max_retries", DEFAULT_MAX_RETRIES)),
+        collective_timeout_s=float(engine.get("collective_timeout_s", DEFAULT_COLLECTIVE_TIMEOUT_S)),
+        checkpoint_seconds=float(engine.get("checkpoint_seconds", DEFAULT_CHECKPOINT_SECONDS)),
+        lambda_memory_mb=engine.get("lambda_memory_mb"),
+    )

@@ -1,0 +1,388 @@
+"""One run driven round by round under the run's lease — the control loop that ``lambdanet train``
+runs in one process and that the durable Lambda driver runs as one durable step per round.
+
+Usage::
+
+    session = RunSession.open(services, run_id, DriverIdentity.local())   # takes the run's lease
+    try:
+        while not session.next_round().finished:   # a laptop loops; a durable function checkpoints
+            pass                                    # each RoundStep (small JSON) between rounds
+        result = session.finish()                   # accuracies, model version, run completed
+    finally:
+        session.close()                             # releases the lease (never a stale driver's)
+
+``next_round`` renews the lease first (:class:`StaleDriver` when another driver took the run
+over: this one stops and writes nothing more), reads the checkpoint pointer, runs ONE round with
+its retries (:func:`lambdanet.engine.rounds.run_round`), then commits it: the epoch rows in one
+ledger call, the notifications, the progress sink, a checkpoint and the metrics. It always
+advances from the pointer, so a step re-run after a killed invocation trains the round after
+whatever was really committed; training is deterministic per epoch (mini-batches are seeded by
+the epoch), so the final weights do not depend on where rounds or invocations were cut.
+
+**Who drives.** A :class:`DriverIdentity` names the holder (one process, or one invocation of a
+durable execution) and its execution. Taking the lease over succeeds from an expired lease,
+from an earlier invocation of the same execution (a replay) and from a local process that is
+gone (same host, dead pid); any other live owner means :class:`LeaseHeld`. The new owner also
+aborts the previous owner's in-flight round attempt, so its workers stop at their next collective.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import socket
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from lambdanet import adapters
+from lambdanet.engine import checkpoints
+from lambdanet.engine.accounting import Accounting, default_memory_mb
+from lambdanet.engine.requests import ProgressSink, RunResult, TrainRequest, request_from_record
+from lambdanet.engine.rounds import STARTUP_GRACE_S, RoundFailed, RoundPlan, run_round
+from lambdanet.engine.strategies import load_strategy, strategy_path
+from lambdanet.engine.strategies.base import State
+from lambdanet.engine.worker import attempt_prefix, fence_key
+from lambdanet.errors import (
+    ConfigError,
+    LambdanetError,
+    LeaseHeld,
+    RunFailed,
+    StaleDriver,
+    UserInputError,
+)
+from lambdanet.ports.executor import Executor
+from lambdanet.ports.ledger import EpochRow, Lease
+from lambdanet.ports.tensorstore import TensorStore
+from lambdanet.services import Services
+
+
+@dataclass(frozen=True)
+class DriverIdentity:
+    """Who is driving: ``holder`` is unique per process / invocation; ``execution`` is shared by
+    the invocations of one durable execution (a replay may take over from its own earlier one)."""
+
+    holder: str
+    execution: str
+
+    @classmethod
+    def local(cls) -> DriverIdentity:
+        holder = f"local:{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        return cls(holder, holder)
+
+    @classmethod
+    def invocation(cls, execution: str) -> DriverIdentity:
+        return cls(f"{execution}/{secrets.token_hex(4)}", execution)
+
+
+def _dead_local_holder(holder: str) -> bool:
+    """True when ``holder`` is a ``local:`` driver of this host whose process is gone."""
+    parts = holder.split(":")
+    if len(parts) != 4 or parts[0] != "local" or parts[1] != socket.gethostname():
+        return False
+    try:
+        pid = int(parts[2])
+    except ValueError:
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+@dataclass(frozen=True)
+class RoundStep:
+    """What one committed round leaves behind (the durable step's checkpointed result)."""
+
+    round: int
+    epochs_done: int
+    epochs: int
+    finished: bool
+    seconds: float
+    stop_reason: str | None = None
+    last_cost: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RoundStep:
+        return cls(**data)
+
+
+def round_timeout(req: TrainRequest) -> float:
+    """How long one attempt of a round may take, start-up included."""
+    return req.round_seconds + 2 * req.collective_timeout_s + STARTUP_GRACE_S
+
+
+def lease_ttl(req: TrainRequest) -> float:
+    """A lease outlives every attempt of one round: renewed at each round, it lapses only when
+    its driver is gone."""
+    return (req.max_retries + 1) * round_timeout(req) + 60.0
+
+
+def open_executor(name: str, store_url: str, given: Executor | None = None) -> Executor:
+    ex = given if given is not None else adapters.open_executor(name)
+    if adapters.scheme_of(store_url) == "memory" and not getattr(ex, "in_process", False):
+        raise ConfigError(f"memory:// lives in one process; use --store redis://… with the {ex.name} "
+                          f"executor (or --executor local)")
+    return ex
+
+
+class RunSession:
+    """Drives one run under its lease; see the module docstring."""
+
+    def __init__(self, services: Services, run_id: str, req: TrainRequest, target: str, strategy: Any,
+                 executor: Executor, lease: Lease, *, own_executor: bool, progress: ProgressSink | None = None,
+                 faults: list[dict[str, Any]] | None = None, retry_backoff_s: float = 0.5,
+                 acc: Accounting | None = None, started_at: float | None = None) -> None:
+        self.services, self.run_id, self.req = services, run_id, req
+        self.target, self.strategy, self.executor = target, strategy, executor
+        self.lease = lease
+        self.own_executor = own_executor
+        self.progress = progress
+        self.acc = acc or Accounting(memory_mb=req.lambda_memory_mb or default_memory_mb())
+        self.t0 = started_at or time.time()
+        self.stale = False
+        self._store: TensorStore | None = None
+        self._state: State | None = None  # the last round's merged state (saves a read at finish)
+        self._progress_started = False
+        self.plan = RoundPlan(
+            run_id=run_id, workers=req.workers, strategy=strategy, strategy_target=target, config=req.config,
+            config_json=req.config.model_dump(), store_url=req.store_url, objects_url=services.objects.url,
+            round_seconds=req.round_seconds, collective_timeout_s=req.collective_timeout_s,
+            checkpoint_seconds=req.checkpoint_seconds, max_retries=req.max_retries, faults=list(faults or []),
+            retry_backoff_s=retry_backoff_s,
+        )
+
+    # ---- opening -------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, services: Services, run_id: str, identity: DriverIdentity, *, store_url: str | None = None,
+             executor_name: str | None = None, executor: Executor | None = None,
+             progress: ProgressSink | None = None, faults: list[dict[str, Any]] | None = None,
+             retry_backoff_s: float = 0.5, since_created: bool = False) -> RunSession:
+        """Take the lease of ``run_id`` (created by :meth:`Driver.start`) and get ready to drive it.
+        ``since_created``: report the wall time since the run started (a durable execution that
+        spans invocations) rather than since this call."""
+        ledger = services.ledger
+        rec = ledger.get_run(run_id)
+        if rec.status == "completed":
+            raise UserInputError(f"run {run_id} already completed (model {rec.model}); nothing to resume")
+        req = request_from_record(rec, store_url=store_url, executor=executor_name)
+        engine = dict(rec.config.get("engine") or {})
+        target = engine.get("strategy_target") or strategy_path(req.config.kind, req.strategy)
+        ex = open_executor(req.executor, req.store_url, executor)
+        strategy = load_strategy(target)
+        lease, previous = cls._acquire(services, run_id, identity, lease_ttl(req))
+        acc = Accounting.from_metrics(rec.metrics, req.lambda_memory_mb or default_memory_mb())
+        session = cls(services, run_id, req, target, strategy, ex, lease, own_executor=executor is None,
+                      progress=progress, faults=faults, retry_backoff_s=retry_backoff_s, acc=acc,
+                      started_at=(rec.started_at if since_created else None))
+        try:
+            session._prepare(previous)
+        except BaseException:
+            session.close(cleanup=False)
+            raise
+        return session
+
+    @staticmethod
+    def _acquire(services: Services, run_id: str, identity: DriverIdentity,
+                 ttl: float) -> tuple[Lease, Lease | None]:
+        """The lease, and the one it replaced (None when there was none or it was ours)."""
+        ledger = services.ledger
+        previous = ledger.get_lease(run_id)
+        steal = previous.holder if previous is not None and _dead_local_holder(previous.holder) else None
+        lease = ledger.acquire_lease(run_id, identity.holder, identity.execution, ttl, steal_from=steal)
+        replaced = previous if previous is not None and previous.holder != identity.holder else None
+        return lease, replaced
+
+    def _prepare(self, previous: Lease | None) -> None:
+        objects, run_id = self.services.objects, self.run_id
+        if checkpoints.read_pointer(objects, run_id) is None:  # killed between create and the first checkpoint
+            if not objects.exists(checkpoints.data_key(run_id)):
+                raise RunFailed(f"run {run_id} has no data or checkpoint in {objects.url}; start a new run")
+            dataset = checkpoints.read_data(objects, run_id)
+            checkpoints.write_checkpoint(objects, run_id, 0, 0, self.strategy.initial_state(self.req.config, dataset))
+        if previous is not None:  # a replaced driver's workers stop at their next collective
+            self._abort_previous_attempt(previous)
+        self.services.ledger.update_run(run_id, status="running", error=None, stop_reason=None, ended_at=None)
+
+    def _abort_previous_attempt(self, previous: Lease) -> None:
+        from lambdanet.engine import collectives
+
+        abort = getattr(collectives, "abort_attempt", None)
+        if abort is None:
+            return
+        store = self.store
+        with contextlib.suppress(KeyError, LambdanetError):
+            fence = store.get(fence_key(self.run_id))
+            prefix = attempt_prefix(self.run_id, int(fence[0]), int(fence[1]))
+            abort(store, prefix, f"driver {previous.holder} was replaced by {self.lease.holder}", self.req.workers)
+
+    @property
+    def store(self) -> TensorStore:
+        if self._store is None:
+            self._store = adapters.open_store(self.req.store_url)
+        return self._store
+
+    # ---- the loop ------------------------------------------------------------------------------
+    def _notify(self, subject: str, message: str, **fields: Any) -> None:
+        with contextlib.suppress(LambdanetError):  # a lost notification never fails a run
+            self.services.notifier.notify(subject, message, **fields)
+
+    def _renew(self) -> None:
+        try:
+            self.lease = self.services.ledger.renew_lease(self.run_id, self.lease, lease_ttl(self.req))
+        except StaleDriver:
+            self.stale = True
+            raise
+
+    def next_round(self) -> RoundStep:
+        """Run and commit the next round (see the module docstring); a finished run returns at once."""
+        req, config, run_id = self.req, self.req.config, self.run_id
+        ledger, objects = self.services.ledger, self.services.objects
+        pointer = checkpoints.read_pointer(objects, run_id)
+        assert pointer is not None
+        done, rnd = int(pointer["epochs_done"]), int(pointer["round"])
+        stop: str | None = pointer.get("stop_reason")
+        if done >= config.epochs or stop is not None:
+            return RoundStep(rnd, done, config.epochs, True, 0.0, stop, pointer.get("last_cost"))
+        self._renew()
+        if self.progress is not None and not self._progress_started:
+            self.progress.start(config.epochs, done)
+            self._progress_started = True
+        t0 = time.perf_counter()
+        rnd += 1
+        per_round = req.epochs_per_round or self.strategy.default_epochs_per_round(config)
+        end = min(config.epochs, done + per_round)
+        retry_log: list[dict[str, Any]] = []
+
+        def on_retry(r: int, attempt: int, reason: str, from_epoch: int | None = None) -> None:
+            retry_log.append({"round": r, "attempt": attempt, "reason": reason,
+                              "from_epoch": done if from_epoch is None else from_epoch})
+            self._notify("Training retry", f"Round {r} attempt {attempt} failed: {reason}; retrying from epoch "
+                         f"{retry_log[-1]['from_epoch']}", run_id=run_id, event="retry", round=r)
+
+        try:
+            res = run_round(self.plan, rnd, pointer["file"], done, end, executor=self.executor, store=self.store,
+                            ledger=ledger, acc=self.acc, on_retry=on_retry)
+        except RoundFailed as exc:
+            self._fail(rnd, done, exc, retry_log)
+        self._renew()  # a driver replaced while its round ran commits nothing
+        acc = self.acc
+        acc.rounds += 1
+        acc.sync_seconds += res.sync_seconds
+        extras = res.extras + [{}] * (len(res.costs) - len(res.extras))
+        lr = float(getattr(config, "learning_rate", 0.0))
+        rows = [EpochRow(run_id, done + i + 1, c, lr, s, {"round": rnd, **extras[i]})
+                for i, (c, s) in enumerate(zip(res.costs, res.seconds, strict=True))]
+        ledger.upsert_epochs(run_id, rows)  # one ledger call per round
+        for row in rows:
+            if row.epoch % config.report_every == 0:
+                self._notify("Training update!", f"Training update! Cost after epoch {row.epoch} = "
+                             f"{row.cost:.6f}", run_id=run_id, event="progress", epoch=row.epoch, cost=row.cost)
+            if self.progress is not None:
+                self.progress.update(row.epoch, row.cost)
+        done += len(rows)
+        last_cost = rows[-1].cost if rows else pointer.get("last_cost")
+        self._state = res.state
+        checkpoints.write_checkpoint(objects, run_id, rnd, done, res.state, stop_reason=res.stop_reason,
+                                     last_cost=last_cost)
+        ledger.update_run(run_id, metrics={**acc.to_metrics(), "epochs_done": done,
+                                           **self._retry_metrics(retry_log)})
+        finished = done >= config.epochs or res.stop_reason is not None
+        return RoundStep(rnd, done, config.epochs, finished, round(time.perf_counter() - t0, 4),
+                         res.stop_reason, last_cost)
+
+    def _retry_metrics(self, retry_log: list[dict[str, Any]]) -> dict[str, Any]:
+        if not retry_log:
+            return {}
+        old = self.services.ledger.get_run(self.run_id).metrics.get("retry_log") or []
+        return {"retry_log": [*old, *retry_log]}
+
+    def _fail(self, rnd: int, done: int, exc: RoundFailed, retry_log: list[dict[str, Any]]) -> None:
+        reason = f"round {rnd} failed after {exc.attempts} attempt(s): {exc.reason}"
+        self.services.ledger.update_run(self.run_id, status="failed", stop_reason="error", error=reason,
+                                        ended_at=time.time(), metrics={**self.acc.to_metrics(), "epochs_done": done,
+                                                                       **self._retry_metrics(retry_log)})
+        self._notify("Training Failed!", f"Training Failed! Run {self.run_id}: {reason}. Resume with "
+                     f"`lambdanet resume {self.run_id}`", run_id=self.run_id, event="failed", error=reason)
+        raise RunFailed(f"run {self.run_id} failed: {reason}; resume with `lambdanet resume {self.run_id}`") from exc
+
+    def mark_interrupted(self) -> None:
+        ledger = self.services.ledger
+        with contextlib.suppress(LambdanetError):
+            done = int((checkpoints.read_pointer(self.services.objects, self.run_id) or {}).get("epochs_done", 0))
+            ledger.update_run(self.run_id, status="interrupted", stop_reason="interrupted", ended_at=time.time(),
+                              metrics={**self.acc.to_metrics(), "epochs_done": done})
+
+    def mark_failed(self, reason: str) -> None:
+        with contextlib.suppress(LambdanetError):
+            self.services.ledger.update_run(self.run_id, status="failed", stop_reason="error", error=reason,
+                                            ended_at=time.time())
+
+    # ---- the end -------------------------------------------------------------------------------
+    def finish(self) -> RunResult:
+        """Register the model, mark the run completed, notify; the run's lease is still held."""
+        self._renew()
+        services, config, run_id, req, acc = self.services, self.req.config, self.run_id, self.req, self.acc
+        objects = services.objects
+        pointer = checkpoints.read_pointer(objects, run_id)
+        assert pointer is not None
+        state = self._state if self._state is not None else checkpoints.read_state(objects, pointer["file"])
+        dataset = checkpoints.read_data(objects, run_id)
+        fin = self.strategy.finish(config, state, dataset)
+        stop_reason = pointer.get("stop_reason") or "epoch_limit"
+        last_cost = pointer.get("last_cost")
+        done = int(pointer["epochs_done"])
+        metrics = {"train_accuracy": fin.train_accuracy, "test_accuracy": fin.test_accuracy, "final_cost": last_cost}
+        mv = services.registry.register(req.model_name, fin.weights,
+                                        {**fin.metadata, "metrics": metrics, "run_id": run_id})
+        model = f"{mv.name}:{mv.version}"
+        services.ledger.update_run(run_id, status="completed", stop_reason=stop_reason, model=model,
+                                   ended_at=time.time(), error=None,
+                                   metrics={**metrics, **acc.to_metrics(), "epochs_done": done})
+        if stop_reason == "threshold":
+            msg = (f"Training stopped early at epoch {done}: cost {last_cost:.6f} <= threshold "
+                   f"{config.threshold}. Final Cost = {last_cost:.6f}")
+            self._notify("Training stopped early", msg, run_id=run_id, event="early_stop", cost=last_cost)
+        cost_text = f"{last_cost:.6f}" if last_cost is not None else "n/a"
+        self._notify("Training Completed Successfully!", f"Training Completed Successfully! Final Cost = "
+                     f"{cost_text}", run_id=run_id, event="completed", cost=last_cost, model=model)
+        return RunResult(
+            run_id=run_id, status="completed", epochs_run=done, final_cost=last_cost,
+            train_accuracy=fin.train_accuracy, test_accuracy=fin.test_accuracy,
+            wall_seconds=round(time.time() - self.t0, 3), model=model, workers=req.workers, strategy=req.strategy,
+            rounds=acc.rounds, retries=acc.retries, store_bytes=acc.store_bytes, worker_calls=acc.worker_calls,
+            worker_seconds=round(acc.worker_seconds, 3), estimated_cost_usd=acc.estimated_cost_usd(),
+            stop_reason=stop_reason,
+        )
+
+    def close(self, *, cleanup: bool = True) -> None:
+        """Release what this session holds. A stale driver (taken over) touches nothing of the run;
+        ``cleanup=False`` keeps the run's store keys (a durable invocation handing off mid-run)."""
+        if self.progress is not None and self._progress_started:
+            self.progress.finish()
+            self._progress_started = False
+        if not self.stale:
+            if cleanup:
+                with contextlib.suppress(LambdanetError):
+                    self.store.delete_prefix(f"ln:{self.run_id}:")
+            with contextlib.suppress(LambdanetError):
+                self.services.ledger.release_lease(self.run_id, self.lease)
+        if self._store is not None:
+            with contextlib.suppress(LambdanetError):
+                self._store.close()
+            self._store = None
+        if self.own_executor:
+            with contextlib.suppress(Exception):
+                self.executor.close()
+
+
+__all__ = ["DriverIdentity", "LeaseHeld", "RoundStep", "RunSession"]
