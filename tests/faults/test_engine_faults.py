@@ -84,8 +84,9 @@ class DuplicatingExecutor:
         self.inner = inner
         self.in_process = getattr(inner, "in_process", False)
 
-    def run(self, fn: WorkerFunction, specs: list[dict[str, Any]], timeout_s: float) -> list[CallOutcome]:
-        return self.inner.run(fn, specs + [dict(s) for s in specs], timeout_s)
+    def run(self, fn: WorkerFunction, specs: list[dict[str, Any]], timeout_s: float,
+            on_failure: Any = None) -> list[CallOutcome]:
+        return self.inner.run(fn, specs + [dict(s) for s in specs], timeout_s, on_failure=on_failure)
 
     def close(self) -> None:
         self.inner.close()

@@ -115,10 +115,16 @@ class Duplicating:
         self.stale = 0
         self.stale_refused = 0
 
-    def run(self, fn: Any, specs: list[dict[str, Any]], timeout_s: float) -> list[CallOutcome]:
+    def run(self, fn: Any, specs: list[dict[str, Any]], timeout_s: float,
+            on_failure: Any = None) -> list[CallOutcome]:
         twice = [json.loads(json.dumps(s)) for s in self.rng.sample(specs, self.rng.randint(1, len(specs)))]
         replay = self.previous
-        outcomes = self.inner.run(fn, [*specs, *twice, *replay], timeout_s)
+
+        def current_only(o: CallOutcome) -> None:  # a refused replay of an old attempt is no failure of this one
+            if on_failure is not None and "StaleAttempt" not in (o.error or ""):
+                on_failure(o)
+
+        outcomes = self.inner.run(fn, [*specs, *twice, *replay], timeout_s, on_failure=current_only)
         n = len(specs) + len(twice)
         self.duplicates += len(twice)
         self.stale += len(replay)

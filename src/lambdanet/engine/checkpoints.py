@@ -8,6 +8,10 @@ Layout::
     runs/<run_id>/checkpoint.json                   the pointer, written after the file:
         {"round": 3, "epochs_done": 3000, "file": "runs/…/round-00003.safetensors",
          "stop_reason": null, "last_cost": 0.093}
+    runs/<run_id>/checkpoints/round-00004-e0003412.safetensors
+                                                    an in-round checkpoint a retry of round 4 starts
+                                                    from (written by the driver, never named by the
+                                                    pointer; pruned with the other files)
 
 A checkpoint is visible only once its pointer names it, so a driver killed while writing one
 leaves the previous checkpoint in force. Older checkpoint files are deleted (the last two
@@ -51,6 +55,11 @@ def pointer_key(run_id: str) -> str:
 
 def checkpoint_key(run_id: str, round_no: int) -> str:
     return f"runs/{run_id}/checkpoints/round-{round_no:05d}.safetensors"
+
+
+def in_round_key(run_id: str, round_no: int, epochs_done: int) -> str:
+    """The file of an in-round checkpoint of round ``round_no`` after ``epochs_done`` epochs."""
+    return f"runs/{run_id}/checkpoints/round-{round_no:05d}-e{epochs_done:07d}.safetensors"
 
 
 def open_objects(url: str) -> ObjectStore:
@@ -136,6 +145,15 @@ def write_checkpoint(objects: ObjectStore, run_id: str, round_no: int, epochs_do
         with contextlib.suppress(ObjectNotFound):
             objects.delete(old)
     return pointer
+
+
+def write_state(objects: ObjectStore, key: str, state: State) -> str:
+    """Write ``state`` as the checkpoint file ``key`` WITHOUT moving the run's pointer (an in-round
+    checkpoint a retry starts from); returns ``key``."""
+    objects.put(key, st_save({k: np.ascontiguousarray(v) for k, v in state.items()}))
+    with _LOCK:
+        _STATES[(objects.url, key)] = state
+    return key
 
 
 def read_state(objects: ObjectStore, key: str) -> State:

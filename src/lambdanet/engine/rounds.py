@@ -21,14 +21,17 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from lambdanet.engine import checkpoints, round_checkpoints
 from lambdanet.engine.accounting import Accounting
+from lambdanet.engine.collectives import abort_attempt, abort_reason
 from lambdanet.engine.worker import attempt_prefix, attempts_key, fence_key, out_key, run_worker
-from lambdanet.errors import EngineError, Unavailable, WorkerFailed
+from lambdanet.errors import AttemptAborted, EngineError, LambdanetError, Unavailable, WorkerFailed
 from lambdanet.ports.executor import CallOutcome, Executor
 from lambdanet.ports.ledger import CallRow, Ledger
 from lambdanet.ports.tensorstore import TensorStore
@@ -75,6 +78,8 @@ class RoundResult:
     attempts: int
     sync_seconds: float
     extras: list[dict[str, Any]] = field(default_factory=list)  # worker 0's per-epoch extras
+    # one entry per failed attempt: {"round", "attempt", "reason", "from_epoch"} (where the retry began)
+    retries: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _fault_for(plan: RoundPlan, rnd: int, attempt: int, worker: int) -> dict[str, Any] | None:
@@ -95,7 +100,7 @@ def _specs(plan: RoundPlan, rnd: int, attempt: int, checkpoint: str, start: int,
             "strategy": plan.strategy_target, "config": plan.config_json, "store_url": plan.store_url,
             "objects_url": plan.objects_url, "checkpoint": checkpoint, "start_epoch": start,
             "end_epoch": end, "round_seconds": plan.round_seconds,
-            "collective_timeout_s": plan.collective_timeout_s,
+            "collective_timeout_s": plan.collective_timeout_s, "checkpoint_seconds": plan.checkpoint_seconds,
         }
         fault = _fault_for(plan, rnd, try_no, k)
         if fault is not None:
@@ -104,12 +109,29 @@ def _specs(plan: RoundPlan, rnd: int, attempt: int, checkpoint: str, start: int,
     return specs
 
 
-def _check(outcomes: list[CallOutcome], workers: int) -> dict[int, dict[str, Any]]:
-    """The result of every worker, or WorkerFailed with the first reason."""
+def _echo(o: CallOutcome) -> bool:
+    """A call that stopped because a peer failed first (its error repeats the peer's reason)."""
+    return (o.error or "").startswith(AttemptAborted.__name__)
+
+
+def failure_reason(outcomes: list[CallOutcome], aborted: str | None) -> str | None:
+    """The failure of an attempt in one line naming the worker that failed FIRST and how
+    (``"worker 3: exit code -9"``): the abort reason when the attempt was aborted, else the first
+    failed call that is not an :class:`AttemptAborted` echo; None when every call succeeded."""
     failed = [o for o in outcomes if not o.ok]
-    if failed:
-        o = failed[0]
-        raise WorkerFailed(f"worker {o.worker} failed: {o.error}")
+    if not failed:
+        return None
+    if aborted:
+        return aborted
+    first = next((o for o in failed if not _echo(o)), failed[0])
+    return f"worker {first.worker}: {first.error}"
+
+
+def _check(outcomes: list[CallOutcome], workers: int, aborted: str | None = None) -> dict[int, dict[str, Any]]:
+    """The result of every worker, or WorkerFailed with the first reason."""
+    reason = failure_reason(outcomes, aborted)
+    if reason is not None:
+        raise WorkerFailed(reason)
     results: dict[int, dict[str, Any]] = {}
     for o in outcomes:
         res = o.result or {}
@@ -124,12 +146,75 @@ def _check(outcomes: list[CallOutcome], workers: int) -> dict[int, dict[str, Any
     return results
 
 
+def _aborter(store: TensorStore, prefix: str, workers: int) -> Callable[[CallOutcome], None]:
+    """The executor's ``on_failure``: the first failed call aborts the attempt for its peers."""
+
+    def on_failure(o: CallOutcome) -> None:
+        if _echo(o):
+            return  # a peer's abort echoed: the attempt is aborted already
+        with contextlib.suppress(Exception):  # called from an executor thread: never raise there
+            abort_attempt(store, prefix, f"worker {o.worker}: {o.error}", workers)
+
+    return on_failure
+
+
+@dataclass
+class _Progress:
+    """Where a round stands across its attempts: the checkpoint to start from and the per-epoch
+    figures of the epochs before it (from in-round checkpoints)."""
+
+    checkpoint: str
+    epoch: int
+    costs: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    extras: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _advance(plan: RoundPlan, rnd: int, start: int, progress: _Progress, store: TensorStore) -> None:
+    """Move ``progress`` to the round's newest complete in-round checkpoint, if it is newer: merge
+    its shards, write them as a checkpoint object (the run's pointer does not move) and take over
+    the per-epoch figures it holds. Any failure leaves ``progress`` as it was."""
+    try:
+        ck = round_checkpoints.read_latest(store, plan.run_id, rnd, plan.workers)
+        if ck is None or ck.epochs <= progress.epoch or not start <= ck.start_epoch <= progress.epoch:
+            return
+        keep = ck.start_epoch - start
+        if keep > len(progress.costs) or len(ck.costs) != ck.epochs - ck.start_epoch:
+            return
+        state = plan.strategy.merge(plan.config, ck.shards)
+        objects = checkpoints.open_objects(plan.objects_url)
+        key = checkpoints.write_state(objects, checkpoints.in_round_key(plan.run_id, rnd, ck.epochs), state)
+    except (LambdanetError, KeyError, ValueError):
+        return
+    progress.checkpoint, progress.epoch = key, ck.epochs
+    progress.extras = _pad(progress.extras[:keep], keep) + _pad(ck.extras, len(ck.costs))
+    progress.costs = progress.costs[:keep] + ck.costs
+    progress.seconds = progress.seconds[:keep] + ck.seconds
+
+
+def _pad(extras: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    return extras[:n] + [{}] * (n - len(extras))
+
+
 def run_round(plan: RoundPlan, rnd: int, checkpoint: str, start: int, end: int, *, executor: Executor,
               store: TensorStore, ledger: Ledger, acc: Accounting,
               on_retry: Any = None) -> RoundResult:
-    """Run round ``rnd`` (epochs ``start … end-1``) from ``checkpoint``; retries included."""
+    """Run round ``rnd`` (epochs ``start … end-1``) from ``checkpoint``; retries included (each
+    from the newest in-round checkpoint). ``on_retry(round, attempt, reason, from_epoch)``."""
+    try:
+        return _run_round(plan, rnd, checkpoint, start, end, executor=executor, store=store, ledger=ledger,
+                          acc=acc, on_retry=on_retry)
+    finally:
+        with contextlib.suppress(Unavailable):
+            round_checkpoints.delete_round(store, plan.run_id, rnd)
+
+
+def _run_round(plan: RoundPlan, rnd: int, checkpoint: str, start: int, end: int, *, executor: Executor,
+               store: TensorStore, ledger: Ledger, acc: Accounting, on_retry: Any) -> RoundResult:
     timeout = plan.round_seconds + 2 * plan.collective_timeout_s + STARTUP_GRACE_S
     reason = ""
+    progress = _Progress(checkpoint, start)
+    retries: list[dict[str, Any]] = []
     for i in range(plan.max_retries + 1):
         prefix: str | None = None
         attempt = i
@@ -140,7 +225,8 @@ def run_round(plan: RoundPlan, rnd: int, checkpoint: str, start: int, end: int, 
             attempt = store.incr(attempts_key(plan.run_id)) - 1
             prefix = attempt_prefix(plan.run_id, rnd, attempt)
             store.put(fence_key(plan.run_id), np.array([rnd, attempt], dtype=np.int64))
-            outcomes = executor.run(run_worker, _specs(plan, rnd, attempt, checkpoint, start, end, i), timeout)
+            specs = _specs(plan, rnd, attempt, progress.checkpoint, progress.epoch, end, i)
+            outcomes = executor.run(run_worker, specs, timeout, on_failure=_aborter(store, prefix, plan.workers))
             for o in outcomes:
                 acc.add_call(o.seconds)
                 if o.ok and o.result:
@@ -150,7 +236,11 @@ def run_round(plan: RoundPlan, rnd: int, checkpoint: str, start: int, end: int, 
                     CallRow(plan.run_id, rnd, attempt, o.worker, o.started_at, o.ended_at, o.ok, o.error)
                     for o in outcomes if not (o.ok and (o.result or {}).get("duplicate"))
                 ])
-            results = _check(outcomes, plan.workers)
+            aborted: str | None = None
+            if any(not o.ok for o in outcomes):
+                with contextlib.suppress(Unavailable):
+                    aborted = abort_reason(store, prefix)
+            results = _check(outcomes, plan.workers, aborted)
             shards: list[State] = []
             for k in range(plan.workers):
                 names = list(results[k].get("shard_keys", []))
@@ -159,19 +249,25 @@ def run_round(plan: RoundPlan, rnd: int, checkpoint: str, start: int, end: int, 
             state = plan.strategy.merge(plan.config, shards)
             first = results[0]
             stops = {res.get("stop_reason") for res in results.values()}
+            costs = list(first["costs"])
+            extras = list(first.get("extras") or [])
             return RoundResult(
-                costs=list(first["costs"]), seconds=list(first["seconds"]),
+                costs=progress.costs + costs, seconds=progress.seconds + list(first["seconds"]),
                 stop_reason="threshold" if "threshold" in stops else None, state=state,
                 attempts=i + 1,
                 sync_seconds=max(float(res.get("sync_seconds", 0.0)) for res in results.values()),
-                extras=list(first.get("extras") or []),
+                extras=_pad(progress.extras, len(progress.costs)) + _pad(extras, len(costs)) if progress.costs
+                else extras,
+                retries=retries,
             )
         except (EngineError, Unavailable, KeyError) as exc:
             reason = str(exc) if not isinstance(exc, KeyError) else f"missing store key {exc}"
             if i < plan.max_retries:
                 acc.retries += 1
+                _advance(plan, rnd, start, progress, store)
+                retries.append({"round": rnd, "attempt": attempt, "reason": reason, "from_epoch": progress.epoch})
                 if on_retry is not None:
-                    on_retry(rnd, attempt, reason)
+                    on_retry(rnd, attempt, reason, progress.epoch)
                 time.sleep(min(plan.retry_backoff_s * 2**i, 10.0))
         finally:
             if prefix is not None:

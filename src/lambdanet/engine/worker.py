@@ -7,13 +7,24 @@ spec is plain JSON::
      "strategy": "lambdanet.engine.strategies.neuron:NeuronStrategy",
      "config": {…MLPConfig…}, "store_url": "redis://…", "objects_url": "/…/objects",
      "checkpoint": "runs/r-…/checkpoints/round-00002.safetensors",
-     "start_epoch": 2000, "end_epoch": 3000, "round_seconds": 300, "collective_timeout_s": 60}
+     "start_epoch": 2000, "end_epoch": 3000, "round_seconds": 300, "collective_timeout_s": 60,
+     "checkpoint_seconds": 2.0}
 
 Steps: check the run's fence (``ln:{run}:fence`` must hold this round and attempt, else
 :class:`StaleAttempt`); claim ``{prefix}:claim:w{k}`` with SET-NX — a second delivery of the
 same spec finds the claim taken and returns ``{"duplicate": true}`` without touching anything;
 load the data and the checkpoint (cached per process); run the strategy's round; write the
 shard under ``{prefix}:out:w{k}:{name}`` for the driver; return per-epoch costs and figures.
+
+In-round checkpoints: every ``checkpoint_seconds`` (a collective decision, see
+:class:`~lambdanet.engine.strategies.base.RoundContext`) the worker writes its shard under
+``ln:{run}:{round}:ckpt:…`` (:mod:`lambdanet.engine.round_checkpoints`); a retry of the round
+starts from the newest complete one. ``checkpoint_seconds`` absent or <= 0: none.
+
+Fail fast: when the strategy raises (anything but :class:`AttemptAborted`, which is a peer's
+failure echoed), the worker aborts the attempt with ``"worker k: ExcName: message"``
+(:func:`~lambdanet.engine.collectives.abort_attempt`) before re-raising, so its peers stop at
+their next collective instead of waiting out the collective deadline.
 
 Run as ``python -m lambdanet.engine.worker < spec.json`` it prints the result as JSON.
 A spec field ``fault`` ({"action": "kill"|"raise"|"hang", "after_epochs": N}) is honoured only
@@ -22,6 +33,7 @@ when the environment has ``LAMBDANET_FAULTS=1`` (fault-injection tests).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -33,11 +45,11 @@ import numpy as np
 
 from lambdanet import adapters
 from lambdanet.config import parse_config
-from lambdanet.engine import checkpoints
-from lambdanet.engine.collectives import Collective
+from lambdanet.engine import checkpoints, round_checkpoints
+from lambdanet.engine.collectives import Collective, abort_attempt
 from lambdanet.engine.strategies import load_strategy
-from lambdanet.engine.strategies.base import RoundContext
-from lambdanet.errors import StaleAttempt
+from lambdanet.engine.strategies.base import RoundContext, State
+from lambdanet.errors import AttemptAborted, StaleAttempt
 from lambdanet.ports.tensorstore import TensorStore
 
 _LOCK = threading.Lock()
@@ -96,20 +108,31 @@ def _run(spec: dict[str, Any], store: TensorStore, t_start: float) -> dict[str, 
     if not store.set_if_absent(f"{prefix}:claim:w{k}", str(os.getpid()).encode()):
         return {"worker": k, "duplicate": True}
 
-    objects = checkpoints.open_objects(spec["objects_url"])
-    dataset = checkpoints.read_data(objects, run_id)
-    state = checkpoints.read_state(objects, spec["checkpoint"])
-    strategy = load_strategy(spec["strategy"])
-    config = parse_config(spec["config"], source="worker spec")
-    fault = spec.get("fault") if os.environ.get("LAMBDANET_FAULTS") == "1" else None
-    comm = Collective(store, prefix, k, K, float(spec.get("collective_timeout_s", 60.0)))
-    ctx = RoundContext(config=config, dataset=dataset, state=state, comm=comm,
-                       start_epoch=int(spec["start_epoch"]), end_epoch=int(spec["end_epoch"]),
-                       budget_s=float(spec.get("round_seconds", 300.0)), cache=_run_cache(run_id),
-                       fault=fault)
-    t_train = time.perf_counter()
-    report = strategy.run_round(ctx)
-    t_done = time.perf_counter()
+    try:
+        objects = checkpoints.open_objects(spec["objects_url"])
+        dataset = checkpoints.read_data(objects, run_id)
+        state = checkpoints.read_state(objects, spec["checkpoint"])
+        strategy = load_strategy(spec["strategy"])
+        config = parse_config(spec["config"], source="worker spec")
+        fault = spec.get("fault") if os.environ.get("LAMBDANET_FAULTS") == "1" else None
+        comm = Collective(store, prefix, k, K, float(spec.get("collective_timeout_s", 60.0)))
+
+        def checkpointer(epochs: int, shard: State, info: dict[str, Any]) -> None:
+            round_checkpoints.write(store, run_id, rnd, attempt, k, K, epochs, shard, info)
+
+        ctx = RoundContext(config=config, dataset=dataset, state=state, comm=comm,
+                           start_epoch=int(spec["start_epoch"]), end_epoch=int(spec["end_epoch"]),
+                           budget_s=float(spec.get("round_seconds", 300.0)), cache=_run_cache(run_id),
+                           fault=fault, checkpoint_s=float(spec.get("checkpoint_seconds") or 0.0),
+                           checkpointer=checkpointer)
+        t_train = time.perf_counter()
+        report = strategy.run_round(ctx)
+        t_done = time.perf_counter()
+    except AttemptAborted:
+        raise  # a peer failed first: its reason is the attempt's
+    except Exception as exc:
+        _abort(store, prefix, K, f"worker {k}: {describe(exc)}")
+        raise
 
     for name, arr in report.shard.items():
         store.put(out_key(prefix, k, name), np.asarray(arr))
@@ -123,6 +146,8 @@ def _run(spec: dict[str, Any], store: TensorStore, t_start: float) -> dict[str, 
         "extras": list(getattr(report, "extras", None) or []),
         "shard_keys": sorted(report.shard),
         "sync_seconds": comm.sync_seconds,
+        "checkpoints": ctx.checkpoints,
+        "checkpoint_seconds": ctx.checkpoint_seconds,
         "collectives": comm.calls,
         "setup_seconds": t_train - t_start,
         "train_seconds": t_done - t_train,
@@ -130,6 +155,18 @@ def _run(spec: dict[str, Any], store: TensorStore, t_start: float) -> dict[str, 
         "bytes_out": store.bytes_out,
         "pid": os.getpid(),
     }
+
+
+def describe(exc: BaseException) -> str:
+    """``"ExcName: message"`` on one line (as the executors report a failed call)."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _abort(store: TensorStore, prefix: str, size: int, reason: str) -> None:
+    """Abort the attempt for the peers; never hides the worker's own error."""
+    with contextlib.suppress(Exception):  # the store itself may be what failed: the executor reports the call
+        abort_attempt(store, prefix, reason, size)
 
 
 def main() -> int:

@@ -125,11 +125,21 @@ class TorchDataStrategy:
         model, opt = _model(cfg, ctx.dataset, ctx.state, dev, with_optimizer=True)
         assert opt is not None
         extras: list[dict[str, Any]] = []
+        costs: list[float] = []
+        seconds: list[float] = []
+        epochs = ctx.end_epoch - ctx.start_epoch
 
         def on_epoch(stats: EpochStats) -> None:
             extras.append({"train_accuracy": stats.train_accuracy, "test_accuracy": stats.test_accuracy,
                            "test_loss": stats.test_loss, "images": stats.images, "device": dev.type})
-            ctx.epoch_done(len(extras))
+            costs.append(stats.loss)
+            seconds.append(stats.seconds)
+            done = len(extras)
+            ctx.epoch_done(done)
+            # in-round checkpoint: a collective decision after every epoch (CNN epochs are long); the
+            # state is complete here (BN buffers averaged, the step taken); never after the last epoch
+            if done < epochs and not (cfg.threshold > 0 and stats.loss <= cfg.threshold) and ctx.decide(done, 1)[1]:
+                ctx.save_checkpoint(done, state_arrays(model, opt) if ctx.rank == 0 else {}, costs, seconds, extras)
 
         out = train_epochs(
             model, opt, x, y, cfg, ctx.end_epoch - ctx.start_epoch,

@@ -16,9 +16,15 @@ collectives, retries, accounting) is the same for all of them; a strategy only a
 
 Rules a ``run_round`` follows: every worker calls the same collectives in the same order;
 after each epoch it calls ``ctx.epoch_done(epochs_done)`` (fault injection in tests) and stops
-when ``ctx.out_of_time(epochs_done)`` is True (a collective decision, the same on every worker)
-or when the epoch cost is ``<= threshold`` (threshold > 0) — the cost must be identical on every
-worker, so every worker stops at the same epoch.
+when the round's budget is spent (``ctx.decide(epochs_done)``, a collective decision, the same on
+every worker) or when the epoch cost is ``<= threshold`` (threshold > 0) — the cost must be
+identical on every worker, so every worker stops at the same epoch.
+
+In-round checkpoints: the same ``ctx.decide`` says when ``checkpoint_s`` seconds have passed
+since the last checkpoint — one tiny all-reduce of ``[over_time, checkpoint_due]`` every
+``TIME_CHECK_EVERY`` epochs (K = 1 decides locally, every epoch), so every worker checkpoints at
+the same epoch; then each calls ``ctx.save_checkpoint(epochs_done, shard, costs, seconds)`` with
+the shard its round report would return (see :mod:`lambdanet.engine.round_checkpoints`).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -76,6 +83,12 @@ class RoundContext:
     cache: dict[str, Any] = field(default_factory=dict)  # per process and run (derived data), str keys
     fault: dict[str, Any] | None = None  # test-only fault injection (LAMBDANET_FAULTS=1)
     started: float = field(default_factory=time.monotonic)
+    checkpoint_s: float = 0.0  # in-round checkpoints every this many seconds; <= 0: none
+    # writes one in-round checkpoint: (absolute epochs done, shard, info) — set by the worker
+    checkpointer: Callable[[int, State, dict[str, Any]], Any] | None = None
+    last_checkpoint: float = field(default_factory=time.monotonic)
+    checkpoints: int = 0  # in-round checkpoints written by this worker
+    checkpoint_seconds: float = 0.0  # time spent writing them
 
     @property
     def rank(self) -> int:
@@ -87,12 +100,38 @@ class RoundContext:
 
     def out_of_time(self, epochs_done: int) -> bool:
         """True when the round's seconds budget is spent — on every worker at the same epoch."""
-        over = time.monotonic() - self.started >= self.budget_s
+        return self.decide(epochs_done)[0]
+
+    def decide(self, epochs_done: int, every: int = TIME_CHECK_EVERY) -> tuple[bool, bool]:
+        """(out of time, in-round checkpoint due) — the same on every worker: with K > 1 one tiny
+        all-reduce every ``every`` epochs (else ``(False, False)``), with K = 1 local."""
+        now = time.monotonic()
+        over = now - self.started >= self.budget_s
+        due = (self.checkpointer is not None and self.checkpoint_s > 0
+               and now - self.last_checkpoint >= self.checkpoint_s)
         if self.comm.size == 1:
-            return over
-        if epochs_done % TIME_CHECK_EVERY:
-            return False
-        return self.comm.any_true(over)
+            return over, due
+        if epochs_done % every:
+            return False, False
+        votes = self.comm.all_reduce(np.array([1.0 if over else 0.0, 1.0 if due else 0.0]))
+        return bool(votes[0] > 0), bool(votes[1] > 0)
+
+    def save_checkpoint(self, epochs_done: int, shard: State, costs: list[float], seconds: list[float],
+                        extras: list[dict[str, Any]] | None = None) -> None:
+        """Write this worker's part of the in-round checkpoint after ``epochs_done`` epochs of the
+        round (worker 0 adds the per-epoch costs, seconds and extras so far)."""
+        if self.checkpointer is None:
+            return
+        t0 = time.monotonic()
+        info: dict[str, Any] = {}
+        if self.rank == 0:
+            info = {"start_epoch": self.start_epoch, "epochs": self.start_epoch + epochs_done,
+                    "costs": [float(c) for c in costs], "seconds": [float(s) for s in seconds],
+                    "extras": list(extras or [])}
+        self.checkpointer(self.start_epoch + epochs_done, shard, info)
+        self.last_checkpoint = time.monotonic()
+        self.checkpoints += 1
+        self.checkpoint_seconds += self.last_checkpoint - t0
 
     def epoch_done(self, epochs_done: int) -> None:
         """Hook after every epoch: honours a test fault (kill / raise / hang) for this worker."""

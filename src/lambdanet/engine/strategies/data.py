@@ -77,7 +77,8 @@ class DataStrategy(mlp_common.MLPStrategy):
                 grads = {key: total_buf[offsets[i]:offsets[i + 1]].reshape(params[key].shape)
                          for i, key in enumerate(keys)}
                 optimizer.step(params, grads)
-            stop, go_on = mlp_common.close_epoch(ctx, cfg, epoch, total / len(batches), t0, costs, seconds)
+            stop, go_on = mlp_common.close_epoch(ctx, cfg, epoch, total / len(batches), t0, costs, seconds,
+                                                 lambda: mlp_common.join_state(params, optimizer) if k == 0 else {})
             if not go_on:
                 break
         shard = mlp_common.join_state(params, optimizer) if k == 0 else {}

@@ -8,6 +8,7 @@ State keys: ``param.W1`` … ``param.bL`` and the optimizer's ``opt.t``, ``opt.m
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -116,17 +117,26 @@ def finish(config: MLPConfig, state: State, dataset: Dataset) -> FinishedModel:
 
 
 def close_epoch(ctx: RoundContext, cfg: MLPConfig, epoch: int, cost: float, t0: float,
-                costs: list[float], seconds: list[float]) -> tuple[str | None, bool]:
+                costs: list[float], seconds: list[float],
+                snapshot: Callable[[], State] | None = None) -> tuple[str | None, bool]:
     """Record an epoch's cost and time; return (stop reason, whether the round goes on):
     early stop at ``threshold`` (as nn.reference), or an epoch boundary once the round's
-    seconds budget is spent."""
+    seconds budget is spent. When the round goes on and an in-round checkpoint is due (the
+    same collective decision), write ``snapshot()`` — this worker's shard — as its part."""
     costs.append(cost)
     seconds.append(time.perf_counter() - t0)
     done = len(costs)
     ctx.epoch_done(done)
     if cfg.threshold > 0 and cost <= cfg.threshold:
         return "threshold", False
-    return None, not (epoch + 1 < ctx.end_epoch and ctx.out_of_time(done))
+    if epoch + 1 >= ctx.end_epoch:
+        return None, False
+    over, due = ctx.decide(done)
+    if over:
+        return None, False
+    if due and snapshot is not None:
+        ctx.save_checkpoint(done, snapshot(), costs, seconds)
+    return None, True
 
 
 class MLPStrategy:

@@ -99,7 +99,8 @@ class NeuronStrategy(mlp_common.MLPStrategy):
                         a, z = rows[f"W{l - 1}"]
                         dZ = mlp.layer_backward(dA[a:z], caches[l - 2], acts[l - 2])  # (n_{l-1},k, mb)
                 optimizer.step(params, grads)
-            stop, go_on = mlp_common.close_epoch(ctx, cfg, epoch, total / len(batches), t0, costs, seconds)
+            stop, go_on = mlp_common.close_epoch(ctx, cfg, epoch, total / len(batches), t0, costs, seconds,
+                                                 lambda: mlp_common.join_state(params, optimizer))
             if not go_on:
                 break
         return RoundReport(costs, seconds, stop, mlp_common.join_state(params, optimizer))
