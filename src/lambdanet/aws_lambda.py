@@ -1,41 +1,71 @@
-"""The AWS Lambda entry point for S3 ``ObjectCreated`` events (itsacat's *LaunchLambda*).
+"""The AWS Lambda driver: S3 ``ObjectCreated`` events start training runs that outlive any one
+invocation (itsacat's *LaunchLambda*, as an AWS Lambda **durable function**).
 
-Handler: ``lambdanet.aws_lambda.handler``. S3 sends (abridged)::
+Handler: ``lambdanet.aws_lambda.handler`` (``@durable_execution`` from
+``aws-durable-execution-sdk-python``). S3 sends (abridged)::
 
     {"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
                   "s3": {"bucket": {"name": "my-bucket"},
                          "object": {"key": "training_input/datasets.h5", "size": 2572022,
                                     "eTag": "d41d8…", "versionId": "3HL4kqtJ…"}}}]}
 
-For every record on ``training_input/*.h5`` the handler runs :class:`lambdanet.trigger.UploadTrigger`
-on ``s3://<bucket>`` (key URL-decoded as S3 encodes it: ``+`` is a space); the claim key
-uses ``versionId`` (versioned buckets) or ``eTag`` — the same value :meth:`S3Store.info`
-reports — so an event delivered twice (Lambda retries async invocations) starts one run.
+For every record on ``training_input/*.h5`` the execution runs these durable steps, each one's
+small JSON result checkpointed by the service:
+
+1. ``begin-<i>``: :meth:`lambdanet.trigger.UploadTrigger.begin` — claim ``<bucket>/<key>#<version>``
+   in the ledger (the same event delivered twice starts ONE run; the other execution's step
+   answers ``skipped``), read and check ``parameters.json``, write the data snapshot and the
+   first checkpoint;
+2. ``<run>-round-<n>``: one round of :class:`lambdanet.engine.session.RunSession` (workers on
+   Lithops, epoch rows, checkpoint) — the same code ``lambdanet train`` loops over on a laptop;
+   the step also decides whether the next round still fits in this invocation, and when it does
+   not, the execution waits one second (``<run>-handoff-<n>``): the invocation ends, unbilled, and
+   a new one replays the checkpointed steps in milliseconds and trains the next round;
+3. ``<run>-finish``: register the model (once), mark the run completed, notify, then write
+   ``predict_input/params.h5`` and ``training_results/results.json``.
+
+An invocation the platform kills mid-round is retried and replayed: its round step runs again
+from the last committed checkpoint, under a new generation of the run's lease, so the killed
+invocation (should it still be running) can never commit a round (see
+:mod:`lambdanet.engine.session`). A round that fails all its retries ends the execution with the
+run failed (recorded and notified); an infrastructure error raises inside the step, which the
+SDK retries.
 
 Configuration comes from the environment (set by ``deploy/template.yaml``):
 ``LAMBDANET_LEDGER`` (``dynamodb://…``), ``LAMBDANET_OBJECTS`` (``s3://bucket/lambdanet``),
 ``LAMBDANET_NOTIFIER`` (``sns://arn…``), ``LAMBDANET_STORE`` (``redis://…``),
-``LAMBDANET_EXECUTOR`` (``local`` | ``lithops``), ``LAMBDANET_LITHOPS_CONFIG`` (a file in the
-image), ``LAMBDANET_WORKERS``, ``LAMBDANET_STRATEGY``, ``LAMBDANET_MODEL``,
-``LAMBDANET_EPOCHS_PER_ROUND``; ``LAMBDANET_HOME`` defaults to ``/tmp/lambdanet`` (the only
-writable path in Lambda). A bad upload never raises (it is a failed run, recorded and
-notified); only an infrastructure error does, so Lambda's retry can try again.
+``LAMBDANET_EXECUTOR`` (``local`` | ``lithops``), ``LAMBDANET_LITHOPS_CONFIG``,
+``LAMBDANET_WORKERS``, ``LAMBDANET_STRATEGY``, ``LAMBDANET_MODEL``,
+``LAMBDANET_EPOCHS_PER_ROUND``, ``LAMBDANET_ROUND_SECONDS`` (default: a third of the
+invocation, at most 300 s) and ``LAMBDANET_INVOCATION_SECONDS`` (a limit below the function's
+own, for tests); ``LAMBDANET_HOME`` defaults to ``/tmp/lambdanet``.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
 
+from aws_durable_execution_sdk_python import DurableContext, durable_execution
+from aws_durable_execution_sdk_python.config import Duration
+
 from lambdanet import adapters
-from lambdanet.errors import UserInputError
+from lambdanet.engine.session import DriverIdentity, RunSession
+from lambdanet.errors import LeaseHeld, RunFailed, UserInputError
 from lambdanet.services import Services
 from lambdanet.settings import Settings
 from lambdanet.trigger import TriggerResult, UploadTrigger, is_training_input
 
 log = logging.getLogger("lambdanet.aws_lambda")
+
+LAMBDA_LIMIT_S = 900.0
+HANDOFF_WAIT = Duration.from_seconds(1)  # the shortest wait: the execution resumes at once
 
 
 def parse_records(event: dict[str, Any]) -> list[tuple[str, str, str | None]]:
@@ -66,37 +96,193 @@ def _int_env(name: str, default: int | None) -> int | None:
         raise UserInputError(f"{name}={value!r} is not an integer") from None
 
 
-def handle_event(event: dict[str, Any], services: Services | None = None) -> list[TriggerResult]:
-    """Run the trigger for each training input in ``event`` (used by :func:`handler` and tests)."""
-    os.environ.setdefault("LAMBDANET_HOME", "/tmp/lambdanet")
-    own = services is None
-    services = services or Services.open(Settings.from_env())
-    results: list[TriggerResult] = []
+def _float_env(name: str) -> float | None:
+    value = os.environ.get(name)
+    if not value:
+        return None
     try:
-        for bucket, key, version in parse_records(event):
+        number = float(value)
+    except ValueError:
+        raise UserInputError(f"{name}={value!r} is not a number") from None
+    if not math.isfinite(number) or number <= 0:
+        raise UserInputError(f"{name}={value!r} must be a positive number")
+    return number
+
+
+@dataclass(frozen=True)
+class InvocationClock:
+    """How long this invocation may still run: the function's remaining time, or
+    ``LAMBDANET_INVOCATION_SECONDS`` if smaller, minus a margin for the handoff itself."""
+
+    deadline: float  # time.monotonic() at which the invocation must have handed off
+    limit_s: float
+
+    @classmethod
+    def start(cls, lambda_context: Any) -> InvocationClock:
+        limit = LAMBDA_LIMIT_S
+        if lambda_context is not None:
+            limit = min(limit, lambda_context.get_remaining_time_in_millis() / 1000.0)
+        configured = _float_env("LAMBDANET_INVOCATION_SECONDS")
+        if configured is not None:
+            limit = min(limit, configured)
+        margin = min(30.0, 0.1 * limit)  # the step's own checkpoint, the wait, Lambda's shutdown
+        return cls(time.monotonic() + limit - margin, limit)
+
+    def has_time_for(self, seconds: float) -> bool:
+        """True when a round like the last one (``seconds``, with 25 % slack) still fits."""
+        return time.monotonic() + 1.25 * seconds < self.deadline
+
+    def round_seconds(self) -> float:
+        """The round budget: a third of the invocation, at most 300 s (``LAMBDANET_ROUND_SECONDS``)."""
+        return _float_env("LAMBDANET_ROUND_SECONDS") or min(300.0, self.limit_s / 3)
+
+
+def _trigger(services: Services, bucket: str, clock: InvocationClock) -> UploadTrigger:
+    return UploadTrigger(
+        services, adapters.open_objects(f"s3://{bucket}"),
+        workers=_int_env("LAMBDANET_WORKERS", 1) or 1,
+        strategy=os.environ.get("LAMBDANET_STRATEGY") or "neuron",
+        model_name=os.environ.get("LAMBDANET_MODEL") or None,
+        lithops_config=os.environ.get("LAMBDANET_LITHOPS_CONFIG") or None,
+        epochs_per_round=_int_env("LAMBDANET_EPOCHS_PER_ROUND", None),
+        round_seconds=clock.round_seconds(),
+    )
+
+
+class _Invocation:
+    """What one invocation opens (services, one session per run), closed when it ends — by a
+    handoff, the end of the execution, or an error."""
+
+    def __init__(self, context: DurableContext) -> None:
+        self.clock = InvocationClock.start(context.lambda_context)
+        self.identity = DriverIdentity.invocation(context.execution_context.durable_execution_arn)
+        self._services: Services | None = None
+        self.sessions: dict[str, RunSession] = {}
+
+    @property
+    def services(self) -> Services:
+        if self._services is None:
+            self._services = Services.open(Settings.from_env())
+        return self._services
+
+    def session(self, run_id: str) -> RunSession:
+        session = self.sessions.get(run_id)
+        if session is None:
+            from lambdanet.engine.driver import Driver
+
+            session = Driver(self.services).open_session(run_id, self.identity, since_created=True)
+            self.sessions[run_id] = session
+        return session
+
+    def close_session(self, run_id: str, *, cleanup: bool) -> None:
+        session = self.sessions.pop(run_id, None)
+        if session is not None:
+            session.close(cleanup=cleanup)
+
+    def close(self) -> None:
+        for run_id in list(self.sessions):
+            self.close_session(run_id, cleanup=False)
+        if self._services is not None:
+            self._services.close()
+
+    # ---- the steps' bodies -------------------------------------------------------------------
+    def begin(self, bucket: str, key: str, version: str | None) -> dict[str, Any]:
+        result = _trigger(self.services, bucket, self.clock).begin(key, version)
+        log.info("s3://%s/%s#%s: %s %s %s", bucket, key, version, result.status, result.run_id, result.error or "")
+        return result.to_json()
+
+    def round(self, run_id: str) -> dict[str, Any]:
+        try:
+            step = self.session(run_id).next_round()
+        except RunFailed as exc:  # recorded and notified; the execution ends with the run failed
+            self.close_session(run_id, cleanup=True)
+            return {"failed": str(exc), "finished": True}
+        except LeaseHeld as exc:  # another execution drives this run: leave it alone
+            return {"skipped": str(exc), "finished": True}
+        out = step.to_json()
+        # decided inside the step, so that a replay follows the same path as the first run
+        out["handoff"] = not step.finished and not self.clock.has_time_for(step.seconds)
+        return out
+
+    def finish(self, bucket: str, begun: TriggerResult) -> dict[str, Any]:
+        assert begun.run_id is not None
+        record = self.services.ledger.get_run(begun.run_id)
+        if record.status != "completed":  # a re-run of this step after a kill skips what was done
+            self.session(begun.run_id).finish()
+            self.close_session(begun.run_id, cleanup=True)
+        result = _trigger(self.services, bucket, self.clock).publish(begun.key, begun.version, begun.run_id)
+        return result.to_json()
+
+
+def _begin_step(inv: _Invocation, bucket: str, key: str, version: str | None) -> Callable[[Any], dict[str, Any]]:
+    def begin(_: Any) -> dict[str, Any]:
+        return inv.begin(bucket, key, version)
+    return begin
+
+
+def _drive_run(context: DurableContext, inv: _Invocation, bucket: str, begun: TriggerResult) -> dict[str, Any]:
+    """Round steps (with handoffs) until the run ends, then the finish step; the TriggerResult."""
+    run_id = str(begun.run_id)
+
+    def one_round(_: Any) -> dict[str, Any]:
+        return inv.round(run_id)
+
+    def finish(_: Any) -> dict[str, Any]:
+        return inv.finish(bucket, begun)
+
+    n = 0
+    while True:
+        n += 1
+        step: dict[str, Any] = context.step(one_round, name=f"{run_id}-round-{n}")
+        if "failed" in step or "skipped" in step:
+            status = "failed" if "failed" in step else "skipped"
+            return TriggerResult(begun.key, begun.version, status, run_id=run_id,
+                                 error=step.get("failed") or step.get("skipped")).to_json()
+        if step["finished"]:
+            done: dict[str, Any] = context.step(finish, name=f"{run_id}-finish")
+            return done
+        if step["handoff"]:
+            inv.close_session(run_id, cleanup=False)
+            context.wait(HANDOFF_WAIT, name=f"{run_id}-handoff-{n}")
+
+
+def drive_event(event: dict[str, Any], context: DurableContext) -> dict[str, Any]:
+    """The durable execution of one S3 event (see the module docstring)."""
+    os.environ.setdefault("LAMBDANET_HOME", "/tmp/lambdanet")
+    logging.getLogger().setLevel(logging.INFO)
+    inv = _Invocation(context)
+    results: list[dict[str, Any]] = []
+    try:
+        for i, (bucket, key, version) in enumerate(parse_records(event)):
             if not is_training_input(key):
                 log.info("ignoring s3://%s/%s (not training_input/*.h5)", bucket, key)
                 continue
-            trigger = UploadTrigger(
-                services, adapters.open_objects(f"s3://{bucket}"),
-                workers=_int_env("LAMBDANET_WORKERS", 1) or 1,
-                strategy=os.environ.get("LAMBDANET_STRATEGY") or "neuron",
-                model_name=os.environ.get("LAMBDANET_MODEL") or None,
-                lithops_config=os.environ.get("LAMBDANET_LITHOPS_CONFIG") or None,
-                epochs_per_round=_int_env("LAMBDANET_EPOCHS_PER_ROUND", None),
-            )
-            result = trigger.handle(key, version)
-            log.info("s3://%s/%s#%s: %s %s %s", bucket, key, version, result.status, result.run_id,
-                     result.error or "")
-            results.append(result)
+            begun = TriggerResult.from_json(context.step(_begin_step(inv, bucket, key, version), name=f"begin-{i}"))
+            if begun.status != "started" or begun.run_id is None:
+                results.append(begun.to_json())
+                continue
+            results.append(_drive_run(context, inv, bucket, begun))
+    finally:
+        inv.close()
+    return {"results": results}
+
+
+handler = durable_execution(drive_event)
+
+
+def handle_event(event: dict[str, Any], services: Services | None = None) -> list[TriggerResult]:
+    """Run the trigger in this process for each training input in ``event`` (no durable
+    execution: the whole run in one call — what ``lambdanet watch`` does per upload)."""
+    os.environ.setdefault("LAMBDANET_HOME", "/tmp/lambdanet")
+    own = services is None
+    services = services or Services.open(Settings.from_env())
+    clock = InvocationClock(time.monotonic() + LAMBDA_LIMIT_S, LAMBDA_LIMIT_S)
+    results: list[TriggerResult] = []
+    try:
+        for bucket, key, version in parse_records(event):
+            if is_training_input(key):
+                results.append(_trigger(services, bucket, clock).handle(key, version))
     finally:
         if own:
             services.close()
     return results
-
-
-def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-    """The Lambda handler: returns ``{"results": [...]}`` (one entry per training input)."""
-    logging.getLogger().setLevel(logging.INFO)
-    results = handle_event(event)
-    return {"results": [r.to_json() for r in results]}

@@ -16,10 +16,12 @@ For each ``training_input/<name>.h5`` (any depth, ``.h5``/``.hdf5``) the trigger
 2. reads ``training_input/parameters.json`` (itsacat's format, or a CNN config) and the data
    set; a missing/invalid file is a *failed run* in the ledger with the reason, and a
    notification, and nothing is written to ``predict_input/`` or ``training_results/``;
-3. runs the engine's driver (which checkpoints, registers the model version and sends
-   itsacat's messages), then writes ``predict_input/params.h5`` (datasets W1..WL, b1..bL; MLP
-   models only) and, last, ``training_results/results.json`` (run id, start, end, per-epoch
-   cost, metrics, model). Each object is written in one atomic put.
+3. starts the run under that same run id (:meth:`begin`: data snapshot and first checkpoint),
+   drives it (:meth:`handle` in this process; the durable Lambda driver one round per durable
+   step, see :mod:`lambdanet.aws_lambda`) — the driver checkpoints, registers the model version
+   and sends itsacat's messages — and then (:meth:`publish`) writes ``predict_input/params.h5``
+   (datasets W1..WL, b1..bL; MLP models only) and, last, ``training_results/results.json``
+   (run id, start, end, per-epoch cost, metrics, model). Each object is written in one atomic put.
 
 Upload ``parameters.json`` before the ``.h5``: the ``.h5`` is what triggers a run.
 """
@@ -32,13 +34,13 @@ import os
 import tempfile
 import threading
 import time
-import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from lambdanet.adapters import redact
 from lambdanet.config import parse_config
+from lambdanet.engine.requests import new_run_id
 from lambdanet.errors import (
     ConfigError,
     LambdanetError,
@@ -61,17 +63,13 @@ def is_training_input(key: str) -> bool:
     return key.startswith(INPUT_PREFIX) and key.lower().endswith(DATA_SUFFIXES)
 
 
-def new_run_id() -> str:
-    return f"r-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
-
-
 @dataclass
 class TriggerResult:
     """What happened to one uploaded object."""
 
     key: str
     version: str
-    status: str  # "completed" | "failed" | "skipped" (already claimed)
+    status: str  # "completed" | "failed" | "skipped" (already claimed) | "started" (begin: drive run_id)
     run_id: str | None = None
     error: str | None = None
     model: str | None = None
@@ -80,6 +78,10 @@ class TriggerResult:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TriggerResult:
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
 
 class UploadTrigger:
     """Starts one training run per new ``training_input/*.h5`` in a watched object store."""
@@ -87,7 +89,8 @@ class UploadTrigger:
     def __init__(self, services: Services, watched: ObjectStore, *, workers: int = 1,
                  strategy: str = "neuron", executor: str | None = None, store_url: str | None = None,
                  model_name: str | None = None, lithops_config: str | None = None,
-                 epochs_per_round: int | None = None, progress: Any = None) -> None:
+                 epochs_per_round: int | None = None, round_seconds: float | None = None,
+                 progress: Any = None) -> None:
         self.services = services
         self.watched = watched
         self.workers = workers
@@ -97,6 +100,7 @@ class UploadTrigger:
         self.model_name = model_name
         self.lithops_config = lithops_config
         self.epochs_per_round = epochs_per_round
+        self.round_seconds = round_seconds
         self.progress = progress
 
     # ---- discovery -----------------------------------------------------------------------------
@@ -134,7 +138,25 @@ class UploadTrigger:
 
     # ---- one object ----------------------------------------------------------------------------
     def handle(self, key: str, version: str | None = None) -> TriggerResult:
-        """Train on one uploaded object (idempotent per key and version)."""
+        """Train on one uploaded object in this process (idempotent per key and version)."""
+        begun = self.begin(key, version)
+        if begun.status != "started" or begun.run_id is None:
+            return begun
+        from lambdanet.engine.driver import Driver
+
+        try:
+            Driver(self.services, progress=self.progress).drive(begun.run_id)
+        except Unavailable:
+            raise
+        except LambdanetError as exc:  # the driver recorded and notified the failure
+            return TriggerResult(key, begun.version, "failed", run_id=begun.run_id, error=str(exc))
+        return self.publish(key, begun.version, begun.run_id)
+
+    def begin(self, key: str, version: str | None = None) -> TriggerResult:
+        """Claim the upload and start its run: parameters read and checked, data set written as the
+        run's snapshot, first checkpoint. ``status``: "started" (then drive ``run_id``), "skipped"
+        (another delivery owns it) or "failed" (a bad upload: recorded and notified). This is the
+        durable driver's first step; an infrastructure error raises so that it is retried."""
         if not is_training_input(key):
             return TriggerResult(key, version or "", "skipped", error="not a training_input/*.h5 object")
         if version is None:
@@ -143,11 +165,10 @@ class UploadTrigger:
         ledger = self.services.ledger
         claim = self.claim_key(key, version)
         if not ledger.claim(claim, run_id):
-            owner = ledger.claimed_by(f"{claim}#run") or ledger.claimed_by(claim)
-            return TriggerResult(key, version, "skipped", run_id=owner)
+            return TriggerResult(key, version, "skipped", run_id=ledger.claimed_by(claim))
         source = f"{redact(self.watched.url)}/{key}"
+        started = time.time()
         with tempfile.TemporaryDirectory(prefix="lambdanet-trigger-") as tmp:
-            started = time.time()
             raw: Any = None
             try:
                 raw = self._read_params()
@@ -159,7 +180,19 @@ class UploadTrigger:
                     raise
                 return self._fail_before_run(run_id, key, version, source, str(exc), started,
                                              raw=raw if isinstance(raw, dict) else None)
-            return self._train(run_id, key, version, source, config, data_path, started, Path(tmp))
+            from lambdanet.engine.driver import Driver
+
+            try:
+                Driver(self.services).start(self._request(config, data_path), run_id, source=source)
+            except Unavailable:
+                raise
+            except UserInputError as exc:
+                # refused while validating (config vs data, workers…): the driver wrote nothing yet
+                return self._fail_before_run(run_id, key, version, source, str(exc), started,
+                                             raw=config.model_dump())
+            except LambdanetError as exc:  # the driver recorded the failure
+                return TriggerResult(key, version, "failed", run_id=run_id, error=str(exc))
+        return TriggerResult(key, version, "started", run_id=run_id)
 
     def _read_params(self) -> Any:
         try:
@@ -207,55 +240,39 @@ class UploadTrigger:
                      error=reason, key=key)
         return TriggerResult(key, version, "failed", run_id=run_id, error=reason)
 
-    def _request(self, run_id: str, config: Any, data_path: Path, key: str) -> Any:
+    def _request(self, config: Any, data_path: Path) -> Any:
         from lambdanet.engine.driver import TrainRequest
 
-        args: dict[str, Any] = {
-            "data": str(data_path), "config": config,
-            "workers": self.workers, "strategy": self.strategy if config.kind == "mlp" else "data",
-            "store_url": self.store_url, "executor": self.executor,
-            "epochs_per_round": self.epochs_per_round,
-        }
-        optional = {"run_id": run_id, "model_name": self.model_name, "lithops_config": self.lithops_config,
-                    "source": f"{redact(self.watched.url)}/{key}"}
-        fields = getattr(TrainRequest, "__dataclass_fields__", {})
-        args.update({k: v for k, v in optional.items() if k in fields and v is not None})
-        if self.lithops_config and "lithops_config" not in fields:
+        if self.lithops_config:
             # the engine opens the executor by name; LithopsExecutor reads this variable
             os.environ["LAMBDANET_LITHOPS_CONFIG"] = self.lithops_config
-        return TrainRequest(**args)
+        request = TrainRequest(
+            data=str(data_path), config=config, workers=self.workers,
+            strategy=self.strategy if config.kind == "mlp" else "data", store_url=self.store_url,
+            executor=self.executor, epochs_per_round=self.epochs_per_round,
+        )
+        if self.model_name:
+            request = replace(request, model_name=self.model_name)
+        if self.round_seconds:
+            request = replace(request, round_seconds=self.round_seconds)
+        return request
 
-    def _train(self, run_id: str, key: str, version: str, source: str, config: Any, data_path: Path,
-               started: float, tmp: Path) -> TriggerResult:
-        from lambdanet.engine.driver import Driver
+    def publish(self, key: str, version: str, run_id: str) -> TriggerResult:
+        """Write ``predict_input/params.h5`` (MLP) and then ``training_results/results.json`` for a
+        completed run (idempotent: every object is one atomic put of the same content)."""
+        record = self.services.ledger.get_run(run_id)
+        if record.status != "completed":
+            return TriggerResult(key, version, "failed", run_id=run_id,
+                                 error=f"run ended {record.status} ({record.stop_reason})")
+        with tempfile.TemporaryDirectory(prefix="lambdanet-publish-") as tmp:
+            outputs = self._publish(record, key, version, Path(tmp))
+        return TriggerResult(key, version, "completed", run_id=run_id, model=record.model, outputs=outputs)
 
-        request = self._request(run_id, config, data_path, key)
-        try:
-            result = Driver(self.services, progress=self.progress).train(request)
-        except Unavailable:
-            raise
-        except UserInputError as exc:
-            # refused while validating (config vs data, workers…): the driver wrote nothing yet
-            return self._fail_before_run(run_id, key, version, source, str(exc), started,
-                                         raw=config.model_dump())
-        except LambdanetError as exc:  # the driver recorded and notified the failure
-            return TriggerResult(key, version, "failed", run_id=run_id, error=str(exc))
-        payload = result.to_json() if hasattr(result, "to_json") else dict(vars(result))
-        if payload.get("run_id") and payload["run_id"] != run_id:
-            # the driver chose its own run id: remember which run this upload became
-            self.services.ledger.claim(f"{self.claim_key(key, version)}#run", str(payload["run_id"]))
-        if payload.get("status") != "completed":
-            return TriggerResult(key, version, "failed", run_id=payload.get("run_id", run_id),
-                                 error=f"run ended {payload.get('status')} ({payload.get('stop_reason')})")
-        outputs = self._publish(payload, key, version, started, tmp)
-        return TriggerResult(key, version, "completed", run_id=payload.get("run_id", run_id),
-                             model=payload.get("model"), outputs=outputs)
-
-    def _publish(self, payload: dict[str, Any], key: str, version: str, started: float,
-                 tmp: Path) -> list[str]:
+    def _publish(self, record: RunRecord, key: str, version: str, tmp: Path) -> list[str]:
         """Write params.h5 (MLP) and then results.json into the watched store."""
-        run_id = str(payload["run_id"])
-        model = str(payload.get("model") or "")
+        run_id = record.run_id
+        model = str(record.model or "")
+        metrics = record.metrics
         outputs: list[str] = []
         registry = self.services.registry
         mv = registry.load(model)
@@ -264,16 +281,14 @@ class UploadTrigger:
             self.watched.put(PARAMS_H5_KEY, out.read_bytes())
             outputs.append(PARAMS_H5_KEY)
         epochs = self.services.ledger.epochs(run_id)
-        record = self.services.ledger.get_run(run_id)
         results = {
             "run_id": run_id, "source": key, "version": version, "model": model,
-            "status": payload.get("status"), "stop_reason": payload.get("stop_reason"),
-            "start": record.started_at or started, "end": record.ended_at or time.time(),
-            "epochs_run": payload.get("epochs_run"), "final_cost": payload.get("final_cost"),
-            "train_accuracy": payload.get("train_accuracy"), "test_accuracy": payload.get("test_accuracy"),
+            "status": record.status, "stop_reason": record.stop_reason,
+            "start": record.started_at, "end": record.ended_at,
+            "epochs_run": metrics.get("epochs_done"), "final_cost": metrics.get("final_cost"),
+            "train_accuracy": metrics.get("train_accuracy"), "test_accuracy": metrics.get("test_accuracy"),
             "costs": [{"epoch": e.epoch, "cost": e.cost} for e in epochs],
         }
         self.watched.put(RESULTS_KEY, json.dumps(results, indent=1, default=float).encode())
         outputs.append(RESULTS_KEY)
         return outputs
-

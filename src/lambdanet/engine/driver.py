@@ -74,8 +74,10 @@ class Driver:
         """Start a run (``run_id``: the id to give it, e.g. the upload trigger's) and drive it to the end."""
         return self.drive(self.start(request, run_id))
 
-    def start(self, request: TrainRequest, run_id: str | None = None) -> str:
-        """Validate ``request``, create the run, write its data and initial checkpoint; return its id."""
+    def start(self, request: TrainRequest, run_id: str | None = None, *, source: str | None = None) -> str:
+        """Validate ``request``, create the run, write its data and initial checkpoint; return its id.
+        ``source``: where the data came from, recorded instead of ``request.data`` (a trigger's
+        temporary download)."""
         req = request
         if req.workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {req.workers}")
@@ -103,7 +105,7 @@ class Driver:
         ledger.create_run(RunRecord(
             run_id=run_id, status="running", kind=req.config.kind,
             config={**req.config.model_dump(), "engine": engine_settings(req, target, memory_mb)},
-            data=str(req.data), model=req.model_name, created_at=now, started_at=now,
+            data=source or str(req.data), model=req.model_name, created_at=now, started_at=now,
         ))
         try:
             checkpoints.write_data(objects, run_id, dataset)

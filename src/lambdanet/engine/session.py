@@ -342,8 +342,8 @@ class RunSession:
         last_cost = pointer.get("last_cost")
         done = int(pointer["epochs_done"])
         metrics = {"train_accuracy": fin.train_accuracy, "test_accuracy": fin.test_accuracy, "final_cost": last_cost}
-        mv = services.registry.register(req.model_name, fin.weights,
-                                        {**fin.metadata, "metrics": metrics, "run_id": run_id})
+        mv = self._registered() or services.registry.register(
+            req.model_name, fin.weights, {**fin.metadata, "metrics": metrics, "run_id": run_id})
         model = f"{mv.name}:{mv.version}"
         services.ledger.update_run(run_id, status="completed", stop_reason=stop_reason, model=model,
                                    ended_at=time.time(), error=None,
@@ -363,6 +363,16 @@ class RunSession:
             worker_seconds=round(acc.worker_seconds, 3), estimated_cost_usd=acc.estimated_cost_usd(),
             stop_reason=stop_reason,
         )
+
+    def _registered(self) -> Any:
+        """The model version this run already registered (a finish step re-run after its invocation
+        was killed must not register a second one), else None."""
+        registry, name = self.services.registry, self.req.model_name
+        with contextlib.suppress(LambdanetError):
+            for version in sorted(registry.versions(name))[-3:]:
+                if registry.metadata(name, version).get("run_id") == self.run_id:
+                    return registry.load(f"{name}:{version}")
+        return None
 
     def close(self, *, cleanup: bool = True) -> None:
         """Release what this session holds. A stale driver (taken over) touches nothing of the run;

@@ -24,9 +24,10 @@ The global secondary index ``by_created`` (``gsi1pk``, ``created_at``) lists run
 Runs are created with ``attribute_not_exists(pk)``; updates require ``attribute_exists(pk)``
 and merge ``metrics`` key by key in one UpdateItem (atomic, no read-modify-write); claims are
 conditional puts; a lease is read consistently and replaced with a conditional put on the
-generation it read (optimistic concurrency: two drivers racing for it, one wins). Floats become ``Decimal(repr(x))`` (exact round trip); NaN/±inf and magnitudes
-outside DynamoDB's range (1e-130…1e126) are stored as NULL in number columns (read back as
-NaN, as the SQLite ledger does) and as tagged strings inside maps (exact round trip).
+generation it read (optimistic concurrency: two drivers racing for it, one wins). Floats
+become ``Decimal(repr(x))`` (exact round trip); NaN/±inf and magnitudes outside DynamoDB's
+range (1e-130…1e126) are stored as NULL in number columns (read back as NaN, as the SQLite
+ledger does) and as tagged strings inside maps (exact round trip).
 ``config`` is kept as JSON text. boto3 errors become :class:`LedgerUnavailable`.
 """
 
