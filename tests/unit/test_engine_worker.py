@@ -90,3 +90,66 @@ def test_lambda_cost_estimate() -> None:
     assert acc.estimated_cost_usd() == pytest.approx(expected, rel=1e-12)
     again = Accounting.from_metrics(acc.to_metrics(), memory_mb=2048)
     assert again.memory_mb == 1024 and again.billed_ms == 1001 and again.worker_calls == 2
+
+
+def test_a_raising_worker_aborts_its_peer_with_its_reason(tmp_path: Path, data: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Worker 1 raises after epoch 1; worker 0 (collective deadline 600 s) stops at its next
+    collective with AttemptAborted carrying worker 1's reason, and the reason is in the store."""
+    import threading
+    import time
+
+    from lambdanet.engine.collectives import abort_reason
+    from lambdanet.errors import AttemptAborted
+
+    monkeypatch.setenv("LAMBDANET_FAULTS", "1")
+    spec = setup_run(tmp_path, data, config(epochs=4, batch_size=64))
+    spec.update(workers=2, end_epoch=4, collective_timeout_s=600)
+    specs = [dict(spec, worker=0), dict(spec, worker=1, fault={"action": "raise", "after_epochs": 1})]
+    errors: dict[int, BaseException] = {}
+
+    def call(s: dict[str, Any]) -> None:
+        try:
+            run_worker(s)
+        except BaseException as exc:
+            errors[s["worker"]] = exc
+
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=call, args=(s,)) for s in specs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert time.monotonic() - t0 < 30
+    reason = "worker 1: WorkerFailed: injected fault in worker 1 after 1 epochs"
+    assert isinstance(errors[1], WorkerFailed)
+    assert isinstance(errors[0], AttemptAborted) and str(errors[0]) == reason
+    assert abort_reason(adapters.open_store(spec["store_url"]), f"ln:{spec['run_id']}:1:0") == reason
+
+
+def test_in_round_checkpoints_in_the_store() -> None:
+    """K parts make a checkpoint complete; only then is it the newest, and the previous one goes."""
+    from lambdanet.engine import round_checkpoints as rc
+
+    store = adapters.open_store(f"memory://ckpt-{uuid.uuid4().hex[:6]}")
+    shard = {"param.W1": np.arange(6, dtype=np.float32).reshape(2, 3), "opt.t": np.array(7, dtype=np.int64),
+             "empty": np.zeros((0, 4))}
+    blob, manifest = rc.pack(shard)
+    assert blob.dtype == np.uint8
+    back = rc.unpack(blob, manifest)
+    assert sorted(back) == sorted(shard)
+    assert all(back[k].dtype == shard[k].dtype and np.array_equal(back[k], shard[k]) for k in shard)
+
+    info = {"start_epoch": 10, "epochs": 18, "costs": [0.5] * 8, "seconds": [0.1] * 8, "extras": []}
+    assert rc.write(store, "r1", 3, 0, 1, 2, 18, {"param.W1": shard["param.W1"] + 1}) is False
+    assert rc.read_latest(store, "r1", 3, 2) is None  # one part of two: not complete
+    assert rc.write(store, "r1", 3, 0, 0, 2, 18, shard, info) is True
+    ck = rc.read_latest(store, "r1", 3, 2)
+    assert ck is not None and (ck.attempt, ck.epochs, ck.start_epoch) == (0, 18, 10) and ck.costs == [0.5] * 8
+    assert np.array_equal(ck.shards[1]["param.W1"], shard["param.W1"] + 1)
+    rc.write(store, "r1", 3, 0, 0, 2, 26, shard, {**info, "epochs": 26, "costs": [0.4] * 16, "seconds": [0.1] * 16})
+    rc.write(store, "r1", 3, 0, 1, 2, 26, shard)
+    ck = rc.read_latest(store, "r1", 3, 2)
+    assert ck is not None and ck.epochs == 26
+    assert store.get_bytes(f"{rc.prefix('r1', 3, 0, 18)}:w0:meta") is None  # the previous one is gone
+    assert rc.delete_round(store, "r1", 3) > 0 and rc.read_latest(store, "r1", 3, 2) is None

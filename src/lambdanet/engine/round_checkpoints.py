@@ -54,7 +54,9 @@ def pack(state: State) -> tuple[np.ndarray, list[list[Any]]]:
     manifest: list[list[Any]] = []
     parts: list[np.ndarray] = []
     for name in sorted(state):
-        a = np.ascontiguousarray(state[name])
+        a = np.asarray(state[name])
+        if not a.flags.c_contiguous:  # (np.ascontiguousarray would turn a 0-d array into 1-d)
+            a = a.copy(order="C")
         manifest.append([name, a.dtype.str, list(a.shape)])
         parts.append(a.reshape(-1).view(np.uint8))
     blob = np.concatenate(parts) if parts else np.zeros(0, np.uint8)
@@ -68,7 +70,7 @@ def unpack(blob: np.ndarray, manifest: list[list[Any]]) -> State:
     for name, dtype, shape in manifest:
         dt = np.dtype(dtype)
         n = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
-        out[name] = raw[pos:pos + n].view(dt).reshape(shape).copy()
+        out[name] = raw[pos:pos + n].view(dt).reshape(tuple(shape)).copy()
         pos += n
     if pos != raw.size:
         raise ValueError(f"in-round checkpoint blob has {raw.size} bytes, its manifest {pos}")

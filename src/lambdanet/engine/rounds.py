@@ -1,4 +1,5 @@
-"""One round of a run: K worker calls, retried from the last checkpoint when an attempt fails.
+"""One round of a run: K worker calls; a failed attempt is retried from the round's newest
+in-round checkpoint.
 
 :func:`run_round` is the driver's inner loop. An attempt:
 
@@ -6,15 +7,26 @@
    driver) and sets the run's fence ``ln:{run}:fence`` = (round, attempt) — workers of any other attempt
    refuse to start (:class:`StaleAttempt`), and every key they write is under their own
    ``ln:{run}:{round}:{attempt}:`` prefix, so a late worker can never touch a retry;
-2. starts K worker calls through the executor (JSON specs, see :mod:`lambdanet.engine.worker`);
-3. fails if any call failed (raised, crashed, timed out, missed a collective deadline), if a
-   worker is missing, or if the workers disagree on how many epochs they did; duplicate
-   deliveries (``{"duplicate": true}``) are ignored;
+2. starts K worker calls through the executor (JSON specs, see :mod:`lambdanet.engine.worker`)
+   with an ``on_failure`` callback: the first call known to have failed (killed, raised, timed
+   out) aborts the attempt (:func:`~lambdanet.engine.collectives.abort_attempt`), so its peers
+   stop at their next collective instead of waiting out the collective deadline;
+3. fails if any call failed — the reason names the worker that failed FIRST and how
+   (``"worker 3: exit code -9"``: the attempt's abort reason, else the first failed call that is
+   not an :class:`AttemptAborted` echo) — if a worker is missing, or if the workers disagree on
+   how many epochs they did; duplicate deliveries (``{"duplicate": true}``) are ignored;
 4. reads the K shards from the store and merges them into the full state;
 5. always deletes the attempt's keys (``delete_prefix``), whatever happened.
 
-A failed attempt is retried (fresh attempt number, same checkpoint) after a short backoff, up
-to ``max_retries`` times; then :class:`RoundFailed` carries the last reason.
+In-round checkpoints: workers write their shards every ``checkpoint_seconds``
+(:mod:`lambdanet.engine.round_checkpoints`, keys outside the attempt prefix). A failed attempt is
+retried (fresh attempt number) after a short backoff from the newest COMPLETE in-round
+checkpoint: its shards are merged (``strategy.merge``) and written as a checkpoint object (the
+run's pointer does not move), and the per-epoch costs/seconds/extras it holds are kept, so the
+:class:`RoundResult` covers every epoch of the round once. ``RoundResult.retries`` and
+``on_retry(round, attempt, reason, from_epoch)`` say where each retry began. Up to
+``max_retries`` retries; then :class:`RoundFailed` carries the last reason. The round's in-round
+checkpoints are deleted when it ends.
 """
 
 from __future__ import annotations
