@@ -179,3 +179,26 @@ def test_torch_data_strategy_in_round_checkpoint_resumes_to_identical_weights(
     assert [r.epoch for r in rows_hurt] == [1, 2, 3]
     assert [r.cost for r in rows_hurt] == [r.cost for r in rows_clean]
     assert [r.extra["test_accuracy"] for r in rows_hurt] == [r.extra["test_accuracy"] for r in rows_clean]
+
+
+@pytest.mark.timeout(120)
+def test_cli_checkpoint_seconds_reaches_the_run(home: Path, data: Path, tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    params = tmp_path / "parameters.json"
+    params.write_text(json.dumps({"epochs": 4, "layers": 2, "activations": {"layer1": "relu", "layer2": "sigmoid"},
+                                  "neurons": {"layer1": 5, "layer2": 1}, "learning_rate": 0.01, "batch_size": 64}))
+
+    def train(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "lambdanet", "train", str(data), "-p", str(params), "-k", "2",
+                               "--json", *extra], capture_output=True, text=True, env=dict(os.environ), timeout=100)
+
+    bad = train("--checkpoint-seconds", "0")
+    assert bad.returncode == 2 and "--checkpoint-seconds must be a positive number of seconds, got 0" in bad.stderr
+    ok = train("--checkpoint-seconds", "0.25")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    run_id = json.loads(ok.stdout.strip().splitlines()[-1])["run_id"]
+    assert open_services().ledger.get_run(run_id).config["engine"]["checkpoint_seconds"] == 0.25

@@ -77,6 +77,10 @@ def register(app: typer.Typer) -> None:
         epochs_per_round: int | None = typer.Option(None, "--epochs-per-round", min=1),
         round_seconds: float = typer.Option(300.0, "--round-seconds", help="Seconds budget per round."),
         max_retries: int = typer.Option(3, "--max-retries", min=0),
+        checkpoint_seconds: float | None = typer.Option(
+            None, "--checkpoint-seconds",
+            help="Workers checkpoint inside a round this often, so a failed worker costs at most about "
+                 "this much work (default: the engine's)."),
         lithops_config: Path | None = typer.Option(None, "--lithops-config", help="Lithops config file (AWS Lambda…)."),
         device: str = typer.Option("cpu", help="cpu | cuda (CNN track)."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON result line last on stdout."),
@@ -86,6 +90,8 @@ def register(app: typer.Typer) -> None:
 
         if strategy not in (None, "neuron", "data"):
             raise ConfigError(f"--strategy: unknown strategy '{strategy}' (allowed: neuron, data)")
+        if checkpoint_seconds is not None and not 0 < checkpoint_seconds < float("inf"):
+            raise ConfigError(f"--checkpoint-seconds must be a positive number of seconds, got {checkpoint_seconds:g}")
         if re.fullmatch(r"cpu|cuda(:[0-9]+)?", device) is None:
             raise ConfigError(f"--device: unknown device '{device}' (allowed: cpu, cuda, cuda:N)")
         overrides = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed}
@@ -108,6 +114,8 @@ def register(app: typer.Typer) -> None:
             "round_seconds": round_seconds,
             "max_retries": max_retries,
         }
+        if checkpoint_seconds is not None:
+            request_args["checkpoint_seconds"] = checkpoint_seconds
         if lithops_config is not None:  # read by the lithops executor (explicit config, never ~/.lithops)
             if not lithops_config.is_file():
                 raise ConfigError(f"--lithops-config: {lithops_config}: no such file")
