@@ -196,8 +196,12 @@ def test_lambda_handler_takes_a_real_s3_event_once(cloud: dict[str, Any]) -> Non
     event = _s3_event(bucket, key, len(body), put["ETag"].strip('"'), put["VersionId"])
     assert "cats+and+dogs.h5" in event["Records"][0]["s3"]["object"]["key"]
 
-    first = aws_lambda.handler(json.loads(json.dumps(event)), None)
-    second = aws_lambda.handler(json.loads(json.dumps(event)), None)  # Lambda's duplicate delivery
+    from tests.e2e.durable_support import durable_runner
+
+    with durable_runner() as runner:  # the durable handler under AWS's local runner
+        first = json.loads(runner.run(input=json.dumps(event), execution_name="first").result or "{}")
+        # Lambda's duplicate delivery, after the first execution ended
+        second = json.loads(runner.run(input=json.dumps(event), execution_name="second").result or "{}")
     assert [r["status"] for r in first["results"]] == ["completed"]
     assert first["results"][0]["key"] == key
     assert [r["status"] for r in second["results"]] == ["skipped"]
@@ -209,8 +213,9 @@ def test_lambda_handler_takes_a_real_s3_event_once(cloud: dict[str, Any]) -> Non
     finally:
         services.close()
     assert len(runs) == 1 and runs[0].status == "completed"
+    assert runs[0].data == f"s3://{bucket}/{key}"  # the upload it came from, not a temporary file
 
     # events that are not training inputs are ignored
     other = _s3_event(bucket, "predict_input/params.h5", 1, "x", None)
-    assert aws_lambda.handler(other, None) == {"results": []}
+    assert aws_lambda.handle_event(other) == []
     assert aws_lambda.parse_records({"Records": [{"eventSource": "aws:sqs"}]}) == []

@@ -39,6 +39,7 @@ from typing import Any
 from lambdanet import adapters
 from lambdanet.engine import checkpoints
 from lambdanet.engine.accounting import Accounting, default_memory_mb
+from lambdanet.engine.collectives import abort_attempt
 from lambdanet.engine.requests import ProgressSink, RunResult, TrainRequest, request_from_record
 from lambdanet.engine.rounds import STARTUP_GRACE_S, RoundFailed, RoundPlan, run_round
 from lambdanet.engine.strategies import load_strategy, strategy_path
@@ -214,16 +215,12 @@ class RunSession:
         self.services.ledger.update_run(run_id, status="running", error=None, stop_reason=None, ended_at=None)
 
     def _abort_previous_attempt(self, previous: Lease) -> None:
-        from lambdanet.engine import collectives
-
-        abort = getattr(collectives, "abort_attempt", None)
-        if abort is None:
-            return
         store = self.store
         with contextlib.suppress(KeyError, LambdanetError):
             fence = store.get(fence_key(self.run_id))
             prefix = attempt_prefix(self.run_id, int(fence[0]), int(fence[1]))
-            abort(store, prefix, f"driver {previous.holder} was replaced by {self.lease.holder}", self.req.workers)
+            abort_attempt(store, prefix, f"driver {previous.holder} was replaced by {self.lease.holder}",
+                          self.req.workers)
 
     @property
     def store(self) -> TensorStore:

@@ -1,0 +1,113 @@
+"""What the durable-driver tests share: a moto-backed cloud (bucket, DynamoDB ledger, SNS topic
+read through SQS), an S3 event for an upload, AWS's official local runner for durable functions,
+and the reference weights of one uninterrupted ``lambdanet train`` process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import boto3
+import numpy as np
+import pytest
+from aws_durable_execution_sdk_python_testing.runner import DurableFunctionTestResult, DurableFunctionTestRunner
+
+from tests.conftest import CATVNONCAT, REPO
+from tests.contract.factories_cloud import make_bucket, sns_topic_with_queue, unique
+
+LAMBDANET = str(Path(sys.executable).parent / "lambdanet")
+
+
+@pytest.fixture
+def cloud(moto_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """A bucket, a ledger table, an SNS topic (with an SQS queue to read it) and the env pointing at them."""
+    bucket = make_bucket(moto_server)
+    table = unique("lnledger")
+    topic_arn, envelopes = sns_topic_with_queue(moto_server)
+    env = {
+        "LAMBDANET_HOME": str(tmp_path / "home"),
+        "LAMBDANET_LEDGER": f"dynamodb://{table}?region=us-east-1",
+        "LAMBDANET_OBJECTS": f"s3://{bucket}/lambdanet",
+        "LAMBDANET_NOTIFIER": f"sns://{topic_arn}",
+        "LAMBDANET_STORE": "memory://",
+        "LAMBDANET_EXECUTOR": "local",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    return {"bucket": bucket, "table": table, "envelopes": envelopes, "env": env, "s3": s3}
+
+
+def upload(cloud: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """Upload parameters.json and the cat data set; return the S3 event for the .h5."""
+    s3, bucket = cloud["s3"], cloud["bucket"]
+    s3.put_object(Bucket=bucket, Key="training_input/parameters.json", Body=json.dumps(params).encode())
+    s3.upload_file(str(CATVNONCAT / "datasets.h5"), bucket, "training_input/datasets.h5")
+    head = s3.head_object(Bucket=bucket, Key="training_input/datasets.h5")
+    return {"Records": [{
+        "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+        "s3": {"bucket": {"name": bucket},
+               "object": {"key": "training_input/datasets.h5", "size": head["ContentLength"],
+                          "eTag": head["ETag"].strip('"')}},
+    }]}
+
+
+@contextmanager
+def durable_runner(invocation_timeout: int = 900) -> Iterator[DurableFunctionTestRunner]:
+    from lambdanet import aws_lambda
+
+    with DurableFunctionTestRunner(handler=aws_lambda.handler, invocation_timeout=invocation_timeout,
+                                   execution_timeout=600) as runner:
+        yield runner
+
+
+def operation_names(result: DurableFunctionTestResult) -> list[str]:
+    return [str(op.name) for op in result.get_all_operations() if op.name]
+
+
+def step_result(result: DurableFunctionTestResult, name: str) -> dict[str, Any]:
+    """A step's checkpointed result, decoded as the SDK encoded it (typed JSON, no pickle)."""
+    from aws_durable_execution_sdk_python.serdes import ExtendedTypeSerDes
+
+    text = result.get_step(name).result
+    assert text is not None, name
+    return ExtendedTypeSerDes().deserialize(text)  # type: ignore[no-any-return]
+
+
+def output(result: DurableFunctionTestResult) -> dict[str, Any]:
+    assert result.result is not None, result.error
+    return json.loads(result.result)  # type: ignore[no-any-return]
+
+
+def services() -> Any:
+    from lambdanet.services import Services
+    from lambdanet.settings import Settings
+
+    return Services.open(Settings.from_env())
+
+
+def reference_weights(params: dict[str, Any], tmp_path: Path) -> dict[str, np.ndarray]:
+    """The weights of ONE uninterrupted ``lambdanet train`` process (embedded defaults)."""
+    params_file = tmp_path / "reference-params.json"
+    params_file.write_text(json.dumps(params))
+    home = tmp_path / "reference-home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAMBDANET_")}
+    env["LAMBDANET_HOME"] = str(home)
+    proc = subprocess.run([LAMBDANET, "train", str(CATVNONCAT / "datasets.h5"), "--params", str(params_file),
+                           "--json"], capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
+    assert proc.returncode == 0, proc.stderr
+    model = json.loads(proc.stdout.strip().splitlines()[-1])["model"]
+    from lambdanet.objects.folder import FolderStore
+    from lambdanet.registry import ModelRegistry
+
+    return dict(ModelRegistry(FolderStore(home / "objects")).load(model).weights)
+
+
+def messages(cloud: dict[str, Any]) -> list[str]:
+    return [str(e["Message"]) for e in cloud["envelopes"]()]

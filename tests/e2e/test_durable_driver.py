@@ -1,0 +1,140 @@
+"""The durable Lambda driver under AWS's official local runner (``DurableFunctionTestRunner``),
+with moto's server for S3, DynamoDB, SNS and SQS: a run longer than one invocation hands off and
+is replayed, a duplicate event starts one run, and an invocation the platform kills mid-round is
+replayed — every time with the weights of one uninterrupted ``lambdanet train``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from aws_durable_execution_sdk_python.execution import InvocationStatus
+
+from tests.e2e.durable_support import (
+    cloud,  # noqa: F401  (fixture)
+    durable_runner,
+    messages,
+    operation_names,
+    output,
+    reference_weights,
+    services,
+    step_result,
+    upload,
+)
+
+pytestmark = [pytest.mark.aws, pytest.mark.slow]
+
+PARAMS = {"epochs": 2400, "layers": 2, "activations": {"layer1": "relu", "layer2": "sigmoid"},
+          "neurons": {"layer1": 7, "layer2": 1}, "learning_rate": 0.0075, "batch_size": 209, "seed": 3,
+          "report_every": 600}
+
+
+def _one_run(cloud: dict[str, Any]) -> tuple[str, dict[str, np.ndarray], Any]:  # noqa: F811
+    """The only run in the ledger: (run id, registered weights, record); asserts one model version."""
+    svc = services()
+    try:
+        runs = svc.ledger.list_runs()
+        assert len(runs) == 1, [r.run_id for r in runs]
+        run = runs[0]
+        name = str(run.model).split(":")[0]
+        assert svc.registry.versions(name) == [1]  # exactly one model version
+        weights = dict(svc.registry.load(str(run.model)).weights)
+        epochs = [row.epoch for row in svc.ledger.epochs(run.run_id)]
+        assert epochs == list(range(1, PARAMS["epochs"] + 1))  # each epoch row once
+        return run.run_id, weights, run
+    finally:
+        svc.close()
+
+
+def _assert_outputs_once(cloud: dict[str, Any], run_id: str) -> None:  # noqa: F811
+    s3, bucket = cloud["s3"], cloud["bucket"]
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])
+                  if not o["Key"].startswith("lambdanet/"))
+    assert keys == ["predict_input/params.h5", "training_input/datasets.h5", "training_input/parameters.json",
+                    "training_results/results.json"]
+    versions = s3.list_object_versions(Bucket=bucket, Prefix="training_results/").get("Versions", [])
+    assert len(versions) <= 1 or all(not v.get("VersionId") or v["VersionId"] == "null" for v in versions)
+    results = json.loads(s3.get_object(Bucket=bucket, Key="training_results/results.json")["Body"].read())
+    assert results["run_id"] == run_id and len(results["costs"]) == PARAMS["epochs"]
+    completed = [m for m in messages(cloud) if m.startswith("Training Completed Successfully!")]
+    assert len(completed) == 1, completed
+
+
+def test_a_run_longer_than_three_invocations_hands_off_and_matches_one_process(
+        cloud: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    monkeypatch.setenv("LAMBDANET_INVOCATION_SECONDS", "1.5")  # the function's limit, set low
+    monkeypatch.setenv("LAMBDANET_EPOCHS_PER_ROUND", "200")
+    event = upload(cloud, PARAMS)
+    with durable_runner() as runner:
+        result = runner.run(input=json.dumps(event), execution_timeout=600)
+    assert result.status is InvocationStatus.SUCCEEDED, result.error
+    [outcome] = output(result)["results"]
+    assert outcome["status"] == "completed", outcome
+
+    names = operation_names(result)
+    rounds = sorted((step_result(result, n) for n in names if "-round-" in n),
+                    key=lambda step: step["round"])
+    handoffs = [n for n in names if "-handoff-" in n]
+    # one durable step per round, none run twice, together the whole run
+    assert [step["round"] for step in rounds] == list(range(1, len(rounds) + 1))
+    assert rounds[-1]["epochs_done"] == PARAMS["epochs"] and rounds[-1]["finished"]
+    assert len(handoffs) >= 2  # >= 3 invocations
+    run_id, weights, run = _one_run(cloud)
+    assert outcome["run_id"] == run_id and run.status == "completed"
+    _assert_outputs_once(cloud, run_id)
+
+    want = reference_weights(PARAMS, tmp_path)
+    assert sorted(weights) == sorted(want)
+    for name in want:
+        np.testing.assert_array_equal(weights[name], want[name])  # bit-identical
+
+
+def test_the_same_event_twice_while_the_first_runs_starts_one_run(
+        cloud: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    monkeypatch.setenv("LAMBDANET_EPOCHS_PER_ROUND", "400")
+    event = json.dumps(upload(cloud, PARAMS))
+    with durable_runner() as runner:
+        first = runner.run_async(input=event, execution_name="delivery-1")
+        second = runner.run_async(input=event, execution_name="delivery-2")  # S3 delivers it again
+        results = [runner.wait_for_result(arn, timeout=600) for arn in (first, second)]
+    outcomes = sorted((output(r)["results"][0] for r in results), key=lambda o: o["status"])
+    assert [o["status"] for o in outcomes] == ["completed", "skipped"]
+    run_id, _, _ = _one_run(cloud)
+    assert outcomes[0]["run_id"] == outcomes[1]["run_id"] == run_id
+    _assert_outputs_once(cloud, run_id)
+
+
+def test_an_invocation_killed_mid_round_is_replayed_with_the_same_weights(
+        cloud: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    # The runner kills every invocation after 2 s, as Lambda does at its timeout; the driver is
+    # told nothing of that limit, so it never hands off by itself: each invocation is killed in
+    # the middle of a round, and the replay must take the run over from the killed one.
+    params = {**PARAMS, "epochs": 1200}
+    monkeypatch.setenv("LAMBDANET_EPOCHS_PER_ROUND", "300")
+    event = upload(cloud, params)
+    with durable_runner(invocation_timeout=2) as runner:
+        arn = runner.run_async(input=json.dumps(event), execution_name="killed")
+        result = runner.wait_for_result(arn, timeout=600)
+        history = runner.get_execution_history(arn)
+    assert result.status is InvocationStatus.SUCCEEDED, result.error
+    events = [(str(getattr(e.event_type, "value", e.event_type)), e.name) for e in history.events]
+    # an invocation that ended while one of its round steps was started and not finished: killed mid-round
+    killed_in = [events[i - 1][1] for i in range(1, len(events))
+                 if events[i][0] == "InvocationCompleted" and events[i - 1][0] == "StepStarted"
+                 and "-round-" in str(events[i - 1][1])]
+    assert killed_in, f"no invocation was killed mid-round: the test proved nothing ({events})"
+    assert not any("-handoff-" in str(name) for _, name in events)  # every cut was the platform's
+    svc = services()
+    try:
+        run = svc.ledger.list_runs()[0]
+        assert [r.epoch for r in svc.ledger.epochs(run.run_id)] == list(range(1, params["epochs"] + 1))
+        assert svc.registry.versions(str(run.model).split(":")[0]) == [1]
+        weights = dict(svc.registry.load(str(run.model)).weights)
+    finally:
+        svc.close()
+    want = reference_weights(params, tmp_path)
+    for name in want:
+        np.testing.assert_array_equal(weights[name], want[name])
