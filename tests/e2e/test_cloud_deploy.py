@@ -1,5 +1,6 @@
 """deploy/: the CloudFormation template passes cfn-lint with no errors and wires what the code
-expects (table schema, handlers, trigger filter, per-stack names)."""
+expects (table schema, handlers, trigger filter, per-stack names, the durable driver behind its
+alias, 7-day log groups for every function, Lithops' worker included)."""
 
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def test_template_wires_what_the_code_expects() -> None:
     notif = res["DataBucket"]["Properties"]["NotificationConfiguration"]["LambdaConfigurations"][0]
     rules = {r["Name"]: r["Value"] for r in notif["Filter"]["S3Key"]["Rules"]}
     assert rules == {"prefix": "training_input/", "suffix": ".h5"}
-    assert notif["Function"] == {"GetAtt": "DriverFunction.Arn"}
+    assert notif["Function"] == {"Ref": "DriverAlias"}  # qualified: the driver is a durable function
     driver = res["DriverFunction"]["Properties"]
     assert driver["ImageConfig"]["Command"] == ["lambdanet.aws_lambda.handler"]
     assert driver["Timeout"] <= 900
@@ -74,7 +75,86 @@ def test_template_wires_what_the_code_expects() -> None:
     assert table["GlobalSecondaryIndexes"][0]["IndexName"] == GSI
     # several stacks per account: every explicit name derives from the stack name
     for name, r in res.items():
+        if r["Type"] == "AWS::Lambda::Alias":  # an alias name is scoped to its (stack-named) function
+            continue
         for prop in ("FunctionName", "TableName", "TopicName", "BucketName", "Name"):
             value = r.get("Properties", {}).get(prop)
             if isinstance(value, str) or (isinstance(value, dict) and "Sub" in value):
                 assert "${AWS::StackName}" in str(value), (name, prop, value)
+
+
+def _sub_text(value: Any) -> str:
+    """The template string of a !Sub (short or long form) or a plain string."""
+    if isinstance(value, dict) and "Sub" in value:
+        sub = value["Sub"]
+        return str(sub[0] if isinstance(sub, list) else sub)
+    return str(value)
+
+
+def test_every_function_logs_to_a_seven_day_log_group() -> None:
+    res = _template()["Resources"]
+    groups = {name: r["Properties"] for name, r in res.items() if r["Type"] == "AWS::Logs::LogGroup"}
+    assert groups and all(g["RetentionInDays"] == 7 for g in groups.values()), groups
+    functions = {name: r["Properties"] for name, r in res.items() if r["Type"] == "AWS::Lambda::Function"}
+    assert set(functions) == {"DriverFunction", "ServeFunction"}
+    for name, fn in functions.items():
+        ref = fn["LoggingConfig"]["LogGroup"]
+        assert isinstance(ref, dict) and set(ref) == {"Ref"}, (name, ref)
+        group = groups[ref["Ref"]]
+        # Lambda's default name too, so nothing writes to a second, unbounded group
+        assert _sub_text(group["LogGroupName"]) == "/aws/lambda/" + _sub_text(fn["FunctionName"]), name
+    # Lithops' worker function is created by `lithops runtime deploy`, after the stack: its log
+    # group is made ahead under the name Lithops will give it (a parameter deploy.sh computes)
+    worker = groups["LithopsWorkerLogGroup"]
+    assert _sub_text(worker["LogGroupName"]) == "/aws/lambda/${LithopsWorkerFunctionName}"
+    params = _template()["Parameters"]
+    assert params["LithopsWorkerFunctionName"]["MaxLength"] == 64
+    # the same names the driver's Lithops config gives Lithops (deploy/lib.sh assumes user_id lnet)
+    lithops_cfg = _sub_text(res["DriverFunction"]["Properties"]["Environment"]["Variables"]["LAMBDANET_LITHOPS_CONFIG"])
+    for piece in ('"runtime": "${LithopsRuntimeName}"', '"user_id": "lnet"', '"namespace": "${AWS::StackName}"',
+                  '"runtime_memory": ${WorkerMemoryMB}'):
+        assert piece in lithops_cfg, piece
+
+
+def test_driver_is_a_durable_function_invoked_through_its_alias() -> None:
+    t = _template()
+    res, params = t["Resources"], t["Parameters"]
+    driver = res["DriverFunction"]["Properties"]
+    assert driver["Timeout"] == 900  # one invocation; the execution goes on across invocations
+    durable = driver["DurableConfig"]
+    assert durable == {"ExecutionTimeout": {"Ref": "DurableExecutionTimeout"},
+                       "RetentionPeriodInDays": {"Ref": "DurableRetentionDays"}}
+    timeout = params["DurableExecutionTimeout"]
+    assert timeout["Default"] == 7 * 24 * 3600
+    assert timeout["MinValue"] >= 900 and timeout["MaxValue"] <= 31622400  # the service's limit: 366 days
+    retention = params["DurableRetentionDays"]
+    assert 1 <= retention["MinValue"] <= retention["Default"] <= retention["MaxValue"] <= 90
+    assert "DurableConfig" not in res["ServeFunction"]["Properties"]
+
+    # the execution role may checkpoint and read back the state of its own executions, on any
+    # version (durable execution ARNs are qualified: an unqualified function ARN never matches)
+    statements = res["DriverRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    durable_stmt = [s for s in statements if "lambda:CheckpointDurableExecution" in s["Action"]]
+    assert len(durable_stmt) == 1
+    assert set(durable_stmt[0]["Action"]) == {"lambda:CheckpointDurableExecution", "lambda:GetDurableExecutionState"}
+    assert _sub_text(durable_stmt[0]["Resource"]).endswith(":function:${AWS::StackName}-driver:*")
+    assert _sub_text(driver["FunctionName"]) == "${AWS::StackName}-driver"
+    ddb = next(s for s in statements if any(str(a).startswith("dynamodb:") for a in s["Action"]))
+    assert "dynamodb:DeleteItem" in ddb["Action"]  # the run's lease is released with DeleteItem
+
+    # S3 -> the alias (a qualified ARN) -> the published version; the permission names the alias
+    alias = res["DriverAlias"]
+    assert alias["Type"] == "AWS::Lambda::Alias"
+    assert alias["Properties"]["FunctionVersion"] == {"GetAtt": "DriverVersion.Version"}
+    version = res["DriverVersion"]
+    assert version["Type"] == "AWS::Lambda::Version"
+    assert version["DeletionPolicy"] == version["UpdateReplacePolicy"] == "Retain"  # running executions replay on it
+    assert "${DriverRevision}" in _sub_text(version["Properties"]["Description"])  # a new revision publishes
+    notif = res["DataBucket"]["Properties"]["NotificationConfiguration"]["LambdaConfigurations"]
+    assert [n["Function"] for n in notif] == [{"Ref": "DriverAlias"}]
+    permission = res["S3InvokeDriverPermission"]["Properties"]
+    assert permission["FunctionName"] == {"Ref": "DriverAlias"} and permission["Principal"] == "s3.amazonaws.com"
+    assert "S3InvokeDriverPermission" in [res["DataBucket"]["DependsOn"]]
+    async_cfg = res["DriverAsyncConfig"]["Properties"]
+    assert async_cfg["Qualifier"] == alias["Properties"]["Name"]
+    assert t["Outputs"]["DriverAliasArn"]["Value"] == {"Ref": "DriverAlias"}

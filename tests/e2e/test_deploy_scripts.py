@@ -1,0 +1,256 @@
+"""deploy/deploy.sh and deploy/teardown.sh: --dry-run prints every command (values filled in, in
+order) and runs none — checked with no ``aws``, ``docker``, ``lithops`` or ``python3`` on PATH at
+all; a missing flag without a terminal is one ``error:`` line and exit 2; the Lithops names the
+scripts compute are the ones the installed Lithops computes; the bucket helper empties every
+version (moto)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+DEPLOY = REPO / "deploy" / "deploy.sh"
+TEARDOWN = REPO / "deploy" / "teardown.sh"
+BASH = shutil.which("bash") or "/bin/bash"
+# what the scripts may use on a dry run: shell utilities only
+TOOLS = ("bash", "dirname", "grep", "head", "cut", "awk", "date", "sha1sum", "shasum", "cat")
+ACCOUNT = "123456789012"
+REGISTRY = f"{ACCOUNT}.dkr.ecr.eu-west-1.amazonaws.com"
+REPO_NAME = "lithops_v380_lnet_lambdanet-demo/lambdanet-runtime"
+ALL_FLAGS = ["--region", "eu-west-1", "--stack", "lambdanet-demo", "--email", "you@example.com",
+             "--workers", "4", "--strategy", "data", "--worker-memory", "3008", "--image-tag", "v7",
+             "--account-id", ACCOUNT, "--revision", "r42"]
+
+
+@pytest.fixture(scope="module")
+def bare_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A PATH holding only shell utilities: no aws, docker, lithops or python."""
+    bin_dir = tmp_path_factory.mktemp("bin")
+    for tool in TOOLS:
+        found = shutil.which(tool)
+        if found:
+            (bin_dir / tool).symlink_to(found)
+    for absent in ("aws", "docker", "lithops", "python3", "python"):
+        assert shutil.which(absent, path=str(bin_dir)) is None
+    return str(bin_dir)
+
+
+def _run(script: Path, args: list[str], path: str, tmp: Path) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": path, "HOME": str(tmp), "TMPDIR": str(tmp), "LANG": "C"}
+    return subprocess.run([BASH, str(script), *args], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          env=env, timeout=60, cwd=tmp)
+
+
+def _commands(stdout: str) -> list[str]:
+    return [line for line in stdout.splitlines() if line and not line.startswith("#")]
+
+
+def _in_order(lines: list[str], expected: list[str]) -> None:
+    positions = []
+    for want in expected:
+        assert want in lines, f"missing command line:\n{want}\n--- got:\n" + "\n".join(lines)
+        positions.append(lines.index(want))
+    assert positions == sorted(positions), positions
+
+
+def test_deploy_dry_run_prints_every_command_in_order_and_runs_none(bare_path: str, tmp_path: Path) -> None:
+    proc = _run(DEPLOY, [*ALL_FLAGS, "--dry-run"], bare_path, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""  # nothing executed (a real run echoes "+ command" to stderr)
+    lines = _commands(proc.stdout)
+    image = f"{REGISTRY}/{REPO_NAME}:v7"
+    config = f"{tmp_path}/lambdanet-lambdanet-demo-lithops.json"
+    worker = "lambdanet-demo-lithops-worker-lnet-380-" + _lithops_hash("lambdanet-runtime:v7", 3008)
+    _in_order(lines, [
+        "python3 -c 'from lithops.serverless.backends.aws_lambda.aws_lambda import AWSLambdaBackend; "
+        "AWSLambdaBackend._create_handler_bin(remove=False)'",
+        "docker build --platform linux/amd64 -f deploy/Dockerfile --build-arg EXTRAS=aws,redis,lithops,serve "
+        "-t lambdanet-runtime:v7 .",
+        "rm -f lithops_lambda.zip",
+        f"aws ecr create-repository --region eu-west-1 --repository-name {REPO_NAME} "
+        "--image-scanning-configuration scanOnPush=true",
+        f"aws ecr get-login-password --region eu-west-1 | docker login --username AWS --password-stdin {REGISTRY}",
+        f"docker tag lambdanet-runtime:v7 {image}",
+        f"docker push {image}",
+        f"aws ecr describe-images --region eu-west-1 --repository-name {REPO_NAME} --image-ids imageTag=v7 "
+        "--query 'imageDetails[0].imageDigest' --output text",
+        "aws cloudformation deploy --region eu-west-1 --stack-name lambdanet-demo "
+        "--template-file deploy/template.yaml --capabilities CAPABILITY_IAM --no-fail-on-empty-changeset "
+        f"--parameter-overrides 'RuntimeImageUri={REGISTRY}/{REPO_NAME}@sha256:<image-digest>' "
+        f"LithopsRuntimeName=lambdanet-runtime:v7 LithopsWorkerFunctionName={worker} "
+        "NotificationEmail=you@example.com Workers=4 Strategy=data ModelName=itsacat WorkerMemoryMB=3008 "
+        "DurableExecutionTimeout=604800 DriverRevision=r42",
+        "aws cloudformation describe-stacks --region eu-west-1 --stack-name lambdanet-demo "
+        "--query 'Stacks[0].Outputs[].[OutputKey,OutputValue]' --output text",
+        "aws lambda get-function-configuration --region eu-west-1 --function-name lambdanet-demo-driver "
+        f"--query Environment.Variables.LAMBDANET_LITHOPS_CONFIG --output text > {config}",
+        f"lithops runtime delete -b aws_lambda -s aws_s3 -c {config} lambdanet-runtime:v7",
+        f"lithops runtime deploy -b aws_lambda -s aws_s3 -c {config} --memory 3008 --timeout 900 lambdanet-runtime:v7",
+    ])
+    # the account id was given: no STS call; the outputs are placeholders
+    assert not any(line.startswith("aws sts") for line in lines)
+    assert "# bucket: <BucketName>" in proc.stdout and "# api: <ApiUrl>" in proc.stdout
+    assert not (tmp_path / "lambdanet-lambdanet-demo-lithops.json").exists()  # the redirect did not run
+
+
+def test_deploy_dry_run_asks_sts_for_the_account_when_not_given(bare_path: str, tmp_path: Path) -> None:
+    proc = _run(DEPLOY, ["--region", "eu-west-1", "--stack", "lambdanet-demo", "--email", "you@example.com",
+                         "--dry-run"], bare_path, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = _commands(proc.stdout)
+    assert lines[0] == "aws sts get-caller-identity --query Account --output text"
+    assert "docker push '<account-id>.dkr.ecr.eu-west-1.amazonaws.com/" + REPO_NAME + ":latest'" in lines
+    deploy = next(line for line in lines if line.startswith("aws cloudformation deploy"))
+    assert "Workers=2 Strategy=neuron ModelName=itsacat WorkerMemoryMB=2048 DurableExecutionTimeout=604800" in deploy
+    assert "DriverRevision=20" in deploy  # a UTC timestamp by default: every deploy publishes a version
+
+
+@pytest.mark.parametrize("drop", ["--region", "--stack", "--email"])
+def test_deploy_without_a_terminal_a_missing_flag_is_one_error_line(bare_path: str, tmp_path: Path,
+                                                                     drop: str) -> None:
+    i = ALL_FLAGS.index(drop)
+    args = ALL_FLAGS[:i] + ALL_FLAGS[i + 2:]
+    proc = _run(DEPLOY, [*args, "--dry-run"], bare_path, tmp_path)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr.splitlines() == [f"error: {drop} is missing (no terminal to ask on; see --help)"]
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--stack", "Lambdanet"), ("--stack", "x" * 30), ("--region", "mars"),
+                                             ("--workers", "0"), ("--strategy", "model"), ("--email", "nobody")])
+def test_deploy_rejects_bad_values_with_one_line(bare_path: str, tmp_path: Path, flag: str, value: str) -> None:
+    args = list(ALL_FLAGS)
+    args[args.index(flag) + 1] = value
+    proc = _run(DEPLOY, [*args, "--dry-run"], bare_path, tmp_path)
+    assert proc.returncode == 2
+    assert len(proc.stderr.splitlines()) == 1 and proc.stderr.startswith("error: ")
+
+
+def test_deploy_without_tools_fails_clearly_when_not_a_dry_run(bare_path: str, tmp_path: Path) -> None:
+    proc = _run(DEPLOY, ALL_FLAGS, bare_path, tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == ["error: 'aws' is not on PATH (docs/deploy.md, prerequisites)"]
+
+
+def test_teardown_dry_run_prints_cleanup_in_order(bare_path: str, tmp_path: Path) -> None:
+    proc = _run(TEARDOWN, ["--region", "eu-west-1", "--stack", "lambdanet-demo", "--account-id", ACCOUNT,
+                           "--dry-run"], bare_path, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    lines = _commands(proc.stdout)
+    config = f"{tmp_path}/lambdanet-lambdanet-demo-lithops.json"
+    expected = [
+        "aws lambda get-function-configuration --region eu-west-1 --function-name lambdanet-demo-driver "
+        f"--query Environment.Variables.LAMBDANET_LITHOPS_CONFIG --output text > {config}",
+        f"lithops clean -b aws_lambda -s aws_s3 -c {config}",
+        f"aws ecr delete-repository --region eu-west-1 --repository-name {REPO_NAME} --force",
+        "aws cloudformation delete-stack --region eu-west-1 --stack-name lambdanet-demo",
+        "aws cloudformation wait stack-delete-complete --region eu-west-1 --stack-name lambdanet-demo",
+        f"python3 deploy/empty_bucket.py lambdanet-demo-{ACCOUNT}-eu-west-1 --region eu-west-1 --delete",
+        "aws dynamodb delete-table --region eu-west-1 --table-name lambdanet-demo-ledger",
+    ]
+    assert lines == expected
+
+
+def test_teardown_keep_data_keeps_bucket_and_table(bare_path: str, tmp_path: Path) -> None:
+    proc = _run(TEARDOWN, ["--region", "eu-west-1", "--stack", "lambdanet-demo", "--account-id", ACCOUNT,
+                           "--keep-data", "--dry-run"], bare_path, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = _commands(proc.stdout)
+    assert lines[-1] == "aws cloudformation wait stack-delete-complete --region eu-west-1 --stack-name lambdanet-demo"
+    assert not any("empty_bucket" in line or "delete-table" in line for line in lines)
+
+
+def test_teardown_without_a_terminal_a_missing_flag_is_one_error_line(bare_path: str, tmp_path: Path) -> None:
+    proc = _run(TEARDOWN, ["--region", "eu-west-1", "--dry-run"], bare_path, tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == ["error: --stack is missing (no terminal to ask on; see --help)"]
+
+
+# ---- the names Lithops derives: the scripts' formula against the installed Lithops ------------
+def _lithops_hash(runtime: str, memory: int, version: str = "3.8.0") -> str:
+    import hashlib
+
+    return hashlib.sha1(f"{runtime}-{memory}-{version}".encode()).hexdigest()[:10]
+
+
+def test_scripts_name_the_worker_function_and_repository_as_lithops_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    import lithops
+    from lithops.serverless.backends.aws_lambda.aws_lambda import AWSLambdaBackend
+
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_EC2_METADATA_DISABLED": "true"}.items():
+        monkeypatch.setenv(key, value)
+    backend = AWSLambdaBackend({"user_agent": "lambdanet-test", "region": "eu-west-1",
+                                "execution_role": f"arn:aws:iam::{ACCOUNT}:role/r", "namespace": "lambdanet-demo",
+                                "account_id": ACCOUNT, "user_id": "lnet"}, internal_storage=None)
+    script = f"""source {REPO}/deploy/lib.sh; REPO_ROOT={REPO}
+        v=$(pinned_lithops_version); echo "$v"
+        echo "$(lithops_package lambdanet-demo "$v")/lambdanet-runtime"
+        lithops_worker_name lambdanet-demo lambdanet-runtime:v7 3008 "$v"; echo"""
+    out = subprocess.run([BASH, "-c", script], capture_output=True, text=True, check=True,
+                         stdin=subprocess.DEVNULL).stdout.split()
+    assert out[0] == lithops.__version__  # the pin the image installs is the Lithops here
+    assert out[1] == backend._format_repo_name("lambdanet-runtime:v7")
+    assert out[2] == backend._format_function_name("lambdanet-runtime:v7", 3008)
+    assert len(out[2]) <= 64
+
+
+def test_the_handler_zip_command_builds_what_the_dockerfile_copies(tmp_path: Path) -> None:
+    """The dry run's first command (no network): Lithops' handler zip for deploy/Dockerfile."""
+    import sys
+
+    code = ("from lithops.serverless.backends.aws_lambda.aws_lambda import AWSLambdaBackend; "
+            "AWSLambdaBackend._create_handler_bin(remove=False)")
+    subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True, capture_output=True, timeout=120,
+                   stdin=subprocess.DEVNULL)
+    names = zipfile.ZipFile(tmp_path / "lithops_lambda.zip").namelist()
+    assert "entry_point.py" in names and any(n.startswith("lithops/") for n in names)
+    dockerfile = (REPO / "deploy" / "Dockerfile").read_text()
+    assert "COPY lithops_lambda.zip" in dockerfile and "mv entry_point.py handler/" in dockerfile
+
+
+# ---- deploy/empty_bucket.py -------------------------------------------------------------------
+def test_empty_bucket_removes_every_version_then_the_bucket(monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    import boto3
+    from moto import mock_aws
+
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "eu-west-1"}.items():
+        monkeypatch.setenv(key, value)
+    for key in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(key, raising=False)
+    spec = importlib.util.spec_from_file_location("empty_bucket", REPO / "deploy" / "empty_bucket.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="eu-west-1")
+        s3.create_bucket(Bucket="lnet-test-bucket", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        s3.put_bucket_versioning(Bucket="lnet-test-bucket", VersioningConfiguration={"Status": "Enabled"})
+        for body in (b"1", b"2"):
+            s3.put_object(Bucket="lnet-test-bucket", Key="training_input/datasets.h5", Body=body)
+        s3.delete_object(Bucket="lnet-test-bucket", Key="training_input/datasets.h5")  # a delete marker
+        assert module.main(["lnet-test-bucket", "--region", "eu-west-1", "--delete"]) == 0
+        assert "removed 3 object versions" in capsys.readouterr().out
+        assert "lnet-test-bucket" not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+        assert module.main(["lnet-test-bucket", "--region", "eu-west-1", "--delete"]) == 0  # again: nothing to do
+        assert "no such bucket" in capsys.readouterr().out
+
+
+def test_scripts_are_executable_bash_with_strict_mode() -> None:
+    for script in (DEPLOY, TEARDOWN):
+        text = script.read_text()
+        assert text.startswith("#!/usr/bin/env bash\n")
+        assert "set -euo pipefail" in text
+        assert os.access(script, os.X_OK)
