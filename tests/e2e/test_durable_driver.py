@@ -138,3 +138,60 @@ def test_an_invocation_killed_mid_round_is_replayed_with_the_same_weights(
     want = reference_weights(params, tmp_path)
     for name in want:
         np.testing.assert_array_equal(weights[name], want[name])
+
+
+@pytest.mark.redis
+def test_the_full_cloud_chain_upload_to_outputs_on_lithops_and_redis(
+        cloud: dict[str, Any], tmp_path: Path, redis_server: Any,  # noqa: F811
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """S3 upload -> the durable entry point -> K = 2 Lithops-localhost workers meeting in a real
+    redis-server -> DynamoDB rows, SNS messages (through SQS), params.h5 and results.json, across
+    several invocations."""
+    import boto3
+    import h5py
+
+    params = {**PARAMS, "epochs": 600, "dtype": "float64", "report_every": 150}
+    monkeypatch.setenv("LAMBDANET_STORE", redis_server.url)
+    monkeypatch.setenv("LAMBDANET_EXECUTOR", "lithops")
+    monkeypatch.setenv("LAMBDANET_WORKERS", "2")
+    monkeypatch.setenv("LAMBDANET_STRATEGY", "neuron")
+    monkeypatch.setenv("LAMBDANET_EPOCHS_PER_ROUND", "150")
+    monkeypatch.setenv("LAMBDANET_INVOCATION_SECONDS", "2")
+    event = upload(cloud, params)
+    with durable_runner() as runner:
+        result = runner.run(input=json.dumps(event), execution_timeout=600)
+    assert result.status is InvocationStatus.SUCCEEDED, result.error
+    [outcome] = output(result)["results"]
+    assert outcome["status"] == "completed", outcome
+    assert len([n for n in operation_names(result) if "-handoff-" in n]) >= 2  # >= 3 invocations
+
+    s3, bucket, run_id = cloud["s3"], cloud["bucket"], outcome["run_id"]
+    svc = services()
+    try:
+        run = svc.ledger.get_run(run_id)
+        weights = dict(svc.registry.load(str(run.model)).weights)
+        calls = svc.ledger.calls(run_id)
+    finally:
+        svc.close()
+    assert run.config["engine"]["executor"] == "lithops" and run.config["engine"]["workers"] == 2
+    assert len(calls) == 2 * run.metrics["rounds"] and all(c.ok for c in calls)  # no retries
+    table = boto3.resource("dynamodb", region_name="us-east-1").Table(cloud["table"])
+    items = table.query(KeyConditionExpression="pk = :p AND begins_with(sk, :e)",
+                        ExpressionAttributeValues={":p": f"run#{run_id}", ":e": "epoch#"})["Items"]
+    assert len(items) == params["epochs"]
+    sent = messages(cloud)
+    updates = sorted(m for m in sent if m.startswith("Training update!"))
+    assert [m.split(" = ")[0] for m in updates] == [  # one per report_every epochs, none twice
+        f"Training update! Cost after epoch {e}" for e in (150, 300, 450, 600)]
+    assert len([m for m in sent if m.startswith("Training Completed Successfully!")]) == 1
+    params_h5 = tmp_path / "params.h5"
+    s3.download_file(bucket, "predict_input/params.h5", str(params_h5))
+    with h5py.File(params_h5) as fh:
+        for name in fh:
+            np.testing.assert_array_equal(fh[name][()], weights[name])
+    results = json.loads(s3.get_object(Bucket=bucket, Key="training_results/results.json")["Body"].read())
+    assert results["run_id"] == run_id and len(results["costs"]) == params["epochs"]
+
+    want = reference_weights(params, tmp_path)  # one uninterrupted K = 1 process
+    for name in want:  # K = 2 adds the same partial products in another order
+        np.testing.assert_allclose(weights[name], want[name], rtol=1e-9, atol=1e-12, err_msg=name)
