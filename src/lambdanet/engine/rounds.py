@@ -78,7 +78,7 @@ class RoundPlan:
     max_retries: int
     faults: list[dict[str, Any]] = field(default_factory=list)
     retry_backoff_s: float = 0.5
-    checkpoint_seconds: float = 30.0  # in-round checkpoints: every this many seconds (see worker)
+    checkpoint_seconds: float = 1.0  # in-round checkpoints: every this many seconds (see worker)
 
 
 @dataclass
