@@ -1,17 +1,20 @@
 """The Executor contract for the ``local`` (threads) and ``process`` (one OS process per call)
-executors: concurrent calls, one outcome per spec in order, failures as one line, timeouts."""
+executors: concurrent calls, one outcome per spec in order, failures as one line, timeouts, and
+``on_failure`` for every failed call (once, as it happens)."""
 
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from lambdanet import adapters
 from lambdanet.executors import probe
-from lambdanet.ports import Executor
+from lambdanet.ports import CallOutcome, Executor
 from tests.conftest import RedisServer
 
 
@@ -69,3 +72,57 @@ def test_process_executor_limits_blas_threads_per_worker(monkeypatch: pytest.Mon
     executor = adapters.open_executor("process")
     env = executor._env(4)  # type: ignore[attr-defined]
     assert env["OPENBLAS_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 4))
+
+
+def test_on_failure_gets_each_failed_call_once_and_never_a_success(setup: tuple[Executor, str]) -> None:
+    executor, _ = setup
+    seen: list[CallOutcome] = []
+    lock = threading.Lock()
+
+    def on_failure(o: CallOutcome) -> None:
+        with lock:
+            seen.append(o)
+
+    outcomes = executor.run(probe.fail, [{"worker": 0}, {"worker": 1}], timeout_s=60, on_failure=on_failure)
+    assert sorted((o.worker, o.error) for o in seen) == [(0, "ValueError: probe failure in worker 0"),
+                                                         (1, "ValueError: probe failure in worker 1")]
+    assert seen and all(o in outcomes for o in seen)  # the same outcomes run returns
+    seen.clear()
+    assert executor.run(probe.echo, [{"worker": 0}, {"worker": 1}], timeout_s=60, on_failure=on_failure)[0].ok
+    assert seen == []
+    executor.run(probe.sleep, [{"worker": 0, "seconds": 0.0}, {"worker": 1, "seconds": 30.0}], timeout_s=3.0,
+                 on_failure=on_failure)
+    assert [(o.worker, o.error) for o in seen] == [(1, "timed out after 3 s")]
+
+
+def test_a_failing_on_failure_callback_never_loses_the_outcomes(setup: tuple[Executor, str]) -> None:
+    executor, _ = setup
+
+    def broken(o: CallOutcome) -> None:
+        raise RuntimeError("callback bug")
+
+    outcomes = executor.run(probe.fail, [{"worker": 0}, {"worker": 1}], timeout_s=60, on_failure=broken)
+    assert [o.error for o in outcomes] == ["ValueError: probe failure in worker 0",
+                                          "ValueError: probe failure in worker 1"]
+
+
+def test_local_on_failure_comes_while_the_other_calls_still_run() -> None:
+    """Worker 0 raises; workers 1 and 2 wait for an event that only on_failure sets. If the
+    failure were reported when the round returns, they would wait out their 30 s guard."""
+    release = threading.Event()
+
+    def body(spec: dict[str, Any]) -> dict[str, Any]:
+        if spec["worker"] == 0:
+            raise ValueError("worker 0 breaks first")
+        return {"released": release.wait(30)}
+
+    reported: list[str | None] = []
+
+    def on_failure(o: CallOutcome) -> None:
+        reported.append(o.error)
+        release.set()
+
+    outcomes = adapters.open_executor("local").run(body, [{"worker": k} for k in range(3)], timeout_s=60,
+                                                   on_failure=on_failure)
+    assert reported == ["ValueError: worker 0 breaks first"]
+    assert [o.result for o in outcomes[1:]] == [{"released": True}, {"released": True}]

@@ -1,21 +1,30 @@
 """The Lithops executor on Lithops' real localhost backend (no fakes): per-call results and
-failures, and a full training run (Lithops + a real redis-server) that reproduces the
-single-process reference weights."""
+failures, a call killed with SIGKILL reported at once through ``on_failure`` (and a call
+whose whole process tree died, which Lithops never reports), and a full training run
+(Lithops + a real redis-server) that reproduces the single-process reference weights."""
 
 from __future__ import annotations
 
+import os
+import queue
+import signal
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import cloudpickle
 import h5py
 import numpy as np
+import psutil
 import pytest
 
 from lambdanet.config import MLPConfig
 from lambdanet.errors import ConfigError, URLError
 from lambdanet.executors.lithops import LithopsExecutor, fn_reference, load_config_file
+from lambdanet.ports import CallOutcome
 
 # The worker functions below run in Lithops' worker processes, which cannot import this test
 # module: ship them by value inside Lithops' cloudpickle.
@@ -142,3 +151,85 @@ def test_full_run_on_lithops_with_redis_matches_reference(home: Path, tmp_path: 
     for name, value in ref.params.items():
         np.testing.assert_allclose(weights[name], value, rtol=1e-9, atol=1e-12, err_msg=name)
     assert result.final_cost == pytest.approx(ref.costs[-1], rel=1e-9)
+
+
+def pid_worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """Writes the pid of the process running the call (so the test can kill it), then sleeps."""
+    import os
+    import time
+
+    tmp = os.path.join(spec["dir"], f"{spec['worker']}.tmp")
+    with open(tmp, "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(tmp, os.path.join(spec["dir"], f"{spec['worker']}.pid"))
+    time.sleep(spec["seconds"])
+    return {"worker": spec["worker"]}
+
+
+def _call_pids(folder: Path, n: int, guard_s: float = 60.0) -> list[int]:
+    end = time.monotonic() + guard_s
+    while time.monotonic() < end:
+        files = [folder / f"{k}.pid" for k in range(n)]
+        if all(f.exists() for f in files):
+            return [int(f.read_text()) for f in files]
+        time.sleep(0.02)
+    raise AssertionError(f"the {n} calls never started")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _run_and_kill(executor: LithopsExecutor, tmp_path: Path,
+                  kill: Callable[[int], None]) -> tuple[CallOutcome, bool, list[CallOutcome], list[int]]:
+    """K = 3 calls sleeping 600 s; ``kill(pid of worker 0's call)``; returns the first failure
+    reported, whether the other calls were still running then, every outcome, the call pids."""
+    specs = [{"worker": k, "seconds": 600.0, "dir": str(tmp_path)} for k in range(3)]
+    failures: queue.Queue[tuple[CallOutcome, bool]] = queue.Queue()
+    pids: list[int] = []
+
+    def on_failure(o: CallOutcome) -> None:
+        failures.put((o, all(_alive(p) for p in pids[1:])))
+
+    done: list[list[CallOutcome]] = []
+    runner = threading.Thread(target=lambda: done.append(executor.run(pid_worker, specs, 600, on_failure)),
+                              daemon=True)
+    runner.start()
+    pids.extend(_call_pids(tmp_path, 3))
+    kill(pids[0])
+    first, others_alive = failures.get(timeout=60)  # the guard: the calls would run for 600 s
+    assert runner.is_alive()
+    for p in pids[1:]:  # end the others (Lithops reports each as killed with SIGTERM)
+        os.kill(p, signal.SIGTERM)
+    runner.join(60)
+    assert not runner.is_alive()
+    return first, others_alive, done[0], pids
+
+
+def test_a_call_killed_with_sigkill_is_reported_at_once(executor: LithopsExecutor, tmp_path: Path) -> None:
+    first, others_alive, outcomes, _ = _run_and_kill(executor, tmp_path, lambda pid: os.kill(pid, signal.SIGKILL))
+    assert (first.worker, first.error) == (0, "exit code -9")
+    assert others_alive  # reported while the other calls still ran
+    assert [o.error for o in outcomes] == ["exit code -9", "exit code -15", "exit code -15"]
+
+
+def test_a_call_whose_whole_process_tree_died_is_reported_by_the_liveness_check(
+        executor: LithopsExecutor, tmp_path: Path) -> None:
+    """Killing the call's process AND its Lithops worker process: Lithops never reports the
+    call; the executor sees the call's pid gone and reports it (after DEAD_GRACE_S)."""
+
+    def kill_tree(pid: int) -> None:
+        parent = psutil.Process(pid).ppid()
+        os.kill(parent, signal.SIGKILL)
+        os.kill(pid, signal.SIGKILL)
+
+    first, others_alive, outcomes, pids = _run_and_kill(executor, tmp_path, kill_tree)
+    assert first.worker == 0
+    assert first.error == f"process {pids[0]} died without a report from Lithops (its worker process was killed?)"
+    assert others_alive
+    assert [o.error for o in outcomes[1:]] == ["exit code -15", "exit code -15"]
+    ok = executor.run(echo_worker, [{"i": 2}], timeout_s=60)[0]  # the next round starts afresh
+    assert ok.ok and ok.result == {"i": 2, "square": 4}

@@ -6,10 +6,11 @@ Usage::
     outcomes = executor.run(run_worker, specs, timeout_s=600)
 
 All calls start at once (they meet at barriers). A call that raises is reported as
-``ok=False`` with ``"ExceptionName: message"``; a call still running at ``timeout_s`` is
-reported as ``"timed out after N s"`` and left to finish on its own (a thread cannot be
-killed; the engine's collective deadlines end it). Works with every store, including
-``memory://`` (the threads share the process).
+``ok=False`` with ``"ExceptionName: message"`` — to ``on_failure`` at once, from the call's own
+thread, while the other calls may still run; a call still running at ``timeout_s`` is reported
+as ``"timed out after N s"`` (to ``on_failure`` too) and left to finish on its own (a thread
+cannot be killed; the engine's abort or its collective deadlines end it). Works with every
+store, including ``memory://`` (the threads share the process).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 from typing import Any, Self
 
 from lambdanet.errors import URLError
-from lambdanet.ports.executor import CallOutcome, WorkerFunction
+from lambdanet.ports.executor import CallOutcome, FailureCallback, WorkerFunction, report_failure
 
 
 def describe(exc: BaseException) -> str:
@@ -42,21 +43,33 @@ class LocalExecutor:
             raise URLError(f"not a local executor: {url!r} (use local)")
         return cls()
 
-    def run(self, fn: WorkerFunction, specs: list[dict[str, Any]], timeout_s: float) -> list[CallOutcome]:
+    def run(self, fn: WorkerFunction, specs: list[dict[str, Any]], timeout_s: float,
+            on_failure: FailureCallback | None = None) -> list[CallOutcome]:
         results: list[CallOutcome | None] = [None] * len(specs)
         starts = [0.0] * len(specs)
+        lock = threading.Lock()
+
+        def settle(i: int, outcome: CallOutcome) -> None:
+            """Record call ``i``'s outcome unless it already has one (a thread that ends after
+            the deadline keeps its "timed out"); a failure goes to ``on_failure`` at once."""
+            with lock:
+                if results[i] is not None:
+                    return
+                results[i] = outcome
+            report_failure(on_failure, outcome)
 
         def call(i: int, spec: dict[str, Any]) -> None:
             starts[i] = time.time()
+            worker = int(spec.get("worker", i))
             try:
                 out = fn(spec)
-                results[i] = CallOutcome(worker=int(spec.get("worker", i)), ok=True, result=out,
-                                         started_at=starts[i], ended_at=time.time())
+                settle(i, CallOutcome(worker=worker, ok=True, result=out, started_at=starts[i],
+                                      ended_at=time.time()))
             except KeyboardInterrupt:  # Ctrl-C in the inline K=1 call: the driver marks the run interrupted
                 raise
             except BaseException as exc:  # every other failure becomes an outcome
-                results[i] = CallOutcome(worker=int(spec.get("worker", i)), ok=False, error=describe(exc),
-                                         started_at=starts[i], ended_at=time.time())
+                settle(i, CallOutcome(worker=worker, ok=False, error=describe(exc), started_at=starts[i],
+                                      ended_at=time.time()))
 
         if len(specs) == 1:  # no thread for a single call: the fastest K=1 path
             call(0, specs[0])
@@ -68,15 +81,10 @@ class LocalExecutor:
         deadline = time.monotonic() + timeout_s
         for t in threads:
             t.join(max(0.0, deadline - time.monotonic()))
-        outcomes: list[CallOutcome] = []
         for i, spec in enumerate(specs):
-            res = results[i]
-            if res is None:
-                res = CallOutcome(worker=int(spec.get("worker", i)), ok=False,
-                                  error=f"timed out after {timeout_s:g} s",
-                                  started_at=starts[i] or time.time(), ended_at=time.time())
-            outcomes.append(res)
-        return outcomes
+            settle(i, CallOutcome(worker=int(spec.get("worker", i)), ok=False, error=f"timed out after {timeout_s:g} s",
+                                  started_at=starts[i] or time.time(), ended_at=time.time()))
+        return [res for res in results if res is not None]
 
     def close(self) -> None:
         pass

@@ -10,10 +10,14 @@ Each call runs ``python -m lambdanet.executors.process MODULE:FUNCTION RESULT_FI
 JSON spec on stdin; the child imports the function, runs it and writes ``{"ok": …, "result":
 …}`` to the result file. A non-zero exit without a result is ``"exit code N"`` (negative: the
 signal); a call still running at ``timeout_s`` is killed and reported as ``"timed out after N
-s"``. The function must be a module-level function (no pickle crosses the boundary, only
-JSON). The children share nothing with the parent but the environment: ``memory://`` stores
-cannot be used (use ``redis://``). Each child gets ``OPENBLAS_NUM_THREADS``/``OMP_NUM_THREADS``
-= cores // calls (unless already set) so K workers do not oversubscribe the CPU.
+s"``. Every child has its own waiting thread (``Popen.wait``), so the death of any one of them
+— a ``kill -9`` while the others still run — reaches ``on_failure`` within a few tens of
+milliseconds (``Popen.wait``'s poll step), not when the children before it end.
+
+The function must be a module-level function (no pickle crosses the boundary, only JSON). The
+children share nothing with the parent but the environment: ``memory://`` stores cannot be
+used (use ``redis://``). Each child gets ``OPENBLAS_NUM_THREADS``/``OMP_NUM_THREADS`` =
+cores // calls (unless already set) so K workers do not oversubscribe the CPU.
 """
 
 from __future__ import annotations
@@ -24,12 +28,14 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
 from lambdanet.errors import URLError
-from lambdanet.ports.executor import CallOutcome, WorkerFunction
+from lambdanet.ports.executor import CallOutcome, FailureCallback, WorkerFunction, report_failure
 
 _THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -48,6 +54,16 @@ def _last_line(path: Path) -> str:
     except OSError:
         return ""
     return lines[-1][:400] if lines else ""
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One running child: its process, result file, stderr file and start time."""
+
+    proc: subprocess.Popen[bytes]
+    out: Path
+    err: Path
+    started: float
 
 
 class ProcessExecutor:
@@ -72,58 +88,84 @@ class ProcessExecutor:
             env.setdefault(var, threads)
         return env
 
-    def run(self, fn: WorkerFunction, specs: list[dict[str, Any]], timeout_s: float) -> list[CallOutcome]:
+    def run(self, fn: WorkerFunction, specs: list[dict[str, Any]], timeout_s: float,
+            on_failure: FailureCallback | None = None) -> list[CallOutcome]:
         target = function_path(fn)
         env = self._env(len(specs))
         with tempfile.TemporaryDirectory(prefix="lambdanet-calls-") as tmp:
-            procs: list[tuple[subprocess.Popen[bytes], Path, Path, float]] = []
-            for i, spec in enumerate(specs):
-                out, err = Path(tmp) / f"{i}.json", Path(tmp) / f"{i}.err"
-                with open(err, "wb") as errf:
-                    proc = subprocess.Popen(
-                        [self.python, "-m", "lambdanet.executors.process", target, str(out)],
-                        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errf, env=env,
-                    )
-                started = time.time()
-                assert proc.stdin is not None
-                try:
-                    proc.stdin.write(json.dumps(spec).encode())
-                    proc.stdin.close()
-                except OSError:  # BrokenPipeError: the worker died before reading its spec (kill -9);
-                    with contextlib.suppress(OSError):  # proc.wait() below reports its exit code
-                        proc.stdin.close()
-                procs.append((proc, out, err, started))
+            calls = [self._start(target, spec, Path(tmp) / str(i), env) for i, spec in enumerate(specs)]
             deadline = time.monotonic() + timeout_s
-            outcomes: list[CallOutcome] = []
-            for i, (proc, out, err, started) in enumerate(procs):
+            outcomes: list[CallOutcome | None] = [None] * len(calls)
+
+            def watch(i: int) -> None:
+                """Wait for child ``i`` alone, so its death is reported the moment it happens."""
                 worker = int(specs[i].get("worker", i))
                 try:
-                    code = proc.wait(max(0.0, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-                    outcomes.append(CallOutcome(worker, False, error=f"timed out after {timeout_s:g} s",
-                                                started_at=started, ended_at=time.time()))
-                    continue
-                ended = time.time()
-                payload: dict[str, Any] | None = None
-                if out.exists():
-                    try:
-                        payload = json.loads(out.read_text())
-                    except (OSError, ValueError):
-                        payload = None
-                if payload is not None and payload.get("ok"):
-                    outcomes.append(CallOutcome(worker, True, result=payload.get("result"),
-                                                started_at=payload.get("started_at", started),
-                                                ended_at=payload.get("ended_at", ended)))
-                elif payload is not None:
-                    outcomes.append(CallOutcome(worker, False, error=str(payload.get("error")),
-                                                started_at=started, ended_at=ended))
-                else:
-                    tail = _last_line(err)
-                    msg = f"exit code {code}" + (f" ({tail})" if tail and code > 0 else "")
-                    outcomes.append(CallOutcome(worker, False, error=msg, started_at=started, ended_at=ended))
-            return outcomes
+                    outcome = self._wait(calls[i], worker, deadline, timeout_s)
+                except Exception as exc:  # never lose a call's outcome to a bug in the reading
+                    outcome = CallOutcome(worker, False, error=f"cannot read the call's outcome: {exc}",
+                                          started_at=calls[i].started, ended_at=time.time())
+                outcomes[i] = outcome
+                report_failure(on_failure, outcome)
+
+            watchers = [threading.Thread(target=watch, args=(i,), name=f"lambdanet-call-{i}", daemon=True)
+                        for i in range(len(calls))]
+            try:
+                for t in watchers:
+                    t.start()
+                for t in watchers:
+                    t.join()  # each watcher ends by the deadline (it kills a late child)
+            finally:  # Ctrl-C or an error here: leave no child behind
+                for call in calls:
+                    if call.proc.poll() is None:
+                        call.proc.kill()
+            return [o for o in outcomes if o is not None]
+
+    def _start(self, target: str, spec: dict[str, Any], base: Path, env: dict[str, str]) -> _Call:
+        """Spawn one child and hand it its JSON spec on stdin."""
+        out, err = base.with_suffix(".json"), base.with_suffix(".err")
+        with open(err, "wb") as errf:
+            proc = subprocess.Popen(
+                [self.python, "-m", "lambdanet.executors.process", target, str(out)],
+                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errf, env=env,
+            )
+        started = time.time()
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(json.dumps(spec).encode())
+            proc.stdin.close()
+        except OSError:  # BrokenPipeError: the worker died before reading its spec (kill -9);
+            with contextlib.suppress(OSError):  # _wait reports its exit code
+                proc.stdin.close()
+        return _Call(proc, out, err, started)
+
+    @staticmethod
+    def _wait(call: _Call, worker: int, deadline: float, timeout_s: float) -> CallOutcome:
+        """The outcome of one child: its result file, else its exit code; killed at the deadline."""
+        try:
+            code = call.proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            call.proc.kill()
+            call.proc.wait()
+            return CallOutcome(worker, False, error=f"timed out after {timeout_s:g} s",
+                               started_at=call.started, ended_at=time.time())
+        ended = time.time()
+        payload: dict[str, Any] | None = None
+        if call.out.exists():
+            try:
+                payload = json.loads(call.out.read_text())
+            except (OSError, ValueError):
+                payload = None
+        if payload is not None and payload.get("ok"):
+            return CallOutcome(worker, True, result=payload.get("result"),
+                               started_at=payload.get("started_at", call.started),
+                               ended_at=payload.get("ended_at", ended))
+        if payload is not None:
+            return CallOutcome(worker, False, error=str(payload.get("error")), started_at=call.started,
+                               ended_at=ended)
+        tail = _last_line(call.err)
+        msg = f"exit code {code}" + (f" ({tail})" if tail and code > 0 else "")
+        return CallOutcome(worker, False, error=msg, started_at=call.started, ended_at=ended)
 
     def close(self) -> None:
         pass

@@ -3,7 +3,8 @@
 Usage::
 
     executor = adapters.open_executor("process")
-    outcomes = executor.run(run_worker, [spec0, spec1], timeout_s=120.0)
+    outcomes = executor.run(run_worker, [spec0, spec1], timeout_s=120.0,
+                            on_failure=lambda o: abort_attempt(store, prefix, f"worker {o.worker}: {o.error}", 2))
     for o in outcomes:            # one per spec, in spec order
         if not o.ok:
             print(o.worker, o.error)   # "exit code -9", "timed out after 120 s", "ValueError: …"
@@ -13,13 +14,23 @@ JSON-able dicts (so it can cross a process or a cloud function boundary). All K 
 *concurrently* — they meet at barriers, so an executor that ran them one after another would
 deadlock. ``run`` returns when every call finished, failed or passed ``timeout_s``; a call
 still running at the deadline is reported as failed (and killed where the executor can).
+
+Fail fast: ``on_failure(outcome)`` is called as soon as a call is *known* to have failed (it
+raised, its process died, it passed the deadline) — from any thread, possibly while the other
+calls still run, at most once per call, and never for a call that succeeded. The engine uses it
+to abort the attempt so the peers stop at once instead of waiting out their collective
+deadline. An exception raised by ``on_failure`` is logged, never raised (the outcome is still
+returned).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
+
+_log = logging.getLogger("lambdanet.executors")
 
 WorkerFunction = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -41,14 +52,30 @@ class CallOutcome:
         return max(0.0, self.ended_at - self.started_at)
 
 
+FailureCallback = Callable[[CallOutcome], None]
+
+
+def report_failure(on_failure: FailureCallback | None, outcome: CallOutcome) -> None:
+    """Call ``on_failure(outcome)`` for a failed outcome; an error in the callback never breaks
+    the executor (the outcome is returned all the same)."""
+    if on_failure is None or outcome.ok:
+        return
+    try:
+        on_failure(outcome)
+    except Exception as exc:  # a callback failure must not lose the round's outcomes
+        _log.warning("on_failure for worker %s failed: %s: %s", outcome.worker, type(exc).__name__, exc)
+
+
 @runtime_checkable
 class Executor(Protocol):
     name: str  # "local", "process", "lithops"
 
     def run(
-        self, fn: WorkerFunction, specs: list[dict[str, Any]], timeout_s: float
+        self, fn: WorkerFunction, specs: list[dict[str, Any]], timeout_s: float,
+        on_failure: FailureCallback | None = None,
     ) -> list[CallOutcome]:
-        """Run ``fn(spec)`` for every spec concurrently; one outcome per spec, in order."""
+        """Run ``fn(spec)`` for every spec concurrently; one outcome per spec, in order, once all
+        calls ended; ``on_failure(outcome)`` as soon as any call is known to have failed."""
 
     def close(self) -> None:
         """Release pools / processes."""
