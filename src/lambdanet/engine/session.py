@@ -222,6 +222,15 @@ class RunSession:
             abort_attempt(store, prefix, f"driver {previous.holder} was replaced by {self.lease.holder}",
                           self.req.workers)
 
+    def state(self) -> State:
+        """The run's full state after the last committed round (params and optimizer state), e.g.
+        for a validation score between rounds."""
+        if self._state is None:
+            pointer = checkpoints.read_pointer(self.services.objects, self.run_id)
+            assert pointer is not None
+            self._state = checkpoints.read_state(self.services.objects, pointer["file"])
+        return self._state
+
     @property
     def store(self) -> TensorStore:
         if self._store is None:
