@@ -43,6 +43,7 @@ own, for tests); ``LAMBDANET_HOME`` defaults to ``/tmp/lambdanet``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -54,10 +55,11 @@ from urllib.parse import unquote_plus
 
 from aws_durable_execution_sdk_python import DurableContext, durable_execution
 from aws_durable_execution_sdk_python.config import Duration
+from aws_durable_execution_sdk_python.exceptions import StepError
 
 from lambdanet import adapters
 from lambdanet.engine.session import DriverIdentity, RunSession
-from lambdanet.errors import LeaseHeld, RunFailed, UserInputError
+from lambdanet.errors import LambdanetError, LeaseHeld, RunFailed, UserInputError
 from lambdanet.services import Services
 from lambdanet.settings import Settings
 from lambdanet.trigger import TriggerResult, UploadTrigger, is_training_input
@@ -204,6 +206,19 @@ class _Invocation:
         out["handoff"] = not step.finished and not self.clock.has_time_for(step.seconds)
         return out
 
+    def fail(self, run_id: str, reason: str) -> dict[str, Any]:
+        """Record a run the execution gives up on (once: this is a durable step) and notify."""
+        self.close_session(run_id, cleanup=True)
+        record = self.services.ledger.get_run(run_id)
+        if record.status != "completed":
+            self.services.ledger.update_run(run_id, status="failed", stop_reason="error", error=reason,
+                                            ended_at=time.time())
+            with contextlib.suppress(LambdanetError):
+                self.services.notifier.notify("Training Failed!", f"Training Failed! Run {run_id}: {reason}. "
+                                              f"Resume with `lambdanet resume {run_id}`", run_id=run_id,
+                                              event="failed", error=reason)
+        return {"failed": reason}
+
     def finish(self, bucket: str, begun: TriggerResult) -> dict[str, Any]:
         assert begun.run_id is not None
         record = self.services.ledger.get_run(begun.run_id)
@@ -230,10 +245,20 @@ def _drive_run(context: DurableContext, inv: _Invocation, bucket: str, begun: Tr
     def finish(_: Any) -> dict[str, Any]:
         return inv.finish(bucket, begun)
 
+    def give_up(reason: str) -> Callable[[Any], dict[str, Any]]:
+        def fail(_: Any) -> dict[str, Any]:
+            return inv.fail(run_id, reason)
+        return fail
+
     n = 0
     while True:
         n += 1
-        step: dict[str, Any] = context.step(one_round, name=f"{run_id}-round-{n}")
+        try:
+            step: dict[str, Any] = context.step(one_round, name=f"{run_id}-round-{n}")
+        except StepError as exc:  # the SDK's retries of an infrastructure error are spent
+            reason = f"round step {n} failed after its retries: {exc}"
+            context.step(give_up(reason), name=f"{run_id}-failed")
+            return TriggerResult(begun.key, begun.version, "failed", run_id=run_id, error=reason).to_json()
         if "failed" in step or "skipped" in step:
             status = "failed" if "failed" in step else "skipped"
             return TriggerResult(begun.key, begun.version, status, run_id=run_id,

@@ -195,3 +195,49 @@ def test_the_full_cloud_chain_upload_to_outputs_on_lithops_and_redis(
     want = reference_weights(params, tmp_path)  # one uninterrupted K = 1 process
     for name in want:  # K = 2 adds the same partial products in another order
         np.testing.assert_allclose(weights[name], want[name], rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.redis
+def test_a_round_that_fails_all_its_retries_ends_the_execution_with_the_run_failed(
+        cloud: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    import time
+
+    from tests.conftest import RedisServer
+
+    (tmp_path / "redis").mkdir()
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    monkeypatch.setenv("LAMBDANET_STORE", server.url)
+    monkeypatch.setenv("LAMBDANET_EPOCHS_PER_ROUND", "100")
+    monkeypatch.setenv("LAMBDANET_INVOCATION_SECONDS", "1.5")
+    event = upload(cloud, PARAMS)
+    try:
+        with durable_runner() as runner:
+            arn = runner.run_async(input=json.dumps(event), execution_name="store-lost")
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:  # the store goes away once a round is committed
+                svc = services()
+                try:
+                    runs = svc.ledger.list_runs()
+                    if runs and svc.ledger.epochs(runs[0].run_id):
+                        break
+                finally:
+                    svc.close()
+                time.sleep(0.1)
+            server.stop()
+            result = runner.wait_for_result(arn, timeout=600)
+    finally:
+        server.stop()
+    assert result.status is InvocationStatus.SUCCEEDED, result.error
+    [outcome] = output(result)["results"]
+    assert outcome["status"] == "failed" and "cannot reach the tensor store" in outcome["error"]
+    svc = services()
+    try:
+        run = svc.ledger.get_run(outcome["run_id"])
+        assert svc.registry.models() == []  # no model from a failed run
+    finally:
+        svc.close()
+    assert run.status == "failed" and "attempt(s)" in str(run.error)
+    failed = [m for m in messages(cloud) if m.startswith("Training Failed!")]
+    assert len(failed) == 1, failed
+    assert not any(m.startswith("Training Completed") for m in messages(cloud))
