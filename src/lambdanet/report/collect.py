@@ -27,6 +27,7 @@ from lambdanet import adapters
 from lambdanet.errors import LambdanetError
 from lambdanet.ports.ledger import CallRow, EpochRow, RunRecord
 from lambdanet.report.metrics import Evaluation, evaluate
+from lambdanet.report.timeline import TimelineCall, classify, retried_attempts
 from lambdanet.services import Services
 
 MAX_TRAIN_EVAL = 20_000  # above this many training samples, train accuracy comes from the ledger
@@ -64,6 +65,12 @@ class RunReport:
     generated_at: float = field(default_factory=time.time)
 
     @property
+    def timeline(self) -> list[TimelineCall]:
+        """The calls as the timeline draws them: each with its try within its round (a retry is a
+        second or later attempt of the same round; attempt ids are run-wide)."""
+        return classify(self.calls)
+
+    @property
     def test_accuracy_curve(self) -> list[tuple[int, float]]:
         return [(e.epoch, float(e.extra["test_accuracy"])) for e in self.epochs
                 if isinstance(e.extra.get("test_accuracy"), int | float)]
@@ -85,9 +92,10 @@ class RunReport:
                  for i in self.test.errors] if self.test else []
             ),
             "photos": [p.to_json() for p in self.photos],
-            "calls": [{"round": c.round, "attempt": c.attempt, "worker": c.worker,
-                       "started_at": c.started_at, "ended_at": c.ended_at, "ok": c.ok, "error": c.error}
-                      for c in self.calls],
+            "calls": [{"round": c.round, "attempt": c.attempt, "try": t.try_no, "retry": t.retry,
+                       "worker": c.worker, "started_at": c.started_at, "ended_at": c.ended_at, "ok": c.ok,
+                       "error": c.error}
+                      for t in self.timeline for c in (t.call,)],
             "notes": self.notes,
             "generated_at": self.generated_at,
         })
@@ -167,7 +175,7 @@ def summarise(run: RunRecord, epochs: list[EpochRow], calls: list[CallRow]) -> d
         "test_accuracy": m.get("test_accuracy"),
         "wall_seconds": wall,
         "rounds": m.get("rounds", len({c.round for c in calls}) if calls else None),
-        "retries": m.get("retries", len({(c.round, c.attempt) for c in calls if c.attempt > 0}) if calls else None),
+        "retries": m.get("retries", retried_attempts(calls) if calls else None),
         "worker_calls": m.get("worker_calls", len(calls) if calls else None),
         "worker_seconds": worker_seconds,
         "store_bytes": m.get("store_bytes"),

@@ -256,23 +256,28 @@ def photos_section(report: RunReport) -> str:
 
 def timeline_section(report: RunReport) -> str:
     if not report.calls:
-        return ('<section id="timeline" data-calls="0"><h2>Rounds and worker calls</h2>'
-                "<p>No worker calls recorded.</p></section>")
+        return ('<section id="timeline" data-calls="0" data-retried-calls="0" data-failed-calls="0">'
+                "<h2>Rounds and worker calls</h2><p>No worker calls recorded.</p></section>")
     png = plots.timeline(report.calls)
-    failed = sum(1 for c in report.calls if not c.ok)
+    bars = report.timeline
+    failed = sum(1 for b in bars if b.state == "failed")
+    retried = sum(1 for b in bars if b.state == "retry")
     rows = "".join(
-        f'<tr class="{"failed" if not c.ok else ("retry" if c.attempt else "ok")}"><td class="num">{c.round}</td>'
-        f'<td class="num">{c.attempt}</td><td class="num">{c.worker}</td>'
+        f'<tr class="{b.state}" data-round="{c.round}" data-attempt="{c.attempt}" data-try="{b.try_no}" '
+        f'data-worker="{c.worker}"><td class="num">{c.round}</td>'
+        f'<td class="num">{c.attempt}</td><td class="num">{b.try_no + 1}</td><td class="num">{c.worker}</td>'
         f'<td class="num">{max(0.0, c.ended_at - c.started_at):.3f}</td><td>{"ok" if c.ok else "failed"}</td>'
         f"<td>{escape(c.error or '')}</td></tr>"
-        for c in report.calls if not c.ok or c.attempt > 0
+        for b in bars if b.state != "ok" for c in (b.call,)
     )
-    table = (f'<table id="call-failures"><tr><th>round</th><th>attempt</th><th>worker</th><th>seconds</th>'
-             f"<th>result</th><th>error</th></tr>{rows}</table>" if rows else "")
+    table = (f'<table id="call-failures"><tr><th>round</th><th>attempt</th><th>try of round</th><th>worker</th>'
+             f"<th>seconds</th><th>result</th><th>error</th></tr>{rows}</table>" if rows else "")
     rounds = len({c.round for c in report.calls})
-    return (f'<section id="timeline" data-calls="{len(report.calls)}"><h2>Rounds and worker calls</h2>'
+    return (f'<section id="timeline" data-calls="{len(report.calls)}" data-retried-calls="{retried}" '
+            f'data-failed-calls="{failed}"><h2>Rounds and worker calls</h2>'
             f'{img(png, "timeline of worker calls")}<p class="muted">{len(report.calls)} calls in {rounds} '
-            f"round(s); {failed} failed; hatched bars are retries.</p>{table}</section>")
+            f"round(s); {failed} failed; {retried} retried (a later attempt of the same round: hatched "
+            f"bars).</p>{table}</section>")
 
 
 def config_section(report: RunReport) -> str:

@@ -22,6 +22,7 @@ from matplotlib.patches import Patch
 from PIL import Image
 
 from lambdanet.ports.ledger import CallRow
+from lambdanet.report.timeline import classify
 
 OK_COLOR = "#2f7ed8"
 RETRY_COLOR = "#f28f43"
@@ -125,7 +126,9 @@ def confusion(cm: np.ndarray, classes: Sequence[str], title: str = "Confusion ma
 
 
 def timeline(calls: Sequence[CallRow], t0: float | None = None) -> bytes:
-    """One row per worker; one bar per call (blue: first attempt, orange: a retry, red: failed).
+    """One row per worker; one bar per call (blue: the round's first attempt, orange hatched: a
+    later attempt of the same round, red: failed), as :func:`~lambdanet.report.timeline.classify`
+    sorts them — attempt ids are run-wide, so a round's smallest attempt id is its first try.
 
     Dotted vertical lines mark where each round started.
     """
@@ -136,12 +139,13 @@ def timeline(calls: Sequence[CallRow], t0: float | None = None) -> bytes:
         ax.set_axis_off()
         return _png(fig)
     start = t0 if t0 is not None else min(c.started_at for c in calls)
-    for c in calls:
-        color = FAIL_COLOR if not c.ok else (RETRY_COLOR if c.attempt > 0 else OK_COLOR)
+    colors = {"ok": OK_COLOR, "retry": RETRY_COLOR, "failed": FAIL_COLOR}
+    for bar in classify(calls):
+        c = bar.call
         width = max(c.ended_at - c.started_at, 1e-3)
-        ax.broken_barh([(c.started_at - start, width)], (c.worker - 0.4, 0.8), facecolors=color,
-                       edgecolors="black" if c.attempt > 0 else "white", linewidth=0.8,
-                       hatch="//" if c.attempt > 0 else None)
+        ax.broken_barh([(c.started_at - start, width)], (c.worker - 0.4, 0.8), facecolors=colors[bar.state],
+                       edgecolors="black" if bar.retry else "white", linewidth=0.8,
+                       hatch="//" if bar.retry else None)
     round_starts: dict[int, float] = {}
     for c in calls:
         round_starts[c.round] = min(round_starts.get(c.round, c.started_at), c.started_at)
