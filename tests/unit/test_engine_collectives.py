@@ -184,6 +184,30 @@ def test_an_abort_wins_over_a_release_token_and_is_kept_per_attempt(url: str) ->
     store.close()
 
 
+def test_an_abort_never_drains_so_no_peer_is_starved_of_it(url: str) -> None:
+    """K = 3 abort tokens, three workers that each wait twice (as clean-up code might): every wait
+    raises — six pops of three tokens — because a worker that pops a token puts it back."""
+    prefix = f"ln:abort-{uuid.uuid4().hex[:8]}:1:0"
+    store = open_store(url)
+    abort_attempt(store, prefix, "driver: gave up", 3)
+
+    def body(comm: Collective) -> list[str]:
+        seen = []
+        for _ in range(2):
+            try:
+                comm.barrier()
+                seen.append("released")
+            except AttemptAborted as exc:
+                seen.append(str(exc))
+        return seen
+
+    results = run_workers(url, 3, body, timeout_s=600.0, prefix=prefix)
+    assert results == [["driver: gave up"] * 2] * 3
+    store.delete_prefix(prefix + ":")
+    assert store.keys(prefix) == []  # type: ignore[attr-defined]
+    store.close()
+
+
 def test_the_fused_exchange_is_a_declared_capability() -> None:
     assert isinstance(adapters.open_store("memory://fused"), FusedExchange)
     assert not isinstance(PortOnly("memory://fused"), FusedExchange)  # the generic path is used

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import psutil
+import pytest
 
 from lambdanet.executors.probe import echo, sleep
 from lambdanet.executors.process import ProcessExecutor
@@ -72,3 +73,37 @@ def test_a_child_killed_with_sigkill_is_reported_while_the_others_still_run() ->
     later = [failures.get(timeout=5)[0].error for _ in range(2)]
     assert later == ["exit code -15", "exit code -15"]  # every failure reported, once each
     assert failures.empty()
+
+
+@pytest.mark.redis
+def test_a_killed_worker_aborts_its_peers_blocked_in_a_collective(redis_server: Any) -> None:
+    """Executor + collectives, real processes over a real redis-server: worker processes meet at
+    a barrier with a 600 s deadline; one is killed before it gets there. ``on_failure`` aborts the
+    attempt, so the others stop at once with the first reason instead of waiting 600 s."""
+    import uuid
+
+    from lambdanet import adapters
+    from lambdanet.engine.collectives import abort_attempt
+    from lambdanet.executors.probe import meet
+
+    prefix = f"ln:ff-{uuid.uuid4().hex[:8]}:1:0"
+    store = adapters.open_store(redis_server.url)
+    specs = [{"worker": k, "workers": 3, "store_url": redis_server.url, "prefix": prefix, "timeout_s": 600}
+             for k in range(3)]
+
+    def on_failure(o: CallOutcome) -> None:
+        abort_attempt(store, prefix, f"worker {o.worker}: {o.error}", 3)
+
+    done: list[list[CallOutcome]] = []
+    runner = threading.Thread(target=lambda: done.append(
+        ProcessExecutor.from_url("process").run(meet, specs, 600, on_failure=on_failure)), daemon=True)
+    runner.start()
+    _children(3)[0].send_signal(signal.SIGKILL)  # at once: it never reaches the barrier
+    runner.join(60)  # the guard: without the abort the others would wait 600 s
+    assert not runner.is_alive(), "the peers did not stop after the abort"
+    errors = sorted((o.error or "") for o in done[0])
+    killed = next(o.worker for o in done[0] if o.error == "exit code -9")
+    reason = f"worker {killed}: exit code -9"
+    assert errors == sorted(["exit code -9", f"AttemptAborted: {reason}", f"AttemptAborted: {reason}"])
+    store.delete_prefix(prefix + ":")
+    store.close()

@@ -25,7 +25,10 @@ calls :func:`abort_attempt`: the FIRST reason is kept (``SET NX`` on ``{prefix}:
 and K tokens go to ``{prefix}:abort``. The abort list is listed first in every wait, so it wins
 over a release token: every worker blocked in (or entering) a collective raises
 :class:`AttemptAborted` with that first reason (``"worker 3: exit code -9"``) at once instead of
-waiting out its deadline; each consumes at most one token as it exits.
+waiting out its deadline. A worker that pops an abort token pushes it back before it raises;
+with K tokens at most K-1 other workers hold one at any moment, so the list never drains and
+every later collective of the attempt raises too, however many waits a worker makes on its way
+out. ``delete_prefix`` of the attempt removes it.
 
 On Redis a step is ONE round trip (``RedisStore.exchange``, the optional
 :class:`~lambdanet.ports.tensorstore.FusedExchange` capability: a Lua script for the arrival,
@@ -58,8 +61,8 @@ def _reason_key(prefix: str) -> str:
 
 
 def abort_attempt(store: TensorStore, prefix: str, reason: str, size: int) -> None:
-    """Abort the attempt under ``prefix``: keep ``reason`` if it is the first one, then wake every
-    one of the ``size`` workers blocked in (or about to enter) a collective."""
+    """Abort the attempt under ``prefix``: keep ``reason`` if it is the first one, then push
+    ``size`` (= K) tokens, which wake every worker blocked in (or about to enter) a collective."""
     store.set_if_absent(_reason_key(prefix), " ".join(reason.split()).encode())  # first wins
     store.push(abort_key(prefix), _TOKEN, count=max(1, size))
 
@@ -117,6 +120,9 @@ class Collective:
                 f"{self.prefix}: another worker is missing or too slow"
             )
         if got[0] == self.abort:
+            # put the token back: the abort stays visible to every later wait of the attempt, so a
+            # worker's clean-up collective can never take the token a blocked peer needs
+            self.store.push(self.abort, _TOKEN)
             raise AttemptAborted(abort_reason(self.store, self.prefix) or f"attempt {self.prefix} was aborted")
         return list(got[1])
 
