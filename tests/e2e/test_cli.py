@@ -22,8 +22,16 @@ DATA = CATVNONCAT / "datasets.h5"
 PARAMS = REPO / "examples" / "itsacat" / "parameters.json"
 
 
-def cli(home: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def cli(home: Path, *args: str, timeout: float = 300,
+        env_extra: dict[str, str | None] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m lambdanet ARGS`` with LAMBDANET_HOME=home; ``env_extra`` sets (or, with None,
+    removes) further variables."""
     env = {**os.environ, "LAMBDANET_HOME": str(home), "PYTHONPATH": str(REPO / "src")}
+    for key, value in (env_extra or {}).items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
     return subprocess.run([sys.executable, "-m", "lambdanet", *args], capture_output=True, text=True, env=env,
                           timeout=timeout, cwd=REPO)
 
@@ -68,6 +76,43 @@ def test_runs_list_and_show(trained: tuple[Path, dict]) -> None:
     assert epochs[0]["cost"] > epochs[-1]["cost"]
     res = cli(home, "runs", "show", out["run_id"])
     assert res.returncode == 0 and "epoch" in res.stdout and out["run_id"] in res.stdout
+
+
+def test_runs_list_in_80_columns_and_in_a_pipe_never_truncates(trained: tuple[Path, dict]) -> None:
+    """``runs list`` / ``models list`` in an 80-column terminal (COLUMNS=80) and in a pipe with no
+    COLUMNS: the full run id, the run's epochs (metrics["epochs_done"]), no ellipsis, no line wider
+    than the terminal."""
+    home, out = trained
+    for columns in ("80", None):
+        res = cli(home, "runs", "list", env_extra={"COLUMNS": columns})
+        assert res.returncode == 0, res.stderr
+        assert out["run_id"] in res.stdout, f"COLUMNS={columns}: run id truncated:\n{res.stdout}"
+        assert "…" not in res.stdout, res.stdout
+        row = next(line for line in res.stdout.splitlines() if out["run_id"] in line)
+        assert "completed" in row.split() and "300" in row.split(), f"epochs missing from the row: {row!r}"
+        assert "catvnoncat:1" in res.stdout
+        if columns == "80":
+            assert max(len(line) for line in res.stdout.splitlines()) <= 80, res.stdout
+        res = cli(home, "models", "list", env_extra={"COLUMNS": columns})
+        assert res.returncode == 0, res.stderr
+        assert "catvnoncat" in res.stdout and "…" not in res.stdout, res.stdout
+    narrow = cli(home, "runs", "list", env_extra={"COLUMNS": "40"})  # narrower than the id: folded, never cut
+    assert narrow.returncode == 0 and "…" not in narrow.stdout
+    assert out["run_id"] in narrow.stdout.replace(" ", "").replace("\n", ""), narrow.stdout
+
+
+def test_list_and_show_json_is_one_object_per_line(trained: tuple[Path, dict]) -> None:
+    """``--json`` on ``runs list``, ``runs show`` and ``models list``: every stdout line is one JSON
+    object, however narrow the terminal."""
+    home, out = trained
+    for args in (("runs", "list", "--json"), ("runs", "show", out["run_id"], "--json"), ("models", "list", "--json")):
+        res = cli(home, *args, env_extra={"COLUMNS": "40"})
+        assert res.returncode == 0, res.stderr
+        lines = res.stdout.splitlines()
+        assert len(lines) == 1, (args, res.stdout[:500])
+        assert all(isinstance(json.loads(line), dict) for line in lines)
+    listed = json.loads(cli(home, "runs", "list", "--json").stdout)
+    assert [(r["run_id"], r["metrics"]["epochs_done"]) for r in listed["runs"]] == [(out["run_id"], 300)]
 
 
 def test_models_list_export_and_predict(trained: tuple[Path, dict], tmp_path: Path) -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
-from rich.table import Table
 
-from lambdanet.cli.common import open_services, out_console, print_json_line
+from lambdanet.cli.common import open_services, print_json_line
+from lambdanet.cli.runs import print_table
 from lambdanet.errors import ConfigError
 
 EXPORT_FORMATS = ("itsacat-h5",)
@@ -18,7 +19,9 @@ def register(app: typer.Typer) -> None:
     app.add_typer(models_app, name="models")
 
     @models_app.command("list")
-    def list_models(as_json: bool = typer.Option(False, "--json")) -> None:
+    def list_models(
+        as_json: bool = typer.Option(False, "--json", help="One JSON object on one stdout line."),
+    ) -> None:
         """Every model with its versions and aliases."""
         services = open_services()
         registry = services.registry
@@ -33,13 +36,18 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json_line({"models": rows})
             return
-        table = Table("model", "kind", "versions", "aliases", "latest test acc")
-        for r in rows:
-            acc = r["metrics"].get("test_accuracy")
-            table.add_row(r["name"], str(r["kind"]), ", ".join(map(str, r["versions"])),
-                          ", ".join(f"{a}→{v}" for a, v in sorted(r["aliases"].items())) or "-",
-                          "-" if acc is None else f"{acc:.3f}")
-        out_console.print(table)
+        def acc(r: dict[str, Any]) -> str:
+            value = r["metrics"].get("test_accuracy")
+            return "-" if value is None else f"{value:.3f}"
+
+        print_table([
+            ("model", True, lambda r: str(r["name"])),
+            ("kind", False, lambda r: str(r["kind"])),
+            ("versions", False, lambda r: ", ".join(map(str, r["versions"]))),
+            ("aliases", False,
+             lambda r: ", ".join(f"{a}→{v}" for a, v in sorted(r["aliases"].items())) or "-"),
+            ("latest test acc", False, acc),
+        ], rows)
 
     @models_app.command("export")
     def export(

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import typer
+from rich import box
+from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from lambdanet.cli.common import open_services, out_console, print_json_line
+from lambdanet.ports.ledger import RunRecord
+
+T = TypeVar("T")
 
 
 def _when(ts: float | None) -> str:
@@ -19,6 +28,53 @@ def _fmt(v: object, spec: str = ".4f") -> str:
     return "-" if v is None else format(v, spec) if isinstance(v, float) else str(v)
 
 
+def table_console() -> Console:
+    """Where tables go: the terminal at its width (COLUMNS where set); a pipe with no COLUMNS gets
+    unlimited width, so ``lambdanet runs list | grep …`` sees whole rows."""
+    if out_console.is_terminal or os.environ.get("COLUMNS"):
+        return out_console
+    return Console(highlight=False, width=100_000, soft_wrap=False)
+
+
+def print_table(columns: Sequence[tuple[str, bool, Callable[[T], str]]], items: Sequence[T],
+                optional: Sequence[str] = ()) -> None:
+    """Print ``items`` as a table of ``columns`` ``(header, key, cell)``: ``key`` columns (ids,
+    status) are never wrapped or cut; the others fold (no "…" anywhere). Where the console is too
+    narrow for every column, the ``optional`` ones are left out, in that order, until it fits."""
+    console = table_console()
+    dropped: list[str] = []
+
+    def build() -> Table:
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+        for header, key, cell in columns:
+            if header in dropped:
+                continue
+            if key:
+                table.add_column(header, no_wrap=True,
+                                 min_width=max([len(header), *(len(cell(item)) for item in items)]))
+            else:
+                table.add_column(header, overflow="fold")
+        for item in items:
+            table.add_row(*(cell(item) for header, _, cell in columns if header not in dropped))
+        return table
+
+    table = build()
+    unlimited = console.options.update_width(1_000_000)
+    for header in optional:
+        if Measurement.get(console, unlimited, table).maximum <= console.width:
+            break
+        dropped.append(header)
+        table = build()
+    console.print(table)
+
+
+def epochs_done(run: RunRecord) -> object:
+    """The epochs a run has done, as the engine records them (``metrics["epochs_done"]``;
+    ``epochs_run`` in older rows)."""
+    m = run.metrics
+    return m.get("epochs_done", m.get("epochs_run"))
+
+
 def register(app: typer.Typer) -> None:
     runs_app = typer.Typer(help="Inspect training runs recorded in the ledger.", no_args_is_help=True)
     app.add_typer(runs_app, name="runs")
@@ -26,7 +82,7 @@ def register(app: typer.Typer) -> None:
     @runs_app.command("list")
     def list_runs(
         limit: int = typer.Option(50, min=1),
-        as_json: bool = typer.Option(False, "--json"),
+        as_json: bool = typer.Option(False, "--json", help="One JSON object on one stdout line."),
     ) -> None:
         """The newest runs: id, status, model, epochs, final cost, accuracies."""
         services = open_services()
@@ -37,19 +93,26 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json_line({"runs": [dataclasses.asdict(r) for r in runs]})
             return
-        table = Table("run", "status", "kind", "model", "epochs", "final cost", "train acc", "test acc",
-                      "created")
-        for r in runs:
-            m = r.metrics
-            table.add_row(r.run_id, r.status, r.kind, r.model or "-", _fmt(m.get("epochs_run")),
-                          _fmt(m.get("final_cost")), _fmt(m.get("train_accuracy"), ".3f"),
-                          _fmt(m.get("test_accuracy"), ".3f"), _when(r.created_at))
-        out_console.print(table)
+
+        def metric(key: str, spec: str = ".4f") -> Callable[[RunRecord], str]:
+            return lambda r: _fmt(r.metrics.get(key), spec)
+
+        print_table([
+            ("run", True, lambda r: r.run_id),
+            ("status", True, lambda r: r.status),
+            ("kind", False, lambda r: r.kind),
+            ("model", False, lambda r: r.model or "-"),
+            ("epochs", False, lambda r: _fmt(epochs_done(r))),
+            ("cost", False, metric("final_cost")),
+            ("train acc", False, metric("train_accuracy", ".3f")),
+            ("test acc", False, metric("test_accuracy", ".3f")),
+            ("created", False, lambda r: _when(r.created_at)),
+        ], runs, optional=("kind", "train acc", "created"))
 
     @runs_app.command("show")
     def show_run(
         run_id: str = typer.Argument(...),
-        as_json: bool = typer.Option(False, "--json"),
+        as_json: bool = typer.Option(False, "--json", help="One JSON object on one stdout line."),
     ) -> None:
         """A run's record and its per-epoch table."""
         services = open_services()
@@ -69,8 +132,10 @@ def register(app: typer.Typer) -> None:
             out_console.print(f"[red]error:[/] {run.error}")
         if run.metrics:
             out_console.print("  ".join(f"{k}={_fmt(v)}" for k, v in sorted(run.metrics.items())))
-        table = Table("epoch", "cost", "learning rate", "seconds", "extra")
-        for e in epochs:
-            extra = " ".join(f"{k}={_fmt(v)}" for k, v in sorted(e.extra.items()))
-            table.add_row(str(e.epoch), f"{e.cost:.6f}", f"{e.learning_rate:g}", f"{e.seconds:.4f}", extra)
-        out_console.print(table)
+        print_table([
+            ("epoch", True, lambda e: str(e.epoch)),
+            ("cost", True, lambda e: f"{e.cost:.6f}"),
+            ("learning rate", False, lambda e: f"{e.learning_rate:g}"),
+            ("seconds", False, lambda e: f"{e.seconds:.4f}"),
+            ("extra", False, lambda e: " ".join(f"{k}={_fmt(v)}" for k, v in sorted(e.extra.items()))),
+        ], epochs)
