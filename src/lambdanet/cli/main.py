@@ -22,7 +22,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-_COMMAND_MODULES = ("train", "runs", "models", "predict", "serve", "report", "watch")
+_COMMAND_MODULES = ("train", "runs", "models", "predict", "serve", "report", "watch", "tune")
 
 
 def _register_all() -> None:

@@ -1,0 +1,145 @@
+"""``lambdanet tune``: a hyperparameter search (Optuna) whose trials are lambdanet runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from lambdanet.cli.common import err_console, open_services, print_json_line
+from lambdanet.cli.train import default_model_name
+from lambdanet.config import itsacat_defaults
+from lambdanet.errors import ConfigError, MissingExtra
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file; pass {what}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read it as UTF-8 text ({exc.__class__.__name__})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+
+
+def _fmt(v: Any, spec: str = ".4f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def _print_event(ev: dict[str, Any]) -> None:
+    kind, n = ev["event"], ev.get("trial")
+    if kind == "study_started":
+        what = "resumed" if ev.get("resumed") else "started"
+        err_console.print(f"study {ev['study']} {what}: {ev['trials']} trials, {ev['parallel']} at a time on "
+                          f"{ev['executor']}, {ev['epochs_per_round']} epochs per round, storage {ev['storage']}"
+                          + (f"; {ev['finished_before']} finished before, continuing {ev['continuing']}"
+                             if ev.get("resumed") else ""))
+    elif kind == "trial_started":
+        err_console.print(f"trial {n} started: run {ev['run_id']} {json.dumps(ev.get('params'))}")
+    elif kind == "trial_continued":
+        err_console.print(f"trial {n} continued: run {ev['run_id']}")
+    elif kind == "trial_completed":
+        if ev.get("recorded"):
+            err_console.print(f"trial {n} completed (recorded before)")
+        else:
+            err_console.print(f"trial {n} completed at epoch {ev['epochs']}: validation cost "
+                              f"{_fmt(ev.get('validation_cost'))}, accuracy "
+                              f"{_fmt(ev.get('validation_accuracy'), '.3f')}, model {ev.get('model')}")
+    elif kind == "trial_pruned":
+        err_console.print(f"trial {n} pruned at epoch {ev.get('epoch', '?')}")
+    elif kind == "trial_failed":
+        err_console.print(f"trial {n} failed: {ev.get('reason', 'recorded before')}")
+    elif kind == "trial_skipped":
+        err_console.print(f"trial {n} skipped: {ev['reason']}")
+
+
+def _summary(res: dict[str, Any]) -> str:
+    return (f"study {res['study']}: {res['trials']} trials ({res['completed']} completed, {res['pruned']} pruned, "
+            f"{res['failed']} failed) in {res['wall_seconds']:.1f} s; best trial {res['best_trial']} (run "
+            f"{res['best_run']}): validation {res['objective']} {_fmt(res['best_value'])}, validation accuracy "
+            f"{_fmt(res['validation_accuracy'], '.3f')}, test accuracy {_fmt(res['test_accuracy'], '.3f')}; model "
+            f"{res['model']} aliased staging (promote with `lambdanet models promote`); worker-seconds "
+            f"{res['worker_seconds']:.1f}, estimated AWS Lambda cost ${res['estimated_cost_usd']:.6f}\n"
+            f"best configuration: {json.dumps(res['best_params'], sort_keys=True)}")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def tune(
+        data: str | None = typer.Argument(None, help="Data set (as for train); not needed with --resume."),
+        params: Path | None = typer.Option(None, "--params", "-p",
+                                           help="The base parameters.json (or CNN config); default itsacat's."),
+        space: Path | None = typer.Option(None, "--space", help="space.json: config keys and their ranges."),
+        trials: int = typer.Option(20, "--trials", "-n", help="Trials in the study (all states)."),
+        parallel: int | None = typer.Option(None, "--parallel", "-P", help="Trials at once (default 1)."),
+        workers: int = typer.Option(1, "--workers", "-k", min=1, help="Workers K of each trial."),
+        strategy: str | None = typer.Option(None, help="neuron | data (default: neuron for MLPs, data for CNNs)."),
+        executor: str | None = typer.Option(None, help="local | process | lithops."),
+        store: str | None = typer.Option(None, help="Tensor store URL: memory:// | redis://host:port/db."),
+        storage: str | None = typer.Option(
+            None, "--storage", help="Study storage: 'file' (under LAMBDANET_HOME) or redis://… (default: the "
+                                    "--store URL when it is Redis, else file)."),
+        pruner: str = typer.Option("median", help="median | asha | none."),
+        study: str | None = typer.Option(None, "--study", help="Study name (default tune-<time>)."),
+        resume: bool = typer.Option(False, "--resume", help="Continue the study named by --study."),
+        objective: str = typer.Option("cost", help="cost (minimised) | accuracy (maximised), on the validation split."),
+        validation_fraction: float = typer.Option(0.2, "--validation-fraction",
+                                                  help="Held-out share of the training set."),
+        seed: int = typer.Option(0, help="Seed of the sampler and of the validation split."),
+        epochs_per_round: int | None = typer.Option(None, "--epochs-per-round", min=1,
+                                                    help="Epochs between pruning checks (default epochs/10)."),
+        startup_trials: int = typer.Option(4, "--startup-trials", min=0,
+                                           help="Trials that finish before the median pruner prunes."),
+        max_retries: int = typer.Option(3, "--max-retries", min=0),
+        model: str | None = typer.Option(None, "--model", help="Registry name (default: the data folder's name)."),
+        lithops_config: Path | None = typer.Option(None, "--lithops-config", help="Lithops config file."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON result line last on stdout."),
+    ) -> None:
+        """Search hyperparameters: many trials (each a lambdanet run) in parallel, the weak ones pruned."""
+        try:
+            from lambdanet.tune.study import Tuner, TuneRequest
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").split(".")[0] in ("optuna", "sqlalchemy", "alembic"):
+                raise MissingExtra("'lambdanet tune' needs Optuna: pip install 'lambdanet[tune]'") from None
+            raise
+        if lithops_config is not None:
+            if not lithops_config.is_file():
+                raise ConfigError(f"--lithops-config: {lithops_config}: no such file")
+            os.environ["LAMBDANET_LITHOPS_CONFIG"] = str(lithops_config.resolve())
+        services = open_services(store_url=store, executor=executor)
+        try:
+            study_storage = storage or (store if store and store.split("://")[0] in ("redis", "rediss") else "file")
+            if resume:
+                if study is None:
+                    raise ConfigError("--resume needs --study NAME (the study to continue)")
+                tuner = Tuner.resume(services, study, storage=study_storage, on_event=_print_event,
+                                     parallel=parallel, store_url=store, executor=executor)
+            else:
+                if data is None:
+                    raise ConfigError("missing DATA: the data set to tune on (or --study NAME --resume)")
+                if space is None:
+                    raise ConfigError("missing --space: a space.json naming the keys to search and their ranges")
+                base = _read_json(params, "--params with a parameters.json") if params else itsacat_defaults()
+                request = TuneRequest(
+                    study=study or time.strftime("tune-%Y%m%d-%H%M%S", time.gmtime()), data=data, base=base,
+                    space=_read_json(space, "--space with a space.json"), trials=trials, parallel=parallel or 1,
+                    workers=workers, strategy=strategy, executor=services.settings.executor,
+                    store_url=services.settings.store_url, storage=study_storage, pruner=pruner, objective=objective,
+                    validation_fraction=validation_fraction, seed=seed, epochs_per_round=epochs_per_round,
+                    max_retries=max_retries, model_name=model or default_model_name(data),
+                    startup_trials=startup_trials)
+                tuner = Tuner(services, request, on_event=_print_event)  # validates everything first
+            result = tuner.run().to_json()
+        finally:
+            services.close()
+        if as_json:
+            print_json_line({k: v for k, v in result.items() if k != "trial_runs"})
+        else:
+            typer.echo(_summary(result))
