@@ -1,4 +1,5 @@
-"""``lambdanet report RUN`` (one self-contained HTML file) and ``lambdanet report --compare RUN RUN…``."""
+"""``lambdanet report RUN`` (one self-contained HTML file), ``lambdanet report --compare RUN RUN…`` and
+``lambdanet report --study NAME`` (a ``lambdanet tune`` study)."""
 
 from __future__ import annotations
 
@@ -39,8 +40,8 @@ def _resolve(services: Any, run: str) -> str:
 def register(app: typer.Typer) -> None:
     @app.command()
     def report(
-        runs: list[str] = typer.Argument(..., metavar="RUN...",
-                                         help="A run id ('latest' = the newest run); several with --compare."),
+        runs: list[str] | None = typer.Argument(None, metavar="RUN...",
+                                                help="A run id ('latest' = the newest run); several with --compare."),
         out: Path | None = typer.Option(None, "--out", "-o",
                                         help="HTML file to write (default report.html, compare.html)."),
         images: Path | None = typer.Option(None, "--images",
@@ -48,9 +49,19 @@ def register(app: typer.Typer) -> None:
         json_file: Path | None = typer.Option(None, "--json",
                                               help="Also write the metrics as JSON here ('-': stdout)."),
         compare: bool = typer.Option(False, "--compare", help="Compare several runs side by side."),
+        study: str | None = typer.Option(None, "--study",
+                                         help="Report on a `lambdanet tune` study instead of a run."),
     ) -> None:
         """Write an HTML analysis of a run: cost curve, accuracy, confusion matrix, per-class metrics,
-        mislabelled test images, photo predictions, and the timeline of worker calls."""
+        mislabelled test images, photo predictions, and the timeline of worker calls (or, with
+        --study, of a tuning study: optimisation history, validation curves, best configuration)."""
+        if study is not None:
+            if runs or compare or images is not None:
+                raise UserInputError("--study reports on a study: give no RUN, --compare or --images with it")
+            _study_report(study, out, json_file)
+            return
+        if not runs:
+            raise UserInputError("missing RUN: a run id ('latest' = the newest run), or --study NAME")
         from lambdanet.report.collect import collect
         from lambdanet.report.compare import compare_json, render_compare
         from lambdanet.report.html import render_report
@@ -87,3 +98,25 @@ def register(app: typer.Typer) -> None:
             if payload["notes"]:
                 line += f"; notes: {'; '.join(payload['notes'])}"
         (sys.stderr if json_file is not None and str(json_file) == "-" else sys.stdout).write(line + "\n")
+
+
+def _study_report(study: str, out: Path | None, json_file: Path | None) -> None:
+    from lambdanet.report.study import collect_study, render_study
+
+    services = open_services()
+    try:
+        rep = collect_study(services, study)
+        html, payload = render_study(rep), rep.to_json()
+    finally:
+        services.close()
+    target = out or Path("study.html")
+    _write(target, html, "report")
+    if json_file is not None:
+        _write(json_file, json.dumps(payload, indent=2, sort_keys=True, allow_nan=False), "JSON metrics")
+    c = payload["counts"]
+    best = (payload.get("summary") or {}).get("best_trial")
+    line = (f"report of study {study} written to {target}: {len(payload['trials'])} trials ({c['completed']} "
+            f"completed, {c['pruned']} pruned, {c['failed']} failed), best trial {'-' if best is None else best}")
+    if payload["notes"]:
+        line += f"; notes: {'; '.join(payload['notes'])}"
+    (sys.stderr if json_file is not None and str(json_file) == "-" else sys.stdout).write(line + "\n")

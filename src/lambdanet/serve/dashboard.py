@@ -5,9 +5,13 @@ Routes::
     GET /runs                          HTML: the runs in the ledger with their status (refreshes itself)
     GET /runs/{run_id}                 HTML: one run, its cost curve growing while it trains
     GET /runs/assets/chart.js          the vendored chart library (report/static/chart.js)
-    GET /api/runs                      {"runs": [{run_id, status, epochs_done, epochs_total, …}]}
+    GET /api/runs[?study=NAME]         {"runs": [{run_id, status, epochs_done, epochs_total, study, trial, …}]}
     GET /api/runs/{run_id}             one run: status, epochs done/total, ETA, workers, last cost
     GET /api/runs/{run_id}/epochs?after=N   {"epochs": [{"epoch", "cost", "seconds", …}], …} for epoch > N
+
+``/runs`` groups the trials of a ``lambdanet tune`` study (runs whose metrics name a ``study``)
+under one heading row per study — trials in order, with their outcome (completed, pruned,
+failed) and validation accuracy — after the runs that belong to no study.
 
 The pages poll the JSON routes (short polling, once a second while the run is active) and draw
 with the ~100-line SVG chart library; no build step, nothing fetched from outside the server.
@@ -78,6 +82,8 @@ def run_state(run: RunRecord, epochs: list[EpochRow] | None, now: float | None =
         "executor": setting(run, "executor"),
         "train_accuracy": run.metrics.get("train_accuracy"), "test_accuracy": run.metrics.get("test_accuracy"),
         "wall_seconds": run.metrics.get("wall_seconds"),
+        "study": run.metrics.get("study"), "trial": run.metrics.get("trial"),
+        "outcome": run.metrics.get("outcome"), "validation_accuracy": run.metrics.get("validation_accuracy"),
     })
 
 
@@ -88,10 +94,12 @@ def _epoch_json(e: EpochRow) -> dict[str, Any]:
 
 
 @router.get("/api/runs", name="dashboard_api_runs")
-def api_runs(request: Request, limit: int = 100) -> Response:
+def api_runs(request: Request, limit: int = 100, study: str | None = None) -> Response:
     ledger = get_services(request).ledger
     try:
         runs = ledger.list_runs(limit=max(1, min(limit, 1000)))
+        if study is not None:
+            runs = [r for r in runs if r.metrics.get("study") == study]
         out = [run_state(r, ledger.epochs(r.run_id) if r.status in ACTIVE else None) for r in runs]
     except LambdanetError as exc:
         return _error(exc)
@@ -137,23 +145,50 @@ def chart_js() -> Response:
 LIST_SCRIPT = """
 const API = __API__;
 function fmt(v, d) { return v === null || v === undefined ? "-" : (typeof v === "number" ? v.toFixed(d) : v); }
+function runRow(x) {
+  const a = document.createElement("a"); a.href = __RUN_BASE__ + encodeURIComponent(x.run_id);
+  a.textContent = x.run_id;
+  const tr = document.createElement("tr"); tr.dataset.runId = x.run_id;
+  if (x.study !== null && x.study !== undefined) { tr.dataset.study = x.study; tr.dataset.trial = x.trial;
+    tr.classList.add("trial"); }
+  const status = x.study !== null && x.study !== undefined && x.outcome ? x.outcome : x.status;
+  const label = x.study !== null && x.study !== undefined ? "trial " + x.trial : (x.model || "-");
+  const cells = [null, status, x.kind, label, fmt(x.epochs_done, 0) + " / " + fmt(x.epochs_total, 0),
+                 fmt(x.last_cost, 4), fmt(x.test_accuracy, 3), fmt(x.workers, 0),
+                 x.created_at ? new Date(x.created_at * 1000).toISOString().replace("T", " ").slice(0, 19) : "-"];
+  cells.forEach(function (c, i) {
+    const td = document.createElement("td");
+    if (i === 0) td.appendChild(a); else if (i === 1) { td.innerHTML = "<span class='badge'></span>";
+      td.firstChild.textContent = c; td.firstChild.classList.add(x.status); } else td.textContent = c;
+    tr.appendChild(td);
+  });
+  return tr;
+}
+function studyRow(name, trials) {
+  const tr = document.createElement("tr"); tr.className = "study"; tr.dataset.studyGroup = name;
+  const td = document.createElement("td"); td.colSpan = 9;
+  const count = function (o) { return trials.filter(function (t) { return t.outcome === o; }).length; };
+  const accs = trials.map(function (t) { return t.validation_accuracy; })
+    .filter(function (v) { return v !== null && v !== undefined; });
+  td.textContent = "study " + name + ": " + trials.length + " trials (" + count("completed") + " completed, " +
+    count("pruned") + " pruned, " + count("failed") + " failed), best validation accuracy " +
+    (accs.length ? Math.max.apply(null, accs).toFixed(3) : "-");
+  tr.appendChild(td); return tr;
+}
 async function refresh() {
   const r = await fetch(API); if (!r.ok) return;
   const data = await r.json();
-  const rows = data.runs.map(function (x) {
-    const a = document.createElement("a"); a.href = __RUN_BASE__ + encodeURIComponent(x.run_id);
-    a.textContent = x.run_id;
-    const tr = document.createElement("tr"); tr.dataset.runId = x.run_id;
-    const cells = [null, x.status, x.kind, x.model || "-", fmt(x.epochs_done, 0) + " / " + fmt(x.epochs_total, 0),
-                   fmt(x.last_cost, 4), fmt(x.test_accuracy, 3), fmt(x.workers, 0),
-                   x.created_at ? new Date(x.created_at * 1000).toISOString().replace("T", " ").slice(0, 19) : "-"];
-    cells.forEach(function (c, i) {
-      const td = document.createElement("td");
-      if (i === 0) td.appendChild(a); else if (i === 1) { td.innerHTML = "<span class='badge'></span>";
-        td.firstChild.textContent = c; td.firstChild.classList.add(c); } else td.textContent = c;
-      tr.appendChild(td);
-    });
-    return tr;
+  const plain = [], studies = {}, order = [];
+  data.runs.forEach(function (x) {
+    if (x.study === null || x.study === undefined) { plain.push(x); return; }
+    if (!(x.study in studies)) { studies[x.study] = []; order.push(x.study); }
+    studies[x.study].push(x);
+  });
+  const rows = plain.map(runRow);
+  order.forEach(function (name) {
+    const trials = studies[name].sort(function (a, b) { return a.trial - b.trial; });
+    rows.push(studyRow(name, trials));
+    trials.forEach(function (x) { rows.push(runRow(x)); });
   });
   const body = document.getElementById("runs-body"); body.replaceChildren.apply(body, rows);
   document.getElementById("count").textContent = data.runs.length;
@@ -210,12 +245,14 @@ def runs_page(request: Request) -> HTMLResponse:
     api = request.url_for("dashboard_api_runs").path
     base = request.url_for("dashboard_run", run_id="x").path[:-1]
     script = LIST_SCRIPT.replace("__API__", _js(api)).replace("__RUN_BASE__", _js(base))
+    style = ("<style>tr.study td{background:#eef2f8;font-weight:600;padding-top:10px}"
+             "tr.trial td:first-child{padding-left:22px}</style>")
     body = ("<header><h1>lambdanet — training runs</h1><p><span id='count'>…</span> runs, refreshed every "
             "3 s</p></header><main><section><table id='runs'><thead><tr><th>run</th><th>status</th>"
             "<th>kind</th><th>model</th><th>epochs</th><th>last cost</th><th>test acc</th><th>workers</th>"
             "<th>created (UTC)</th></tr></thead><tbody id='runs-body'></tbody></table></section></main>"
             f"<script>{script}</script>")
-    return HTMLResponse(page("lambdanet runs", body))
+    return HTMLResponse(page("lambdanet runs", body, style))
 
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse, name="dashboard_run")
