@@ -10,10 +10,12 @@ from typing import Any
 
 import typer
 
-from lambdanet.cli.common import err_console, open_services, print_json_line
+from lambdanet.cli.common import err_console, print_json_line
 from lambdanet.cli.train import default_model_name
 from lambdanet.config import itsacat_defaults
 from lambdanet.errors import ConfigError, MissingExtra
+from lambdanet.services import Services
+from lambdanet.settings import Settings
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -113,29 +115,34 @@ def register(app: typer.Typer) -> None:
             if not lithops_config.is_file():
                 raise ConfigError(f"--lithops-config: {lithops_config}: no such file")
             os.environ["LAMBDANET_LITHOPS_CONFIG"] = str(lithops_config.resolve())
-        services = open_services(store_url=store, executor=executor)
+        settings = Settings.from_env(store_url=store, executor=executor)
+        study_storage = storage or (store if store and store.split("://")[0] in ("redis", "rediss") else "file")
+        request = None
+        if resume:
+            if study is None:
+                raise ConfigError("--resume needs --study NAME (the study to continue)")
+        else:
+            if data is None:
+                raise ConfigError("missing DATA: the data set to tune on (or --study NAME --resume)")
+            if space is None:
+                raise ConfigError("missing --space: a space.json naming the keys to search and their ranges")
+            base = _read_json(params, "--params with a parameters.json") if params else itsacat_defaults()
+            request = TuneRequest(
+                study=study or time.strftime("tune-%Y%m%d-%H%M%S", time.gmtime()), data=data, base=base,
+                space=_read_json(space, "--space with a space.json"), trials=trials, parallel=parallel or 1,
+                workers=workers, strategy=strategy, executor=settings.executor, store_url=settings.store_url,
+                storage=study_storage, pruner=pruner, objective=objective, validation_fraction=validation_fraction,
+                seed=seed, epochs_per_round=epochs_per_round, max_retries=max_retries,
+                model_name=model or default_model_name(data), startup_trials=startup_trials)
+            request.check()  # a bad space or option is one line, before anything is opened or written
+        services = Services.open(settings)
         try:
-            study_storage = storage or (store if store and store.split("://")[0] in ("redis", "rediss") else "file")
-            if resume:
-                if study is None:
-                    raise ConfigError("--resume needs --study NAME (the study to continue)")
+            if request is None:
+                assert study is not None
                 tuner = Tuner.resume(services, study, storage=study_storage, on_event=_print_event,
                                      parallel=parallel, store_url=store, executor=executor)
             else:
-                if data is None:
-                    raise ConfigError("missing DATA: the data set to tune on (or --study NAME --resume)")
-                if space is None:
-                    raise ConfigError("missing --space: a space.json naming the keys to search and their ranges")
-                base = _read_json(params, "--params with a parameters.json") if params else itsacat_defaults()
-                request = TuneRequest(
-                    study=study or time.strftime("tune-%Y%m%d-%H%M%S", time.gmtime()), data=data, base=base,
-                    space=_read_json(space, "--space with a space.json"), trials=trials, parallel=parallel or 1,
-                    workers=workers, strategy=strategy, executor=services.settings.executor,
-                    store_url=services.settings.store_url, storage=study_storage, pruner=pruner, objective=objective,
-                    validation_fraction=validation_fraction, seed=seed, epochs_per_round=epochs_per_round,
-                    max_retries=max_retries, model_name=model or default_model_name(data),
-                    startup_trials=startup_trials)
-                tuner = Tuner(services, request, on_event=_print_event)  # validates everything first
+                tuner = Tuner(services, request, on_event=_print_event)
             result = tuner.run().to_json()
         finally:
             services.close()

@@ -128,6 +128,9 @@ class TuneRequest:
             raise ConfigError(f"--epochs-per-round must be at least 1, got {self.epochs_per_round}")
         if self.strategy not in (None, "neuron", "data"):
             raise ConfigError(f"--strategy: unknown strategy '{self.strategy}' (allowed: neuron, data)")
+        if self.store_url.startswith("memory:") and self.executor != "local":
+            raise ConfigError(f"memory:// lives in one process; use --store redis://… with the {self.executor} "
+                              f"executor (or --executor local)")
         return parse_space(self.space, self.base)
 
     @property
@@ -329,9 +332,9 @@ class Tuner:
     def run(self) -> StudyResult:
         t0 = time.time()
         req = self.req
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # lambdanet reports the trials itself
         self._prepare_data()
         self.study = study = self._open_study()
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
         self._resumable = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
         done = len(study.get_trials(deepcopy=False)) - len(self._resumable)
         self._event("study_started", trials=req.trials, parallel=req.parallel, executor=req.executor,
