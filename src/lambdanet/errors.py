@@ -106,6 +106,17 @@ class NotifierUnavailable(Unavailable):
     """A notification could not be delivered (after retries)."""
 
 
+# ---- something stored is broken (exit 3, HTTP 500) -------------------------------------------
+class ModelCorrupt(LambdanetError):
+    """A registered model version exists but cannot be used: its model.json is not valid JSON or
+    lacks / mistypes a field, its weights are missing, unreadable or do not fit the metadata.
+    The server's fault, not the caller's: HTTP 500 (never 404), exit 3. The message names the
+    version and what is wrong."""
+
+    exit_code = 3
+    http_status = 500
+
+
 # ---- the engine (exit 4) ---------------------------------------------------------------------
 class EngineError(LambdanetError):
     exit_code = 4

@@ -27,6 +27,14 @@ back to write-then-read-back of a random token (best effort: two writers in the 
 millisecond window can still collide), serialised by a lock within one process. A writer that
 dies after claiming leaves a gap in the numbering, never a half-visible version.
 
+**Metadata** is parsed ONCE, here: :class:`ModelMetadata` (a frozen pydantic model) checks the
+types of model.json's fields when a version is registered (a bad one is refused,
+:class:`~lambdanet.errors.UserInputError`, and never written) and when it is loaded. A stored
+version whose model.json is not JSON or fails the check — or whose weights are missing or
+unreadable — raises :class:`~lambdanet.errors.ModelCorrupt` (HTTP 500, exit 3), never
+:class:`~lambdanet.errors.ModelNotFound` (404: no such model, version or alias).
+``ModelVersion.meta`` is the typed metadata, ``ModelVersion.metadata`` the raw JSON object.
+
 Aliases are one JSON document replaced whole (the store's put is atomic), so a reader sees the
 old or the new alias, never a mix; concurrent ``set_alias`` calls from several processes are
 last-writer-wins. Loaded versions are cached in memory keyed by (name, version) — versions are
@@ -44,15 +52,16 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
-from lambdanet.errors import LambdanetError, ModelNotFound, ObjectNotFound, UserInputError
+from lambdanet.errors import LambdanetError, ModelCorrupt, ModelNotFound, ObjectNotFound, UserInputError
 from lambdanet.ports.objects import ObjectStore
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -61,14 +70,140 @@ RESERVED_ALIASES = frozenset({"latest"})
 HISTORY_LIMIT = 100
 
 
+def _class_name(value: Any) -> Any:
+    """Class names are strings; numbers (``0``, ``1``) are accepted and written as ``"0"``."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+
+class Preprocessing(_Frozen):
+    """How pixels become the network's input: ``x / scale``, then ``- mean``, ``/ std`` per channel."""
+
+    resize: str = "bilinear"
+    scale: Annotated[float, Field(gt=0)] = 255.0
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    @field_validator("scale", mode="before")
+    @classmethod
+    def _scale_default(cls, value: Any) -> Any:
+        return 255.0 if value is None else value
+
+
+class Architecture(_Frozen):
+    """An MLP's ``layer_dims`` (n_x, n_1, …, n_L) and ``activations`` (one per layer), or a CNN's
+    ``model`` (a :mod:`lambdanet.torchnet.models` name)."""
+
+    layer_dims: tuple[Annotated[int, Field(gt=0)], ...] | None = None
+    activations: tuple[str, ...] | None = None
+    model: str | None = None
+
+
+class ModelMetadata(_Frozen):
+    """model.json, typed. Only ``kind`` is required; every other field is checked when present
+    (what a kind needs — an MLP's layer_dims, a CNN's architecture.model — the predictors check).
+
+    Written by the engine (``engine/strategies/mlp_common.finish``), ``torchnet.export
+    .model_metadata`` and the registry itself (``name``, ``version``, ``created_at``).
+    """
+
+    kind: Literal["mlp", "cnn"]
+    name: str | None = None
+    version: Annotated[int, Field(ge=1)] | None = None
+    classes: tuple[Annotated[str, BeforeValidator(_class_name)], ...] = ()
+    input_shape: tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)],
+                       Annotated[int, Field(gt=0)]] | None = None  # (H, W, C)
+    dtype: str = "float32"
+    preprocessing: Preprocessing = Preprocessing()
+    architecture: Architecture = Architecture()
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    run_id: str | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    created_at: float | None = None
+
+    @field_validator("dtype")
+    @classmethod
+    def _float_dtype(cls, value: str) -> str:
+        try:
+            ok = np.dtype(value).kind == "f"
+        except TypeError:
+            ok = False
+        if not ok:
+            raise ValueError(f"must be a float dtype such as float32 or float64, got {value!r}")
+        return value
+
+    @field_validator("input_shape", mode="before")
+    @classmethod
+    def _three_dims(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple) and len(value) != 3:
+            raise ValueError(f"must be [H, W, C] (3 positive integers), got {len(value)} values")
+        return value
+
+    @field_validator("preprocessing", "architecture", "metrics", "config", mode="before")
+    @classmethod
+    def _null_is_default(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+    @classmethod
+    def check(cls, raw: Any) -> ModelMetadata:
+        """Parse ``raw`` (a JSON object); :class:`ValueError` with one line naming each bad field."""
+        if not isinstance(raw, dict):
+            raise ValueError(f"model.json must hold a JSON object, not {type(raw).__name__}")
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            raise ValueError(_validation_line(exc)) from None
+
+    @classmethod
+    def parse(cls, raw: Any, ref: str) -> ModelMetadata:
+        """Parse the stored metadata of version ``ref``; :class:`ModelCorrupt` if it is invalid."""
+        try:
+            return cls.check(raw)
+        except ValueError as exc:
+            raise ModelCorrupt(f"model {ref} is corrupt: model.json: {exc}; {_fix(ref)}") from None
+
+
+def _fix(ref: str) -> str:
+    name, _, version = ref.partition(":")
+    return f"register it again (lambdanet train) or delete models/{name}/versions/{version}/"
+
+
+def _validation_line(exc: ValidationError) -> str:
+    """``kind: Field required; input_shape: …`` — every problem, one line."""
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "model.json"
+        text = f"{where}: {err['msg'].removeprefix('Value error, ')}"
+        if err["type"] not in ("missing", "value_error") and "input" in err:
+            got = repr(err["input"])
+            text += f" (got {got[:60] + '…' if len(got) > 60 else got})"
+        parts.append(text)
+    return "; ".join(parts)
+
+
 @dataclass(frozen=True)
 class ModelVersion:
-    """One registered version: its metadata (model.json) and weights (read-only arrays)."""
+    """One registered version: its metadata (model.json) and weights (read-only arrays).
+
+    ``metadata`` is the raw JSON object (each caller gets its own copy); ``meta`` the same parsed
+    once into a frozen :class:`ModelMetadata` (parsed here if not given; :class:`ModelCorrupt`
+    if invalid).
+    """
 
     name: str
     version: int
     metadata: dict[str, Any]
     weights: dict[str, np.ndarray]
+    meta: ModelMetadata = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.meta is None:
+            object.__setattr__(self, "meta", ModelMetadata.parse(self.metadata, self.ref))
 
     @property
     def ref(self) -> str:
@@ -182,16 +317,22 @@ class ModelRegistry:
         meta = copy.deepcopy(metadata)
         meta["name"] = name
         meta.setdefault("created_at", time.time())
+        meta.pop("version", None)
         try:
-            _dumps(meta)
+            meta = json.loads(_dumps(meta))  # exactly what model.json will hold
         except (TypeError, ValueError) as exc:
             raise UserInputError(f"model metadata for '{name}' is not JSON-serialisable: {exc}") from exc
+        try:
+            ModelMetadata.check(meta)
+        except ValueError as exc:
+            raise UserInputError(f"model metadata for '{name}': {exc}") from None
 
         version = self._claim_next(name)
         meta["version"] = version
+        typed = ModelMetadata.parse(meta, f"{name}:{version}")
         self.objects.put(self._vkey(name, version, "weights.safetensors"), blob)
         self.objects.put(self._vkey(name, version, "model.json"), _dumps(meta))  # last: now visible
-        mv = ModelVersion(name, version, meta, arrays)
+        mv = ModelVersion(name, version, meta, arrays, typed)
         self._remember(mv)
         return self._copy(mv)
 
@@ -265,23 +406,27 @@ class ModelRegistry:
         return versions[-1]
 
     def metadata(self, name: str, version: int) -> dict[str, Any]:
+        """The raw model.json of ``name:version`` (checked: :class:`ModelCorrupt` if invalid)."""
         check_name(name)
         with self._lock:
             cached = self._cache.get((name, int(version)))
         if cached is not None:
             return copy.deepcopy(cached.metadata)
-        return self._read_metadata(name, int(version))
+        return self._read_metadata(name, int(version))[0]
 
-    def _read_metadata(self, name: str, version: int) -> dict[str, Any]:
+    def _read_metadata(self, name: str, version: int) -> tuple[dict[str, Any], ModelMetadata]:
+        """model.json of a visible version, raw and parsed; ModelNotFound if there is none,
+        ModelCorrupt if it is not JSON or fails :class:`ModelMetadata`."""
         try:
             raw = self.objects.get(self._vkey(name, version, "model.json"))
         except ObjectNotFound as exc:
             raise ModelNotFound(f"{self.describe(name)}; no version {version}") from exc
+        ref = f"{name}:{version}"
         try:
             meta = json.loads(raw)
         except ValueError as exc:
-            raise ModelNotFound(f"model {name}:{version} has unreadable metadata ({exc})") from exc
-        return meta  # type: ignore[no-any-return]
+            raise ModelCorrupt(f"model {ref} is corrupt: model.json is not valid JSON ({exc}); {_fix(ref)}") from None
+        return meta, ModelMetadata.parse(meta, ref)
 
     def load(self, ref: str) -> ModelVersion:
         """The version ``ref`` names (see :meth:`resolve`), weights as read-only arrays."""
@@ -291,19 +436,20 @@ class ModelRegistry:
             if cached is not None:
                 self._cache.move_to_end((name, version))
                 return self._copy(cached)
-        meta = self._read_metadata(name, version)
+        meta, typed = self._read_metadata(name, version)
         try:
             blob = self.objects.get(self._vkey(name, version, "weights.safetensors"))
             arrays = st_load(blob)
-        except ObjectNotFound as exc:
-            raise ModelNotFound(f"model {name}:{version} has no weights file") from exc
+        except ObjectNotFound:
+            raise ModelCorrupt(f"model {name}:{version} is corrupt: its weights.safetensors is missing; "
+                               f"{_fix(f'{name}:{version}')}") from None
         except Exception as exc:  # safetensors raises its own error types
             if isinstance(exc, LambdanetError):
                 raise
-            raise ModelNotFound(f"model {name}:{version} has unreadable weights ({exc})") from exc
+            raise ModelCorrupt(f"model {name}:{version} is corrupt: unreadable weights ({exc}); {_fix(ref)}") from None
         for arr in arrays.values():
             arr.flags.writeable = False
-        mv = ModelVersion(name, version, meta, arrays)
+        mv = ModelVersion(name, version, meta, arrays, typed)
         self._remember(mv)
         return self._copy(mv)
 
@@ -317,7 +463,7 @@ class ModelRegistry:
     @staticmethod
     def _copy(mv: ModelVersion) -> ModelVersion:
         """A caller's view: its own dicts, the same (read-only) arrays."""
-        return ModelVersion(mv.name, mv.version, copy.deepcopy(mv.metadata), dict(mv.weights))
+        return ModelVersion(mv.name, mv.version, copy.deepcopy(mv.metadata), dict(mv.weights), mv.meta)
 
     # ---- aliases -------------------------------------------------------------------------------
     def set_alias(self, name: str, alias: str, version: int) -> None:
@@ -379,7 +525,7 @@ class ModelRegistry:
         import h5py
 
         mv = self.load(ref)
-        kind = mv.metadata.get("kind", "mlp")
+        kind = mv.meta.kind
         if kind != "mlp":
             raise UserInputError(f"model {mv.ref} is a {kind} model; the itsacat-h5 format holds MLPs only")
         layers = sorted(int(k[1:]) for k in mv.weights if re.fullmatch(r"W[1-9][0-9]*", k))

@@ -140,6 +140,30 @@ def test_models_list_export_and_predict(trained: tuple[Path, dict], tmp_path: Pa
         assert p["probability"] == max(p["probabilities"].values())
 
 
+@pytest.mark.parametrize(("corrupt", "needle"), [
+    (lambda meta: b"{truncated", "model.json is not valid JSON"),
+    (lambda meta: json.dumps({k: v for k, v in meta.items() if k != "architecture"}).encode(), "architecture"),
+    (lambda meta: json.dumps({**meta, "input_shape": [64, 64]}).encode(), "input_shape"),
+])
+def test_predict_with_a_corrupt_model_version_is_one_error_line(
+        trained: tuple[Path, dict], tmp_path: Path, corrupt: object, needle: str) -> None:
+    """A registered version whose model.json is broken is the server side's fault: exit 3 with one
+    ``error:`` line naming the version and the problem (never "no model", never a traceback)."""
+    import shutil
+
+    home = tmp_path / "home"
+    shutil.copytree(trained[0], home)  # the real trained run's home; the module's copy stays intact
+    path = home / "objects" / "models" / "catvnoncat" / "versions" / "1" / "model.json"
+    path.write_bytes(corrupt(json.loads(path.read_text())))  # type: ignore[operator]
+    res = cli(home, "predict", str(IMAGES / "grumpy_cat.jpeg"), "--model", "catvnoncat:1")
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 3, (res.returncode, res.stderr)
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in res.stderr, res.stderr
+    assert "catvnoncat:1" in lines[0] and needle in lines[0] and "no model" not in lines[0], lines[0]
+    unknown = cli(home, "predict", str(IMAGES / "grumpy_cat.jpeg"), "--model", "catvnoncat:9")
+    assert unknown.returncode == 2 and "no version 9" in unknown.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [

@@ -180,6 +180,38 @@ def test_503_when_the_registry_is_unreachable(tmp_path: object) -> None:
         assert c.get("/v2/health/live").json() == {"live": True}
 
 
+def test_a_corrupt_model_version_is_500_not_404(registry: ModelRegistry, tmp_path: object) -> None:
+    """A version whose model.json is invalid JSON, or valid JSON with a missing/invalid field, is
+    the server's problem: 500 with a one-line message naming the version; unknown models stay 404."""
+    import json
+    from pathlib import Path
+
+    root = Path(str(tmp_path)) / "objects"
+    reg = ModelRegistry(FolderStore(root))
+    good = registry.load("itsacat")  # the real trained catvnoncat MLP
+    meta = {k: v for k, v in good.metadata.items() if k != "version"}
+    for _ in range(3):
+        reg.register("broken", dict(good.weights), meta)
+    versions = root / "models" / "broken" / "versions"
+    (versions / "1" / "model.json").write_bytes(b'{"kind": "mlp", "classes": ["non-cat"')
+    (versions / "2" / "model.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "kind"}))
+    (versions / "3" / "model.json").write_text(json.dumps({**meta, "preprocessing": {"scale": "big"}}))
+    image = {"content": GRUMPY.read_bytes(), "headers": {"content-type": "image/jpeg"}}
+    served = ModelRegistry(FolderStore(root))  # a server of its own (no versions cached by the writer)
+    with UvicornThread(create_app(served, preload=False)) as server, \
+            httpx.Client(base_url=server.url, timeout=30) as c:
+        for version, needle in ((1, "model.json is not valid JSON"), (2, "kind"), (3, "preprocessing.scale")):
+            for method, path, kwargs in (("POST", f"/predict?model=broken:{version}", image),
+                                         ("GET", f"/v2/models/broken/versions/{version}", {})):
+                r = c.request(method, path, **kwargs)  # type: ignore[arg-type]
+                assert r.status_code == 500, (path, r.status_code, r.text)
+                error = r.json()["error"]
+                assert f"broken:{version}" in error and needle in error and "\n" not in error, error
+        for path in ("/predict?model=nope", "/predict?model=broken:9"):
+            r = c.post(path, **image)  # type: ignore[arg-type]
+            assert r.status_code == 404, r.text
+
+
 # ---- API key, docs, metrics ------------------------------------------------------------------
 def test_api_key_guards_every_route_but_health(registry: ModelRegistry) -> None:
     app = create_app(registry, api_key="s3cret")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lambdanet.errors import ImageError, ModelNotFound
+from lambdanet.errors import ImageError, ModelCorrupt
 from lambdanet.nn import mlp
 from lambdanet.nn.predictor import MLPPredictor
 from lambdanet.predictor import Predictor, load_predictor
@@ -64,10 +64,24 @@ def test_bad_inputs_and_bad_models() -> None:
         pred.predict_proba(np.zeros((1, 3, 4, 3), np.uint8))
     with pytest.raises(ImageError, match="uint8"):
         pred.predict_proba(np.zeros((1, 4, 3, 3), np.float32))
-    with pytest.raises(ModelNotFound, match="metadata names 3 classes but the network outputs 2"):
+    with pytest.raises(ModelCorrupt, match="metadata names 3 classes but the network outputs 2"):
         MLPPredictor(version(["relu", "sigmoid"], [36, 5, 1], ["a", "b", "c"]))
     mv = version(["relu", "sigmoid"], [36, 5, 1], ["a", "b"])
     broken = ModelVersion(name="toy", version=3, metadata=mv.metadata,
                           weights={k: v for k, v in mv.weights.items() if k != "W2"})
-    with pytest.raises(ModelNotFound, match="weights lack W2"):
+    with pytest.raises(ModelCorrupt, match="weights lack W2"):
         MLPPredictor(broken)
+
+
+def test_metadata_an_mlp_cannot_use_is_model_corrupt_with_one_line() -> None:
+    mv = version(["relu", "sigmoid"], [36, 5, 1], ["a", "b"])
+    no_arch = {k: v for k, v in mv.metadata.items() if k != "architecture"}
+    with pytest.raises(ModelCorrupt, match=r"model toy:3 is corrupt: model.json lacks architecture.layer_dims, "
+                                           r"architecture.activations; register it again"):
+        MLPPredictor(ModelVersion(name="toy", version=3, metadata=no_arch, weights=mv.weights))
+    with pytest.raises(ModelCorrupt, match=r"model toy:3 is corrupt: model.json: dtype: .*float dtype") as err:
+        ModelVersion(name="toy", version=3, metadata={**mv.metadata, "dtype": "int8"}, weights=mv.weights)
+    assert err.value.http_status == 500 and "\n" not in str(err.value)
+    one_act = {**mv.metadata, "architecture": {"layer_dims": [36, 5, 1], "activations": ["sigmoid"]}}
+    with pytest.raises(ModelCorrupt, match=r"1 activations for 2 layers"):
+        MLPPredictor(ModelVersion(name="toy", version=3, metadata=one_act, weights=mv.weights))

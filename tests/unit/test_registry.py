@@ -309,3 +309,52 @@ def test_export_refuses_cnn_and_unknown(reg: ModelRegistry, tmp_path: Path) -> N
     with pytest.raises(ModelNotFound):
         reg.export_itsacat_h5("nothing", tmp_path / "p.h5")
     assert not (tmp_path / "p.h5").exists()
+
+
+# ---- a corrupt version is a server-side error, not "not found" -----------------------------------
+@pytest.mark.parametrize(("corrupt", "needle"), [
+    (lambda meta: b"{not json", "model.json is not valid JSON"),
+    (lambda meta: json.dumps({k: v for k, v in meta.items() if k != "kind"}).encode(), "kind"),
+    (lambda meta: json.dumps({**meta, "input_shape": "64x64"}).encode(), "input_shape"),
+    (lambda meta: json.dumps({**meta, "classes": {"a": 1}}).encode(), "classes"),
+])
+def test_corrupt_model_json_is_model_corrupt_not_not_found(reg: ModelRegistry, root: Path, corrupt: Any,
+                                                           needle: str) -> None:
+    from lambdanet.errors import ModelCorrupt
+
+    reg.register("m", _weights(), _meta())
+    path = root / "models/m/versions/1/model.json"
+    path.write_bytes(corrupt(json.loads(path.read_text())))
+    fresh = ModelRegistry(FolderStore(root))  # no cache
+    with pytest.raises(ModelCorrupt) as err:
+        fresh.load("m:1")
+    assert not isinstance(err.value, ModelNotFound)
+    assert (err.value.http_status, err.value.exit_code) == (500, 3)
+    message = str(err.value)
+    assert "\n" not in message and "m:1" in message and needle in message, message
+    with pytest.raises(ModelCorrupt):
+        fresh.metadata("m", 1)
+    with pytest.raises(ModelNotFound):  # an unknown version or model is still "not found"
+        fresh.load("m:2")
+    with pytest.raises(ModelNotFound):
+        fresh.load("other")
+
+
+def test_metadata_is_parsed_once_into_a_frozen_model(reg: ModelRegistry, root: Path) -> None:
+    from pydantic import ValidationError
+
+    from lambdanet.registry import ModelMetadata
+
+    reg.register("m", _weights(), _meta())
+    mv = ModelRegistry(FolderStore(root)).load("m:1")
+    meta = mv.meta
+    assert isinstance(meta, ModelMetadata)
+    assert (meta.kind, meta.classes, meta.input_shape, meta.name, meta.version) == (
+        "mlp", ("non-cat", "cat"), (2, 2, 3), "m", 1)
+    assert meta.architecture.layer_dims == (12, 5, 3, 1) and meta.run_id == "r-1"
+    assert meta.preprocessing.scale == 255.0 and meta.metrics["test_accuracy"] == 0.8
+    with pytest.raises(ValidationError):
+        meta.kind = "cnn"  # type: ignore[misc]
+    with pytest.raises(UserInputError, match="input_shape"):  # never written: refused at register
+        reg.register("m", _weights(), _meta(input_shape=[0, 2]))
+    assert reg.versions("m") == [1]

@@ -9,7 +9,7 @@ import typer
 
 from lambdanet.cli.common import open_services, print_json_line
 from lambdanet.cli.runs import print_table
-from lambdanet.errors import ConfigError
+from lambdanet.errors import ConfigError, ModelCorrupt
 
 EXPORT_FORMATS = ("itsacat-h5",)
 
@@ -29,9 +29,14 @@ def register(app: typer.Typer) -> None:
         for name in registry.models():
             versions = registry.versions(name)
             aliases = registry.aliases(name)
-            latest = registry.metadata(name, versions[-1]) if versions else {}
-            rows.append({"name": name, "versions": versions, "aliases": aliases,
-                         "kind": latest.get("kind"), "metrics": latest.get("metrics", {})})
+            row: dict[str, Any] = {"name": name, "versions": versions, "aliases": aliases}
+            try:
+                latest = registry.metadata(name, versions[-1]) if versions else {}
+            except ModelCorrupt as exc:  # one broken version does not hide the others
+                row.update(kind="corrupt", metrics={}, error=str(exc))
+            else:
+                row.update(kind=latest.get("kind"), metrics=latest.get("metrics", {}))
+            rows.append(row)
         services.close()
         if as_json:
             print_json_line({"models": rows})

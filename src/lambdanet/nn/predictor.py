@@ -10,59 +10,75 @@ channel, then the forward pass. A sigmoid model returns ``[1 - p, p]`` per image
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lambdanet.errors import ImageError, ModelNotFound
+from lambdanet.errors import ImageError, ModelCorrupt
 from lambdanet.nn import mlp
 
 if TYPE_CHECKING:
     from lambdanet.registry import ModelVersion
 
+FIX = "register it again (lambdanet train)"
+
 
 class MLPPredictor:
-    """A :class:`lambdanet.predictor.Predictor` for ``kind: "mlp"`` model versions."""
+    """A :class:`lambdanet.predictor.Predictor` for ``kind: "mlp"`` model versions.
+
+    Reads the version's typed metadata (``mv.meta``, parsed once by the registry); a version whose
+    metadata lacks what an MLP needs or does not fit its weights raises
+    :class:`~lambdanet.errors.ModelCorrupt` (a server-side error, HTTP 500).
+    """
 
     def __init__(self, mv: ModelVersion) -> None:
-        md: dict[str, Any] = dict(mv.metadata)
+        md = mv.meta
         self.name: str = mv.name
         self.version: int = int(mv.version)
         ref = f"{mv.name}:{mv.version}"
-        try:
-            arch = md["architecture"]
-            self.layer_dims: list[int] = [int(v) for v in arch["layer_dims"]]
-            self.activations: list[str] = [str(a) for a in arch["activations"]]
-            self.input_shape: tuple[int, int, int] = tuple(int(v) for v in md["input_shape"])  # type: ignore[assignment]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelNotFound(f"model {ref}: metadata lacks a valid {exc} entry "
-                                f"(architecture.layer_dims/activations, input_shape); re-register it") from None
-        self.dtype = np.dtype(md.get("dtype", "float32"))
-        pre = md.get("preprocessing") or {}
-        self.scale = float(pre.get("scale") or 255.0)
-        self.mean = None if pre.get("mean") is None else np.asarray(pre["mean"], dtype=self.dtype)
-        self.std = None if pre.get("std") is None else np.asarray(pre["std"], dtype=self.dtype)
+        arch = md.architecture
+        missing = [key for key, value in (("architecture.layer_dims", arch.layer_dims),
+                                          ("architecture.activations", arch.activations),
+                                          ("input_shape", md.input_shape)) if not value]
+        if md.kind != "mlp":
+            raise ModelCorrupt(f"model {ref} is a {md.kind} model, not an MLP")
+        if missing:
+            raise ModelCorrupt(f"model {ref} is corrupt: model.json lacks {', '.join(missing)}; {FIX}")
+        assert arch.layer_dims is not None and arch.activations is not None and md.input_shape is not None
+        self.layer_dims: list[int] = list(arch.layer_dims)
+        self.activations: list[str] = list(arch.activations)
+        self.input_shape: tuple[int, int, int] = md.input_shape
+        if len(self.layer_dims) != len(self.activations) + 1:
+            raise ModelCorrupt(f"model {ref} is corrupt: {len(self.activations)} activations for "
+                               f"{len(self.layer_dims) - 1} layers; {FIX}")
+        self.dtype = np.dtype(md.dtype)
+        pre = md.preprocessing
+        self.scale = float(pre.scale)
+        self.mean = None if pre.mean is None else np.asarray(pre.mean, dtype=self.dtype)
+        self.std = None if pre.std is None else np.asarray(pre.std, dtype=self.dtype)
         n_out = self.layer_dims[-1]
         n_classes = 2 if self.activations[-1] == "sigmoid" else n_out
-        classes = md.get("classes")
-        self.classes: list[str] = [str(c) for c in classes] if classes else [str(i) for i in range(n_classes)]
+        self.classes: list[str] = list(md.classes) if md.classes else [str(i) for i in range(n_classes)]
         if len(self.classes) != n_classes:
-            raise ModelNotFound(f"model {ref}: metadata names {len(self.classes)} classes but the network "
-                                f"outputs {n_classes}; re-register it")
+            raise ModelCorrupt(f"model {ref} is corrupt: metadata names {len(self.classes)} classes but the "
+                               f"network outputs {n_classes}; {FIX}")
         if int(np.prod(self.input_shape)) != self.layer_dims[0]:
-            raise ModelNotFound(f"model {ref}: input_shape {list(self.input_shape)} does not match the "
-                                f"first layer's {self.layer_dims[0]} inputs; re-register it")
+            raise ModelCorrupt(f"model {ref} is corrupt: input_shape {list(self.input_shape)} does not match "
+                               f"the first layer's {self.layer_dims[0]} inputs; {FIX}")
         L = len(self.activations)
         try:
             self.params = {f"{k}{l}": np.asarray(mv.weights[f"{k}{l}"], dtype=self.dtype)
                            for l in range(1, L + 1) for k in ("W", "b")}  # noqa: E741
         except KeyError as exc:
-            raise ModelNotFound(f"model {ref}: weights lack {exc.args[0]}; re-register it") from None
+            raise ModelCorrupt(f"model {ref} is corrupt: weights lack {exc.args[0]}; {FIX}") from None
         for l in range(1, L + 1):  # noqa: E741
             want = (self.layer_dims[l], self.layer_dims[l - 1])
             if self.params[f"W{l}"].shape != want:
-                raise ModelNotFound(f"model {ref}: W{l} has shape {self.params[f'W{l}'].shape}, "
-                                    f"expected {want}; re-register it")
+                raise ModelCorrupt(f"model {ref} is corrupt: W{l} has shape {self.params[f'W{l}'].shape}, "
+                                   f"expected {want}; {FIX}")
+            if self.params[f"b{l}"].size != want[0]:
+                raise ModelCorrupt(f"model {ref} is corrupt: b{l} has {self.params[f'b{l}'].size} values, "
+                                   f"expected {want[0]}; {FIX}")
             self.params[f"b{l}"] = self.params[f"b{l}"].reshape(-1, 1)  # (n_l, 1)
 
     def matrix(self, images: np.ndarray) -> np.ndarray:

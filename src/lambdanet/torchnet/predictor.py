@@ -17,7 +17,7 @@ import threading
 import numpy as np
 import torch
 
-from lambdanet.errors import DataError, ImageError
+from lambdanet.errors import ImageError, LambdanetError, ModelCorrupt
 from lambdanet.registry import ModelVersion
 from lambdanet.torchnet.checkpoint import load_state_tensors
 from lambdanet.torchnet.data import to_tensor
@@ -29,20 +29,29 @@ class CNNPredictor:
     """Implements :class:`lambdanet.predictor.Predictor` for ``kind == "cnn"`` model versions."""
 
     def __init__(self, mv: ModelVersion, device: str = "cpu", batch_size: int = 256) -> None:
-        meta = mv.metadata
+        meta = mv.meta  # typed metadata, parsed once by the registry
         self.name = mv.name
         self.version = mv.version
-        self.classes: list[str] = list(meta.get("classes") or [])
-        shape = meta.get("input_shape") or [32, 32, 3]
-        self.input_shape: tuple[int, int, int] = (int(shape[0]), int(shape[1]), int(shape[2]))
-        arch = (meta.get("architecture") or {}).get("model")
-        if not isinstance(arch, str):
-            raise DataError(f"model {mv.name}:{mv.version}: metadata has no architecture.model")
+        ref = f"{mv.name}:{mv.version}"
+        self.classes: list[str] = list(meta.classes)
+        self.input_shape: tuple[int, int, int] = meta.input_shape or (32, 32, 3)
+        arch = meta.architecture.model
+        if meta.kind != "cnn":
+            raise ModelCorrupt(f"model {ref} is a {meta.kind} model, not a CNN")
+        if not arch or not self.classes:
+            missing = "architecture.model" if not arch else "classes"
+            raise ModelCorrupt(f"model {ref} is corrupt: model.json lacks {missing}; register it again")
         self.device = resolve_device(device)
         self.batch_size = batch_size
-        self.model = build_model(arch, n_classes=len(self.classes))
+        try:
+            self.model = build_model(arch, n_classes=len(self.classes))
+        except LambdanetError as exc:
+            raise ModelCorrupt(f"model {ref} is corrupt: {exc}") from None
         tensors = {f"model.{k}": torch.from_numpy(np.array(v)) for k, v in mv.weights.items()}
-        load_state_tensors(tensors, self.model, None)
+        try:
+            load_state_tensors(tensors, self.model, None)
+        except (LambdanetError, RuntimeError, KeyError, ValueError) as exc:
+            raise ModelCorrupt(f"model {ref} is corrupt: its weights do not fit {arch} ({exc})") from None
         self.model.to(self.device).eval()
         self._lock = threading.Lock()  # one forward at a time per model (servers call from threads)
 
