@@ -295,3 +295,61 @@ def test_checkpoints_are_safetensors(tmp_path: Path) -> None:
     loaded = st_load(objects.get(pointer["file"]))
     assert sorted(loaded) == ["W1", "t"]
     np.testing.assert_array_equal(loaded["W1"], state["W1"])
+
+
+# ---- the tuning study's journal (lambdanet tune): JSON logs only, never a pickled snapshot -------
+def test_study_journal_backends_have_no_snapshots(tmp_path: Path) -> None:
+    """Optuna's JournalStorage unpickles the snapshot of any backend that is a BaseJournalSnapshot
+    (Optuna's own Redis backend is one); lambdanet's journals are plain JSON-log backends."""
+    from optuna.storages.journal import BaseJournalBackend
+    from optuna.storages.journal._base import BaseJournalSnapshot
+
+    from lambdanet.tune.journal import RedisJournal, open_journal
+
+    assert issubclass(RedisJournal, BaseJournalBackend)
+    assert not issubclass(RedisJournal, BaseJournalSnapshot)
+    assert not hasattr(RedisJournal, "load_snapshot") and not hasattr(RedisJournal, "save_snapshot")
+    file_backend = open_journal("file", "s", tmp_path)
+    assert not isinstance(file_backend, BaseJournalSnapshot)
+    # the tune package never names a snapshot API or Optuna's pickling Redis backend
+    for path in (SRC / "tune").rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+        names |= {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+        names |= {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+        bad = names & {"save_snapshot", "load_snapshot", "BaseJournalSnapshot", "JournalRedisBackend",
+                       "JournalRedisStorage", "restore_replay_result"}
+        assert not bad, f"{path.name} uses {sorted(bad)}"
+
+
+@pytest.mark.redis
+def test_study_journal_on_redis_refuses_pickles_and_writes_json(tmp_path: Path, redis_server: object) -> None:
+    """A study over the Redis journal writes only JSON strings; a pickle pushed into the journal by
+    someone else is one DataError (never unpickled), and a pickled 'snapshot' beside it is never read."""
+    import json
+
+    import optuna
+    import redis
+
+    from lambdanet.tune.journal import RedisJournal, journal_key
+
+    url = redis_server.url  # type: ignore[attr-defined]
+    r = redis.Redis.from_url(url)
+    canary = tmp_path / "canary"
+    r.set("ln:study:sec:journal:snapshot", _payload(canary))  # where a snapshot would sit
+    r.set(":snapshot", _payload(canary))  # Optuna's JournalRedisBackend key with its default prefix
+    storage = optuna.storages.JournalStorage(RedisJournal(url, "sec"))
+    study = optuna.create_study(study_name="sec", storage=storage)
+    for _ in range(3):
+        trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+        trial.report(0.5, 1)
+        study.tell(trial, trial.params["x"])
+    entries = r.lrange(journal_key("sec"), 0, -1)
+    assert len(entries) >= 10 and all(isinstance(json.loads(e), dict) for e in entries)
+    again = optuna.load_study(study_name="sec", storage=optuna.storages.JournalStorage(RedisJournal(url, "sec")))
+    assert len(again.trials) == 3  # replayed from the JSON logs alone
+    r.rpush(journal_key("sec"), _payload(canary))
+    with pytest.raises(DataError, match="not JSON"):
+        optuna.storages.JournalStorage(RedisJournal(url, "sec"))
+    assert not canary.exists()
+    r.delete(journal_key("sec"), "ln:study:sec:journal:snapshot", ":snapshot")
