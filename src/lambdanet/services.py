@@ -4,6 +4,7 @@ Usage::
 
     services = Services.open(Settings.from_env())
     services.ledger.list_runs()
+    Services.open(read_only=True)            # commands that only read: the ledger is never written
     services.registry.load("itsacat@production")
     services.close()
 """
@@ -11,11 +12,21 @@ Usage::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from lambdanet import adapters
 from lambdanet.ports import Ledger, Notifier, ObjectStore
 from lambdanet.registry import ModelRegistry
 from lambdanet.settings import Settings
+
+
+def read_only_ledger_url(url: str) -> str:
+    """``url`` opened read-only: a file SQLite URL gains ``?mode=ro``; other ledgers (DynamoDB:
+    reads never create anything; ``sqlite:///:memory:``) are returned as they are."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "sqlite" or parts.path.endswith(":memory:") or "mode=" in parts.query:
+        return url
+    return f"{url}{'&' if parts.query else '?'}mode=ro"
 
 
 @dataclass
@@ -27,12 +38,16 @@ class Services:
     registry: ModelRegistry
 
     @classmethod
-    def open(cls, settings: Settings | None = None) -> Services:
+    def open(cls, settings: Settings | None = None, read_only: bool = False) -> Services:
+        """The adapters of ``settings``; ``read_only=True`` (for commands that only read) opens
+        the ledger so that it is never written: a SQLite ledger in ``mode=ro`` (no file, folder,
+        schema or WAL files created; a missing database reads as "no runs yet")."""
         settings = settings or Settings.from_env()
         objects = adapters.open_objects(settings.objects_url)
+        ledger_url = read_only_ledger_url(settings.ledger_url) if read_only else settings.ledger_url
         return cls(
             settings=settings,
-            ledger=adapters.open_ledger(settings.ledger_url),
+            ledger=adapters.open_ledger(ledger_url),
             objects=objects,
             notifier=adapters.open_notifier(settings.notifier_url),
             registry=ModelRegistry(objects),

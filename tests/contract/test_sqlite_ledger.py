@@ -124,3 +124,99 @@ def test_fork_reopens_connection(tmp_path: Path) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     ledger.upsert_epochs("r-1", [EpochRow("r-1", 2, 0.4, 0.1, 0.0)])
     assert [r.cost for r in ledger.epochs("r-1")] == [0.5, 0.4]
+
+
+# ---- read-only mode (runs list/show, report, models list) ----------------------------------------
+def _files(folder: Path) -> dict[str, tuple[int, int, bytes]]:
+    import hashlib
+
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).digest())
+            for p in folder.iterdir()}
+
+
+def _filled(path: Path) -> None:
+    from lambdanet.ports import CallRow
+
+    ledger = SqliteLedger(path)
+    ledger.create_run(_run("r-1"))
+    ledger.upsert_epochs("r-1", [EpochRow("r-1", 1, 0.6, 0.1, 0.0), EpochRow("r-1", 2, math.nan, 0.1, 0.0)])
+    ledger.record_calls("r-1", [CallRow("r-1", 1, 0, 0, 1.0, 2.0, True)])
+    ledger.claim("s3://b/k", "r-1")
+    ledger.close()  # the last connection: checkpoints and removes the -wal/-shm files
+
+
+def test_read_only_reads_everything_and_writes_nothing(tmp_path: Path) -> None:
+    from lambdanet.errors import RunNotFound
+
+    path = tmp_path / "ledger.db"
+    _filled(path)
+    before = _files(tmp_path)
+    assert sorted(before) == ["ledger.db"]
+    ledger = adapters.open_ledger(f"sqlite:///{path}?mode=ro")
+    assert isinstance(ledger, SqliteLedger) and ledger.read_only and ledger.url.endswith("?mode=ro")
+    assert [r.run_id for r in ledger.list_runs()] == ["r-1"] and ledger.get_run("r-1").status == "running"
+    rows = ledger.epochs("r-1")
+    assert rows[0].cost == 0.6 and math.isnan(rows[1].cost)
+    assert [c.worker for c in ledger.calls("r-1")] == [0]
+    assert ledger.claimed_by("s3://b/k") == "r-1" and ledger.get_lease("r-1") is None
+    with pytest.raises(RunNotFound):
+        ledger.get_run("r-2")
+    writes = [lambda: ledger.create_run(_run("r-2")), lambda: ledger.update_run("r-1", status="failed"),
+              lambda: ledger.upsert_epochs("r-1", [EpochRow("r-1", 3, 0.5, 0.1, 0.0)]),
+              lambda: ledger.claim("k2", "r-1"), lambda: ledger.acquire_lease("r-1", "h", "e", 60.0)]
+    for write in writes:
+        with pytest.raises(LedgerUnavailable, match="open read-only"):
+            write()
+    ledger.close()
+    assert _files(tmp_path) == before  # same bytes, same mtime, no -wal / -shm files
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM epochs").fetchone()[0] == 2
+
+
+def test_read_only_sees_a_live_writers_commits(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    writer = SqliteLedger(path)
+    writer.create_run(_run("r-1"))
+    reader = SqliteLedger(path, read_only=True)
+    assert [r.run_id for r in reader.list_runs()] == ["r-1"]  # read through the live WAL
+    writer.upsert_epochs("r-1", [EpochRow("r-1", 1, 0.6, 0.1, 0.0)])
+    writer.create_run(_run("r-2"))
+    assert [r.run_id for r in reader.list_runs()] == ["r-2", "r-1"] and len(reader.epochs("r-1")) == 1
+    writer.close()
+    assert not list(tmp_path.glob("ledger.db-*"))  # the writer still cleans up after a reader
+    assert [r.run_id for r in reader.list_runs()] == ["r-2", "r-1"]
+
+
+def test_read_only_missing_database_is_an_empty_ledger_and_creates_nothing(tmp_path: Path) -> None:
+    from lambdanet.errors import RunNotFound
+
+    path = tmp_path / "no" / "such" / "ledger.db"
+    ledger = SqliteLedger.from_url(f"sqlite:///{path}?mode=ro")
+    assert ledger.list_runs() == [] and ledger.epochs("r-1") == [] and ledger.calls("r-1") == []
+    with pytest.raises(RunNotFound, match="no run 'r-1'"):
+        ledger.get_run("r-1")
+    ledger.close()
+    assert not (tmp_path / "no").exists()
+    _filled(path)  # the file appears later: the same read-only ledger now reads it
+    assert [r.run_id for r in ledger.list_runs()] == ["r-1"]
+
+
+def test_read_only_urls_and_services(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lambdanet.services import Services, read_only_ledger_url
+    from lambdanet.settings import Settings
+
+    for bad in ("sqlite:///x.db?mode=rwc", "sqlite:///x.db?journal=off", "sqlite:///x.db?mode=ro&mode=rw"):
+        with pytest.raises(UserInputError, match="mode=ro"):
+            SqliteLedger.from_url(bad)
+    assert not SqliteLedger.from_url(f"sqlite:///{tmp_path / 'rw.db'}?mode=rw").read_only
+    assert read_only_ledger_url("sqlite:///a/b.db") == "sqlite:///a/b.db?mode=ro"
+    assert read_only_ledger_url("sqlite:///:memory:") == "sqlite:///:memory:"
+    assert read_only_ledger_url("dynamodb://t?region=eu-west-1") == "dynamodb://t?region=eu-west-1"
+    home = tmp_path / "home"
+    monkeypatch.setenv("LAMBDANET_HOME", str(home))
+    monkeypatch.delenv("LAMBDANET_LEDGER", raising=False)
+    services = Services.open(Settings.from_env(), read_only=True)
+    assert isinstance(services.ledger, SqliteLedger) and services.ledger.read_only
+    assert services.ledger.list_runs() == []
+    services.close()
+    assert not (home / "ledger.db").exists()

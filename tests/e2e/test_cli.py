@@ -140,6 +140,97 @@ def test_models_list_export_and_predict(trained: tuple[Path, dict], tmp_path: Pa
         assert p["probability"] == max(p["probabilities"].values())
 
 
+def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``folder``: (size, mtime in ns)."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _read_only_home_runner(home: Path) -> list[str]:
+    """A command prefix that runs with ``home`` read-only for real: a private mount namespace with
+    ``home`` bind-mounted read-only over itself (root ignores file modes), else ``chmod a-w``."""
+    import shutil
+
+    if os.geteuid() != 0:
+        for p in [home, *home.rglob("*")]:
+            p.chmod(p.stat().st_mode & ~0o222)
+        return []
+    if shutil.which("unshare") is None:
+        pytest.skip("running as root without unshare: cannot make the home read-only")
+    prefix = ["unshare", "-m", "sh", "-c", 'mount --bind -o ro "$0" "$0" && exec "$@"', str(home)]
+    probe = subprocess.run([*prefix, "touch", str(home / "probe")], capture_output=True, text=True)
+    if probe.returncode == 0 or "Read-only file system" not in probe.stderr:
+        pytest.skip(f"cannot mount the home read-only here: {probe.stderr.strip()}")
+    return prefix
+
+
+READ_ONLY_COMMANDS = [["runs", "list"], ["runs", "list", "--json"], ["runs", "show", "{run}"],
+                      ["runs", "show", "{run}", "--json"], ["models", "list"], ["models", "list", "--json"],
+                      ["predict", str(IMAGES / "grumpy_cat.jpeg"), "--model", "catvnoncat"]]
+REPORT_COMMANDS = [["report", "{run}", "--out", "{out}/r.html"], ["report", "latest", "--out", "{out}/latest.html"]]
+NEEDS_REPORT_CLI = pytest.mark.xfail(
+    strict=True, reason="cli/report.py (not owned here) still opens the services read-write: it must call "
+    "Services.open(Settings.from_env(), read_only=True) — remove this marker with that change")
+
+
+def _assert_read_only(trained: tuple[Path, dict], tmp_path: Path, commands: list[list[str]]) -> None:
+    """``commands`` on a READ-ONLY copy of the trained home (a read-only bind mount, or chmod
+    a-w when not root) exit 0 and leave every file of the home as it was: ledger.db's size and
+    mtime unchanged, no -wal/-shm files created."""
+    import shutil
+
+    home = tmp_path / "home"
+    shutil.copytree(trained[0], home)
+    run_id = trained[1]["run_id"]
+    assert not list(home.glob("ledger.db-*")), "the trained run left WAL files behind"
+    before = _snapshot(home)
+    prefix = _read_only_home_runner(home)
+    env = {**os.environ, "LAMBDANET_HOME": str(home), "PYTHONPATH": str(REPO / "src"), "COLUMNS": "120"}
+    out = tmp_path / "out"
+    out.mkdir()
+    try:
+        for template in commands:
+            args = [a.format(run=run_id, out=out) for a in template]
+            res = subprocess.run([*prefix, sys.executable, "-m", "lambdanet", *args], capture_output=True, text=True,
+                                 env=env, timeout=300, cwd=REPO)
+            assert res.returncode == 0, (args, res.returncode, res.stderr)
+            assert run_id in res.stdout or "catvnoncat" in res.stdout, (args, res.stdout)
+    finally:
+        for p in [home, *home.rglob("*")]:
+            p.chmod(p.stat().st_mode | 0o200)
+    assert _snapshot(home) == before
+
+
+def test_read_only_commands_never_write_the_ledger(trained: tuple[Path, dict], tmp_path: Path) -> None:
+    _assert_read_only(trained, tmp_path, READ_ONLY_COMMANDS)
+
+
+@NEEDS_REPORT_CLI
+def test_report_never_writes_the_ledger(trained: tuple[Path, dict], tmp_path: Path) -> None:
+    _assert_read_only(trained, tmp_path, REPORT_COMMANDS)
+
+
+def test_read_only_commands_on_an_empty_home_say_no_runs_and_create_no_ledger(tmp_path: Path) -> None:
+    home = tmp_path / "never-used"
+    res = cli(home, "runs", "list", "--json")
+    assert res.returncode == 0 and json.loads(res.stdout) == {"runs": []}, res.stderr
+    res = cli(home, "runs", "list")
+    assert res.returncode == 0, res.stderr
+    res = cli(home, "models", "list", "--json")
+    assert res.returncode == 0 and json.loads(res.stdout) == {"models": []}, res.stderr
+    res = cli(home, "runs", "show", "r-nope")
+    assert res.returncode == 2 and "no run 'r-nope'" in res.stderr
+    assert not list(home.glob("ledger.db*")), sorted(home.rglob("*"))
+
+
+@NEEDS_REPORT_CLI
+def test_report_on_an_empty_home_creates_no_ledger(tmp_path: Path) -> None:
+    home = tmp_path / "never-used"
+    res = cli(home, "report", "latest", "--out", str(tmp_path / "r.html"))
+    assert res.returncode == 2 and "no runs yet" in res.stderr, res.stderr
+    assert not list(home.glob("ledger.db*")), sorted(home.rglob("*"))
+
+
 @pytest.mark.parametrize(("corrupt", "needle"), [
     (lambda meta: b"{truncated", "model.json is not valid JSON"),
     (lambda meta: json.dumps({k: v for k, v in meta.items() if k != "architecture"}).encode(), "architecture"),

@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from lambdanet.cli.common import open_services, print_json_line
-from lambdanet.cli.runs import print_table
+from lambdanet.cli.runs import open_read_only, print_table
 from lambdanet.errors import ConfigError, ModelCorrupt
 
 EXPORT_FORMATS = ("itsacat-h5",)
@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="One JSON object on one stdout line."),
     ) -> None:
         """Every model with its versions and aliases."""
-        services = open_services()
+        services = open_read_only()
         registry = services.registry
         rows = []
         for name in registry.models():
@@ -63,7 +63,7 @@ def register(app: typer.Typer) -> None:
         """Export a model version, e.g. to itsacat's params.h5."""
         if fmt not in EXPORT_FORMATS:
             raise ConfigError(f"--format: unknown format '{fmt}' (allowed: {', '.join(EXPORT_FORMATS)})")
-        services = open_services()
+        services = open_read_only()
         try:
             path = services.registry.export_itsacat_h5(ref, out)
         finally:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from lambdanet.cli.common import open_services, print_json_line
+from lambdanet.cli.common import print_json_line
+from lambdanet.cli.runs import open_read_only
 from lambdanet.errors import ImageError
 
 
@@ -32,7 +33,7 @@ def register(app: typer.Typer) -> None:
         from lambdanet.data.images import decode_image, prepare_image
         from lambdanet.predictor import load_predictor
 
-        services = open_services()
+        services = open_read_only()
         try:
             mv = services.registry.load(model)
         finally:

@@ -14,8 +14,10 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
-from lambdanet.cli.common import open_services, out_console, print_json_line
+from lambdanet.cli.common import out_console, print_json_line
 from lambdanet.ports.ledger import RunRecord
+from lambdanet.services import Services
+from lambdanet.settings import Settings
 
 T = TypeVar("T")
 
@@ -26,6 +28,12 @@ def _when(ts: float | None) -> str:
 
 def _fmt(v: object, spec: str = ".4f") -> str:
     return "-" if v is None else format(v, spec) if isinstance(v, float) else str(v)
+
+
+def open_read_only() -> Services:
+    """The services of a command that only reads: the ledger opened read-only (never written,
+    nothing created: it works on a read-only home, and a missing ledger is "no runs yet")."""
+    return Services.open(Settings.from_env(), read_only=True)
 
 
 def table_console() -> Console:
@@ -85,7 +93,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="One JSON object on one stdout line."),
     ) -> None:
         """The newest runs: id, status, model, epochs, final cost, accuracies."""
-        services = open_services()
+        services = open_read_only()
         try:
             runs = services.ledger.list_runs(limit=limit)
         finally:
@@ -115,7 +123,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="One JSON object on one stdout line."),
     ) -> None:
         """A run's record and its per-epoch table."""
-        services = open_services()
+        services = open_read_only()
         try:
             run = services.ledger.get_run(run_id)
             epochs = services.ledger.epochs(run_id)

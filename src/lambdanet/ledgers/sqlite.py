@@ -17,6 +17,15 @@ timeout, so several processes can share it. One connection per process, guarded 
 (threads share it); each call is one transaction. SQLite stores NaN as NULL: NULL floats read
 back as NaN, so a diverged cost survives the round trip. sqlite3 errors become
 :class:`LedgerUnavailable` with the path and what to check.
+
+**Read-only** (``SqliteLedger(path, read_only=True)``, ``sqlite:///path.db?mode=ro``; what
+``runs list``/``runs show``/``report``/``models list`` use): nothing is ever written, created
+or pragma'd — no folder, no schema, no WAL switch, no ``-wal``/``-shm`` files — so the
+commands work on a read-only home. Each read opens its own connection: ``mode=ro`` when a
+``-wal`` file is there (a writer is live, or died: its commits are read through the WAL), else
+``mode=ro&immutable=1`` (the file is fully checkpointed; SQLite would otherwise create the WAL
+index files even for a read-only connection). A missing database reads as an empty ledger (no
+runs yet). Writes raise :class:`LedgerUnavailable`.
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import fields as dc_fields
 from pathlib import Path
 from typing import Any, Self
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from lambdanet.errors import LeaseHeld, LedgerUnavailable, RunNotFound, StaleDriver, URLError, UserInputError
 from lambdanet.ports.ledger import RUN_STATUSES, CallRow, EpochRow, Lease, RunRecord, lease_refused
@@ -88,29 +97,39 @@ def _json(value: Any, what: str) -> str:
 class SqliteLedger:
     """A :class:`lambdanet.ports.Ledger` in one SQLite file."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], read_only: bool = False) -> None:
         self.memory = str(path) == ":memory:"
+        self.read_only = read_only and not self.memory
         self.path = ":memory:" if self.memory else str(Path(path).expanduser().resolve())
         self.url = f"sqlite:///{self.path}" if not self.memory else "sqlite:///:memory:"
+        if self.read_only:
+            self.url += "?mode=ro"
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
         self._inherited: list[sqlite3.Connection] = []
-        with self._lock:
-            self._connect()
+        if not self.read_only:
+            with self._lock:
+                self._connect()
 
     @classmethod
-    def from_url(cls, url: str) -> Self:
-        """``sqlite:///abs/path.db``, ``sqlite:///:memory:``, ``sqlite://rel/path.db``."""
+    def from_url(cls, url: str, read_only: bool = False) -> Self:
+        """``sqlite:///abs/path.db``, ``sqlite:///:memory:``, ``sqlite://rel/path.db``; a
+        ``?mode=ro`` query (or ``read_only=True``) opens it read-only (``mode=rw``: the default)."""
         parts = urlsplit(url)
         if parts.scheme.lower() != "sqlite":
             raise URLError(f"not a SQLite URL: {url!r} (use sqlite:///abs/path.db)")
+        query = parse_qs(parts.query, keep_blank_values=True)
+        unknown = sorted(set(query) - {"mode"})
+        modes = query.get("mode", ["rw"])
+        if unknown or len(modes) != 1 or modes[0] not in ("ro", "rw"):
+            raise URLError(f"SQLite URL {url!r}: the only option is mode=ro (read-only) or mode=rw")
         path = unquote(parts.netloc + parts.path)
         if path in ("/:memory:", ":memory:"):
             return cls(":memory:")
         if not path or path == "/":
             raise URLError(f"SQLite URL {url!r} has no file path (use sqlite:///abs/path.db)")
-        return cls(path)
+        return cls(path, read_only=read_only or modes[0] == "ro")
 
     # ---- connection ----------------------------------------------------------------------------
     def _fail(self, exc: BaseException) -> LedgerUnavailable:
@@ -140,9 +159,47 @@ class SqliteLedger:
         self._conn, self._pid = conn, os.getpid()
         return conn
 
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """A fresh connection that cannot write anything (see the module docstring): the file
+        read-only (through its WAL when one is there, else immutable), or, when there is no
+        file, an empty in-memory ledger."""
+        try:
+            if not os.path.exists(self.path):
+                conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+                conn.executescript(SCHEMA)  # no runs yet
+                return conn
+            wal = os.path.exists(f"{self.path}-wal")
+            uri = f"file:{quote(self.path)}?mode=ro" + ("" if wal else "&immutable=1")
+            conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA query_only = ON")
+            return conn
+        except (sqlite3.Error, OSError) as exc:
+            raise LedgerUnavailable(f"cannot read the ledger {self.path}: {exc}") from exc
+
+    @contextmanager
+    def _read_only_tx(self, write: bool) -> Iterator[sqlite3.Connection]:
+        if write:
+            raise LedgerUnavailable(f"the ledger {self.path} is open read-only (mode=ro); "
+                                    "this command cannot change it")
+        conn = self._connect_read_only()
+        try:
+            conn.execute("BEGIN")
+            yield conn
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise LedgerUnavailable(f"cannot read the ledger {self.path}: {exc}") from exc
+        finally:
+            conn.close()
+
     @contextmanager
     def _tx(self, write: bool = True) -> Iterator[sqlite3.Connection]:
         """One transaction (``BEGIN IMMEDIATE`` for writes, so read-modify-write is atomic)."""
+        if self.read_only:
+            with self._read_only_tx(write) as conn:
+                yield conn
+            return
         with self._lock:
             conn = self._connect()
             try:
