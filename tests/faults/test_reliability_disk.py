@@ -53,11 +53,17 @@ class Disk:
         self.mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
                                       capture_output=True).returncode == 0
 
-    def fill(self) -> Path:
-        """Write zeros until the disk is full (tmpfs) — returns the filler file."""
+    def fill(self) -> Path | None:
+        """Write zeros until the disk is full (tmpfs) — returns the filler file (None: the run had
+        already filled the disk, so there is no filler to remove)."""
         filler = self.path / "filler"
         chunk = b"\0" * 65536
-        with open(filler, "wb") as f:
+        try:
+            f = open(filler, "wb")  # noqa: SIM115 (closed below; the open itself may find the disk full)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+            return None
+        with f:
             try:
                 while True:
                     f.write(chunk)
