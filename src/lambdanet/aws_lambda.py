@@ -172,7 +172,9 @@ class _Invocation:
         if session is None:
             from lambdanet.engine.driver import Driver
 
-            session = Driver(self.services).open_session(run_id, self.identity, since_created=True)
+            settings = self.services.settings  # the configured URLs: the recorded ones are redacted
+            session = Driver(self.services).open_session(run_id, self.identity, store_url=settings.store_url,
+                                                         executor_name=settings.executor, since_created=True)
             self.sessions[run_id] = session
         return session
 

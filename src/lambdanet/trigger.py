@@ -145,7 +145,8 @@ class UploadTrigger:
         from lambdanet.engine.driver import Driver
 
         try:
-            Driver(self.services, progress=self.progress).drive(begun.run_id)
+            Driver(self.services, progress=self.progress).drive(begun.run_id, store_url=self.store_url,
+                                                                executor_name=self.executor)
         except Unavailable:
             raise
         except LambdanetError as exc:  # the driver recorded and notified the failure

@@ -72,7 +72,9 @@ class Driver:
     # ---- public API ------------------------------------------------------------------------
     def train(self, request: TrainRequest, run_id: str | None = None) -> RunResult:
         """Start a run (``run_id``: the id to give it, e.g. the upload trigger's) and drive it to the end."""
-        return self.drive(self.start(request, run_id))
+        run_id = self.start(request, run_id)
+        # the request's own URLs: the recorded ones have their passwords redacted
+        return self.drive(run_id, store_url=request.store_url, executor_name=request.executor)
 
     def start(self, request: TrainRequest, run_id: str | None = None, *, source: str | None = None) -> str:
         """Validate ``request``, create the run, write its data and initial checkpoint; return its id.
