@@ -254,14 +254,14 @@ def test_bad_space_is_one_error_line_exit_2_and_nothing_written(tmp_path: Path, 
 
 
 def test_ctrl_c_leaves_the_study_resumable(home: Path, files: dict[str, Path]) -> None:
-    files["base"].write_text(json.dumps({**BASE, "epochs": 60}))
+    files["base"].write_text(json.dumps({**BASE, "epochs": 150}))  # far from its end when Ctrl-C comes
     proc = popen(home, *tune_args(files, "intr", "--trials", "3", "--parallel", "2", "--pruner", "none"))
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 pytest.fail(f"tune ended before Ctrl-C: {proc.communicate()}")
-            if any(0 < r.metrics.get("epochs_done", 0) < 60 for r in _quiet_runs(home, "intr")):
+            if any(0 < r.metrics.get("epochs_done", 0) <= 50 for r in _quiet_runs(home, "intr")):
                 break
             time.sleep(0.1)
         proc.send_signal(signal.SIGINT)
