@@ -168,9 +168,6 @@ READ_ONLY_COMMANDS = [["runs", "list"], ["runs", "list", "--json"], ["runs", "sh
                       ["runs", "show", "{run}", "--json"], ["models", "list"], ["models", "list", "--json"],
                       ["predict", str(IMAGES / "grumpy_cat.jpeg"), "--model", "catvnoncat"]]
 REPORT_COMMANDS = [["report", "{run}", "--out", "{out}/r.html"], ["report", "latest", "--out", "{out}/latest.html"]]
-NEEDS_REPORT_CLI = pytest.mark.xfail(
-    strict=True, reason="cli/report.py (not owned here) still opens the services read-write: it must call "
-    "Services.open(Settings.from_env(), read_only=True) — remove this marker with that change")
 
 
 def _assert_read_only(trained: tuple[Path, dict], tmp_path: Path, commands: list[list[str]]) -> None:
@@ -205,7 +202,6 @@ def test_read_only_commands_never_write_the_ledger(trained: tuple[Path, dict], t
     _assert_read_only(trained, tmp_path, READ_ONLY_COMMANDS)
 
 
-@NEEDS_REPORT_CLI
 def test_report_never_writes_the_ledger(trained: tuple[Path, dict], tmp_path: Path) -> None:
     _assert_read_only(trained, tmp_path, REPORT_COMMANDS)
 
@@ -223,7 +219,6 @@ def test_read_only_commands_on_an_empty_home_say_no_runs_and_create_no_ledger(tm
     assert not list(home.glob("ledger.db*")), sorted(home.rglob("*"))
 
 
-@NEEDS_REPORT_CLI
 def test_report_on_an_empty_home_creates_no_ledger(tmp_path: Path) -> None:
     home = tmp_path / "never-used"
     res = cli(home, "report", "latest", "--out", str(tmp_path / "r.html"))

@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from lambdanet.cli.common import open_services
+from lambdanet.cli.runs import open_read_only
 from lambdanet.errors import UserInputError
 
 
@@ -72,7 +72,7 @@ def register(app: typer.Typer) -> None:
             raise UserInputError(f"--images {images}: no such folder")
         if compare and images is not None:
             raise UserInputError("--images works with one run, not with --compare")
-        services = open_services()
+        services = open_read_only()
         try:
             ids = [_resolve(services, r) for r in runs]
             if compare:
@@ -103,7 +103,7 @@ def register(app: typer.Typer) -> None:
 def _study_report(study: str, out: Path | None, json_file: Path | None) -> None:
     from lambdanet.report.study import collect_study, render_study
 
-    services = open_services()
+    services = open_read_only()
     try:
         rep = collect_study(services, study)
         html, payload = render_study(rep), rep.to_json()
