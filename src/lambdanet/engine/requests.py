@@ -23,7 +23,7 @@ from lambdanet.ports.ledger import RunRecord
 DEFAULT_ROUND_SECONDS = 300.0
 DEFAULT_MAX_RETRIES = 3
 DEFAULT_COLLECTIVE_TIMEOUT_S = 60.0
-DEFAULT_CHECKPOINT_SECONDS = 30.0
+DEFAULT_CHECKPOINT_SECONDS = 1.0  # measured: 0.5–0.8 % of a round for the itsacat net over redis
 
 
 @dataclass(frozen=True)
