@@ -33,6 +33,11 @@ the machine's noise, unlike the wall-time difference) and the in-round checkpoin
 the undisturbed run (time the workers spent writing checkpoints / training time)::
 
     python benchmarks/engine.py --fault-cost
+
+Handoff overhead (``--handoff``; :mod:`handoff`, the default environment): a run continued
+across durable invocations (a handoff after every ~10-s round) beside one uninterrupted process::
+
+    python benchmarks/engine.py --handoff
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from __future__ import annotations
 import os
 import sys
 
-if "--fault-cost" not in sys.argv:  # the fault-cost rows run in the default environment
+if "--fault-cost" not in sys.argv and "--handoff" not in sys.argv:  # those rows: the default environment
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -66,11 +71,17 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[2, 4])
     ap.add_argument("--no-lithops", action="store_true", help="skip the Lithops-localhost row")
     ap.add_argument("--fault-cost", action="store_true", help="only the cost-of-one-fault rows (see the docstring)")
+    ap.add_argument("--handoff", action="store_true", help="only the handoff-overhead rows (benchmarks/handoff.py)")
     ap.add_argument("--fault-epochs", type=int, default=1500)
     ap.add_argument("--checkpoint-seconds", type=float, default=None,
                     help="in-round checkpoint interval of the fault-cost runs (default: RoundPlan's)")
     ap.add_argument("--kill-early-s", type=float, default=3.0, help="the early kill: about this far into the round")
     args = ap.parse_args()
+    if args.handoff:
+        from handoff import handoff_rows
+
+        print("\n".join(handoff_rows()))
+        return
     if args.fault_cost:
         fault_cost(args)
         return

@@ -16,14 +16,18 @@ defaults (memory store, local executor, SQLite ledger, a folder object store):
   lease over, reopens the store and the executor and trains the next round.
 
 Each run's wall time is read from its ledger record (``ended_at - started_at``: from the run's
-creation to its completion, so the upload's download is not counted). Overhead per handoff =
-(durable - uninterrupted) / handoffs, and as a share of a round's time (target ≤ 2 % for
-10-second rounds). The default environment (no thread variables set).
+creation to its completion, so the upload's download is not counted); the two paths alternate
+and the best of each is shown (a shared machine varies by more than a handoff costs). The
+handoff itself is read from the runner's operation timestamps: the time between the end of one
+round step and the start of the next, across the wait — shown as a share of a round (every round
+handing off) and of a 15-minute invocation (the real cadence). Target: ≤ 2 % of wall time per
+handoff for 10-second rounds. The default environment (no thread variables set).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -74,7 +78,8 @@ def uninterrupted(tmp: Path, raw: dict[str, Any], round_epochs: int) -> tuple[fl
     return _run_seconds(home, result.run_id)
 
 
-def durable(tmp: Path, raw: dict[str, Any], round_epochs: int, invocation_s: float) -> tuple[float, int, int]:
+def durable(tmp: Path, raw: dict[str, Any], round_epochs: int,
+            invocation_s: float) -> tuple[float, int, int, list[float]]:
     import boto3
     from aws_durable_execution_sdk_python_testing.runner import DurableFunctionTestRunner
     from moto.server import ThreadedMotoServer
@@ -107,38 +112,53 @@ def durable(tmp: Path, raw: dict[str, Any], round_epochs: int, invocation_s: flo
         assert outcome["status"] == "completed", outcome
         ops = sorted(result.get_all_operations(), key=lambda op: op.start_timestamp or 0)
         handoffs = sum(1 for op in ops if "-handoff-" in str(op.name))
+        rounds = [op for op in ops if "-round-" in str(op.name)]
+        # the time no round runs across a handoff: end of one round step -> start of the next
+        gaps = [(b.start_timestamp - a.end_timestamp).total_seconds() for a, b in itertools.pairwise(rounds)
+                if a.end_timestamp and b.start_timestamp]
         if os.environ.get("HANDOFF_TIMELINE"):
             for op in ops:
                 print("  ", op.name, op.start_timestamp, op.end_timestamp)
-        seconds, rounds = _run_seconds(home, outcome["run_id"])
-        return seconds, rounds, handoffs
+        seconds, n_rounds = _run_seconds(home, outcome["run_id"])
+        return seconds, n_rounds, handoffs, gaps
     finally:
         server.stop()
 
 
-def handoff_rows(rounds: int = 4, round_epochs: int = 2700) -> list[str]:
-    """The table's lines (also used by ``benchmarks/engine.py --handoff``)."""
+def handoff_rows(rounds: int = 4, round_epochs: int = 2700, repeat: int = 2) -> list[str]:
+    """The table's lines (also used by ``benchmarks/engine.py --handoff``). The two paths run
+    alternately ``repeat`` times; the best of each is compared (the machine is shared)."""
     raw = _config(rounds * round_epochs)
-    with tempfile.TemporaryDirectory(prefix="lambdanet-handoff-") as tmp_name:
-        tmp = Path(tmp_name)
-        t0 = time.perf_counter()
-        base_s, base_rounds = uninterrupted(tmp, raw, round_epochs)
-        round_s = base_s / max(1, base_rounds)
-        # an invocation a little longer than one round: the driver hands off after every round
-        dur_s, dur_rounds, handoffs = durable(tmp, raw, round_epochs, invocation_s=round_s * 1.5 + 1.0)
-        total = time.perf_counter() - t0
-    per = (dur_s - base_s) / max(1, handoffs)
-    share = per / round_s * 100
-    verdict = "met" if share <= 2.0 else "missed"
+    base: list[tuple[float, int]] = []
+    dur: list[tuple[float, int, int, list[float]]] = []
+    t0 = time.perf_counter()
+    for i in range(repeat):
+        with tempfile.TemporaryDirectory(prefix="lambdanet-handoff-") as tmp_name:
+            tmp = Path(tmp_name)
+            base.append(uninterrupted(tmp / f"u{i}", raw, round_epochs))
+            round_s = base[-1][0] / max(1, base[-1][1])
+            # an invocation a little longer than one round: the driver hands off after every round
+            dur.append(durable(tmp / f"d{i}", raw, round_epochs, invocation_s=round_s * 1.5 + 1.0))
+    total = time.perf_counter() - t0
+    base_s, base_rounds = min(base)
+    dur_s, dur_rounds, handoffs, _ = min(dur, key=lambda d: d[0])
+    round_s = base_s / max(1, base_rounds)
+    gaps = sorted(g for d in dur for g in d[3])
+    gap = gaps[len(gaps) // 2]
+    share = gap / round_s * 100
+    per_invocation = gap / (900.0 + gap) * 100
     return [
-        f"handoff overhead — {rounds} rounds x {round_epochs} epochs (≈ {round_s:.1f} s a round), "
-        f"itsacat net, full batch, memory/local, default environment",
+        f"handoff overhead — {rounds} rounds x {round_epochs} epochs (≈ {round_s:.1f} s a round), itsacat net, "
+        f"full batch, memory/local, default environment, best of {repeat} alternating runs",
         "| run | rounds | handoffs | run wall s | ratio |",
         "| --- | ---: | ---: | ---: | ---: |",
         f"| uninterrupted (`Driver.train`, one process) | {base_rounds} | 0 | {base_s:.2f} | 1.00 |",
         f"| durable handler, local runner, a handoff after every round | {dur_rounds} | {handoffs} | "
         f"{dur_s:.2f} | {dur_s / base_s:.3f} |",
-        f"overhead per handoff: {per:+.3f} s = {share:+.2f} % of a round (target ≤ 2 %: {verdict}); "
+        f"a handoff (end of a round step -> start of the next, median of {len(gaps)}): {gap:.3f} s, of which "
+        f"1.000 s is the SDK's shortest wait; = {share:.1f} % of a {round_s:.1f}-s round when every round hands "
+        f"off (target ≤ 2 %: {'met' if share <= 2 else 'missed'}); = {per_invocation:.2f} % of the wall time "
+        f"when a 15-min invocation hands off once (target ≤ 2 %: {'met' if per_invocation <= 2 else 'missed'}); "
         f"benchmark took {total:.0f} s",
     ]
 
@@ -147,9 +167,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--round-epochs", type=int, default=2700, help="≈ 10 s a round on 2 cores")
+    parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
     sys.path.insert(0, str(REPO / "src"))
-    for line in handoff_rows(args.rounds, args.round_epochs):
+    for line in handoff_rows(args.rounds, args.round_epochs, args.repeat):
         print(line)
 
 
