@@ -31,12 +31,19 @@ def test_worker_gone_before_reading_its_spec_is_a_failed_call() -> None:
     assert all(o.error == "exit code 0" for o in outcomes), [o.error for o in outcomes]
 
 
+def _is_worker(proc: psutil.Process) -> bool:
+    """A live worker process of the process executor (not a zombie left by an earlier test)."""
+    try:
+        return "lambdanet.executors.process" in " ".join(proc.cmdline())
+    except (psutil.ZombieProcess, psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
 def _children(n: int, guard_s: float = 30.0) -> list[psutil.Process]:
     """The ``n`` worker processes this test process spawned (waits until they all exist)."""
     end = time.monotonic() + guard_s
     while time.monotonic() < end:
-        kids = [c for c in psutil.Process().children()
-                if "lambdanet.executors.process" in " ".join(c.cmdline())]
+        kids = [c for c in psutil.Process().children() if _is_worker(c)]
         if len(kids) == n:
             return kids
         time.sleep(0.02)
