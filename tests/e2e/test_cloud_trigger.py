@@ -16,33 +16,12 @@ import numpy as np
 import pytest
 
 from tests.conftest import CATVNONCAT, REPO
-from tests.contract.factories_cloud import make_bucket, sns_topic_with_queue, unique
 
 pytestmark = pytest.mark.aws
 
 PARAMS = {"epochs": 2, "layers": 2, "activations": {"layer1": "relu", "layer2": "sigmoid"},
           "neurons": {"layer1": 3, "layer2": 1}, "learning_rate": 0.0075, "batch_size": 64, "report_every": 1}
 LAMBDANET = str(Path(sys.executable).parent / "lambdanet")
-
-
-@pytest.fixture
-def cloud(moto_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """A bucket, a ledger table, an SNS topic (with an SQS queue to read it) and the env pointing at them."""
-    bucket = make_bucket(moto_server)
-    table = unique("lnledger")
-    topic_arn, envelopes = sns_topic_with_queue(moto_server)
-    env = {
-        "LAMBDANET_HOME": str(tmp_path / "home"),
-        "LAMBDANET_LEDGER": f"dynamodb://{table}?region=us-east-1",
-        "LAMBDANET_OBJECTS": f"s3://{bucket}/lambdanet",
-        "LAMBDANET_NOTIFIER": f"sns://{topic_arn}",
-        "LAMBDANET_STORE": "memory://",
-        "LAMBDANET_EXECUTOR": "local",
-    }
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
-    return {"bucket": bucket, "table": table, "envelopes": envelopes, "env": env, "s3": s3}
 
 
 def _watch(*args: str) -> subprocess.CompletedProcess[str]:

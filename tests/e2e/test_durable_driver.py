@@ -14,7 +14,6 @@ import pytest
 from aws_durable_execution_sdk_python.execution import InvocationStatus
 
 from tests.e2e.durable_support import (
-    cloud,  # noqa: F401  (fixture)
     durable_runner,
     messages,
     operation_names,
@@ -32,8 +31,9 @@ PARAMS = {"epochs": 2400, "layers": 2, "activations": {"layer1": "relu", "layer2
           "report_every": 600}
 
 
-def _one_run(cloud: dict[str, Any]) -> tuple[str, dict[str, np.ndarray], Any]:  # noqa: F811
-    """The only run in the ledger: (run id, registered weights, record); asserts one model version."""
+def _one_run(epochs_total: int = PARAMS["epochs"]) -> tuple[str, dict[str, np.ndarray], Any]:
+    """The only run in the ledger: (run id, registered weights, record); asserts one model version
+    and each epoch row once."""
     svc = services()
     try:
         runs = svc.ledger.list_runs()
@@ -43,13 +43,13 @@ def _one_run(cloud: dict[str, Any]) -> tuple[str, dict[str, np.ndarray], Any]:  
         assert svc.registry.versions(name) == [1]  # exactly one model version
         weights = dict(svc.registry.load(str(run.model)).weights)
         epochs = [row.epoch for row in svc.ledger.epochs(run.run_id)]
-        assert epochs == list(range(1, PARAMS["epochs"] + 1))  # each epoch row once
+        assert epochs == list(range(1, epochs_total + 1))  # each epoch row once
         return run.run_id, weights, run
     finally:
         svc.close()
 
 
-def _assert_outputs_once(cloud: dict[str, Any], run_id: str) -> None:  # noqa: F811
+def _assert_outputs_once(cloud: dict[str, Any], run_id: str) -> None:
     s3, bucket = cloud["s3"], cloud["bucket"]
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])
                   if not o["Key"].startswith("lambdanet/"))
@@ -64,7 +64,7 @@ def _assert_outputs_once(cloud: dict[str, Any], run_id: str) -> None:  # noqa: F
 
 
 def test_a_run_longer_than_three_invocations_hands_off_and_matches_one_process(
-        cloud: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+        cloud: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LAMBDANET_INVOCATION_SECONDS", "1.5")  # the function's limit, set low
     monkeypatch.setenv("LAMBDANET_EPOCHS_PER_ROUND", "200")
     event = upload(cloud, PARAMS)
@@ -82,7 +82,7 @@ def test_a_run_longer_than_three_invocations_hands_off_and_matches_one_process(
     assert [step["round"] for step in rounds] == list(range(1, len(rounds) + 1))
     assert rounds[-1]["epochs_done"] == PARAMS["epochs"] and rounds[-1]["finished"]
     assert len(handoffs) >= 2  # >= 3 invocations
-    run_id, weights, run = _one_run(cloud)
+    run_id, weights, run = _one_run()
     assert outcome["run_id"] == run_id and run.status == "completed"
     _assert_outputs_once(cloud, run_id)
 
@@ -93,7 +93,7 @@ def test_a_run_longer_than_three_invocations_hands_off_and_matches_one_process(
 
 
 def test_the_same_event_twice_while_the_first_runs_starts_one_run(
-        cloud: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+        cloud: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LAMBDANET_EPOCHS_PER_ROUND", "400")
     event = json.dumps(upload(cloud, PARAMS))
     with durable_runner() as runner:
@@ -102,13 +102,13 @@ def test_the_same_event_twice_while_the_first_runs_starts_one_run(
         results = [runner.wait_for_result(arn, timeout=600) for arn in (first, second)]
     outcomes = sorted((output(r)["results"][0] for r in results), key=lambda o: o["status"])
     assert [o["status"] for o in outcomes] == ["completed", "skipped"]
-    run_id, _, _ = _one_run(cloud)
+    run_id, _, _ = _one_run()
     assert outcomes[0]["run_id"] == outcomes[1]["run_id"] == run_id
     _assert_outputs_once(cloud, run_id)
 
 
 def test_an_invocation_killed_mid_round_is_replayed_with_the_same_weights(
-        cloud: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+        cloud: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The runner kills every invocation after 2 s, as Lambda does at its timeout; the driver is
     # told nothing of that limit, so it never hands off by itself: each invocation is killed in
     # the middle of a round, and the replay must take the run over from the killed one.
@@ -127,14 +127,7 @@ def test_an_invocation_killed_mid_round_is_replayed_with_the_same_weights(
                  and "-round-" in str(events[i - 1][1])]
     assert killed_in, f"no invocation was killed mid-round: the test proved nothing ({events})"
     assert not any("-handoff-" in str(name) for _, name in events)  # every cut was the platform's
-    svc = services()
-    try:
-        run = svc.ledger.list_runs()[0]
-        assert [r.epoch for r in svc.ledger.epochs(run.run_id)] == list(range(1, params["epochs"] + 1))
-        assert svc.registry.versions(str(run.model).split(":")[0]) == [1]
-        weights = dict(svc.registry.load(str(run.model)).weights)
-    finally:
-        svc.close()
+    _, weights, _ = _one_run(params["epochs"])
     want = reference_weights(params, tmp_path)
     for name in want:
         np.testing.assert_array_equal(weights[name], want[name])
@@ -142,7 +135,7 @@ def test_an_invocation_killed_mid_round_is_replayed_with_the_same_weights(
 
 @pytest.mark.redis
 def test_the_full_cloud_chain_upload_to_outputs_on_lithops_and_redis(
-        cloud: dict[str, Any], tmp_path: Path, redis_server: Any,  # noqa: F811
+        cloud: dict[str, Any], tmp_path: Path, redis_server: Any,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """S3 upload -> the durable entry point -> K = 2 Lithops-localhost workers meeting in a real
     redis-server -> DynamoDB rows, SNS messages (through SQS), params.h5 and results.json, across
@@ -199,7 +192,7 @@ def test_the_full_cloud_chain_upload_to_outputs_on_lithops_and_redis(
 
 @pytest.mark.redis
 def test_a_round_that_fails_all_its_retries_ends_the_execution_with_the_run_failed(
-        cloud: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+        cloud: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import time
 
     from tests.conftest import RedisServer

@@ -354,19 +354,8 @@ class DynamoLedger:
 
     # ---- claims --------------------------------------------------------------------------------
     def claim(self, key: str, run_id: str) -> bool:
-        try:
-            self.table.put_item(
-                Item={"pk": f"claim#{key}", "sk": CLAIM_SK, "key": key, "run_id": run_id,
-                      "claimed_at": _num(time.time())},
-                ConditionExpression="attribute_not_exists(pk)",
-            )
-            return True
-        except botocore.exceptions.ClientError as exc:
-            if self._is_conditional(exc):
-                return False
-            raise self._fail(exc) from exc
-        except botocore.exceptions.BotoCoreError as exc:
-            raise self._fail(exc) from exc
+        return self._conditional_put({"pk": f"claim#{key}", "sk": CLAIM_SK, "key": key, "run_id": run_id,
+                                      "claimed_at": _num(time.time())}, "attribute_not_exists(pk)", {})
 
     def claimed_by(self, key: str) -> str | None:
         out = self._call(self.table.get_item, Key={"pk": f"claim#{key}", "sk": CLAIM_SK}, ConsistentRead=True)
@@ -384,12 +373,16 @@ class DynamoLedger:
 
     def _put_lease(self, lease: Lease, condition: str, values: dict[str, Any]) -> bool:
         """Write ``lease`` if ``condition`` holds; False when it does not."""
-        item = {"pk": f"run#{lease.run_id}", "sk": LEASE_SK, "holder": lease.holder, "execution": lease.execution,
-                "generation": lease.generation, "expires_at": _num(lease.expires_at)}
+        return self._conditional_put({"pk": f"run#{lease.run_id}", "sk": LEASE_SK, "holder": lease.holder,
+                                      "execution": lease.execution, "generation": lease.generation,
+                                      "expires_at": _num(lease.expires_at)}, condition, values)
+
+    def _conditional_put(self, item: dict[str, Any], condition: str, values: dict[str, Any]) -> bool:
+        """PutItem ``item`` if ``condition`` holds; False when it does not (another writer won)."""
+        kwargs: dict[str, Any] = {"Item": item, "ConditionExpression": condition}
+        if values:
+            kwargs["ExpressionAttributeValues"] = values
         try:
-            kwargs: dict[str, Any] = {"Item": item, "ConditionExpression": condition}
-            if values:
-                kwargs["ExpressionAttributeValues"] = values
             self.table.put_item(**kwargs)
             return True
         except botocore.exceptions.ClientError as exc:
