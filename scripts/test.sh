@@ -3,7 +3,8 @@
 #   - redis-server (the tests start their own instances on free loopback ports)
 #   - Debian's chromium (headless browser tests of the photo page, report and dashboard)
 #   - a virtualenv .venv with lambdanet[test] (moto server, lithops, torch CPU, fastapi, …)
-# then lint and run the whole suite (slow cases included). Extra arguments go to pytest.
+# then lint (ruff), type-check (mypy), build the docs site (mkdocs --strict: a broken link or a page
+# missing from the nav fails) and run the whole suite (slow cases included). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,4 +25,12 @@ PY="${PYTHON:-python3}"
 .venv/bin/python -m pip install -q -e '.[test]'
 
 .venv/bin/ruff check src tests benchmarks
+.venv/bin/mypy
+site_dir="$(mktemp -d)"
+trap 'rm -rf "$site_dir"' EXIT
+# No -q: in mkdocs 1.6 it hides the warnings that --strict counts. The log is shown only on failure.
+if ! mkdocs_log="$(NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict -d "$site_dir" 2>&1)"; then
+  printf '%s\n' "$mkdocs_log" >&2
+  exit 1
+fi
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
