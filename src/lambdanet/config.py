@@ -161,19 +161,26 @@ def parse_config(data: Any, source: str = "config") -> TrainConfig:
         raise ConfigError(format_validation_error(exc, source, model)) from None
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Read a JSON config file; ``overrides`` (CLI options that are not None) replace keys."""
+def read_json_file(path: str | Path, hint: str) -> Any:
+    """The JSON in ``path``, or ConfigError with one line (``hint``: what to pass instead, e.g.
+    "--params with a parameters.json")."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{p}: no such file; pass --params with a parameters.json") from None
+        raise ConfigError(f"{p}: no such file; pass {hint}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: cannot read it as UTF-8 text ({exc.__class__.__name__})") from None
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read a JSON config file; ``overrides`` (CLI options that are not None) replace keys."""
+    p = Path(path)
+    data = read_json_file(p, "--params with a parameters.json")
     if isinstance(data, dict) and overrides:
         data = {**data, **{k: v for k, v in overrides.items() if v is not None}}
     return parse_config(data, source=p.name)

@@ -8,7 +8,9 @@ shared with others must not be able to run code in a worker.
 from __future__ import annotations
 
 import json
+import math
 import struct
+from typing import Any
 
 import numpy as np
 
@@ -44,3 +46,18 @@ def decode(blob: bytes | bytearray | memoryview) -> np.ndarray:
     if len(body) != expected:
         raise DataError(f"tensor blob holds {len(body)} bytes, header says {expected}")
     return np.frombuffer(body, dtype=dtype).reshape(shape).copy()
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN/±inf floats as None, numpy scalars as Python numbers and tuples as lists,
+    so that strict JSON (a browser's ``JSON.parse``, DynamoDB) accepts it."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+

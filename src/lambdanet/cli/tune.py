@@ -12,23 +12,10 @@ import typer
 
 from lambdanet.cli.common import err_console, print_json_line
 from lambdanet.cli.train import default_model_name
-from lambdanet.config import itsacat_defaults
+from lambdanet.config import itsacat_defaults, read_json_file
 from lambdanet.errors import ConfigError, MissingExtra
 from lambdanet.services import Services
 from lambdanet.settings import Settings
-
-
-def _read_json(path: Path, what: str) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file; pass {what}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read it as UTF-8 text ({exc.__class__.__name__})") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
 
 
 def _fmt(v: Any, spec: str = ".4f") -> str:
@@ -126,10 +113,10 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError("missing DATA: the data set to tune on (or --study NAME --resume)")
             if space is None:
                 raise ConfigError("missing --space: a space.json naming the keys to search and their ranges")
-            base = _read_json(params, "--params with a parameters.json") if params else itsacat_defaults()
+            base = read_json_file(params, "--params with a parameters.json") if params else itsacat_defaults()
             request = TuneRequest(
                 study=study or time.strftime("tune-%Y%m%d-%H%M%S", time.gmtime()), data=data, base=base,
-                space=_read_json(space, "--space with a space.json"), trials=trials, parallel=parallel or 1,
+                space=read_json_file(space, "--space with a space.json"), trials=trials, parallel=parallel or 1,
                 workers=workers, strategy=strategy, executor=settings.executor, store_url=settings.store_url,
                 storage=study_storage, pruner=pruner, objective=objective, validation_fraction=validation_fraction,
                 seed=seed, epochs_per_round=epochs_per_round, max_retries=max_retries,

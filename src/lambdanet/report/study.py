@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import math
 from dataclasses import dataclass, field
 from html import escape
 from typing import Any
@@ -32,6 +31,7 @@ from lambdanet.ports.ledger import RunRecord
 from lambdanet.report.html import page
 from lambdanet.report.plots import data_uri
 from lambdanet.services import Services
+from lambdanet.tensors import json_safe
 
 COLORS = {"completed": "#2f7ed8", "pruned": "#f28f43", "failed": "#d62728", "running": "#888888"}
 
@@ -50,20 +50,10 @@ class StudyReport:
         return next((str(t["objective"]) for t in self.trials if t.get("objective")), "cost")
 
     def to_json(self) -> dict[str, Any]:
-        return _clean({"study": self.study, "objective": self.objective, "summary": self.summary,
+        return json_safe({"study": self.study, "objective": self.objective, "summary": self.summary,
                        "trials": self.trials, "notes": self.notes,
                        "counts": {k: sum(1 for t in self.trials if t["outcome"] == k)
                                   for k in ("completed", "pruned", "failed", "running")}})
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
 
 
 def study_runs(services: Services, study: str, limit: int = 100_000) -> list[RunRecord]:
@@ -179,7 +169,7 @@ def render_study(rep: StudyReport) -> str:
              ("worker-seconds", sum(float(t["worker_seconds"] or 0) for t in rep.trials), ".1f"),
              ("estimated-cost-usd", sum(float(t["estimated_cost_usd"] or 0) for t in rep.trials), ".6f")]
     fact_html = "".join(
-        f"<div><div class='big' id='{k}' data-value='{escape(json.dumps(_clean(v)))}'>{_num(v, f)}</div>"
+        f"<div><div class='big' id='{k}' data-value='{escape(json.dumps(json_safe(v)))}'>{_num(v, f)}</div>"
         f"<div class='muted'>{k.replace('-', ' ')}</div></div>" for k, v, f in facts)
     rows = []
     for t in rep.trials:

@@ -36,7 +36,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from lambdanet.config import CNNConfig, MLPConfig, TrainConfig, parse_config
+from lambdanet.config import CNNConfig, MLPConfig, TrainConfig, parse_config, read_json_file
 from lambdanet.errors import ConfigError
 
 KINDS = ("uniform", "log_uniform", "int", "log_int", "choice")
@@ -165,14 +165,5 @@ def parse_space(data: Any, base: dict[str, Any], source: str = "space") -> Space
 
 
 def load_space(path: Path, base: dict[str, Any]) -> Space:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file; pass --space with a space.json") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read it as UTF-8 text ({exc.__class__.__name__})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    data = read_json_file(path, "--space with a space.json")
     return parse_space(data, base, source=path.name)

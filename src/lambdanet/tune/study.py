@@ -75,6 +75,7 @@ from lambdanet.errors import (
     UserInputError,
 )
 from lambdanet.services import Services
+from lambdanet.tensors import json_safe
 from lambdanet.tune.evaluate import Score, evaluate
 from lambdanet.tune.journal import check_study_name, journal_exists, open_journal
 from lambdanet.tune.space import Space, parse_space
@@ -182,19 +183,7 @@ class StudyResult:
     trial_runs: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return _clean(asdict(self))
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.generic):
-        return _clean(value.item())
-    return value
+        return json_safe(asdict(self))
 
 
 def summary_key(study: str) -> str:
@@ -293,7 +282,7 @@ class Tuner:
     def _event(self, kind: str, **fields: Any) -> None:
         if self.on_event is not None:
             with contextlib.suppress(Exception):
-                self.on_event({"event": kind, "study": self.req.study, **_clean(fields)})
+                self.on_event({"event": kind, "study": self.req.study, **json_safe(fields)})
 
     # ---- the study -----------------------------------------------------------------------------
     def _open_study(self) -> optuna.Study:
