@@ -25,7 +25,8 @@ small JSON result checkpointed by the service:
    ``predict_input/params.h5`` and ``training_results/results.json``.
 
 An invocation the platform kills mid-round is retried and replayed: its round step runs again
-from the last committed checkpoint, under a new generation of the run's lease, so the killed
+from the newest in-round checkpoint of that round (else the last committed checkpoint), under a
+new generation of the run's lease, so the killed
 invocation (should it still be running) can never commit a round (see
 :mod:`lambdanet.engine.session`). A round that fails all its retries ends the execution with the
 run failed (recorded and notified); an infrastructure error raises inside the step, which the
@@ -44,6 +45,7 @@ own, for tests); ``LAMBDANET_HOME`` defaults to ``/tmp/lambdanet``.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -139,6 +141,18 @@ class InvocationClock:
         return _float_env("LAMBDANET_ROUND_SECONDS") or min(300.0, self.limit_s / 3)
 
 
+def _test_faults() -> list[dict[str, Any]]:
+    """Fault-injection specs for the workers (``LAMBDANET_FAULTS_JSON``), honoured only with
+    ``LAMBDANET_FAULTS=1`` — as the workers honour them (tests only)."""
+    if os.environ.get("LAMBDANET_FAULTS") != "1":
+        return []
+    try:
+        specs = json.loads(os.environ.get("LAMBDANET_FAULTS_JSON") or "[]")
+    except json.JSONDecodeError:
+        raise UserInputError("LAMBDANET_FAULTS_JSON is not valid JSON") from None
+    return [dict(f) for f in specs] if isinstance(specs, list) else []
+
+
 def _trigger(services: Services, bucket: str, clock: InvocationClock) -> UploadTrigger:
     return UploadTrigger(
         services, adapters.open_objects(f"s3://{bucket}"),
@@ -173,7 +187,8 @@ class _Invocation:
             from lambdanet.engine.driver import Driver
 
             settings = self.services.settings  # the configured URLs: the recorded ones are redacted
-            session = Driver(self.services).open_session(run_id, self.identity, store_url=settings.store_url,
+            session = Driver(self.services, faults=_test_faults()).open_session(
+                run_id, self.identity, store_url=settings.store_url,
                                                          executor_name=settings.executor, since_created=True)
             self.sessions[run_id] = session
         return session

@@ -109,23 +109,30 @@ def test_the_same_event_twice_while_the_first_runs_starts_one_run(
 
 def test_an_invocation_killed_mid_round_is_replayed_with_the_same_weights(
         cloud: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The runner kills every invocation after 2 s, as Lambda does at its timeout; the driver is
-    # told nothing of that limit, so it never hands off by itself: each invocation is killed in
-    # the middle of a round, and the replay must take the run over from the killed one.
+    # The runner kills every invocation after 3 s, as Lambda does at its timeout; the driver is
+    # told nothing of that limit, so it never hands off by itself. Round 1 hangs 10 s in the
+    # first attempt that reaches it (a one-shot test fault), so the first invocation is killed in
+    # the middle of round 1; the replay must take the run over from the killed one (which, in the
+    # in-process runner, goes on as a zombie thread and must not commit anything).
     params = {**PARAMS, "epochs": 1200}
     monkeypatch.setenv("LAMBDANET_EPOCHS_PER_ROUND", "300")
+    monkeypatch.setenv("LAMBDANET_FAULTS", "1")
+    monkeypatch.setenv("LAMBDANET_FAULTS_JSON", json.dumps(
+        [{"round": 1, "worker": 0, "action": "hang", "after_epochs": 5, "seconds": 10, "once": True}]))
     event = upload(cloud, params)
-    with durable_runner(invocation_timeout=2) as runner:
+    with durable_runner(invocation_timeout=3) as runner:
         arn = runner.run_async(input=json.dumps(event), execution_name="killed")
         result = runner.wait_for_result(arn, timeout=600)
         history = runner.get_execution_history(arn)
     assert result.status is InvocationStatus.SUCCEEDED, result.error
     events = [(str(getattr(e.event_type, "value", e.event_type)), e.name) for e in history.events]
-    # an invocation that ended while one of its round steps was started and not finished: killed mid-round
-    killed_in = [events[i - 1][1] for i in range(1, len(events))
-                 if events[i][0] == "InvocationCompleted" and events[i - 1][0] == "StepStarted"
-                 and "-round-" in str(events[i - 1][1])]
-    assert killed_in, f"no invocation was killed mid-round: the test proved nothing ({events})"
+    # the first invocation ended after `begin` and before round 1 was done: killed mid-round
+    first_end = next(i for i, (kind, _) in enumerate(events) if kind == "InvocationCompleted")
+    before = events[:first_end]
+    assert ("StepSucceeded", "begin-0") in before, events
+    assert not any(kind == "StepSucceeded" and str(name).endswith("-round-1") for kind, name in before), (
+        f"round 1 finished inside the first invocation: the test proved nothing ({events})")
+    assert ("ExecutionSucceeded", "killed") in events[first_end:]
     assert not any("-handoff-" in str(name) for _, name in events)  # every cut was the platform's
     _, weights, _ = _one_run(params["epochs"])
     want = reference_weights(params, tmp_path)

@@ -79,6 +79,8 @@ class RoundPlan:
     faults: list[dict[str, Any]] = field(default_factory=list)
     retry_backoff_s: float = 0.5
     checkpoint_seconds: float = 1.0  # in-round checkpoints: every this many seconds (see worker)
+    # called before every retry; raises (e.g. StaleDriver) when this driver may no longer drive the run
+    before_retry: Callable[[], None] | None = None
 
 
 @dataclass
@@ -227,7 +229,14 @@ def _run_round(plan: RoundPlan, rnd: int, checkpoint: str, start: int, end: int,
     reason = ""
     progress = _Progress(checkpoint, start)
     retries: list[dict[str, Any]] = []
+    # a driver that stopped mid-round (a killed invocation, a crashed process) may have left an
+    # in-round checkpoint of this very round: go on from there rather than from its first epoch
+    _advance(plan, rnd, start, progress, store)
+    if progress.epoch > start and on_retry is not None:
+        on_retry(rnd, -1, "continued from an in-round checkpoint left by an earlier driver", progress.epoch)
     for i in range(plan.max_retries + 1):
+        if i > 0 and plan.before_retry is not None:
+            plan.before_retry()  # outside the try: a replaced driver stops, it does not retry
         prefix: str | None = None
         attempt = i
         b0 = store.bytes_in + store.bytes_out

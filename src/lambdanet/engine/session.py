@@ -159,7 +159,7 @@ class RunSession:
             config_json=req.config.model_dump(), store_url=req.store_url, objects_url=services.objects.url,
             round_seconds=req.round_seconds, collective_timeout_s=req.collective_timeout_s,
             checkpoint_seconds=req.checkpoint_seconds, max_retries=req.max_retries, faults=list(faults or []),
-            retry_backoff_s=retry_backoff_s,
+            retry_backoff_s=retry_backoff_s, before_retry=self._renew,
         )
 
     # ---- opening -------------------------------------------------------------------------------
@@ -272,6 +272,8 @@ class RunSession:
         def on_retry(r: int, attempt: int, reason: str, from_epoch: int | None = None) -> None:
             retry_log.append({"round": r, "attempt": attempt, "reason": reason,
                               "from_epoch": done if from_epoch is None else from_epoch})
+            if attempt < 0:  # not a retry: the round goes on where a stopped driver left it
+                return
             self._notify("Training retry", f"Round {r} attempt {attempt} failed: {reason}; retrying from epoch "
                          f"{retry_log[-1]['from_epoch']}", run_id=run_id, event="retry", round=r)
 

@@ -27,7 +27,8 @@ failure echoed), the worker aborts the attempt with ``"worker k: ExcName: messag
 their next collective instead of waiting out the collective deadline.
 
 Run as ``python -m lambdanet.engine.worker < spec.json`` it prints the result as JSON.
-A spec field ``fault`` ({"action": "kill"|"raise"|"hang", "after_epochs": N}) is honoured only
+A spec field ``fault`` ({"action": "kill"|"raise"|"hang", "after_epochs": N}, ``"once": true``
+for a fault that fires in one attempt of the run only, even across drivers) is honoured only
 when the environment has ``LAMBDANET_FAULTS=1`` (fault-injection tests).
 """
 
@@ -115,6 +116,8 @@ def _run(spec: dict[str, Any], store: TensorStore, t_start: float) -> dict[str, 
         strategy = load_strategy(spec["strategy"])
         config = parse_config(spec["config"], source="worker spec")
         fault = spec.get("fault") if os.environ.get("LAMBDANET_FAULTS") == "1" else None
+        if fault and fault.get("once") and not store.set_if_absent(f"ln:{run_id}:fault:{rnd}:w{k}", b"1"):
+            fault = None  # a one-shot fault fires in the first attempt that reaches it, whatever its driver
         comm = Collective(store, prefix, k, K, float(spec.get("collective_timeout_s", 60.0)))
 
         def checkpointer(epochs: int, shard: State, info: dict[str, Any]) -> None:
