@@ -178,9 +178,14 @@ class RunSession:
         req = request_from_record(rec, store_url=store_url, executor=executor_name)
         engine = dict(rec.config.get("engine") or {})
         target = engine.get("strategy_target") or strategy_path(req.config.kind, req.strategy)
-        ex = open_executor(req.executor, req.store_url, executor)
         strategy = load_strategy(target)
-        lease, previous = cls._acquire(services, run_id, identity, lease_ttl(req))
+        ex = open_executor(req.executor, req.store_url, executor)
+        try:
+            lease, previous = cls._acquire(services, run_id, identity, lease_ttl(req))
+        except BaseException:  # LeaseHeld: another driver owns the run; release what was opened
+            if executor is None:
+                ex.close()
+            raise
         acc = Accounting.from_metrics(rec.metrics, req.lambda_memory_mb or default_memory_mb())
         session = cls(services, run_id, req, target, strategy, ex, lease, own_executor=executor is None,
                       progress=progress, faults=faults, retry_backoff_s=retry_backoff_s, acc=acc,
