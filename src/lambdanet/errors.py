@@ -158,3 +158,10 @@ class Interrupted(LambdanetError):
     """The user interrupted a run (Ctrl-C); the run is marked interrupted and can be resumed."""
 
     exit_code = 130
+
+
+def describe(exc: BaseException) -> str:
+    """One line for any exception: ``"ExcName: message"`` (how worker failures are reported)."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+

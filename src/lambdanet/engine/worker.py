@@ -50,7 +50,7 @@ from lambdanet.engine import checkpoints, round_checkpoints
 from lambdanet.engine.collectives import Collective, abort_attempt
 from lambdanet.engine.strategies import load_strategy
 from lambdanet.engine.strategies.base import RoundContext, State
-from lambdanet.errors import AttemptAborted, StaleAttempt
+from lambdanet.errors import AttemptAborted, StaleAttempt, describe
 from lambdanet.ports.tensorstore import TensorStore
 
 _LOCK = threading.Lock()
@@ -158,12 +158,6 @@ def _run(spec: dict[str, Any], store: TensorStore, t_start: float) -> dict[str, 
         "bytes_out": store.bytes_out,
         "pid": os.getpid(),
     }
-
-
-def describe(exc: BaseException) -> str:
-    """``"ExcName: message"`` on one line (as the executors report a failed call)."""
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _abort(store: TensorStore, prefix: str, size: int, reason: str) -> None:

@@ -19,14 +19,8 @@ import threading
 import time
 from typing import Any, Self
 
-from lambdanet.errors import URLError
+from lambdanet.errors import URLError, describe
 from lambdanet.ports.executor import CallOutcome, FailureCallback, WorkerFunction, report_failure
-
-
-def describe(exc: BaseException) -> str:
-    """One line for a worker failure: ``"DeadlineExceeded: worker 1 waited …"``."""
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class LocalExecutor:

@@ -189,7 +189,7 @@ def _child(target: str, out_path: str) -> int:
         payload: dict[str, Any] = {"ok": True, "result": result, "started_at": started, "ended_at": time.time()}
         code = 0
     except Exception as exc:
-        from lambdanet.executors.local import describe
+        from lambdanet.errors import describe
 
         payload = {"ok": False, "error": describe(exc)}
         code = 1
