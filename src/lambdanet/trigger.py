@@ -47,7 +47,6 @@ from lambdanet.errors import (
     NotifierUnavailable,
     ObjectNotFound,
     Unavailable,
-    UserInputError,
 )
 from lambdanet.ports import ObjectStore, RunRecord
 from lambdanet.services import Services
@@ -187,12 +186,10 @@ class UploadTrigger:
                 Driver(self.services).start(self._request(config, data_path), run_id, source=source)
             except Unavailable:
                 raise
-            except UserInputError as exc:
-                # refused while validating (config vs data, workers…): the driver wrote nothing yet
+            except LambdanetError as exc:
+                # refused while validating, or its data could not be written: the ledger has no row yet
                 return self._fail_before_run(run_id, key, version, source, str(exc), started,
                                              raw=config.model_dump())
-            except LambdanetError as exc:  # the driver recorded the failure
-                return TriggerResult(key, version, "failed", run_id=run_id, error=str(exc))
         return TriggerResult(key, version, "started", run_id=run_id)
 
     def _read_params(self) -> Any:

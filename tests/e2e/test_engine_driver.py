@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from lambdanet.engine.driver import Driver, TrainRequest
-from lambdanet.errors import ConfigError, RunNotFound, UserInputError
+from lambdanet.errors import ConfigError, LambdanetError, RunNotFound, UserInputError
 from tests.e2e.engine_support import config, max_rel_diff, open_services, reference_run, small_data, weights_of
 
 
@@ -126,3 +126,24 @@ def test_store_urls_are_stored_without_secrets_but_reopenable() -> None:
     assert safe_url("redis://:pw-1@10.0.0.5:6379/0") == "redis://:***@10.0.0.5:6379/0"
     assert safe_url("rediss://cache:6380/0?password=pw-2") == "rediss://cache:6380/0?password=***"
     assert safe_url("memory://") == "memory://" and safe_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+def test_a_start_whose_data_cannot_be_written_leaves_no_run_and_the_same_id_starts_again(
+        home: Path, data: Path) -> None:
+    """The ledger row is the commit point: a caller that kept the id (a tune trial, a trigger) starts
+    it again after a failed or killed start, instead of finding a run without data."""
+    services = open_services()
+    run_id = "r-20261128-000000-abcdef"
+    blocker = home / "objects" / "runs" / run_id
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("a file where the run's folder goes")  # the data write fails (root ignores modes)
+    request = TrainRequest(data=str(data), config=config(epochs=2), workers=1, strategy="data")
+    with pytest.raises(LambdanetError):
+        Driver(services).start(request, run_id)
+    with pytest.raises(RunNotFound):
+        services.ledger.get_run(run_id)
+    blocker.unlink()
+    assert Driver(services).start(request, run_id) == run_id
+    res = Driver(services).drive(run_id)
+    assert res.run_id == run_id and res.epochs_run == 2
+    assert services.ledger.get_run(run_id).status == "completed"

@@ -27,7 +27,6 @@ final weights as an uninterrupted run.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from typing import Any
 
@@ -44,7 +43,7 @@ from lambdanet.engine.requests import (
 )
 from lambdanet.engine.session import DriverIdentity, RunSession, open_executor
 from lambdanet.engine.strategies import load_strategy, strategy_path
-from lambdanet.errors import ConfigError, LambdanetError, RunFailed, UserInputError
+from lambdanet.errors import ConfigError, RunFailed, UserInputError
 from lambdanet.ports.executor import Executor
 from lambdanet.ports.ledger import RunRecord
 from lambdanet.registry import check_name
@@ -104,17 +103,15 @@ class Driver:
         run_id = run_id or new_run_id()
         now = time.time()
         ledger, objects = self.services.ledger, self.services.objects
+        # the objects first, the ledger row last: the row is the commit point, so a driver killed in
+        # between leaves no run without data (a caller that kept the id, like a tune trial, starts it again)
+        checkpoints.write_data(objects, run_id, dataset)
+        checkpoints.write_checkpoint(objects, run_id, 0, 0, strategy.initial_state(req.config, dataset))
         ledger.create_run(RunRecord(
             run_id=run_id, status="running", kind=req.config.kind,
             config={**req.config.model_dump(), "engine": engine_settings(req, target, memory_mb)},
             data=source or str(req.data), model=req.model_name, created_at=now, started_at=now,
         ))
-        try:
-            checkpoints.write_data(objects, run_id, dataset)
-            checkpoints.write_checkpoint(objects, run_id, 0, 0, strategy.initial_state(req.config, dataset))
-        except BaseException as exc:
-            self._mark_failed(run_id, f"could not write the run's data: {exc}")
-            raise
         return run_id
 
     def resume(self, run_id: str, *, store_url: str | None = None, executor: str | None = None) -> RunResult:
@@ -161,8 +158,3 @@ class Driver:
             store.get_bytes("ln:probe")
         finally:
             store.close()
-
-    def _mark_failed(self, run_id: str, reason: str) -> None:
-        with contextlib.suppress(LambdanetError):
-            self.services.ledger.update_run(run_id, status="failed", stop_reason="error", error=reason,
-                                            ended_at=time.time())
