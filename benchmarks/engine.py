@@ -14,7 +14,7 @@ Rows (float32, full batch, itsacat's [12288, 20, 7, 5, 1] network, lr 0.0075, se
   checkpoints, ledger, accuracies, registry), its ratio to single process, milliseconds of
   synchronisation per epoch (time inside collectives, slowest worker) and store bytes per epoch;
 * itsacat-style — one worker call per neuron per layer per step through the process executor and
-  Redis (:mod:`lambdanet.engine.itsacat_baseline`), a few epochs, seconds per epoch; and the
+  Redis (:mod:`lambdanet.testing.itsacat_baseline`), a few epochs, seconds per epoch; and the
   per-epoch speed-up of ``neuron`` K=4 redis/process over it.
 
 BLAS runs with one thread per worker (``OPENBLAS_NUM_THREADS=1`` unless set), as a 1-vCPU
@@ -97,10 +97,10 @@ def main() -> None:
     from lambdanet.config import itsacat_defaults, parse_config
     from lambdanet.data.readers import load_dataset, to_matrix, to_targets
     from lambdanet.engine.driver import Driver, TrainRequest
-    from lambdanet.engine.itsacat_baseline import run_baseline
     from lambdanet.nn import reference
     from lambdanet.services import Services
     from lambdanet.settings import Settings
+    from lambdanet.testing.itsacat_baseline import run_baseline
 
     class Quiet:  # no notifications in the table's output
         url = "quiet://"

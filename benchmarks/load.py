@@ -7,7 +7,7 @@ What it does:
 
 1. builds a registry in a temp home: ``itsacat`` — the itsacat MLP (12288-20-7-5-1) trained for
    ``--mlp-epochs`` on catvnoncat through the real CLI — and ``cifar-lenet`` — a wide LeNet
-   trained by ``lambdanet.torchnet.testing.train_tiny_lenet`` (200 CIFAR-10 images);
+   trained by ``lambdanet.testing.cnn.train_tiny_lenet`` (200 CIFAR-10 images);
 2. starts ``lambdanet serve`` (uvicorn, default options) on a free loopback port;
 3. per model: ``--warmup`` seconds of the same load, then the resident memory of the server
    (psutil) as the baseline, then ``--seconds`` of load from an httpx async client with
@@ -99,7 +99,7 @@ def build_registry(home: Path, models: list[str], mlp_epochs: int) -> None:
     if "lenet" in models:
         from lambdanet.objects.folder import FolderStore
         from lambdanet.registry import ModelRegistry
-        from lambdanet.torchnet.testing import train_tiny_lenet
+        from lambdanet.testing.cnn import train_tiny_lenet
 
         train_tiny_lenet(ModelRegistry(FolderStore(home / "objects")), n_train=200, epochs=1)
 

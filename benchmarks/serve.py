@@ -69,7 +69,7 @@ def build_registry(root: Path, models: list[str]) -> dict[str, str]:
             "architecture": {"layer_dims": dims, "activations": acts}})
         refs["mlp"] = "itsacat"
     if "cnn" in models:
-        from lambdanet.torchnet.testing import train_tiny_lenet
+        from lambdanet.testing.cnn import train_tiny_lenet
 
         train_tiny_lenet(registry, n_train=100, epochs=1, name="lenet", n_test=10)
         refs["cnn"] = "lenet"

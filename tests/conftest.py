@@ -18,18 +18,14 @@ from pathlib import Path
 
 import pytest
 
+from lambdanet.testing.serving import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 CATVNONCAT = SHARED / "datasets" / "catvnoncat"
 CIFAR10 = SHARED / "datasets" / "cifar10"
 IMAGES = SHARED / "images"
 ARTIFACTS = REPO / "test-artifacts"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for_port(port: int, timeout_s: float = 20.0) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from lambdanet import adapters
-from lambdanet.executors import probe
+from lambdanet.testing import probes as probe
 from lambdanet.ports import CallOutcome, Executor
 from tests.conftest import RedisServer
 

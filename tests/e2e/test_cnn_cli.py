@@ -16,8 +16,8 @@ pytest.importorskip("torch")
 
 from PIL import Image
 
+from lambdanet.testing.cnn import cifar_subset
 from lambdanet.torchnet.data import CIFAR10_CLASSES
-from lambdanet.torchnet.testing import cifar_subset
 
 LAMBDANET = [sys.executable, "-m", "lambdanet"]
 

@@ -12,7 +12,7 @@ import pytest
 from lambdanet.objects.folder import FolderStore
 from lambdanet.registry import ModelRegistry
 from lambdanet.serve.app import create_app
-from lambdanet.serve.testing import UvicornThread, register_catvnoncat_mlp
+from lambdanet.testing.serving import UvicornThread, register_catvnoncat_mlp
 from tests.conftest import CATVNONCAT, IMAGES
 
 pytestmark = pytest.mark.browser

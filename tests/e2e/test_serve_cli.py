@@ -12,7 +12,7 @@ import pytest
 
 from lambdanet.objects.folder import FolderStore
 from lambdanet.registry import ModelRegistry
-from lambdanet.serve.testing import free_port, register_catvnoncat_mlp
+from lambdanet.testing.serving import free_port, register_catvnoncat_mlp
 from tests.conftest import CATVNONCAT, IMAGES, wait_for_port
 
 LAMBDANET = [sys.executable, "-m", "lambdanet.cli.main"]

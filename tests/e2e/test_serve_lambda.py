@@ -18,7 +18,7 @@ from lambdanet.objects.folder import FolderStore
 from lambdanet.predictor import load_predictor
 from lambdanet.registry import ModelRegistry
 from lambdanet.serve import aws_lambda
-from lambdanet.serve.testing import load_cifar_subset, register_catvnoncat_mlp, register_cifar_mlp
+from lambdanet.testing.serving import load_cifar_subset, register_catvnoncat_mlp, register_cifar_mlp
 from tests.conftest import CATVNONCAT, CIFAR10, IMAGES
 
 GRUMPY = (IMAGES / "grumpy_cat.jpeg").read_bytes()

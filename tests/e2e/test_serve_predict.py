@@ -20,7 +20,7 @@ from lambdanet.objects.folder import FolderStore
 from lambdanet.predictor import load_predictor
 from lambdanet.registry import ModelRegistry
 from lambdanet.serve.app import create_app
-from lambdanet.serve.testing import (
+from lambdanet.testing.serving import (
     UvicornThread,
     free_port,
     load_cifar_subset,

@@ -19,8 +19,8 @@ import pytest
 from lambdanet.objects.folder import FolderStore
 from lambdanet.registry import ModelRegistry
 from lambdanet.serve.app import create_app
-from lambdanet.serve.testing import UvicornThread, register_catvnoncat_mlp
 from lambdanet.serve.urlguard import IPAddress, is_public_address
+from lambdanet.testing.serving import UvicornThread, register_catvnoncat_mlp
 from tests.conftest import CATVNONCAT, IMAGES
 
 GRUMPY = (IMAGES / "grumpy_cat.jpeg").read_bytes()

@@ -15,9 +15,9 @@ from typing import Any
 import psutil
 import pytest
 
-from lambdanet.executors.probe import echo, sleep
 from lambdanet.executors.process import ProcessExecutor
 from lambdanet.ports import CallOutcome
+from lambdanet.testing.probes import echo, sleep
 
 
 def test_worker_gone_before_reading_its_spec_is_a_failed_call() -> None:
@@ -91,7 +91,7 @@ def test_a_killed_worker_aborts_its_peers_blocked_in_a_collective(redis_server: 
 
     from lambdanet import adapters
     from lambdanet.engine.collectives import abort_attempt
-    from lambdanet.executors.probe import meet
+    from lambdanet.testing.probes import meet
 
     prefix = f"ln:ff-{uuid.uuid4().hex[:8]}:1:0"
     store = adapters.open_store(redis_server.url)

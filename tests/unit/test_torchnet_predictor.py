@@ -11,8 +11,8 @@ from lambdanet.errors import ImageError  # noqa: E402
 from lambdanet.objects.folder import FolderStore  # noqa: E402
 from lambdanet.predictor import Predictor, load_predictor  # noqa: E402
 from lambdanet.registry import ModelRegistry  # noqa: E402
+from lambdanet.testing.cnn import cifar_subset, train_tiny_lenet  # noqa: E402
 from lambdanet.torchnet.data import CIFAR10_CLASSES  # noqa: E402
-from lambdanet.torchnet.testing import cifar_subset, train_tiny_lenet  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,10 @@ from lambdanet.config import CNNConfig  # noqa: E402
 from lambdanet.engine.collectives import Collective  # noqa: E402
 from lambdanet.errors import ConfigError, DataError  # noqa: E402
 from lambdanet.stores.memory import MemoryStore  # noqa: E402
+from lambdanet.testing.cnn import cifar_subset  # noqa: E402
 from lambdanet.torchnet.checkpoint import load_bytes, load_state_arrays, save_bytes, state_arrays  # noqa: E402
 from lambdanet.torchnet.flat import flat_params  # noqa: E402
 from lambdanet.torchnet.models import build_model  # noqa: E402
-from lambdanet.torchnet.testing import cifar_subset  # noqa: E402
 from lambdanet.torchnet.train import (  # noqa: E402
     TrainOutcome,
     configure_torch,

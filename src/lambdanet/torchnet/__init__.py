@@ -10,7 +10,6 @@ Modules:
 - :mod:`.export`      registry weights and model metadata
 - :mod:`.predictor`   :class:`CNNPredictor` (a :class:`lambdanet.predictor.Predictor`)
 - :mod:`.strategy`    the engine's "data" strategy for ``kind == "cnn"``
-- :mod:`.testing`     ``train_tiny_lenet(registry, …)`` for other areas' tests
 
 Importing anything here needs the ``torch`` extra (``pip install 'lambdanet[torch]'``).
 """
