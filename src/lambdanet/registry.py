@@ -19,12 +19,10 @@ Layout on any :class:`ObjectStore`::
     models/<name>/aliases.json                       {"aliases": {"production": 2}, "history": […]}
 
 **Racing registrations.** A version number is claimed by creating ``claim.json`` only if it is
-absent. Stores that offer ``put_if_absent(key, data) -> bool`` (the folder store: a complete
-temporary file hard-linked into place, which fails if the key exists; S3 can do it with a
-conditional ``If-None-Match: *`` put) make this exact across threads, processes and machines:
-the loser sees ``False`` and tries the next number. For a store without it, the registry falls
-back to write-then-read-back of a random token (best effort: two writers in the same
-millisecond window can still collide), serialised by a lock within one process. A writer that
+absent with the object store's ``put_if_absent(key, data) -> bool`` (the folder store: a complete
+temporary file hard-linked into place, which fails if the key exists; S3: a conditional
+``If-None-Match: *`` put), exact across threads, processes and machines: the loser sees
+``False`` and tries the next number. A writer that
 dies after claiming leaves a gap in the numbering, never a half-visible version.
 
 **Metadata** is parsed ONCE, here: :class:`ModelMetadata` (a frozen pydantic model) checks the
@@ -47,7 +45,6 @@ import copy
 import json
 import os
 import re
-import secrets
 import threading
 import time
 import uuid
@@ -339,29 +336,13 @@ class ModelRegistry:
     def _claim_next(self, name: str) -> int:
         claimed = self._version_numbers(name, visible_only=False)
         candidate = (claimed[-1] if claimed else 0) + 1
-        put_if_absent = getattr(self.objects, "put_if_absent", None)
         for _ in range(10_000):
             key = self._vkey(name, candidate, "claim.json")
             token = _dumps({"token": uuid.uuid4().hex, "pid": os.getpid(), "at": time.time()})
-            if put_if_absent is not None:
-                if put_if_absent(key, token):
-                    return candidate
-            elif self._claim_fallback(key, token):
+            if self.objects.put_if_absent(key, token):
                 return candidate
             candidate += 1
         raise LambdanetError(f"could not claim a version number for model '{name}'")
-
-    def _claim_fallback(self, key: str, token: bytes) -> bool:
-        """Best-effort claim for stores without put_if_absent: write, wait, read back."""
-        with self._lock:
-            if self.objects.exists(key):
-                return False
-            self.objects.put(key, token)
-            time.sleep(0.02 + secrets.randbelow(30) / 1000)
-            try:
-                return self.objects.get(key) == token
-            except ObjectNotFound:
-                return False
 
     # ---- resolve / load ------------------------------------------------------------------------
     def resolve(self, ref: str) -> tuple[str, int]:

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from lambdanet import adapters
-from lambdanet.testing import probes as probe
 from lambdanet.ports import CallOutcome, Executor
+from lambdanet.testing import probes as probe
 from tests.conftest import RedisServer
 
 

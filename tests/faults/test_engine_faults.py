@@ -82,7 +82,7 @@ class DuplicatingExecutor:
 
     def __init__(self, inner: Executor) -> None:
         self.inner = inner
-        self.in_process = getattr(inner, "in_process", False)
+        self.in_process = inner.in_process
 
     def run(self, fn: WorkerFunction, specs: list[dict[str, Any]], timeout_s: float,
             on_failure: Any = None) -> list[CallOutcome]:

@@ -130,7 +130,7 @@ def lease_ttl(req: TrainRequest) -> float:
 
 def open_executor(name: str, store_url: str, given: Executor | None = None) -> Executor:
     ex = given if given is not None else adapters.open_executor(name)
-    if adapters.scheme_of(store_url) == "memory" and not getattr(ex, "in_process", False):
+    if adapters.scheme_of(store_url) == "memory" and not ex.in_process:
         raise ConfigError(f"memory:// lives in one process; use --store redis://… with the {ex.name} "
                           f"executor (or --executor local)")
     return ex

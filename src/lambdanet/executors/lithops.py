@@ -221,6 +221,7 @@ class LithopsExecutor:
     """An :class:`lambdanet.ports.Executor` running each worker call as a Lithops call."""
 
     name = "lithops"
+    in_process = False  # every call is a function (a process on localhost)
 
     def __init__(self, config: dict[str, Any] | None = None, *, version: int = 1,
                  worker_processes: int | None = None) -> None:

@@ -69,6 +69,7 @@ def report_failure(on_failure: FailureCallback | None, outcome: CallOutcome) -> 
 @runtime_checkable
 class Executor(Protocol):
     name: str  # "local", "process", "lithops"
+    in_process: bool  # True when the calls share the driver's process, so a memory:// store works
 
     def run(
         self, fn: WorkerFunction, specs: list[dict[str, Any]], timeout_s: float,

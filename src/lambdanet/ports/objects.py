@@ -43,3 +43,9 @@ class ObjectStore(Protocol):
     def list(self, prefix: str = "") -> list[str]: ...
 
     def delete(self, key: str) -> None: ...
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Create ``key`` only if it does not exist; True if this call created it. Exact across
+        threads, processes and machines (a hard link on a folder, ``If-None-Match: *`` on S3):
+        the registry claims version numbers with it."""
+        ...
