@@ -25,6 +25,11 @@ class LambdanetError(Exception):
         super().__init__(" ".join(str(message).split()))  # always one line
 
 
+class PortMisuse(LambdanetError):
+    """A caller broke a port's contract (e.g. an unknown ledger field): a bug in lambdanet, never
+    the user's input (exit 1, HTTP 500)."""
+
+
 # ---- bad input (exit 2, HTTP 400) -------------------------------------------------------------
 class UserInputError(LambdanetError):
     """Something the user gave us is wrong; the message says what and how to fix it."""
@@ -55,6 +60,12 @@ class UnknownScheme(URLError):
 
 class MissingExtra(UserInputError):
     """An optional dependency is not installed; the message names the extra to install."""
+
+
+class Forbidden(URLError):
+    """A request the server refuses as configured (e.g. fetching images from URLs while that is off)."""
+
+    http_status = 403
 
 
 class Unauthorized(UserInputError):
@@ -132,6 +143,15 @@ class StaleAttempt(EngineError):
 
 class WorkerFailed(EngineError):
     """A worker call raised, crashed or timed out; the round attempt fails."""
+
+
+class RoundFailed(EngineError):
+    """Every attempt of a round failed; ``reason`` is the last one."""
+
+    def __init__(self, message: str, reason: str, attempts: int) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.attempts = attempts
 
 
 class RunFailed(EngineError):

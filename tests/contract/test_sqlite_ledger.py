@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lambdanet import adapters
-from lambdanet.errors import LedgerUnavailable, UserInputError
+from lambdanet.errors import LedgerUnavailable, PortMisuse, UserInputError
 from lambdanet.ledgers.sqlite import SqliteLedger
 from lambdanet.ports import EpochRow, RunRecord
 
@@ -56,7 +56,7 @@ def test_duplicate_run_and_bad_status_are_refused(tmp_path: Path) -> None:
         ledger.create_run(_run("r-1"))
     with pytest.raises(UserInputError, match="unknown run status 'done'"):
         ledger.update_run("r-1", status="done")
-    with pytest.raises(TypeError, match="colour"):
+    with pytest.raises(PortMisuse, match="colour"):
         ledger.update_run("r-1", colour="red")
     assert ledger.get_run("r-1").status == "running"
 

@@ -43,22 +43,13 @@ from lambdanet.engine import checkpoints, round_checkpoints
 from lambdanet.engine.accounting import Accounting
 from lambdanet.engine.collectives import abort_attempt, abort_reason
 from lambdanet.engine.worker import attempt_prefix, attempts_key, fence_key, out_key, run_worker
-from lambdanet.errors import AttemptAborted, EngineError, LambdanetError, Unavailable, WorkerFailed
+from lambdanet.errors import AttemptAborted, EngineError, LambdanetError, RoundFailed, Unavailable, WorkerFailed
 from lambdanet.ports.executor import CallOutcome, Executor
 from lambdanet.ports.ledger import CallRow, Ledger
 from lambdanet.ports.tensorstore import TensorStore
 
 State = dict[str, np.ndarray]
 STARTUP_GRACE_S = 120.0  # process start, imports, data load — on top of the round budget
-
-
-class RoundFailed(EngineError):
-    """Every attempt of a round failed; ``reason`` is the last one."""
-
-    def __init__(self, message: str, reason: str, attempts: int) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.attempts = attempts
 
 
 @dataclass

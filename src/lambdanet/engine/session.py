@@ -41,7 +41,7 @@ from lambdanet.engine import checkpoints
 from lambdanet.engine.accounting import Accounting, default_memory_mb
 from lambdanet.engine.collectives import abort_attempt
 from lambdanet.engine.requests import ProgressSink, RunResult, TrainRequest, request_from_record
-from lambdanet.engine.rounds import STARTUP_GRACE_S, RoundFailed, RoundPlan, run_round
+from lambdanet.engine.rounds import STARTUP_GRACE_S, RoundPlan, run_round
 from lambdanet.engine.strategies import load_strategy, strategy_path
 from lambdanet.engine.strategies.base import State
 from lambdanet.engine.worker import attempt_prefix, fence_key
@@ -49,6 +49,7 @@ from lambdanet.errors import (
     ConfigError,
     LambdanetError,
     LeaseHeld,
+    RoundFailed,
     RunFailed,
     StaleDriver,
     UserInputError,

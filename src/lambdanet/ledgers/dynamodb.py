@@ -45,7 +45,15 @@ import boto3
 import botocore.exceptions
 from boto3.dynamodb.conditions import Key
 
-from lambdanet.errors import LeaseHeld, LedgerUnavailable, RunNotFound, StaleDriver, URLError, UserInputError
+from lambdanet.errors import (
+    LeaseHeld,
+    LedgerUnavailable,
+    PortMisuse,
+    RunNotFound,
+    StaleDriver,
+    URLError,
+    UserInputError,
+)
 from lambdanet.ports.ledger import RUN_STATUSES, CallRow, EpochRow, Lease, RunRecord, lease_refused
 
 RUN_SK = "#run"
@@ -227,7 +235,7 @@ class DynamoLedger:
     def update_run(self, run_id: str, **fields: Any) -> None:
         unknown = sorted(set(fields) - set(_RUN_FIELDS))
         if unknown:
-            raise TypeError(f"update_run: unknown or read-only fields {unknown} (allowed: {list(_RUN_FIELDS)})")
+            raise PortMisuse(f"update_run: unknown or read-only fields {unknown} (allowed: {list(_RUN_FIELDS)})")
         if "status" in fields and fields["status"] not in RUN_STATUSES:
             raise UserInputError(f"unknown run status {fields['status']!r} (allowed: {', '.join(RUN_STATUSES)})")
         sets: list[str] = []

@@ -43,7 +43,15 @@ from pathlib import Path
 from typing import Any, Self
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from lambdanet.errors import LeaseHeld, LedgerUnavailable, RunNotFound, StaleDriver, URLError, UserInputError
+from lambdanet.errors import (
+    LeaseHeld,
+    LedgerUnavailable,
+    PortMisuse,
+    RunNotFound,
+    StaleDriver,
+    URLError,
+    UserInputError,
+)
 from lambdanet.ports.ledger import RUN_STATUSES, CallRow, EpochRow, Lease, RunRecord, lease_refused
 
 BUSY_TIMEOUT_MS = 30_000
@@ -256,7 +264,7 @@ class SqliteLedger:
     def update_run(self, run_id: str, **fields: Any) -> None:
         unknown = sorted(set(fields) - set(RUN_COLUMNS[1:]))
         if unknown:
-            raise TypeError(f"update_run: unknown or read-only fields {unknown} (allowed: {RUN_COLUMNS[1:]})")
+            raise PortMisuse(f"update_run: unknown or read-only fields {unknown} (allowed: {RUN_COLUMNS[1:]})")
         if "status" in fields and fields["status"] not in RUN_STATUSES:
             raise UserInputError(f"unknown run status {fields['status']!r} (allowed: {', '.join(RUN_STATUSES)})")
         with self._tx() as conn:

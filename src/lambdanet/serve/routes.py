@@ -22,7 +22,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.datastructures import UploadFile
 
-from lambdanet.errors import URLError, UserInputError
+from lambdanet.errors import Forbidden, UserInputError
 from lambdanet.serve.inputs import b64decode, bytes_input, image_input, offload, png_data_url
 from lambdanet.serve.models import ServedModel, top_label
 
@@ -30,10 +30,6 @@ router = APIRouter()
 
 MODEL_QUERY = Query(None, description="NAME, NAME:VERSION or NAME@ALIAS; default: the production alias "
                                       "of the only/first model, else its latest version")
-
-
-class Forbidden(URLError):
-    http_status = 403
 
 
 def _result(served: ServedModel, probs: np.ndarray) -> dict[str, Any]:
