@@ -41,6 +41,7 @@ class TrainRequest:
     collective_timeout_s: float = DEFAULT_COLLECTIVE_TIMEOUT_S
     checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS  # in-round checkpoints bound a fault's loss
     lambda_memory_mb: int | None = None  # for the cost estimate; None: $LAMBDANET_LAMBDA_MEMORY_MB or 2048
+    cpu_threads: int | None = None  # threads per worker; None: the executor's share, cores // workers, at least 1
 
 
 class ProgressSink(Protocol):
