@@ -104,10 +104,10 @@ def build_run(services: Services, epochs: int = 300, retry: bool = True, model_n
     return BuiltRun(run_id, ref, weights, acts, result.costs)
 
 
-def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(home: Path, *args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     env = {**SUBPROCESS_ENV, **os.environ, "LAMBDANET_HOME": str(home), "PYTHONPATH": str(REPO / "src")}
     return subprocess.run([sys.executable, "-m", "lambdanet", *args], capture_output=True, text=True, env=env,
-                          timeout=180, cwd=REPO)
+                          timeout=180, cwd=cwd)
 
 
 class Elements(HTMLParser):

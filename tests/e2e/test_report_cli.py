@@ -84,10 +84,10 @@ def expected(built: BuiltRun) -> dict:
 
 def test_report_numbers_match_independent_computation(world: World, tmp_path: Path) -> None:
     home, built = world.home, world.trained
-    out, js = tmp_path / "r.html", tmp_path / "r.json"
-    res = cli(home, "report", built.run_id, "--out", str(out), "--images", str(IMAGES), "--json", str(js))
+    out = tmp_path / "r.html"
+    res = cli(home, "report", built.run_id, "--out", str(out), "--images", str(IMAGES), "--json")
     assert res.returncode == 0, res.stderr
-    assert str(out) in res.stdout
+    assert str(out) in res.stderr  # the summary: stdout carries only the JSON
     exp = expected(built)
     assert 0 < len(exp["errors"]) < 50  # a meaningful confusion matrix: some right, some wrong
     doc = Elements(out.read_text(encoding="utf-8"))
@@ -117,7 +117,8 @@ def test_report_numbers_match_independent_computation(world: World, tmp_path: Pa
         p = mlp.predict_proba(built.params, (x.reshape(1, -1).T / 255.0).astype(np.float32), built.activations)
         assert photos[path.name]["data-label"] == exp["classes"][int(p[0, 0] > 0.5)]
 
-    data = json.loads(js.read_text())
+    (line,) = res.stdout.splitlines()  # one JSON object on one line
+    data = json.loads(line)
     assert data["test"]["binary"] == {k: exp[k] for k in ("TN", "FP", "FN", "TP")}
     assert data["test"]["precision"] == pytest.approx(exp["precision"])
     assert [m["index"] for m in data["mislabelled"]] == exp["errors"]
@@ -135,17 +136,17 @@ def test_report_numbers_match_independent_computation(world: World, tmp_path: Pa
 
 def test_timeline_marks_failed_and_retried_calls(world: World, tmp_path: Path) -> None:
     home, built = world.home, world.built
-    out, js = tmp_path / "r.html", tmp_path / "r.json"
-    res = cli(home, "report", built.run_id, "--out", str(out), "--json", str(js))
+    out = tmp_path / "r.html"
+    res = cli(home, "report", built.run_id, "--out", str(out), "--json")
     assert res.returncode == 0, res.stderr
-    data = json.loads(js.read_text())
+    data = json.loads(res.stdout)
     assert data["summary"]["retries"] == 1 and data["summary"]["workers"] == 2
     assert len(data["calls"]) == 8 and [c["worker"] for c in data["calls"] if not c["ok"]] == [1]
     text = out.read_text()
     doc = Elements(text)
     assert doc.find(id="timeline")[0]["data-calls"] == "8"
     assert len(doc.with_class("failed")) == 1 and len(doc.with_class("retry")) == 2
-    assert "secret" not in text and "secret" not in js.read_text()  # the redis password is redacted
+    assert "secret" not in text and "secret" not in res.stdout  # the redis password is redacted
 
 
 def test_unknown_run_is_one_line_exit_2(world: World, tmp_path: Path) -> None:
@@ -166,6 +167,7 @@ def test_bad_photos_get_a_message_and_the_rest_renders(world: World, tmp_path: P
     out = tmp_path / "r.html"
     res = cli(home, "report", built.run_id, "--out", str(out), "--images", str(photos))
     assert res.returncode == 0, res.stderr
+    assert str(out) in res.stdout and "1 photo(s)" in res.stdout  # no --json: the summary is on stdout
     doc = Elements(out.read_text(encoding="utf-8"))
     failed = {p["data-name"] for p in doc.with_class("photo-error")}
     assert failed == {"broken.jpg", "notes.txt"}
@@ -179,21 +181,21 @@ def test_run_without_epochs_renders_with_a_note(world: World, tmp_path: Path) ->
     with services_at(home) as services:
         services.ledger.create_run(RunRecord(run_id="r-fresh", status="running", kind="mlp", data=str(DATA),
                                              config={"epochs": 50}, model="itsacat", created_at=1.0))
-    out, js = tmp_path / "r.html", tmp_path / "r.json"
-    res = cli(home, "report", "r-fresh", "--out", str(out), "--json", str(js))
+    out = tmp_path / "r.html"
+    res = cli(home, "report", "r-fresh", "--out", str(out), "--json")
     assert res.returncode == 0, res.stderr
     text = out.read_text()
     assert "No epochs recorded yet for run r-fresh" in text and "no registered model yet" in text
-    data = json.loads(js.read_text())
+    data = json.loads(res.stdout)
     assert data["epochs"] == [] and data["test"] is None and len(data["notes"]) == 2
 
 
 def test_compare_two_runs(world: World, tmp_path: Path) -> None:
     home, built, other = world.home, world.trained, world.built
-    out, js = tmp_path / "c.html", tmp_path / "c.json"
-    res = cli(home, "report", "--compare", built.run_id, other.run_id, "--out", str(out), "--json", str(js))
+    out = tmp_path / "c.html"
+    res = cli(home, "report", "--compare", built.run_id, other.run_id, "--out", str(out), "--json")
     assert res.returncode == 0, res.stderr
-    runs = json.loads(js.read_text())["runs"]
+    runs = json.loads(res.stdout)["runs"]
     assert [r["run_id"] for r in runs] == [built.run_id, other.run_id]
     assert runs[0]["test_accuracy"] == pytest.approx(expected(built)["accuracy"])
     assert runs[1]["test_accuracy"] == pytest.approx(expected(other)["accuracy"])
@@ -202,6 +204,32 @@ def test_compare_two_runs(world: World, tmp_path: Path) -> None:
     assert [a["data-run"] for tag, a in doc.items if tag == "th" and "data-run" in a] == [built.run_id, other.run_id]
     res = cli(home, "report", built.run_id, other.run_id)
     assert res.returncode == 2 and "--compare" in res.stderr
+
+
+def test_json_flag_and_out_file_follow_the_cli_convention(world: World, tmp_path: Path) -> None:
+    """``--json`` prints the metrics on stdout and writes no HTML unless ``--out`` says where;
+    without ``--json`` the HTML goes to report.html in the working folder; the old ``--json FILE``
+    form is one line telling what replaced it, and writes nothing."""
+    home, built = world.home, world.trained
+    only_json = cli(home, "report", built.run_id, "--json", cwd=tmp_path)
+    assert only_json.returncode == 0, only_json.stderr
+    (line,) = only_json.stdout.splitlines()
+    assert json.loads(line)["summary"]["epochs_run"] == 300 and list(tmp_path.iterdir()) == []
+    assert f"report of run {built.run_id}:" in only_json.stderr and "written" not in only_json.stderr
+
+    html = cli(home, "report", built.run_id, cwd=tmp_path)
+    assert html.returncode == 0, html.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"] and "written to report.html" in html.stdout
+    assert Elements((tmp_path / "report.html").read_text()).find(id="cost")[0]["data-epochs"] == "300"
+
+    for old_form in (["--json", "metrics.json"], ["--json", "-"]):
+        res = cli(home, "report", built.run_id, "--out", str(tmp_path / "x.html"), *old_form, cwd=tmp_path)
+        assert res.returncode == 2 and "Traceback" not in res.stderr
+        (err,) = res.stderr.strip().splitlines()
+        assert "not a run id" in err and "--json is a flag" in err and "--out FILE" in err
+    both_stdout = cli(home, "report", built.run_id, "--json", "--out", "-", cwd=tmp_path)
+    assert both_stdout.returncode == 2 and "--out FILE" in both_stdout.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]  # the refused calls wrote nothing
 
 
 @pytest.mark.browser

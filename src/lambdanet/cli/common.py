@@ -1,10 +1,22 @@
-"""Helpers shared by the command modules: opening services, printing, the --json line,
-and the rich progress bar the driver reports to."""
+"""Helpers shared by the command modules: opening services, printing JSON, and the rich progress
+bar the driver reports to.
+
+The CLI's conventions, for every command:
+
+- ``--json`` is a flag: the command prints JSON on stdout instead of its human summary — one
+  object (``train``, ``resume``, ``tune``, ``runs show``, ``report``), or one object per line for
+  a list (``predict``, ``runs list``, ``models list``), so ``| jq`` and ``| head`` work.
+- ``--out FILE`` is where a command writes a file (``report``'s HTML); nothing takes a file
+  after ``--json``.
+- Errors are one line on stderr and an exit code ≠ 0; human messages that are not the result go
+  to stderr when stdout carries JSON.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 from rich.console import Console
@@ -28,9 +40,20 @@ def open_services(**overrides: str | None) -> Services:
     return Services.open(Settings.from_env(**overrides))
 
 
-def print_json_line(payload: Any) -> None:
-    """The machine-readable result: one JSON object as the last line of stdout."""
-    sys.stdout.write(json.dumps(payload, sort_keys=True, default=float) + "\n")
+def json_line(payload: Any, allow_nan: bool = True) -> str:
+    return json.dumps(payload, sort_keys=True, default=float, allow_nan=allow_nan) + "\n"
+
+
+def print_json_line(payload: Any, allow_nan: bool = True) -> None:
+    """The machine-readable result: one JSON object as the last line of stdout (``allow_nan=False``:
+    a NaN is a bug of the caller's, not a token that strict parsers choke on)."""
+    sys.stdout.write(json_line(payload, allow_nan))
+    sys.stdout.flush()
+
+
+def print_json_lines(items: Iterable[Any]) -> None:
+    """A list as JSON lines: one object per stdout line (nothing at all for an empty list)."""
+    sys.stdout.write("".join(json_line(item) for item in items))
     sys.stdout.flush()
 
 

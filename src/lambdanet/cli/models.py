@@ -7,11 +7,29 @@ from typing import Any
 
 import typer
 
-from lambdanet.cli.common import open_services, print_json_line
+from lambdanet.cli.common import open_services, print_json_lines
 from lambdanet.cli.runs import open_read_only, print_table
 from lambdanet.errors import ConfigError, ModelCorrupt
+from lambdanet.registry import ModelRegistry
 
 EXPORT_FORMATS = ("itsacat-h5",)
+
+
+def _model_rows(registry: ModelRegistry) -> list[dict[str, Any]]:
+    """One row per model: its versions, aliases, and the latest version's kind and metrics."""
+    rows = []
+    for name in registry.models():
+        versions = registry.versions(name)
+        aliases = registry.aliases(name)
+        row: dict[str, Any] = {"name": name, "versions": versions, "aliases": aliases}
+        try:
+            latest = registry.metadata(name, versions[-1]) if versions else {}
+        except ModelCorrupt as exc:  # one broken version does not hide the others
+            row.update(kind="corrupt", metrics={}, error=str(exc))
+        else:
+            row.update(kind=latest.get("kind"), metrics=latest.get("metrics", {}))
+        rows.append(row)
+    return rows
 
 
 def register(app: typer.Typer) -> None:
@@ -20,26 +38,16 @@ def register(app: typer.Typer) -> None:
 
     @models_app.command("list")
     def list_models(
-        as_json: bool = typer.Option(False, "--json", help="One JSON object on one stdout line."),
+        as_json: bool = typer.Option(False, "--json", help="One JSON object per model, one per line."),
     ) -> None:
         """Every model with its versions and aliases."""
         services = open_read_only()
-        registry = services.registry
-        rows = []
-        for name in registry.models():
-            versions = registry.versions(name)
-            aliases = registry.aliases(name)
-            row: dict[str, Any] = {"name": name, "versions": versions, "aliases": aliases}
-            try:
-                latest = registry.metadata(name, versions[-1]) if versions else {}
-            except ModelCorrupt as exc:  # one broken version does not hide the others
-                row.update(kind="corrupt", metrics={}, error=str(exc))
-            else:
-                row.update(kind=latest.get("kind"), metrics=latest.get("metrics", {}))
-            rows.append(row)
-        services.close()
+        try:
+            rows = _model_rows(services.registry)
+        finally:
+            services.close()
         if as_json:
-            print_json_line({"models": rows})
+            print_json_lines(rows)
             return
         def acc(r: dict[str, Any]) -> str:
             value = r["metrics"].get("test_accuracy")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from lambdanet.cli.common import print_json_line
+from lambdanet.cli.common import print_json_lines
 from lambdanet.cli.runs import open_read_only
 from lambdanet.errors import ImageError
 
@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
     def predict(
         images: list[Path] = typer.Argument(..., help="Image files (JPEG, PNG, …)."),
         model: str = typer.Option(..., "--model", "-m", help="NAME[:VERSION|@ALIAS]"),
-        as_json: bool = typer.Option(False, "--json", help="Print a JSON list as the last stdout line."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON object per image, one per line."),
     ) -> None:
         """Resize each image to the model's input (EXIF orientation respected) and classify it."""
         import numpy as np
@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
                             "probabilities": {c: float(p) for c, p in zip(predictor.classes, row, strict=True)},
                             "model": f"{mv.name}:{mv.version}"})
         if as_json:
-            print_json_line(results)
+            print_json_lines(results)
             return
         for r in results:
             typer.echo(f"{r['image']}: {r['label']} ({r['probability']:.3f})  [{r['model']}]")

@@ -11,7 +11,23 @@ import typer
 
 from lambdanet.cli.common import RichProgress, err_console, open_services, print_json_line
 from lambdanet.config import TrainConfig, itsacat_defaults, load_config, parse_config
+from lambdanet.engine.requests import DEFAULT_CHECKPOINT_SECONDS, DEFAULT_MAX_RETRIES, DEFAULT_ROUND_SECONDS
+from lambdanet.engine.strategies import STRATEGIES, strategy_path
 from lambdanet.errors import ConfigError
+
+
+def strategy_names() -> list[str]:
+    """Every strategy name in the registry, for any config kind."""
+    return sorted({name for _, name in STRATEGIES})
+
+
+def check_strategy(kind: str, strategy: str) -> str:
+    """``strategy`` if the registry has it for ``kind``; one ConfigError line naming the valid ones."""
+    try:
+        strategy_path(kind, strategy)
+    except ConfigError as exc:
+        raise ConfigError(f"--strategy: {exc}") from None
+    return strategy
 
 
 def default_model_name(data: str) -> str:
@@ -71,16 +87,19 @@ def register(app: typer.Typer) -> None:
         model: str | None = typer.Option(None, "--model", help="Registry name (default: the data folder's name)."),
         workers: int = typer.Option(1, "--workers", "-k", min=1, help="Number of workers K."),
         strategy: str | None = typer.Option(
-            None, help="neuron (model parallel) | data (data parallel); default neuron for MLPs, data for CNNs."),
+            None, help=f"{' | '.join(strategy_names())} (neuron: model parallel, data: data parallel); "
+                       "default neuron for MLPs, data for CNNs."),
         store: str | None = typer.Option(None, help="Tensor store URL: memory:// | redis://host:port/db."),
         executor: str | None = typer.Option(None, help="local | process | lithops."),
         epochs_per_round: int | None = typer.Option(None, "--epochs-per-round", min=1),
-        round_seconds: float = typer.Option(300.0, "--round-seconds", help="Seconds budget per round."),
-        max_retries: int = typer.Option(3, "--max-retries", min=0),
-        checkpoint_seconds: float | None = typer.Option(
-            None, "--checkpoint-seconds",
+        round_seconds: float = typer.Option(DEFAULT_ROUND_SECONDS, "--round-seconds",
+                                            help="Seconds budget per round."),
+        max_retries: int = typer.Option(DEFAULT_MAX_RETRIES, "--max-retries", min=0,
+                                        help="Retries of a failed round before the run fails."),
+        checkpoint_seconds: float = typer.Option(
+            DEFAULT_CHECKPOINT_SECONDS, "--checkpoint-seconds",
             help="Workers checkpoint inside a round this often, so a failed worker costs at most about "
-                 "this much work (default: the engine's)."),
+                 "this much work."),
         lithops_config: Path | None = typer.Option(None, "--lithops-config", help="Lithops config file (AWS Lambda…)."),
         device: str = typer.Option("cpu", help="cpu | cuda (CNN track)."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON result line last on stdout."),
@@ -88,9 +107,11 @@ def register(app: typer.Typer) -> None:
         """Train a model on DATA and register it (embedded defaults: no services needed)."""
         from lambdanet.engine.driver import Driver, TrainRequest
 
-        if strategy not in (None, "neuron", "data"):
-            raise ConfigError(f"--strategy: unknown strategy '{strategy}' (allowed: neuron, data)")
-        if checkpoint_seconds is not None and not 0 < checkpoint_seconds < float("inf"):
+        if strategy is not None and strategy not in strategy_names():  # before reading any file
+            raise ConfigError(f"--strategy: unknown strategy '{strategy}' (allowed: {', '.join(strategy_names())})")
+        if not 0 < round_seconds < float("inf"):
+            raise ConfigError(f"--round-seconds must be a positive number of seconds, got {round_seconds:g}")
+        if not 0 < checkpoint_seconds < float("inf"):
             raise ConfigError(f"--checkpoint-seconds must be a positive number of seconds, got {checkpoint_seconds:g}")
         if re.fullmatch(r"cpu|cuda(:[0-9]+)?", device) is None:
             raise ConfigError(f"--device: unknown device '{device}' (allowed: cpu, cuda, cuda:N)")
@@ -100,7 +121,7 @@ def register(app: typer.Typer) -> None:
             config = config.model_copy(update={"device": device})  # reaches every worker and resumes
         elif device != "cpu":
             raise ConfigError("--device: the numpy MLP runs on the CPU only; --device is for CNN configs")
-        strategy = strategy or ("data" if config.kind == "cnn" else "neuron")
+        strategy = check_strategy(config.kind, strategy or ("data" if config.kind == "cnn" else "neuron"))
         services = open_services(store_url=store, executor=executor)
         request_args: dict[str, Any] = {
             "data": data,
@@ -113,9 +134,8 @@ def register(app: typer.Typer) -> None:
             "epochs_per_round": epochs_per_round,
             "round_seconds": round_seconds,
             "max_retries": max_retries,
+            "checkpoint_seconds": checkpoint_seconds,
         }
-        if checkpoint_seconds is not None:
-            request_args["checkpoint_seconds"] = checkpoint_seconds
         if lithops_config is not None:  # read by the lithops executor (explicit config, never ~/.lithops)
             if not lithops_config.is_file():
                 raise ConfigError(f"--lithops-config: {lithops_config}: no such file")
