@@ -9,7 +9,7 @@ fixed number of epochs so that both paths do identical work) is trained twice on
 defaults (memory store, local executor, SQLite ledger, a folder object store):
 
 * **uninterrupted** — ``Driver.train`` in this process: one session, one lease, every round;
-* **durable** — the S3 upload trigger's durable handler (:mod:`lambdanet.aws_lambda`) under AWS's
+* **durable** — the S3 upload trigger's durable handler (:mod:`lambdanet.functions.training_function`) under AWS's
   official local runner (``DurableFunctionTestRunner``; the upload in moto's S3 server), with the
   invocation limit set just above one round, so that every round is followed by a handoff: the
   invocation closes its session and waits; the next one replays the checkpointed steps, takes the
@@ -84,7 +84,7 @@ def durable(tmp: Path, raw: dict[str, Any], round_epochs: int,
     from aws_durable_execution_sdk_python_testing.runner import DurableFunctionTestRunner
     from moto.server import ThreadedMotoServer
 
-    from lambdanet import aws_lambda
+    from lambdanet.functions import training_function
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
@@ -106,7 +106,7 @@ def durable(tmp: Path, raw: dict[str, Any], round_epochs: int,
         event = {"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
                               "s3": {"bucket": {"name": "bench"},
                                      "object": {"key": "training_input/datasets.h5", "eTag": etag}}}]}
-        with DurableFunctionTestRunner(handler=aws_lambda.handler, execution_timeout=3600) as runner:
+        with DurableFunctionTestRunner(handler=training_function.handler, execution_timeout=3600) as runner:
             result = runner.run(input=json.dumps(event), execution_timeout=3600)
         outcome = json.loads(result.result or "{}")["results"][0]
         assert outcome["status"] == "completed", outcome

@@ -37,9 +37,9 @@ def upload(cloud: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
 
 @contextmanager
 def durable_runner(invocation_timeout: int = 900) -> Iterator[DurableFunctionTestRunner]:
-    from lambdanet import aws_lambda
+    from lambdanet.functions import training_function
 
-    with DurableFunctionTestRunner(handler=aws_lambda.handler, invocation_timeout=invocation_timeout,
+    with DurableFunctionTestRunner(handler=training_function.handler, invocation_timeout=invocation_timeout,
                                    execution_timeout=600) as runner:
         yield runner
 

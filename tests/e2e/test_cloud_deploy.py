@@ -56,15 +56,16 @@ def test_template_wires_what_the_code_expects() -> None:
     assert {"AWS::S3::Bucket", "AWS::Lambda::Function", "AWS::ElastiCache::CacheCluster", "AWS::DynamoDB::Table",
             "AWS::SNS::Topic", "AWS::SNS::Subscription", "AWS::ApiGatewayV2::Api", "AWS::EC2::NatGateway",
             "AWS::IAM::Role"} <= types
-    # the trigger: training_input/*.h5 -> the driver function running lambdanet.aws_lambda.handler
+    # the trigger: training_input/*.h5 -> the driver function running lambdanet.functions.training_function.handler
     notif = res["DataBucket"]["Properties"]["NotificationConfiguration"]["LambdaConfigurations"][0]
     rules = {r["Name"]: r["Value"] for r in notif["Filter"]["S3Key"]["Rules"]}
     assert rules == {"prefix": "training_input/", "suffix": ".h5"}
     assert notif["Function"] == {"Ref": "DriverAlias"}  # qualified: the driver is a durable function
     driver = res["DriverFunction"]["Properties"]
-    assert driver["ImageConfig"]["Command"] == ["lambdanet.aws_lambda.handler"]
+    assert driver["ImageConfig"]["Command"] == ["lambdanet.functions.training_function.handler"]
     assert driver["Timeout"] <= 900
-    assert res["ServeFunction"]["Properties"]["ImageConfig"]["Command"] == ["lambdanet.serve.aws_lambda.handler"]
+    serve = res["ServeFunction"]["Properties"]
+    assert serve["ImageConfig"]["Command"] == ["lambdanet.functions.serving_function.handler"]
     env = driver["Environment"]["Variables"]
     assert env["LAMBDANET_EXECUTOR"] == "lithops"
     assert set(env) >= {"LAMBDANET_LEDGER", "LAMBDANET_OBJECTS", "LAMBDANET_NOTIFIER", "LAMBDANET_STORE",

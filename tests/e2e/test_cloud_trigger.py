@@ -164,7 +164,7 @@ def _s3_event(bucket: str, key: str, size: int, etag: str, version: str | None) 
 
 @pytest.mark.slow
 def test_lambda_handler_takes_a_real_s3_event_once(cloud: dict[str, Any]) -> None:
-    from lambdanet import aws_lambda
+    from lambdanet.functions import training_function
 
     s3, bucket = cloud["s3"], cloud["bucket"]
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
@@ -196,5 +196,5 @@ def test_lambda_handler_takes_a_real_s3_event_once(cloud: dict[str, Any]) -> Non
 
     # events that are not training inputs are ignored
     other = _s3_event(bucket, "predict_input/params.h5", 1, "x", None)
-    assert aws_lambda.handle_event(other) == []
-    assert aws_lambda.parse_records({"Records": [{"eventSource": "aws:sqs"}]}) == []
+    assert training_function.handle_event(other) == []
+    assert training_function.parse_records({"Records": [{"eventSource": "aws:sqs"}]}) == []

@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from lambdanet.functions import serving_function
 from lambdanet.objects.folder import FolderStore
 from lambdanet.predictor import load_predictor
 from lambdanet.registry import ModelRegistry
-from lambdanet.serve import aws_lambda
 from lambdanet.testing.serving import load_cifar_subset, register_catvnoncat_mlp, register_cifar_mlp
 from tests.conftest import CATVNONCAT, CIFAR10, IMAGES
 
@@ -119,8 +119,8 @@ def registry_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def handler(registry_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("LAMBDANET_REGISTRY", str(registry_dir))
     monkeypatch.delenv("LAMBDANET_API_KEY", raising=False)
-    monkeypatch.setattr(aws_lambda, "_handler", None)  # a cold start
-    return aws_lambda.handler
+    monkeypatch.setattr(serving_function, "_handler", None)  # a cold start
+    return serving_function.handler
 
 
 def _json(response: dict[str, Any]) -> Any:
@@ -194,9 +194,9 @@ def test_missing_registry_setting_is_one_clear_error(monkeypatch: pytest.MonkeyP
     from lambdanet.errors import ConfigError
 
     monkeypatch.delenv("LAMBDANET_REGISTRY", raising=False)
-    monkeypatch.setattr(aws_lambda, "_handler", None)
+    monkeypatch.setattr(serving_function, "_handler", None)
     with pytest.raises(ConfigError, match="LAMBDANET_REGISTRY"):
-        aws_lambda.handler(rest_event("GET", "/v2/health/live"), CONTEXT)
+        serving_function.handler(rest_event("GET", "/v2/health/live"), CONTEXT)
 
 
 @pytest.mark.aws
@@ -209,9 +209,9 @@ def test_handler_loads_the_model_from_s3(moto_server: str, monkeypatch: pytest.M
     register_catvnoncat_mlp(ModelRegistry(S3Store.from_url("s3://serve-models/prod")), CATVNONCAT / "datasets.h5")
     monkeypatch.setenv("LAMBDANET_REGISTRY", "s3://serve-models/prod")
     monkeypatch.delenv("LAMBDANET_API_KEY", raising=False)
-    monkeypatch.setattr(aws_lambda, "_handler", None)
-    r = aws_lambda.handler(http_event("POST", "/predict", GRUMPY), CONTEXT)
+    monkeypatch.setattr(serving_function, "_handler", None)
+    r = serving_function.handler(http_event("POST", "/predict", GRUMPY), CONTEXT)
     assert r["statusCode"] == 200, r["body"]
     assert (_json(r)["model"], _json(r)["version"]) == ("itsacat", 1)
-    meta = aws_lambda.handler(rest_event("GET", "/v2/models/itsacat"), CONTEXT)
+    meta = serving_function.handler(rest_event("GET", "/v2/models/itsacat"), CONTEXT)
     assert _json(meta)["versions"] == ["1"]

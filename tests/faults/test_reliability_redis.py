@@ -158,7 +158,7 @@ def test_duplicate_s3_events_start_one_run(moto_server: str, tmp_path: Path,
     import boto3
     import h5py
 
-    from lambdanet.aws_lambda import handle_event
+    from lambdanet.functions.training_function import handle_event
     from lambdanet.objects.folder import FolderStore
     from lambdanet.registry import ModelRegistry
     from lambdanet.services import Services

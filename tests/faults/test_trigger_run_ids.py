@@ -41,9 +41,9 @@ class StopRedisAfterFirstRound:
 
 def test_a_run_failing_inside_the_driver_is_reported_under_its_ledger_id(home: Path, tmp_path: Path) -> None:
     from lambdanet import adapters
+    from lambdanet.functions.upload_trigger import UploadTrigger
     from lambdanet.services import Services
     from lambdanet.settings import Settings
-    from lambdanet.trigger import UploadTrigger
 
     bucket = tmp_path / "bucket"
     (bucket / "training_input").mkdir(parents=True)

@@ -7,7 +7,7 @@ import typer
 from lambdanet import adapters
 from lambdanet.cli.common import err_console, open_services, print_json_line
 from lambdanet.errors import ConfigError
-from lambdanet.trigger import TriggerResult, UploadTrigger
+from lambdanet.functions.upload_trigger import TriggerResult, UploadTrigger
 
 
 def _line(result: TriggerResult) -> str:

@@ -1,6 +1,6 @@
-"""AWS Lambda entry point: the same app behind API Gateway, through Mangum.
+"""The serving function (AWS Lambda): the same app behind API Gateway, through Mangum.
 
-Deploy with the handler ``lambdanet.serve.aws_lambda.handler`` and the environment
+Deploy with the handler ``lambdanet.functions.serving_function.handler`` and the environment
 ``LAMBDANET_REGISTRY=s3://bucket/prefix`` (any object-store URL works; tests use a folder) and
 optionally ``LAMBDANET_API_KEY``. API Gateway REST API (payload v1) and HTTP API (payload v2)
 events are both understood; binary bodies arrive base64-encoded and are decoded by Mangum.

@@ -1,7 +1,7 @@
-"""The AWS Lambda driver: S3 ``ObjectCreated`` events start training runs that outlive any one
-invocation (itsacat's *LaunchLambda*, as an AWS Lambda **durable function**).
+"""The training function (AWS Lambda): S3 ``ObjectCreated`` events start training runs that
+outlive any one invocation (itsacat's *LaunchLambda*, as an AWS Lambda **durable function**).
 
-Handler: ``lambdanet.aws_lambda.handler`` (``@durable_execution`` from
+Handler: ``lambdanet.functions.training_function.handler`` (``@durable_execution`` from
 ``aws-durable-execution-sdk-python``). S3 sends (abridged)::
 
     {"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
@@ -12,10 +12,10 @@ Handler: ``lambdanet.aws_lambda.handler`` (``@durable_execution`` from
 For every record on ``training_input/*.h5`` the execution runs these durable steps, each one's
 small JSON result checkpointed by the service:
 
-1. ``begin-<i>``: :meth:`lambdanet.trigger.UploadTrigger.begin` — claim ``<bucket>/<key>#<version>``
-   in the ledger (the same event delivered twice starts ONE run; the other execution's step
-   answers ``skipped``), read and check ``parameters.json``, write the data snapshot and the
-   first checkpoint;
+1. ``begin-<i>``: :meth:`lambdanet.functions.upload_trigger.UploadTrigger.begin` — claim
+   ``<bucket>/<key>#<version>`` in the ledger (the same event delivered twice starts ONE run;
+   the other execution's step answers ``skipped``), read and check ``parameters.json``, write
+   the data snapshot and the first checkpoint;
 2. ``<run>-round-<n>``: one round of :class:`lambdanet.engine.session.RunSession` (workers on
    Lithops, epoch rows, checkpoint) — the same code ``lambdanet train`` loops over on a laptop;
    the step also decides whether the next round still fits in this invocation, and when it does
@@ -62,11 +62,11 @@ from aws_durable_execution_sdk_python.exceptions import StepError
 from lambdanet import adapters
 from lambdanet.engine.session import DriverIdentity, RunSession
 from lambdanet.errors import LambdanetError, LeaseHeld, RunFailed, UserInputError
+from lambdanet.functions.upload_trigger import TriggerResult, UploadTrigger, is_training_input
 from lambdanet.services import Services
 from lambdanet.settings import Settings
-from lambdanet.trigger import TriggerResult, UploadTrigger, is_training_input
 
-log = logging.getLogger("lambdanet.aws_lambda")
+log = logging.getLogger("lambdanet.functions.training_function")
 
 LAMBDA_LIMIT_S = 900.0
 HANDOFF_WAIT = Duration.from_seconds(1)  # the shortest wait: the execution resumes at once

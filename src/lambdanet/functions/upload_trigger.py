@@ -17,11 +17,12 @@ For each ``training_input/<name>.h5`` (any depth, ``.h5``/``.hdf5``) the trigger
    set; a missing/invalid file is a *failed run* in the ledger with the reason, and a
    notification, and nothing is written to ``predict_input/`` or ``training_results/``;
 3. starts the run under that same run id (:meth:`begin`: data snapshot and first checkpoint),
-   drives it (:meth:`handle` in this process; the durable Lambda driver one round per durable
-   step, see :mod:`lambdanet.aws_lambda`) — the driver checkpoints, registers the model version
-   and sends itsacat's messages — and then (:meth:`publish`) writes ``predict_input/params.h5``
-   (datasets W1..WL, b1..bL; MLP models only) and, last, ``training_results/results.json``
-   (run id, start, end, per-epoch cost, metrics, model). Each object is written in one atomic put.
+   drives it (:meth:`handle` in this process; the training function one round per durable
+   step, see :mod:`lambdanet.functions.training_function`) — the driver checkpoints, registers
+   the model version and sends itsacat's messages — and then (:meth:`publish`) writes
+   ``predict_input/params.h5`` (datasets W1..WL, b1..bL; MLP models only) and, last,
+   ``training_results/results.json`` (run id, start, end, per-epoch cost, metrics, model).
+   Each object is written in one atomic put.
 
 Upload ``parameters.json`` before the ``.h5``: the ``.h5`` is what triggers a run.
 """
