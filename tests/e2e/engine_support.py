@@ -14,7 +14,7 @@ from lambdanet.engine.driver import RunResult
 from lambdanet.nn import reference
 from lambdanet.services import Services
 from lambdanet.settings import Settings
-from tests.conftest import CATVNONCAT
+from tests.conftest import CATVNONCAT, CIFAR10
 
 FULL_DATA = CATVNONCAT / "datasets.h5"
 
@@ -28,6 +28,29 @@ def small_data(folder: Path) -> Path:
         assert ds.x_test is not None and ds.y_test is not None
         np.savez(path, x=ds.x_train[:, ::4, ::4, :], y=ds.y_train, x_test=ds.x_test[:, ::4, ::4, :],
                  y_test=ds.y_test, classes=np.array(ds.classes))
+    return path
+
+
+def three_class_data(folder: Path) -> Path:
+    """CIFAR-10's airplane, automobile and bird, 40 test images each, interleaved, downsampled to
+    16x16x3 (768 inputs): a softmax output with 3 classes on real pictures (120 samples)."""
+    path = folder / "cifar3.npz"
+    if not path.exists():
+        with np.load(CIFAR10 / "cifar10_test.npz") as f:
+            x, y = f["x"], f["y"]
+        idx = np.stack([np.flatnonzero(y == c)[:50] for c in range(3)], axis=1).reshape(-1)  # 0, 1, 2, 0, …
+        train, test = idx[:120], idx[120:]
+        np.savez(path, x=x[train][:, ::2, ::2, :], y=y[train].astype(np.int64), x_test=x[test][:, ::2, ::2, :],
+                 y_test=y[test].astype(np.int64), classes=np.array(["airplane", "automobile", "bird"]))
+    return path
+
+
+def few_samples_data(folder: Path, m: int) -> Path:
+    """The first ``m`` images of :func:`small_data` (16x16x3 catvnoncat): tiny batches."""
+    path = folder / f"cats16-{m}.npz"
+    if not path.exists():
+        ds = load_dataset(small_data(folder))
+        np.savez(path, x=ds.x_train[:m], y=ds.y_train[:m], classes=np.array(ds.classes))
     return path
 
 
