@@ -1,5 +1,6 @@
-"""The live dashboard on a real uvicorn server: its JSON routes, and — in headless Chromium — the
-cost curve of a real engine run (2 workers, rounds of 5 epochs) gaining points while it trains."""
+"""The live dashboard on a real uvicorn server: its JSON routes and vendored assets, and — in
+headless Chromium — the uPlot cost curve of a real engine run (2 workers, rounds of 5 epochs)
+gaining points while it trains, its data equal to the ledger's epoch rows and its line drawn."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
+import lambdanet.serve
 from lambdanet.ports.ledger import EpochRow, RunRecord
 from lambdanet.serve.dashboard import router
 from lambdanet.services import Services
@@ -23,6 +25,17 @@ from tests.conftest import free_port
 from tests.e2e.report_support import DATA, small_config, start_paced_training
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+STATIC = Path(lambdanet.serve.__file__).parent / "static"
+COST_RGB = (0x2F, 0x7E, 0xD8)  # the cost series' stroke in dashboard_run.js
+# pixels of the chart's canvas in a colour (anti-aliased edges keep the RGB, with a lower alpha)
+COUNT_PIXELS = """([r, g, b]) => {
+  const c = document.querySelector('#cost-chart canvas');
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let n = 0;
+  for (let i = 0; i < d.length; i += 4)
+    if (d[i + 3] > 0 && Math.abs(d[i] - r) <= 2 && Math.abs(d[i + 1] - g) <= 2 && Math.abs(d[i + 2] - b) <= 2) n++;
+  return n;
+}"""
 
 
 @contextmanager
@@ -83,8 +96,13 @@ def test_json_routes(services: Services, base_url: str) -> None:
         assert bad.status_code == 400 and "after" in bad.json()["error"]
         page = http.get("/runs/r-missing")
         assert page.status_code == 404 and "r-missing" in page.text
-        js = http.get("/runs/assets/chart.js")
-        assert js.status_code == 200 and "LambdaChart" in js.text
+        for name, media in (("uPlot.iife.min.js", "text/javascript"), ("uPlot.min.css", "text/css"),
+                            ("dashboard_run.js", "text/javascript")):
+            got = http.get(f"/runs/assets/{name}")
+            assert got.status_code == 200 and got.headers["content-type"].startswith(media)
+            assert got.content == (STATIC / name).read_bytes()
+        assert http.get("/runs/assets/uPlot.LICENSE").status_code == 404  # only the listed files
+        assert http.get("/runs/assets/..%2Fdashboard.py").status_code == 404
         services.ledger.update_run("r-api", status="completed", ended_at=time.time(),
                                    metrics={"test_accuracy": 0.7})
         done = http.get("/api/runs/r-api").json()
@@ -122,17 +140,23 @@ def test_cost_curve_grows_while_a_real_run_trains(services: Services, base_url: 
             row = page.wait_for_selector(f"tr[data-run-id='{run_id}']", timeout=15_000)
             assert row is not None and "running" in (row.text_content() or "")
             page.click(f"a:text('{run_id}')")
-            page.wait_for_function("document.querySelector('svg.lc-chart').dataset.points > 0", timeout=30_000)
-            first = int(page.get_attribute("svg.lc-chart", "data-points") or 0)
+            page.wait_for_function("document.getElementById('cost-chart').dataset.points > 0", timeout=30_000)
+            first = int(page.get_attribute("#cost-chart", "data-points") or 0)
             assert 0 < first < epochs, "the run finished before the page saw it training"
-            page.wait_for_function(f"document.querySelector('svg.lc-chart').dataset.points > {first}",
+            page.wait_for_function(f"document.getElementById('cost-chart').dataset.points > {first}",
                                    timeout=30_000)
             page.screenshot(path=str(artifacts / "dashboard_running.png"))
-            page.wait_for_function(f"document.querySelector('svg.lc-chart').dataset.points == {epochs}",
+            page.wait_for_function(f"document.getElementById('cost-chart').dataset.points == {epochs}",
                                    timeout=60_000)
             page.wait_for_function("document.getElementById('status').textContent === 'completed'", timeout=30_000)
-            polyline = page.get_attribute("svg.lc-chart polyline", "points") or ""
-            assert len(polyline.split()) == epochs
+            shown = page.evaluate("window.costChart.data")  # what uPlot draws: [epochs, costs]
+            rows = services.ledger.epochs(run_id)
+            assert len(shown) == 2 and shown[0] == [e.epoch for e in rows] == list(range(1, epochs + 1))
+            assert shown[1] == pytest.approx([e.cost for e in rows], rel=1e-12)
+            assert page.evaluate("[...document.querySelectorAll('#cost-chart canvas')].length") == 1
+            assert page.evaluate(COUNT_PIXELS, list(COST_RGB)) > 100  # the cost line is on the canvas
+            legend = page.text_content("#cost-chart .u-legend") or ""
+            assert "cost" in legend and "accuracy" not in legend  # the MLP engine records no accuracy per epoch
             assert page.text_content("#epochs-done") == str(epochs)
             assert page.text_content("#workers") == "2 (neuron)"
             page.screenshot(path=str(artifacts / "dashboard_completed.png"))
@@ -149,3 +173,33 @@ def test_cost_curve_grows_while_a_real_run_trains(services: Services, base_url: 
     result = json.loads(out.strip().splitlines()[-1])
     assert result["run_id"] == run_id and result["status"] == "completed" and result["epochs_run"] == epochs
     assert [e.epoch for e in services.ledger.epochs(run_id)] == list(range(1, epochs + 1))
+
+
+@pytest.mark.browser
+def test_accuracy_curves_where_epoch_rows_carry_them(services: Services, base_url: str, artifacts: Path) -> None:
+    """A run whose epoch rows carry test/train accuracy (as the CNN strategy records them) gets
+    both accuracy series next to the cost, with the rows' values; epochs without one are gaps."""
+    from playwright.sync_api import sync_playwright
+
+    new_run(services, "r-acc", 8)
+    rows = [EpochRow("r-acc", i, 2.0 / i, 0.01, 0.1,
+                     {"test_accuracy": 0.5 + 0.05 * i, "train_accuracy": 0.6 + 0.04 * i} if i % 2 == 0 else {})
+            for i in range(1, 9)]
+    services.ledger.upsert_epochs("r-acc", rows)
+    services.ledger.update_run("r-acc", status="completed", ended_at=time.time())
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 800})
+            page.goto(f"{base_url}/runs/r-acc")
+            page.wait_for_function("document.getElementById('cost-chart').dataset.points == 8", timeout=30_000)
+            shown = page.evaluate("window.costChart.data")
+            labels = page.evaluate("window.costChart.series.map(s => s.label)")
+            legend = page.text_content("#cost-chart .u-legend") or ""
+            page.screenshot(path=str(artifacts / "dashboard_accuracy.png"))
+        finally:
+            browser.close()
+    assert labels == ["epoch", "cost", "test accuracy", "train accuracy"] and "test accuracy" in legend
+    assert shown[0] == [r.epoch for r in rows] and shown[1] == pytest.approx([r.cost for r in rows])
+    assert shown[2] == [r.extra.get("test_accuracy") for r in rows]
+    assert shown[3] == [r.extra.get("train_accuracy") for r in rows]

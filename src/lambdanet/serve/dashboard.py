@@ -3,8 +3,8 @@
 Routes::
 
     GET /runs                          HTML: the runs in the ledger with their status (refreshes itself)
-    GET /runs/{run_id}                 HTML: one run, its cost curve growing while it trains
-    GET /runs/assets/chart.js          the vendored chart library (report/static/chart.js)
+    GET /runs/{run_id}                 HTML: one run, its cost (and accuracy) curves growing while it trains
+    GET /runs/assets/{name}            the run page's script and the vendored uPlot (serve/static/)
     GET /api/runs[?study=NAME]         {"runs": [{run_id, status, epochs_done, epochs_total, study, trial, …}]}
     GET /api/runs/{run_id}             one run: status, epochs done/total, ETA, workers, last cost
     GET /api/runs/{run_id}/epochs?after=N   {"epochs": [{"epoch", "cost", "seconds", …}], …} for epoch > N
@@ -13,8 +13,9 @@ Routes::
 under one heading row per study — trials in order, with their outcome (completed, pruned,
 failed) and validation accuracy — after the runs that belong to no study.
 
-The pages poll the JSON routes (short polling, once a second while the run is active) and draw
-with the ~100-line SVG chart library; no build step, nothing fetched from outside the server.
+The pages poll the JSON routes (short polling, once a second while the run is active); the run
+page draws its curves with uPlot (vendored, MIT: ``serve/static/uPlot.*``), so axes, ticks and
+zoom are the library's. No build step, nothing fetched from outside the server.
 
 The router reads the ledger of ``request.app.state.services`` (a :class:`Services`) when the app
 set one, else opens ``Services.open()`` once and caches it on ``app.state``. Unknown runs answer
@@ -27,6 +28,7 @@ import json
 import math
 import threading
 import time
+from functools import cache
 from html import escape
 from importlib import resources
 from typing import Any
@@ -136,10 +138,26 @@ def api_epochs(request: Request, run_id: str, after: str = "0") -> Response:
                          "epochs": [_epoch_json(e) for e in rows]})
 
 
-@router.get("/runs/assets/chart.js", name="dashboard_chart_js")
-def chart_js() -> Response:
-    text = resources.files("lambdanet.report").joinpath("static/chart.js").read_text(encoding="utf-8")
-    return Response(text, media_type="text/javascript", headers={"Cache-Control": "max-age=300"})
+# the files under /runs/assets/ (from serve/static/) and their content types; nothing else is served
+ASSETS = {
+    "dashboard_run.js": "text/javascript; charset=utf-8",
+    "uPlot.iife.min.js": "text/javascript; charset=utf-8",
+    "uPlot.min.css": "text/css; charset=utf-8",
+}
+
+
+@cache
+def _asset(name: str) -> bytes:
+    return resources.files("lambdanet.serve").joinpath("static", name).read_bytes()
+
+
+@router.get("/runs/assets/{name}", name="dashboard_asset")
+def asset(name: str) -> Response:
+    media_type = ASSETS.get(name)
+    if media_type is None:
+        return JSONResponse({"error": f"no asset {name[:80]!r} (known: {', '.join(sorted(ASSETS))})"},
+                            status_code=404)
+    return Response(_asset(name), media_type=media_type, headers={"Cache-Control": "max-age=300"})
 
 
 LIST_SCRIPT = """
@@ -196,44 +214,6 @@ async function refresh() {
 refresh(); setInterval(refresh, 3000);
 """
 
-RUN_SCRIPT = """
-const RUN = __RUN__, API_RUN = __API_RUN__, API_EPOCHS = __API_EPOCHS__;
-const chart = LambdaChart.line(document.getElementById("cost-chart"),
-                               {xLabel: "epoch", yLabel: "cost", empty: "no epochs recorded yet"});
-let last = 0, stopped = false;
-function fmt(v, d) { return v === null || v === undefined ? "-" : v.toFixed(d); }
-function eta(s) { if (s === null || s === undefined) return "-";
-  return s < 90 ? Math.round(s) + " s" : (s / 60).toFixed(1) + " min"; }
-async function status() {
-  const r = await fetch(API_RUN); if (!r.ok) return null;
-  const s = await r.json();
-  const b = document.getElementById("status"); b.textContent = s.status; b.className = "badge " + s.status;
-  document.getElementById("epochs-done").textContent = s.epochs_done === null ? "0" : s.epochs_done;
-  document.getElementById("epochs-total").textContent = s.epochs_total === null ? "?" : s.epochs_total;
-  document.getElementById("eta").textContent = eta(s.eta_seconds);
-  document.getElementById("workers").textContent = (s.workers || "-") + " (" + (s.strategy || "-") + ")";
-  document.getElementById("last-cost").textContent = fmt(s.last_cost, 6);
-  document.getElementById("test-acc").textContent = fmt(s.test_accuracy, 3);
-  document.getElementById("stop").textContent = s.stop_reason || "-";
-  return s;
-}
-async function poll() {
-  try {
-    const r = await fetch(API_EPOCHS + "?after=" + last);
-    if (r.ok) {
-      const data = await r.json();
-      if (data.epochs.length) {
-        chart.add(data.epochs.map(function (e) { return [e.epoch, e.cost]; }));
-        last = data.epochs[data.epochs.length - 1].epoch;
-      }
-      const s = await status();
-      if (s && s.status !== "running" && s.status !== "pending" && !data.epochs.length) stopped = true;
-    }
-  } catch (e) { /* server restarting: try again */ }
-  if (!stopped) setTimeout(poll, 1000);
-}
-poll();
-"""
 
 
 def _js(value: str) -> str:
@@ -265,10 +245,12 @@ def run_page(request: Request, run_id: str) -> HTMLResponse:
                 f"{escape(str(exc))}</p><p><a href='{escape(request.url_for('dashboard_runs').path)}'>"
                 "all runs</a></p></section></main>")
         return HTMLResponse(page("run not found", body), status_code=exc.http_status)
-    chart_src = request.url_for("dashboard_chart_js").path
-    script = (RUN_SCRIPT.replace("__RUN__", _js(run_id))
-              .replace("__API_RUN__", _js(request.url_for("dashboard_api_run", run_id=run_id).path))
-              .replace("__API_EPOCHS__", _js(request.url_for("dashboard_api_epochs", run_id=run_id).path)))
+
+    def asset_path(name: str) -> str:
+        return escape(request.url_for("dashboard_asset", name=name).path)
+
+    api_run = escape(request.url_for("dashboard_api_run", run_id=run_id).path)
+    api_epochs = escape(request.url_for("dashboard_api_epochs", run_id=run_id).path)
     facts = "".join(
         f"<div><div class='big' id='{key}'>-</div><div class='muted'>{label}</div></div>"
         for key, label in (("last-cost", "last cost"), ("eta", "ETA"), ("workers", "workers (strategy)"),
@@ -278,8 +260,13 @@ def run_page(request: Request, run_id: str) -> HTMLResponse:
             f"{escape(run.status)}'>{escape(run.status)}</span></h1><p>{escape(run.model or run.kind)} on "
             f"{escape(run.data)}</p></header><main><section><div class='cols'><div><div class='big'>"
             f"<span id='epochs-done'>0</span> / <span id='epochs-total'>?</span></div><div class='muted'>"
-            f"epochs done</div></div>{facts}</div></section><section><h2>Cost per epoch</h2>"
-            f"<div id='cost-chart'></div></section><p><a href='{escape(request.url_for('dashboard_runs').path)}'>"
-            f"all runs</a></p></main><script src='{escape(chart_src)}'></script><script>{script}</script>")
-    return HTMLResponse(page(f"run {run.run_id}", body))
+            f"epochs done</div></div>{facts}</div></section><section><h2>Cost and accuracy per epoch</h2>"
+            f"<div id='cost-chart' data-points='0' data-api-run='{api_run}' data-api-epochs='{api_epochs}'>"
+            f"<p class='muted'>no epochs recorded yet</p></div><p class='muted'>drag to zoom, double-click to "
+            f"reset</p></section><p><a href='{escape(request.url_for('dashboard_runs').path)}'>all runs</a></p>"
+            f"</main><script src='{asset_path('uPlot.iife.min.js')}'></script>"
+            f"<script src='{asset_path('dashboard_run.js')}'></script>")
+    head = (f"<link rel='stylesheet' href='{asset_path('uPlot.min.css')}'>"  # the page's table style off the legend
+            "<style>.u-legend th,.u-legend td{background:none;border:0;padding:2px 4px}</style>")
+    return HTMLResponse(page(f"run {run.run_id}", body, head))
 
