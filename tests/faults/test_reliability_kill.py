@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.security.redis_servers import RedisProc
+from tests.conftest import RedisServer
 from tests.security.reliability_counts import record
 from tests.security.reliability_kit import CONFIG, EPOCHS_PER_ROUND, Job, Killer, Outcome, assert_same_weights
 
@@ -58,8 +58,8 @@ def reference(job: Job) -> Outcome:
 
 
 @pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc]:
-    with RedisProc(tmp_path_factory.mktemp("kill-redis")) as server:
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with RedisServer(tmp_path_factory.mktemp("kill-redis")) as server:
         yield server
 
 
@@ -87,7 +87,7 @@ def _check(out: Outcome, reference: Outcome, kills: int, executor: str) -> None:
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_process_worker_killed(seed: int, job: Job, reference: Outcome, redis: RedisProc) -> None:
+def test_process_worker_killed(seed: int, job: Job, reference: Outcome, redis: RedisServer) -> None:
     if seed % 2 == 0:
         faults = hook_faults(seed, job.workers)
         out = job.train(redis.url, "process", faults=faults)
@@ -110,7 +110,7 @@ def test_process_worker_killed(seed: int, job: Job, reference: Outcome, redis: R
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_lithops_worker_killed(seed: int, job: Job, reference: Outcome, redis: RedisProc) -> None:
+def test_lithops_worker_killed(seed: int, job: Job, reference: Outcome, redis: RedisServer) -> None:
     faults = hook_faults(seed, job.workers)
     out = job.train(redis.url, "lithops", faults=faults)
     _check(out, reference, len(faults), "lithops")

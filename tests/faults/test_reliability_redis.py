@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from lambdanet.ports.executor import CallOutcome
-from tests.security.redis_servers import RedisProc
+from tests.conftest import RedisServer
 from tests.security.reliability_counts import record
 from tests.security.reliability_kit import CONFIG, Job, Outcome, assert_same_weights
 
@@ -58,7 +58,7 @@ def reference(job: Job) -> Outcome:
 def test_redis_restarted_mid_run(seed: int, job: Job, reference: Outcome, tmp_path: Path) -> None:
     rng = random.Random(seed)
     home = tmp_path / "home"
-    with RedisProc(tmp_path / "redis") as server:
+    with RedisServer(tmp_path / "redis") as server:
         result: dict[str, Any] = {}
 
         def train() -> None:
@@ -141,7 +141,7 @@ class Duplicating:
 def test_duplicate_and_late_deliveries_change_nothing(seed: int, job: Job, reference: Outcome,
                                                        tmp_path: Path) -> None:
     executor = Duplicating(seed)
-    with RedisProc(tmp_path / "redis") as server:
+    with RedisServer(tmp_path / "redis") as server:
         out = job.train(server.url, "process", executor_object=executor)
     assert out.status == "completed" and out.epochs == list(range(1, EPOCHS + 1))
     assert_same_weights(out.weights, reference.weights)

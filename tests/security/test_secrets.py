@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.security.redis_servers import RedisProc
+from tests.conftest import RedisServer
 
 LAMBDANET = str(Path(sys.executable).with_name("lambdanet"))
 PASSWORD = "pw" + secrets.token_hex(12)
@@ -64,7 +64,7 @@ def test_redis_password_and_aws_keys_never_leak(form: str, tmp_path: Path) -> No
     params = tmp_path / "p.json"
     params.write_text(json.dumps(PARAMS))
     outputs: list[tuple[str, bytes]] = []
-    with RedisProc(tmp_path / "redis", password=PASSWORD) as server:
+    with RedisServer(tmp_path / "redis", password=PASSWORD) as server:
         train = _cli(home, "train", str(data), "--params", str(params), "--model", "secret-test",
                      "--store", _url(form, server.port, PASSWORD), "--executor", "process", "--workers", "2",
                      "--json")
@@ -87,11 +87,11 @@ def test_redis_password_and_aws_keys_never_leak(form: str, tmp_path: Path) -> No
     listing = _cli(home, "runs", "list", "--json")
     assert [r["run_id"] for r in json.loads(listing.stdout.strip().splitlines()[-1])["runs"]] == [run_id]
     outputs.append(("runs list", (listing.stdout + listing.stderr).encode()))
-    report = _cli(home, "report", run_id, "--out", str(tmp_path / "report.html"), "--json",
-                  str(tmp_path / "report.json"))
+    report = _cli(home, "report", run_id, "--out", str(tmp_path / "report.html"), "--json")
     assert report.returncode == 0, report.stderr
+    assert json.loads(report.stdout)["run_id"] == run_id  # the metrics, on stdout
     outputs.append(("report stdout/stderr", (report.stdout + report.stderr).encode()))
-    files = [p for p in home.rglob("*") if p.is_file()] + [tmp_path / "report.html", tmp_path / "report.json"]
+    files = [p for p in home.rglob("*") if p.is_file()] + [tmp_path / "report.html"]
     assert (home / "ledger.db").exists() and (tmp_path / "report.html").exists()
     for path in files:
         outputs.append((str(path.relative_to(tmp_path)), path.read_bytes()))

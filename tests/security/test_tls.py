@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.security.redis_servers import RedisProc
+from tests.conftest import RedisServer
 
 from lambdanet import adapters
 from lambdanet.errors import StoreUnavailable
@@ -29,18 +28,10 @@ PARAMS = {"epochs": 3, "layers": 2, "activations": {"layer1": "relu", "layer2": 
 pytestmark = pytest.mark.redis
 
 
-def _redis_has_tls() -> bool:
-    exe = shutil.which("redis-server")
-    if exe is None:
-        return False
-    out = subprocess.run(["ldd", exe], capture_output=True, text=True).stdout
-    return "libssl" in out
-
-
 @pytest.fixture(scope="module")
 def tls_redis(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    assert _redis_has_tls(), "this redis-server is built without TLS (Debian's redis-server has it)"
-    with RedisProc(tmp_path_factory.mktemp("tls-redis"), tls=True) as server:
+    assert RedisServer.supports_tls(), "this redis-server is built without TLS (Debian's redis-server has it)"
+    with RedisServer(tmp_path_factory.mktemp("tls-redis"), tls=True) as server:
         yield server
 
 
@@ -57,7 +48,7 @@ def _train(home: Path, tmp: Path, store: str, executor: str, model: str) -> subp
                           env=env, capture_output=True, text=True, timeout=300)
 
 
-def test_store_roundtrip_over_tls(tls_redis: RedisProc) -> None:
+def test_store_roundtrip_over_tls(tls_redis: RedisServer) -> None:
     store = adapters.open_store(tls_redis.url)
     try:
         a = np.arange(20, dtype=np.float32).reshape(4, 5)
@@ -68,7 +59,7 @@ def test_store_roundtrip_over_tls(tls_redis: RedisProc) -> None:
         store.close()
 
 
-def test_plain_and_untrusted_clients_are_refused(tls_redis: RedisProc) -> None:
+def test_plain_and_untrusted_clients_are_refused(tls_redis: RedisServer) -> None:
     plain = adapters.open_store(f"redis://127.0.0.1:{tls_redis.port}/0?socket_timeout=3")
     with pytest.raises(StoreUnavailable) as info:
         plain.put("ln:tls:x", np.zeros(1))
@@ -80,7 +71,7 @@ def test_plain_and_untrusted_clients_are_refused(tls_redis: RedisProc) -> None:
 
 
 @pytest.mark.slow
-def test_training_over_rediss_matches_memory(tls_redis: RedisProc, tmp_path: Path) -> None:
+def test_training_over_rediss_matches_memory(tls_redis: RedisServer, tmp_path: Path) -> None:
     over_tls = _train(tmp_path / "home", tmp_path, tls_redis.url, "process", "tls")
     assert over_tls.returncode == 0, over_tls.stderr
     result = json.loads(over_tls.stdout.strip().splitlines()[-1])
