@@ -13,6 +13,9 @@ from typing import Any
 import pytest
 
 from lambdanet import adapters
+from lambdanet.executors.cpu_budget import THREAD_VARS
+from lambdanet.executors.local import LocalExecutor
+from lambdanet.executors.process import ProcessExecutor
 from lambdanet.ports import CallOutcome, Executor
 from lambdanet.testing import probes as probe
 from tests.conftest import RedisServer
@@ -67,11 +70,21 @@ def test_process_worker_killed_with_sigkill_reports_exit_code() -> None:
     assert outcomes[0].error == "exit code -9"
 
 
-def test_process_executor_limits_blas_threads_per_worker(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
-    executor = adapters.open_executor("process")
-    env = executor._env(4)  # type: ignore[attr-defined]
-    assert env["OPENBLAS_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 4))
+@pytest.mark.parametrize("name", ["local", "process"])
+def test_the_budget_is_each_worker_s_share_of_the_cores(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in THREAD_VARS:
+        monkeypatch.delenv(var, raising=False)
+    executor = adapters.open_executor(name)
+    assert isinstance(executor, LocalExecutor | ProcessExecutor)
+    cores = len(os.sched_getaffinity(0))  # the CPUs this process may use, written out here
+    for k in (1, 2, 4):
+        budget = executor.budget([{"worker": i} for i in range(k)])
+        assert (budget.threads, budget.source, budget.cores) == (max(1, cores // k), "budget", cores)
+    asked = executor.budget([{"worker": 0, "cpu_threads": 3}, {"worker": 1, "cpu_threads": 3}])
+    assert (asked.threads, asked.source) == (3, "request")
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "5")  # the user's setting wins over both
+    user = executor.budget([{"worker": 0, "cpu_threads": 3}])
+    assert (user.threads, user.source, user.user_env) == (5, "user env", {"OPENBLAS_NUM_THREADS": "5"})
 
 
 def test_on_failure_gets_each_failed_call_once_and_never_a_success(setup: tuple[Executor, str]) -> None:

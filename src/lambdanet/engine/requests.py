@@ -1,10 +1,13 @@
 """What a run is asked to do and what it gives back: :class:`TrainRequest`, :class:`RunResult`,
-the progress sink, and the engine settings a run records (written and read here only).
+the progress sink, and the engine settings a run records (:class:`EngineSettings`, written and
+read here only).
 
 Usage::
 
     req = TrainRequest(data="datasets.h5", config=config, workers=2, store_url="redis://…")
-    settings = engine_settings(req, target, memory_mb)        # stored as config["engine"]
+    record = engine_settings(req, target, memory_mb)           # stored as config["engine"] (JSON)
+    settings = EngineSettings.of_run(ledger.get_run(run_id))   # read back, typed
+    settings.cpu_budget.threads                                 # threads per worker the run had
     req2 = request_from_record(ledger.get_run(run_id))         # the same request, for resume
 """
 
@@ -15,9 +18,12 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from lambdanet import adapters
 from lambdanet.config import CNNConfig, MLPConfig, parse_config
 from lambdanet.errors import ConfigError
+from lambdanet.executors.cpu_budget import CpuBudget, plan_budget
 from lambdanet.ports.ledger import RunRecord
 
 DEFAULT_ROUND_SECONDS = 300.0
@@ -88,36 +94,79 @@ def safe_url(url: str) -> str:
     return redacted if "***" in redacted else url
 
 
+class EngineSettings(BaseModel):
+    """The engine settings a run records as ``config["engine"]`` (no secrets). Rows written
+    before a field existed read back with its default (``cpu_budget``: source "none")."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    workers: int = Field(default=1, ge=1)
+    strategy: str = "neuron"
+    strategy_target: str | None = None  # "module:Class" the workers load
+    store_url: str = "memory://"  # redacted when it has a password
+    executor: str = "local"
+    epochs_per_round: int | None = None
+    round_seconds: float = DEFAULT_ROUND_SECONDS
+    max_retries: int = DEFAULT_MAX_RETRIES
+    collective_timeout_s: float = DEFAULT_COLLECTIVE_TIMEOUT_S
+    checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS
+    lambda_memory_mb: int | None = None
+    model_name: str | None = None
+    cpu_threads: int | None = None  # the request's override (None: the executor's share)
+    cpu_budget: CpuBudget = Field(default_factory=CpuBudget)  # what the executor applies per worker
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], *, source: str) -> EngineSettings:
+        """The settings under ``config["engine"]`` (defaults when absent); ConfigError when malformed."""
+        raw = config.get("engine")
+        try:
+            return cls.model_validate(raw if isinstance(raw, dict) else {})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise ConfigError(f"{source}: engine setting {where}: {err['msg']}") from None
+
+    @classmethod
+    def of_run(cls, rec: RunRecord) -> EngineSettings:
+        return cls.from_config(rec.config, source=f"run {rec.run_id} config")
+
+    def to_record(self) -> dict[str, Any]:
+        """The JSON stored as ``config["engine"]``."""
+        return self.model_dump(mode="json")
+
+
 def engine_settings(req: TrainRequest, target: str, memory_mb: int) -> dict[str, Any]:
-    """The run's engine settings as recorded in ``config["engine"]`` (no secrets)."""
-    return {
-        "workers": req.workers, "strategy": req.strategy, "strategy_target": target,
-        "store_url": safe_url(req.store_url), "executor": req.executor,
-        "epochs_per_round": req.epochs_per_round, "round_seconds": req.round_seconds,
-        "max_retries": req.max_retries, "collective_timeout_s": req.collective_timeout_s,
-        "checkpoint_seconds": req.checkpoint_seconds, "lambda_memory_mb": memory_mb,
-        "model_name": req.model_name,
-    }
+    """The run's engine settings as recorded in ``config["engine"]`` (JSON, no secrets), with the
+    CPU budget its executor applies per worker (the same policy the executor runs)."""
+    if req.cpu_threads is not None and req.cpu_threads < 1:
+        raise ConfigError(f"cpu_threads must be at least 1 (threads per worker), got {req.cpu_threads}")
+    return EngineSettings(
+        workers=req.workers, strategy=req.strategy, strategy_target=target, store_url=safe_url(req.store_url),
+        executor=req.executor, epochs_per_round=req.epochs_per_round, round_seconds=req.round_seconds,
+        max_retries=req.max_retries, collective_timeout_s=req.collective_timeout_s,
+        checkpoint_seconds=req.checkpoint_seconds, lambda_memory_mb=memory_mb, model_name=req.model_name,
+        cpu_threads=req.cpu_threads,
+        cpu_budget=plan_budget(adapters.scheme_of(req.executor), req.workers, req.cpu_threads),
+    ).to_record()
 
 
 def request_from_record(rec: RunRecord, *, store_url: str | None = None, executor: str | None = None) -> TrainRequest:
     """The request a run was started with, from its ledger record (``store_url``/``executor``
     override the recorded ones; a recorded store URL with a redacted password needs ``store_url``)."""
     cfg = dict(rec.config)
-    engine = dict(cfg.pop("engine", {}) or {})
+    engine = EngineSettings.of_run(rec)
+    cfg.pop("engine", None)
     config = parse_config(cfg, source=f"run {rec.run_id} config")
-    url = store_url or engine.get("store_url", "memory://")
+    url = store_url or engine.store_url
     if "***" in url:
         raise ConfigError(f"run {rec.run_id} used a store with a password ({url}); pass the full URL "
                           f"with --store to resume it")
     return TrainRequest(
         data=rec.data, config=config,
-        model_name=engine.get("model_name") or (rec.model or "model").split(":")[0],
-        workers=int(engine.get("workers", 1)), strategy=engine.get("strategy", "neuron"), store_url=url,
-        executor=executor or engine.get("executor", "local"), epochs_per_round=engine.get("epochs_per_round"),
-        round_seconds=float(engine.get("round_seconds", DEFAULT_ROUND_SECONDS)),
-        max_retries=int(engine.get("max_retries", DEFAULT_MAX_RETRIES)),
-        collective_timeout_s=float(engine.get("collective_timeout_s", DEFAULT_COLLECTIVE_TIMEOUT_S)),
-        checkpoint_seconds=float(engine.get("checkpoint_seconds", DEFAULT_CHECKPOINT_SECONDS)),
-        lambda_memory_mb=engine.get("lambda_memory_mb"),
+        model_name=engine.model_name or (rec.model or "model").split(":")[0],
+        workers=engine.workers, strategy=engine.strategy, store_url=url,
+        executor=executor or engine.executor, epochs_per_round=engine.epochs_per_round,
+        round_seconds=engine.round_seconds, max_retries=engine.max_retries,
+        collective_timeout_s=engine.collective_timeout_s, checkpoint_seconds=engine.checkpoint_seconds,
+        lambda_memory_mb=engine.lambda_memory_mb, cpu_threads=engine.cpu_threads,
     )

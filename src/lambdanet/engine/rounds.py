@@ -15,7 +15,8 @@ in-round checkpoint.
    (``"worker 3: exit code -9"``: the attempt's abort reason, else the first failed call that is
    not an :class:`AttemptAborted` echo) — if a worker is missing, or if the workers disagree on
    how many epochs they did; duplicate deliveries (``{"duplicate": true}``) are ignored;
-4. reads the K shards from the store and merges them into the full state;
+4. reads the K shards from the store and merges them into the full state (and records the
+   thread counts the workers saw — their CPU budget as applied — as the metric ``worker_threads``);
 5. always deletes the attempt's keys (``delete_prefix``), whatever happened.
 
 In-round checkpoints: workers write their shards every ``checkpoint_seconds``
@@ -42,8 +43,10 @@ import numpy as np
 from lambdanet.engine import checkpoints, round_checkpoints
 from lambdanet.engine.accounting import Accounting
 from lambdanet.engine.collectives import abort_attempt, abort_reason
+from lambdanet.engine.requests import DEFAULT_CHECKPOINT_SECONDS
 from lambdanet.engine.worker import attempt_prefix, attempts_key, fence_key, out_key, run_worker
 from lambdanet.errors import AttemptAborted, EngineError, LambdanetError, RoundFailed, Unavailable, WorkerFailed
+from lambdanet.executors.cpu_budget import SPEC_FIELD
 from lambdanet.ports.executor import CallOutcome, Executor
 from lambdanet.ports.ledger import CallRow, Ledger
 from lambdanet.ports.tensorstore import TensorStore
@@ -69,7 +72,8 @@ class RoundPlan:
     max_retries: int
     faults: list[dict[str, Any]] = field(default_factory=list)
     retry_backoff_s: float = 0.5
-    checkpoint_seconds: float = 1.0  # in-round checkpoints: every this many seconds (see worker)
+    checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS  # in-round checkpoints: every this many seconds
+    cpu_threads: int | None = None  # threads per worker; None: the executor's share (see executors.cpu_budget)
     # called before every retry; raises (e.g. StaleDriver) when this driver may no longer drive the run
     before_retry: Callable[[], None] | None = None
 
@@ -106,6 +110,7 @@ def _specs(plan: RoundPlan, rnd: int, attempt: int, checkpoint: str, start: int,
             "objects_url": plan.objects_url, "checkpoint": checkpoint, "start_epoch": start,
             "end_epoch": end, "round_seconds": plan.round_seconds,
             "collective_timeout_s": plan.collective_timeout_s, "checkpoint_seconds": plan.checkpoint_seconds,
+            SPEC_FIELD: plan.cpu_threads,
         }
         fault = _fault_for(plan, rnd, try_no, k)
         if fault is not None:
@@ -149,6 +154,14 @@ def _check(outcomes: list[CallOutcome], workers: int, aborted: str | None = None
     if len(epochs) != 1:
         raise WorkerFailed(f"workers disagree on the epochs done: {sorted(epochs)}")
     return results
+
+
+def _record_threads(ledger: Ledger, run_id: str, results: dict[int, dict[str, Any]]) -> None:
+    """The thread counts each worker saw (its CPU budget as applied), as the run's metric
+    ``worker_threads``: ``[{"worker": 0, "blas": 1, "openmp": 1, "torch": null}, …]``."""
+    seen = [{"worker": k, **(results[k].get("threads") or {})} for k in sorted(results)]
+    with contextlib.suppress(Unavailable):  # a figure for the record, never fatal
+        ledger.update_run(run_id, metrics={"worker_threads": seen})
 
 
 def _aborter(store: TensorStore, prefix: str, workers: int) -> Callable[[CallOutcome], None]:
@@ -253,6 +266,7 @@ def _run_round(plan: RoundPlan, rnd: int, checkpoint: str, start: int, end: int,
                 with contextlib.suppress(Unavailable):
                     aborted = abort_reason(store, prefix)
             results = _check(outcomes, plan.workers, aborted)
+            _record_threads(ledger, plan.run_id, results)
             shards: list[State] = []
             for k in range(plan.workers):
                 names = list(results[k].get("shard_keys", []))

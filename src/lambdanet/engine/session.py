@@ -40,7 +40,7 @@ from lambdanet import adapters
 from lambdanet.engine import checkpoints
 from lambdanet.engine.accounting import Accounting, default_memory_mb
 from lambdanet.engine.collectives import abort_attempt
-from lambdanet.engine.requests import ProgressSink, RunResult, TrainRequest, request_from_record
+from lambdanet.engine.requests import EngineSettings, ProgressSink, RunResult, TrainRequest, request_from_record
 from lambdanet.engine.rounds import STARTUP_GRACE_S, RoundPlan, run_round
 from lambdanet.engine.strategies import load_strategy, strategy_path
 from lambdanet.engine.strategies.base import State
@@ -160,6 +160,7 @@ class RunSession:
             config_json=req.config.model_dump(), store_url=req.store_url, objects_url=services.objects.url,
             round_seconds=req.round_seconds, collective_timeout_s=req.collective_timeout_s,
             checkpoint_seconds=req.checkpoint_seconds, max_retries=req.max_retries, faults=list(faults or []),
+            cpu_threads=req.cpu_threads,
             retry_backoff_s=retry_backoff_s, before_retry=self._renew,
         )
 
@@ -177,8 +178,7 @@ class RunSession:
         if rec.status == "completed":
             raise UserInputError(f"run {run_id} already completed (model {rec.model}); nothing to resume")
         req = request_from_record(rec, store_url=store_url, executor=executor_name)
-        engine = dict(rec.config.get("engine") or {})
-        target = engine.get("strategy_target") or strategy_path(req.config.kind, req.strategy)
+        target = EngineSettings.of_run(rec).strategy_target or strategy_path(req.config.kind, req.strategy)
         strategy = load_strategy(target)
         ex = open_executor(req.executor, req.store_url, executor)
         try:

@@ -14,7 +14,8 @@ Steps: check the run's fence (``ln:{run}:fence`` must hold this round and attemp
 :class:`StaleAttempt`); claim ``{prefix}:claim:w{k}`` with SET-NX — a second delivery of the
 same spec finds the claim taken and returns ``{"duplicate": true}`` without touching anything;
 load the data and the checkpoint (cached per process); run the strategy's round; write the
-shard under ``{prefix}:out:w{k}:{name}`` for the driver; return per-epoch costs and figures.
+shard under ``{prefix}:out:w{k}:{name}`` for the driver; return per-epoch costs and figures
+(with ``threads``: the BLAS / OpenMP / torch thread counts this call ran with, its CPU budget).
 
 In-round checkpoints: every ``checkpoint_seconds`` (a collective decision, see
 :class:`~lambdanet.engine.strategies.base.RoundContext`) the worker writes its shard under
@@ -48,9 +49,11 @@ from lambdanet import adapters
 from lambdanet.config import parse_config
 from lambdanet.engine import checkpoints, round_checkpoints
 from lambdanet.engine.collectives import Collective, abort_attempt
+from lambdanet.engine.requests import DEFAULT_COLLECTIVE_TIMEOUT_S, DEFAULT_ROUND_SECONDS
 from lambdanet.engine.strategies import load_strategy
 from lambdanet.engine.strategies.base import RoundContext, State
 from lambdanet.errors import AttemptAborted, StaleAttempt, describe
+from lambdanet.executors.cpu_budget import observed_threads
 from lambdanet.ports.tensorstore import TensorStore
 
 _LOCK = threading.Lock()
@@ -118,14 +121,14 @@ def _run(spec: dict[str, Any], store: TensorStore, t_start: float) -> dict[str, 
         fault = spec.get("fault") if os.environ.get("LAMBDANET_FAULTS") == "1" else None
         if fault and fault.get("once") and not store.set_if_absent(f"ln:{run_id}:fault:{rnd}:w{k}", b"1"):
             fault = None  # a one-shot fault fires in the first attempt that reaches it, whatever its driver
-        comm = Collective(store, prefix, k, K, float(spec.get("collective_timeout_s", 60.0)))
+        comm = Collective(store, prefix, k, K, float(spec.get("collective_timeout_s", DEFAULT_COLLECTIVE_TIMEOUT_S)))
 
         def checkpointer(epochs: int, shard: State, info: dict[str, Any]) -> None:
             round_checkpoints.write(store, run_id, rnd, attempt, k, K, epochs, shard, info)
 
         ctx = RoundContext(config=config, dataset=dataset, state=state, comm=comm,
                            start_epoch=int(spec["start_epoch"]), end_epoch=int(spec["end_epoch"]),
-                           budget_s=float(spec.get("round_seconds", 300.0)), cache=_run_cache(run_id),
+                           budget_s=float(spec.get("round_seconds", DEFAULT_ROUND_SECONDS)), cache=_run_cache(run_id),
                            fault=fault, checkpoint_s=float(spec.get("checkpoint_seconds") or 0.0),
                            checkpointer=checkpointer)
         t_train = time.perf_counter()
@@ -146,7 +149,7 @@ def _run(spec: dict[str, Any], store: TensorStore, t_start: float) -> dict[str, 
         "costs": [float(c) for c in report.costs],
         "seconds": [float(s) for s in report.seconds],
         "stop_reason": report.stop_reason,
-        "extras": list(getattr(report, "extras", None) or []),
+        "extras": list(report.extras),
         "shard_keys": sorted(report.shard),
         "sync_seconds": comm.sync_seconds,
         "checkpoints": ctx.checkpoints,
@@ -157,6 +160,7 @@ def _run(spec: dict[str, Any], store: TensorStore, t_start: float) -> dict[str, 
         "bytes_in": store.bytes_in,
         "bytes_out": store.bytes_out,
         "pid": os.getpid(),
+        "threads": observed_threads(),  # the CPU budget as this worker's thread sees it
     }
 
 

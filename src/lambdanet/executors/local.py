@@ -11,6 +11,10 @@ thread, while the other calls may still run; a call still running at ``timeout_s
 as ``"timed out after N s"`` (to ``on_failure`` too) and left to finish on its own (a thread
 cannot be killed; the engine's abort or its collective deadlines end it). Works with every
 store, including ``memory://`` (the threads share the process).
+
+CPU budget (:mod:`lambdanet.executors.cpu_budget`): while the calls run, the process's BLAS pools
+and torch's thread count are held at ``cores // K`` (or the specs' ``cpu_threads``) and every call
+limits its own thread's OpenMP pool the same way — unless the user set a thread variable.
 """
 
 from __future__ import annotations
@@ -20,6 +24,13 @@ import time
 from typing import Any, Self
 
 from lambdanet.errors import URLError, describe
+from lambdanet.executors.cpu_budget import (
+    CpuBudget,
+    plan_budget,
+    process_limits,
+    requested_threads,
+    thread_limits,
+)
 from lambdanet.ports.executor import CallOutcome, FailureCallback, WorkerFunction, report_failure
 
 
@@ -37,11 +48,16 @@ class LocalExecutor:
             raise URLError(f"not a local executor: {url!r} (use local)")
         return cls()
 
+    def budget(self, specs: list[dict[str, Any]]) -> CpuBudget:
+        """The CPU budget of one ``run`` of ``specs`` (K = len(specs) threads of this process)."""
+        return plan_budget(self.name, len(specs), requested_threads(specs))
+
     def run(self, fn: WorkerFunction, specs: list[dict[str, Any]], timeout_s: float,
             on_failure: FailureCallback | None = None) -> list[CallOutcome]:
         results: list[CallOutcome | None] = [None] * len(specs)
         starts = [0.0] * len(specs)
         lock = threading.Lock()
+        budget = self.budget(specs)
 
         def settle(i: int, outcome: CallOutcome) -> None:
             """Record call ``i``'s outcome unless it already has one (a thread that ends after
@@ -56,7 +72,8 @@ class LocalExecutor:
             starts[i] = time.time()
             worker = int(spec.get("worker", i))
             try:
-                out = fn(spec)
+                with thread_limits(budget):
+                    out = fn(spec)
                 settle(i, CallOutcome(worker=worker, ok=True, result=out, started_at=starts[i],
                                       ended_at=time.time()))
             except KeyboardInterrupt:  # Ctrl-C in the inline K=1 call: the driver marks the run interrupted
@@ -65,16 +82,17 @@ class LocalExecutor:
                 settle(i, CallOutcome(worker=worker, ok=False, error=describe(exc), started_at=starts[i],
                                       ended_at=time.time()))
 
-        if len(specs) == 1:  # no thread for a single call: the fastest K=1 path
-            call(0, specs[0])
-            return [results[0]]  # type: ignore[list-item]
-        threads = [threading.Thread(target=call, args=(i, s), name=f"lambdanet-worker-{i}", daemon=True)
-                   for i, s in enumerate(specs)]
-        for t in threads:
-            t.start()
-        deadline = time.monotonic() + timeout_s
-        for t in threads:
-            t.join(max(0.0, deadline - time.monotonic()))
+        with process_limits(budget):
+            if len(specs) == 1:  # no thread for a single call: the fastest K=1 path
+                call(0, specs[0])
+                return [results[0]]  # type: ignore[list-item]
+            threads = [threading.Thread(target=call, args=(i, s), name=f"lambdanet-worker-{i}", daemon=True)
+                       for i, s in enumerate(specs)]
+            for t in threads:
+                t.start()
+            deadline = time.monotonic() + timeout_s
+            for t in threads:
+                t.join(max(0.0, deadline - time.monotonic()))
         for i, spec in enumerate(specs):
             settle(i, CallOutcome(worker=int(spec.get("worker", i)), ok=False, error=f"timed out after {timeout_s:g} s",
                                   started_at=starts[i] or time.time(), ended_at=time.time()))

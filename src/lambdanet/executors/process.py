@@ -16,8 +16,13 @@ milliseconds (``Popen.wait``'s poll step), not when the children before it end.
 
 The function must be a module-level function (no pickle crosses the boundary, only JSON). The
 children share nothing with the parent but the environment: ``memory://`` stores cannot be
-used (use ``redis://``). Each child gets ``OPENBLAS_NUM_THREADS``/``OMP_NUM_THREADS`` =
-cores // calls (unless already set) so K workers do not oversubscribe the CPU.
+used (use ``redis://``).
+
+CPU budget (:mod:`lambdanet.executors.cpu_budget`): each child starts with
+``OPENBLAS_NUM_THREADS``/``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` = ``cores // K`` (or the specs'
+``cpu_threads``), so K workers do not oversubscribe the CPU; a fresh process sizes its BLAS,
+OpenMP and torch pools from them when it loads the libraries. When the user set any thread
+variable, the children inherit the environment unchanged.
 """
 
 from __future__ import annotations
@@ -35,9 +40,8 @@ from pathlib import Path
 from typing import Any, Self
 
 from lambdanet.errors import URLError
+from lambdanet.executors.cpu_budget import CpuBudget, budget_env, plan_budget, requested_threads
 from lambdanet.ports.executor import CallOutcome, FailureCallback, WorkerFunction, report_failure
-
-_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def function_path(fn: WorkerFunction) -> str:
@@ -81,17 +85,14 @@ class ProcessExecutor:
             raise URLError(f"not a process executor: {url!r} (use process)")
         return cls(python=options.get("python"))
 
-    def _env(self, n_calls: int) -> dict[str, str]:
-        env = dict(os.environ)
-        threads = str(max(1, (os.cpu_count() or 1) // max(1, n_calls)))
-        for var in _THREAD_VARS:
-            env.setdefault(var, threads)
-        return env
+    def budget(self, specs: list[dict[str, Any]]) -> CpuBudget:
+        """The CPU budget of one ``run`` of ``specs`` (one child per spec)."""
+        return plan_budget(self.name, len(specs), requested_threads(specs))
 
     def run(self, fn: WorkerFunction, specs: list[dict[str, Any]], timeout_s: float,
             on_failure: FailureCallback | None = None) -> list[CallOutcome]:
         target = function_path(fn)
-        env = self._env(len(specs))
+        env = budget_env(self.budget(specs), os.environ)
         with tempfile.TemporaryDirectory(prefix="lambdanet-calls-") as tmp:
             calls = [self._start(target, spec, Path(tmp) / str(i), env) for i, spec in enumerate(specs)]
             deadline = time.monotonic() + timeout_s
