@@ -73,6 +73,7 @@ def test_temp_files_are_invisible_and_their_names_reserved(tmp_path: Path) -> No
     store.put("d/real", b"1")
     (tmp_path / "s" / "d" / f"{TMP_PREFIX}abc").write_bytes(b"half")
     assert store.list() == ["d/real"]
+    assert store.list_sizes() == {"d/real": 1}  # a half-written temporary file is not counted
     with pytest.raises(URLError, match="reserved"):
         store.put(f"d/{TMP_PREFIX}x", b"1")
 

@@ -103,3 +103,19 @@ def test_many_keys_in_one_folder(objects: ObjectStore) -> None:
         objects.put(k, k.encode())
     assert objects.list("runs/r-1/checkpoints/") == keys
     assert [objects.get(k) for k in keys] == [k.encode() for k in keys]
+
+
+def test_list_sizes_matches_the_bytes_put(objects: ObjectStore) -> None:
+    blobs = {"datasets/aa.npz": b"x" * 70_001, "datasets/ab.npz": b"", "runs/r-1/data.json": b'{"a": 1}',
+             "datasets-not/x": b"12"}
+    for key, blob in blobs.items():
+        objects.put(key, blob)
+    assert objects.list_sizes("datasets/") == {"datasets/aa.npz": 70_001, "datasets/ab.npz": 0}
+    assert list(objects.list_sizes("")) == objects.list() == sorted(blobs)
+    assert objects.list_sizes("") == {k: len(v) for k, v in blobs.items()}
+    objects.put("datasets/aa.npz", b"short")  # a replaced object: its new size
+    objects.delete("datasets/ab.npz")
+    assert objects.list_sizes("datasets/") == {"datasets/aa.npz": 5}
+    assert objects.list_sizes("nothing/") == {}
+    with pytest.raises(URLError):
+        objects.list_sizes("../up")

@@ -1,4 +1,6 @@
-"""``lambdanet runs list`` and ``lambdanet runs show RUN``: read the ledger."""
+"""``lambdanet runs list`` and ``lambdanet runs show RUN`` read the ledger; ``lambdanet runs
+delete RUN`` and ``lambdanet gc`` remove finished runs' objects from the object store (the logic
+is :mod:`lambdanet.engine.retention`)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
-from lambdanet.cli.common import out_console, print_json_line
+from lambdanet.cli.common import err_console, out_console, print_json_line, print_json_lines
+from lambdanet.engine import retention
 from lambdanet.ports.ledger import RunRecord
 from lambdanet.services import Services
 from lambdanet.settings import Settings
@@ -83,6 +86,37 @@ def epochs_done(run: RunRecord) -> object:
     return m.get("epochs_done", m.get("epochs_run"))
 
 
+def human_bytes(n: int) -> str:
+    """``181234567`` -> ``"181,234,567 bytes (181.2 MB)"``."""
+    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if n >= scale:
+            return f"{n:,} bytes ({n / scale:.1f} {unit})"
+    return f"{n:,} bytes"
+
+
+def print_plan(plan: retention.Plan, *, applied: bool, as_json: bool) -> None:
+    """What a clean-up removed (or, a dry run, would remove): with ``--json`` one object per line
+    on stdout, one per object; else one line per run and snapshot. The total line goes to stderr
+    with ``--json``."""
+    verb = "removed" if applied else "would remove"
+    if as_json:
+        print_json_lines({"key": r.key, "bytes": r.bytes, "what": r.what, "run_id": r.run_id,
+                          "status": plan.runs.get(r.run_id or ""), "removed": applied} for r in plan.removals)
+    else:
+        for run_id, status in plan.runs.items():
+            mine = [r for r in plan.removals if r.run_id == run_id]
+            out_console.print(f"{verb} run {run_id} ({status}): {len(mine)} objects, "
+                              f"{human_bytes(sum(r.bytes for r in mine))}", soft_wrap=True)
+        for r in plan.snapshots():
+            out_console.print(f"{verb} snapshot {r.key}: {human_bytes(r.bytes)} (no remaining run uses it)",
+                              soft_wrap=True)
+    total = (f"{verb} {len(plan.removals)} objects, {human_bytes(plan.bytes)}; ledger rows and "
+             f"registered model versions are kept")
+    if not applied:
+        total += ". Dry run: nothing was removed; add --yes to remove it"
+    (err_console if as_json else out_console).print(total, soft_wrap=True)
+
+
 def register(app: typer.Typer) -> None:
     runs_app = typer.Typer(help="Inspect training runs recorded in the ledger.", no_args_is_help=True)
     app.add_typer(runs_app, name="runs")
@@ -147,3 +181,46 @@ def register(app: typer.Typer) -> None:
             ("seconds", False, lambda e: f"{e.seconds:.4f}"),
             ("extra", False, lambda e: " ".join(f"{k}={_fmt(v)}" for k, v in sorted(e.extra.items()))),
         ], epochs)
+
+    @runs_app.command("delete")
+    def delete_run(
+        run_id: str = typer.Argument(..., help="A finished run (completed, failed or interrupted)."),
+        yes: bool = typer.Option(False, "--yes", help="Remove; without it, only say what would go."),
+        as_json: bool = typer.Option(False, "--json", help="One JSON object per removed object on stdout."),
+    ) -> None:
+        """Remove a finished run's objects: its checkpoints (in-round ones too) and data reference,
+        and its data snapshot if no other run uses it. Dry run unless --yes. The run's ledger
+        record (status, metrics, epochs) stays, so `runs list`, `report` and a registered model's
+        run id keep working; the run can no longer be resumed. Registered model versions are never
+        removed. A running run is refused."""
+        services = open_read_only()
+        try:
+            plan = retention.plan_delete(services, run_id)
+            if yes:
+                plan = retention.apply(services.objects, plan)
+        finally:
+            services.close()
+        print_plan(plan, applied=yes, as_json=as_json)
+
+    @app.command("gc")
+    def gc(
+        yes: bool = typer.Option(False, "--yes", help="Remove; without it, only say what would go."),
+        status: list[str] = typer.Option(list(retention.FINISHED), "--status",
+                                         help="Runs with this status (repeatable; finished ones only)."),
+        orphans: bool = typer.Option(False, "--orphans",
+                                     help="Also run folders the ledger has no row for (a driver killed "
+                                          "while starting a run), once older than an hour."),
+        as_json: bool = typer.Option(False, "--json", help="One JSON object per removed object on stdout."),
+    ) -> None:
+        """Clean up the object store: the objects of every finished run (completed, failed,
+        interrupted; --status to choose) and the data snapshots no remaining run uses. Dry run
+        unless --yes. Never touches running runs, registered model versions or the ledger's rows
+        (runs stay listed; their objects are gone, so they can no longer be resumed)."""
+        services = open_read_only()
+        try:
+            plan = retention.plan_gc(services, status, orphans=orphans)
+            if yes:
+                plan = retention.apply(services.objects, plan)
+        finally:
+            services.close()
+        print_plan(plan, applied=yes, as_json=as_json)

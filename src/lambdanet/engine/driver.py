@@ -11,13 +11,14 @@ Usage::
 
 ``train`` = :meth:`Driver.start` + :meth:`Driver.drive`. ``start`` validates the request
 (strategy, store vs executor, data vs config) before anything is written; creates the run
-(status ``running``, config + engine settings with redacted URLs); writes the data once
-(``runs/<id>/data.npz``) and the initial checkpoint. ``drive`` takes the run's lease and runs
-:class:`lambdanet.engine.session.RunSession` round by round (each round followed by ONE ledger
-call for its epoch rows, the notifications, the progress sink and a checkpoint), then finishes
-it: accuracies, a registered model version, the run ``completed`` and a :class:`RunResult`.
-The durable Lambda driver (:mod:`lambdanet.aws_lambda`) runs the same session, one durable
-step per round, across as many invocations as the run needs.
+(status ``running``, config + engine settings with redacted URLs); writes the data (its
+content-addressed snapshot ``datasets/<sha256>.npz`` unless a run on the same data wrote it
+already, and the run's reference ``runs/<id>/data.json``) and the initial checkpoint. ``drive``
+takes the run's lease and runs :class:`lambdanet.engine.session.RunSession` round by round
+(each round followed by ONE ledger call for its epoch rows, the notifications, the progress
+sink and a checkpoint), then finishes it: accuracies, a registered model version, the run
+``completed`` and a :class:`RunResult`. The durable Lambda driver (:mod:`lambdanet.aws_lambda`)
+runs the same session, one durable step per round, across as many invocations as the run needs.
 
 Failures: a round that fails ``max_retries + 1`` times marks the run ``failed`` (reason in the
 ledger and the notifier) and raises :class:`RunFailed`; Ctrl-C marks it ``interrupted`` and

@@ -15,6 +15,7 @@ prefix are refused. OS errors become :class:`ObjectStoreUnavailable` with one li
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import errno
 import os
@@ -178,13 +179,29 @@ class FolderStore:
 
     def list(self, prefix: str = "") -> list[str]:
         """Keys starting with ``prefix`` (plain string prefix, as S3), sorted."""
+        return [key for key, _ in self._walk(prefix)]
+
+    def list_sizes(self, prefix: str = "") -> dict[str, int]:
+        """``{key: size}`` of the keys starting with ``prefix``, in key order."""
+        sizes: dict[str, int] = {}
+        for key, path in self._walk(prefix):
+            try:
+                sizes[key] = path.stat().st_size
+            except FileNotFoundError:  # deleted since the walk saw it: not there any more
+                continue
+            except OSError as exc:
+                raise _unavailable("stat", key, self.root, exc) from exc
+        return sizes
+
+    def _walk(self, prefix: str) -> builtins.list[tuple[str, Path]]:
+        """``(key, path)`` of the files whose key starts with ``prefix``, sorted by key."""
         check_prefix(prefix)
         # walk only the deepest folder the prefix names
         head, _, _ = prefix.rpartition("/")
         base = self.root.joinpath(*head.split("/")) if head else self.root
         if not base.is_dir():
             return []
-        keys: list[str] = []
+        found: builtins.list[tuple[str, Path]] = []
         try:
             for dirpath, dirnames, filenames in os.walk(base, onerror=_raise):
                 dirnames[:] = [d for d in dirnames if not d.startswith(TMP_PREFIX)]
@@ -194,11 +211,11 @@ class FolderStore:
                         continue
                     key = name if rel == "." else f"{rel}/{name}"
                     if key.startswith(prefix):
-                        keys.append(key)
+                        found.append((key, Path(dirpath) / name))
         except OSError as exc:
             raise _unavailable("list", prefix or ".", self.root, exc) from exc
-        keys.sort()
-        return keys
+        found.sort()
+        return found
 
     def delete(self, key: str) -> None:
         """Remove ``key``; removing a missing key is not an error (as on S3)."""

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import os
 from typing import Any, Self
-from urllib.parse import parse_qs, urlsplit
 
 import botocore.exceptions
 import s3fs
 
+from lambdanet.adapters import parse_url
 from lambdanet.errors import ObjectNotFound, ObjectStoreUnavailable, URLError
 from lambdanet.objects import check_key, check_prefix
 from lambdanet.ports.objects import ObjectInfo
@@ -61,17 +61,13 @@ class S3Store:
     @classmethod
     def from_url(cls, url: str) -> Self:
         """``s3://bucket[/prefix][?endpoint_url=…&region=…]``."""
-        parts = urlsplit(url)
-        if parts.scheme.lower() != "s3":
-            raise URLError(f"not an S3 URL: {url!r} (use s3://bucket/prefix)")
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        unknown = set(query) - {"endpoint_url", "region"}
-        if unknown:
-            raise URLError(f"S3 URL option(s) {', '.join(sorted(unknown))} unknown (known: endpoint_url, region)")
+        parts = parse_url(url, schemes=("s3",), name="S3", article="an", usage="s3://bucket/prefix",
+                          options=("endpoint_url", "region"))
         prefix = parts.path.strip("/")
         if prefix:
             check_key(prefix)
-        return cls(parts.netloc, prefix, endpoint_url=query.get("endpoint_url"), region=query.get("region"))
+        return cls(parts.netloc, prefix, endpoint_url=parts.options.get("endpoint_url"),
+                   region=parts.options.get("region"))
 
     # ---- helpers -------------------------------------------------------------------------------
     def _key(self, key: str) -> str:
@@ -152,21 +148,25 @@ class S3Store:
 
     def list(self, prefix: str = "") -> list[str]:
         """Keys starting with ``prefix`` (plain string prefix, as S3), sorted."""
+        return list(self.list_sizes(prefix))
+
+    def list_sizes(self, prefix: str = "") -> dict[str, int]:
+        """``{key: size}`` of the keys starting with ``prefix``, in key order (ListObjectsV2
+        carries each object's size: one request per 1,000 keys)."""
         check_prefix(prefix)
         full = f"{self.prefix}/{prefix}" if self.prefix else prefix
         strip = len(self.prefix) + 1 if self.prefix else 0
-        keys: list[str] = []
+        sizes: dict[str, int] = {}
         try:
             paginator = self.client.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
                 for item in page.get("Contents", []):
                     key = item["Key"][strip:]
                     if key and not key.endswith("/"):
-                        keys.append(key)
+                        sizes[key] = int(item.get("Size", 0))
         except Exception as exc:
             raise self._fail("list", prefix or ".", exc) from exc
-        keys.sort()
-        return keys
+        return dict(sorted(sizes.items()))
 
     def delete(self, key: str) -> None:
         """Remove ``key``; removing a missing key is not an error."""

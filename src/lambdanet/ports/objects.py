@@ -6,6 +6,7 @@ Usage::
     objects.put("runs/r-1/checkpoint.json", b"{…}")   # atomic: readers see old or new, never half
     objects.get("runs/r-1/checkpoint.json")           # ObjectNotFound if absent
     objects.list("runs/r-1/")                          # keys under a prefix, sorted
+    objects.list_sizes("datasets/")                    # {key: size in bytes} in one listing
     objects.info("training_input/datasets.h5")         # size, version/etag, mtime
 
 Keys are relative, '/'-separated; a key with '..', a leading '/', a backslash or an empty part
@@ -41,6 +42,11 @@ class ObjectStore(Protocol):
     def info(self, key: str) -> ObjectInfo: ...
 
     def list(self, prefix: str = "") -> list[str]: ...
+
+    def list_sizes(self, prefix: str = "") -> dict[str, int]:
+        """``{key: size in bytes}`` of the keys :meth:`list` returns, from ONE listing (no request
+        per key): what ``lambdanet gc`` counts."""
+        ...
 
     def delete(self, key: str) -> None: ...
 
