@@ -10,8 +10,12 @@ vendor library (redis, boto3, lithops, …) at module level; a missing one becom
 from __future__ import annotations
 
 import importlib
+import re
+from collections import Counter
+from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from lambdanet.errors import MissingExtra, UnknownScheme, URLError
 from lambdanet.ports import Executor, Ledger, Notifier, ObjectStore, TensorStore
@@ -115,21 +119,67 @@ def open_notifier(url: str) -> Notifier:
 
 
 SECRET_QUERY_KEYS = frozenset({"password", "passwd", "secret", "token", "aws_secret_access_key", "api_key"})
+_SECRET_QUERY = re.compile(r"([?&](?:" + "|".join(SECRET_QUERY_KEYS) + r")=)[^&#]*", re.IGNORECASE)
 
 
 def redact(url: str) -> str:
     """The URL with any password replaced by ``***`` (for logs, the ledger and reports): the
-    ``user:password@`` part and query parameters such as ``?password=…`` (redis-py accepts both)."""
-    from urllib.parse import parse_qsl, urlencode
+    ``user:password@`` part and query parameters such as ``?password=…`` (redis-py accepts both).
+    Everything else is left as written (``sqlite:///a.db?mode=ro`` stays exactly that)."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:  # not parseable (e.g. an unclosed '['): mask by pattern, it is only shown
+        return _SECRET_QUERY.sub(r"\1***", re.sub(r"://[^/?#]*@", "://***@", url))
+    head, question, tail = url.partition("?")  # a password (in the netloc) never holds a '?'
+    if password is not None:
+        head = head.replace(f":{password}@", ":***@", 1)
+    query, hash_, fragment = tail.partition("#")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any(k.lower() in SECRET_QUERY_KEYS for k, _ in pairs):
+        masked = [(k, "***" if k.lower() in SECRET_QUERY_KEYS else v) for k, v in pairs]
+        query = urlencode(masked, safe="*")
+    return head + question + query + hash_ + fragment
 
-    parts = urlsplit(url)
-    if parts.password is None and not parts.query:
-        return url  # nothing to hide (and urlsplit/geturl would turn memory:// into memory:)
-    if parts.password is not None:
-        parts = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@"))
-    if parts.query:
-        pairs = parse_qsl(parts.query, keep_blank_values=True)
-        if any(k.lower() in SECRET_QUERY_KEYS for k, _ in pairs):
-            masked = [(k, "***" if k.lower() in SECRET_QUERY_KEYS else v) for k, v in pairs]
-            parts = parts._replace(query=urlencode(masked, safe="*"))
-    return parts.geturl()
+
+@dataclass(frozen=True)
+class AdapterURL:
+    """An adapter URL taken apart: ``scheme://netloc/path?option=value&…``."""
+
+    scheme: str  # lower-cased
+    netloc: str
+    path: str
+    hostname: str | None
+    options: dict[str, str]  # each at most once; a blank value (``?region=``) is kept as ""
+
+
+def parse_url(url: str, *, schemes: Collection[str], name: str, usage: str,
+              options: Collection[str] | None = (), article: str = "a", bare: bool = False) -> AdapterURL:
+    """``url`` taken apart for the adapter ``name`` (as messages call it: "S3", "DynamoDB"), or a
+    one-line :class:`URLError` (the URL redacted) saying what is wrong and ``usage`` (the form to
+    use). ``schemes``: the schemes it answers to; ``options``: the query options it takes, in the
+    order messages list them (``None``: any, e.g. redis-py's, which the adapter passes on); an
+    unknown option, or one given twice, is an error. ``bare``: a bare scheme word (``lithops``)
+    is also accepted, with no options."""
+    shown = redact(url)
+    if bare and "://" not in url:
+        if url.strip().lower() not in schemes:
+            raise URLError(f"not {article} {name} URL: {shown!r} (use {usage})")
+        return AdapterURL(url.strip().lower(), "", "", None, {})
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+    except ValueError as exc:
+        raise URLError(f"bad {name} URL {shown!r}: {exc} (use {usage})") from None
+    if parts.scheme.lower() not in schemes:
+        raise URLError(f"not {article} {name} URL: {shown!r} (use {usage})")
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    if options is not None:
+        unknown = sorted({k for k, _ in pairs} - set(options))
+        if unknown:
+            known = ", ".join(options) or "none"
+            raise URLError(f"{name} URL option(s) {', '.join(unknown)} unknown (known: {known})")
+    repeated = sorted(k for k, n in Counter(k for k, _ in pairs).items() if n > 1)
+    if repeated:
+        raise URLError(f"{name} URL {shown!r} gives the option(s) {', '.join(repeated)} more than once; "
+                       "give each once")
+    return AdapterURL(parts.scheme.lower(), parts.netloc, parts.path, hostname, dict(pairs))

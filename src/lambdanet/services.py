@@ -12,7 +12,6 @@ Usage::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from lambdanet import adapters
 from lambdanet.ports import Ledger, Notifier, ObjectStore
@@ -23,10 +22,13 @@ from lambdanet.settings import Settings
 def read_only_ledger_url(url: str) -> str:
     """``url`` opened read-only: a file SQLite URL gains ``?mode=ro``; other ledgers (DynamoDB:
     reads never create anything; ``sqlite:///:memory:``) are returned as they are."""
-    parts = urlsplit(url)
-    if parts.scheme.lower() != "sqlite" or parts.path.endswith(":memory:") or "mode=" in parts.query:
+    if adapters.scheme_of(url) != "sqlite":
         return url
-    return f"{url}{'&' if parts.query else '?'}mode=ro"
+    parts = adapters.parse_url(url, schemes=("sqlite",), name="SQLite", usage="sqlite:///abs/path.db",
+                               options=None)  # SqliteLedger says which options it takes
+    if parts.path.endswith(":memory:") or "mode" in parts.options:
+        return url
+    return f"{url}{'&' if parts.options else '?'}mode=ro"
 
 
 @dataclass

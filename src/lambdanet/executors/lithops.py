@@ -70,12 +70,12 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any, Self
-from urllib.parse import parse_qs, urlsplit
 
 import lithops
 import psutil  # a dependency of lithops
 from lithops.wait import ALWAYS
 
+from lambdanet.adapters import parse_url
 from lambdanet.errors import ConfigError, URLError, WorkerFailed
 from lambdanet.ports.executor import CallOutcome, FailureCallback, WorkerFunction, report_failure
 
@@ -243,20 +243,9 @@ class LithopsExecutor:
         """``lithops`` | ``lithops://localhost[?version=1|2&worker_processes=N]`` |
         ``lithops://?config=FILE`` (any backend); options: ``config_file``/``lithops_config``,
         ``config`` (a dict), ``version``, ``worker_processes``; others are ignored."""
-        query: dict[str, str] = {}
-        host = ""
-        if "://" in url:
-            parts = urlsplit(url)
-            if parts.scheme.lower() != "lithops":
-                raise URLError(f"not a Lithops executor URL: {url!r} (use lithops or lithops://localhost)")
-            host = parts.netloc.lower()
-            query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        elif url.strip().lower() != "lithops":
-            raise URLError(f"not a Lithops executor URL: {url!r} (use lithops or lithops://localhost)")
-        unknown = set(query) - {"version", "worker_processes", "config"}
-        if unknown:
-            raise URLError(f"Lithops URL option(s) {', '.join(sorted(unknown))} unknown "
-                           "(known: version, worker_processes, config)")
+        parts = parse_url(url, schemes=("lithops",), name="Lithops", bare=True,
+                          usage="lithops or lithops://localhost", options=("version", "worker_processes", "config"))
+        host, query = parts.netloc.lower(), parts.options
         config: dict[str, Any] | None = options.get("config")
         config_file = (options.get("config_file") or options.get("lithops_config") or query.get("config")
                        or os.environ.get("LAMBDANET_LITHOPS_CONFIG"))

@@ -39,12 +39,12 @@ import os
 import time
 from decimal import Decimal
 from typing import Any, Self
-from urllib.parse import parse_qs, urlsplit
 
 import boto3
 import botocore.exceptions
 from boto3.dynamodb.conditions import Key
 
+from lambdanet.adapters import parse_url
 from lambdanet.errors import (
     LeaseHeld,
     LedgerUnavailable,
@@ -137,16 +137,10 @@ class DynamoLedger:
 
     @classmethod
     def from_url(cls, url: str) -> Self:
-        parts = urlsplit(url)
-        if parts.scheme.lower() != "dynamodb":
-            raise URLError(f"not a DynamoDB URL: {url!r} (use dynamodb://table?region=…)")
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        unknown = set(query) - {"region", "endpoint_url"}
-        if unknown:
-            raise URLError(f"DynamoDB URL option(s) {', '.join(sorted(unknown))} unknown "
-                           "(known: region, endpoint_url)")
+        parts = parse_url(url, schemes=("dynamodb",), name="DynamoDB", usage="dynamodb://table?region=…",
+                          options=("region", "endpoint_url"))
         table = parts.netloc or parts.path.strip("/")
-        return cls(table, region=query.get("region"), endpoint_url=query.get("endpoint_url"))
+        return cls(table, region=parts.options.get("region"), endpoint_url=parts.options.get("endpoint_url"))
 
     # ---- plumbing ------------------------------------------------------------------------------
     def _fail(self, exc: BaseException) -> LedgerUnavailable:

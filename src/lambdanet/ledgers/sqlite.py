@@ -41,8 +41,9 @@ from contextlib import contextmanager, suppress
 from dataclasses import fields as dc_fields
 from pathlib import Path
 from typing import Any, Self
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import quote, unquote
 
+from lambdanet.adapters import parse_url
 from lambdanet.errors import (
     LeaseHeld,
     LedgerUnavailable,
@@ -124,20 +125,17 @@ class SqliteLedger:
     def from_url(cls, url: str, read_only: bool = False) -> Self:
         """``sqlite:///abs/path.db``, ``sqlite:///:memory:``, ``sqlite://rel/path.db``; a
         ``?mode=ro`` query (or ``read_only=True``) opens it read-only (``mode=rw``: the default)."""
-        parts = urlsplit(url)
-        if parts.scheme.lower() != "sqlite":
-            raise URLError(f"not a SQLite URL: {url!r} (use sqlite:///abs/path.db)")
-        query = parse_qs(parts.query, keep_blank_values=True)
-        unknown = sorted(set(query) - {"mode"})
-        modes = query.get("mode", ["rw"])
-        if unknown or len(modes) != 1 or modes[0] not in ("ro", "rw"):
-            raise URLError(f"SQLite URL {url!r}: the only option is mode=ro (read-only) or mode=rw")
+        parts = parse_url(url, schemes=("sqlite",), name="SQLite", usage="sqlite:///abs/path.db",
+                          options=("mode",))
+        mode = parts.options.get("mode", "rw")
+        if mode not in ("ro", "rw"):
+            raise URLError(f"SQLite URL {url!r}: mode is ro (read-only) or rw, not {mode!r}")
         path = unquote(parts.netloc + parts.path)
         if path in ("/:memory:", ":memory:"):
             return cls(":memory:")
         if not path or path == "/":
             raise URLError(f"SQLite URL {url!r} has no file path (use sqlite:///abs/path.db)")
-        return cls(path, read_only=read_only or modes[0] == "ro")
+        return cls(path, read_only=read_only or mode == "ro")
 
     # ---- connection ----------------------------------------------------------------------------
     def _fail(self, exc: BaseException) -> LedgerUnavailable:

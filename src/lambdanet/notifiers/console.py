@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import sys
 from typing import Any, Self, TextIO
-from urllib.parse import urlsplit
 
+from lambdanet.adapters import parse_url
 from lambdanet.errors import URLError
 
 PREFIX = "[lambdanet] "
@@ -32,9 +32,7 @@ class ConsoleNotifier:
 
     @classmethod
     def from_url(cls, url: str) -> Self:
-        parts = urlsplit(url)
-        if parts.scheme.lower() != "console":
-            raise URLError(f"not a console notifier URL: {url!r} (use console:// or console://stdout)")
+        parts = parse_url(url, schemes=("console",), name="console notifier", usage="console:// or console://stdout")
         target = (parts.netloc or parts.path.strip("/") or "stderr").lower()
         return cls(target)
 

@@ -21,12 +21,12 @@ import math
 import os
 import re
 from typing import Any, Self
-from urllib.parse import parse_qs
 
 import boto3
 import botocore.config
 import botocore.exceptions
 
+from lambdanet.adapters import parse_url
 from lambdanet.errors import NotifierUnavailable, URLError
 
 MAX_SUBJECT = 100
@@ -89,15 +89,9 @@ class SnsNotifier:
 
     @classmethod
     def from_url(cls, url: str) -> Self:
-        if not url.lower().startswith("sns://"):
-            raise URLError(f"not an SNS URL: {url!r} (use sns://arn:aws:sns:REGION:ACCOUNT:TOPIC)")
-        rest = url[len("sns://"):]
-        arn, _, query = rest.partition("?")
-        options = {k: v[-1] for k, v in parse_qs(query).items()}
-        unknown = set(options) - {"endpoint_url"}
-        if unknown:
-            raise URLError(f"SNS URL option(s) {', '.join(sorted(unknown))} unknown (known: endpoint_url)")
-        return cls(arn.strip("/"), endpoint_url=options.get("endpoint_url"))
+        parts = parse_url(url, schemes=("sns",), name="SNS", article="an",
+                          usage="sns://arn:aws:sns:REGION:ACCOUNT:TOPIC", options=("endpoint_url",))
+        return cls((parts.netloc + parts.path).strip("/"), endpoint_url=parts.options.get("endpoint_url"))
 
     def notify(self, subject: str, message: str, **fields: Any) -> None:
         kwargs: dict[str, Any] = {"TopicArn": self.topic_arn, "Subject": clean_subject(subject),

@@ -21,11 +21,10 @@ import threading
 import time
 from collections import deque
 from typing import Self
-from urllib.parse import urlsplit
 
 import numpy as np
 
-from lambdanet.errors import URLError
+from lambdanet.adapters import parse_url
 
 
 class _Namespace:
@@ -70,9 +69,7 @@ class MemoryStore:
 
     @classmethod
     def from_url(cls, url: str) -> Self:
-        parts = urlsplit(url)
-        if parts.scheme.lower() != "memory":
-            raise URLError(f"not a memory store URL: {url!r} (use memory:// or memory://NAME)")
+        parts = parse_url(url, schemes=("memory",), name="memory store", usage="memory:// or memory://NAME")
         name = (parts.netloc + parts.path).strip("/") or "default"
         return cls(name)
 

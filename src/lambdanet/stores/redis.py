@@ -25,7 +25,6 @@ import contextlib
 from collections.abc import Callable
 from functools import partial
 from typing import Any, Self, TypeVar
-from urllib.parse import urlsplit
 
 import numpy as np
 import redis
@@ -33,7 +32,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from lambdanet import tensors
-from lambdanet.adapters import redact
+from lambdanet.adapters import parse_url, redact
 from lambdanet.errors import StoreUnavailable, URLError
 
 T = TypeVar("T")
@@ -63,9 +62,9 @@ class RedisStore:
 
     @classmethod
     def from_url(cls, url: str) -> Self:
-        parts = urlsplit(url)
-        if parts.scheme.lower() not in ("redis", "rediss"):
-            raise URLError(f"not a Redis URL: {redact(url)!r} (use redis://host:port/db or rediss://…)")
+        # the query options are redis-py's (ssl_cert_reqs, socket_timeout, …): it reads them itself
+        parts = parse_url(url, schemes=("redis", "rediss"), name="Redis", usage="redis://host:port/db or rediss://…",
+                          options=None)
         if not parts.hostname:
             raise URLError(f"Redis URL {redact(url)!r} has no host (use redis://host:port/db)")
         try:
