@@ -15,7 +15,6 @@ what it can.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,12 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from lambdanet import adapters
 from lambdanet.errors import LambdanetError
 from lambdanet.ports.ledger import CallRow, EpochRow, RunRecord
 from lambdanet.report.metrics import Evaluation, evaluate
 from lambdanet.report.timeline import TimelineCall, classify, retried_attempts
+from lambdanet.runview import RunView, clean_json, epochs_done, setting, training_config
 from lambdanet.services import Services
+
+__all__ = ["PhotoPrediction", "RunReport", "clean_json", "collect", "epochs_done", "setting", "summarise",
+           "training_config"]
 
 MAX_TRAIN_EVAL = 20_000  # above this many training samples, train accuracy comes from the ledger
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".heic", ".avif"}
@@ -101,52 +103,11 @@ class RunReport:
         })
 
 
-def clean_json(value: Any) -> Any:
-    """NaN/inf -> None and numpy scalars -> Python, recursively (JSON has no NaN)."""
-    if isinstance(value, dict):
-        return {str(k): clean_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [clean_json(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, str) and "://" in value:
-        return adapters.redact(value)
-    return value
-
-
-def training_config(run: RunRecord) -> dict[str, Any]:
-    """The model's training config inside ``run.config`` (flat, or nested under ``"config"``)."""
-    inner = run.config.get("config")
-    return inner if isinstance(inner, dict) else run.config
-
-
-def setting(run: RunRecord, key: str) -> Any:
-    """An engine setting (workers, strategy, executor, …): metrics first, then the config (flat,
-    under ``"engine"`` as the driver writes it, or under ``"config"``)."""
-    engine = run.config.get("engine")
-    sources = (run.metrics, engine if isinstance(engine, dict) else {}, run.config, training_config(run))
-    for source in sources:
-        if source.get(key) is not None:
-            return source[key]
-    return None
-
-
-def epochs_done(run: RunRecord, epochs: list[EpochRow] | None = None) -> int | None:
-    """Epochs the run has done: the last epoch row, else what its metrics say."""
-    if epochs:
-        return epochs[-1].epoch
-    for key in ("epochs_run", "epochs_done"):
-        if isinstance(run.metrics.get(key), int):
-            return int(run.metrics[key])
-    return 0 if epochs is not None else None
-
-
 def summarise(run: RunRecord, epochs: list[EpochRow], calls: list[CallRow]) -> dict[str, Any]:
     """The summary table: what ran, how long, how far, why it stopped and what it cost."""
     m = run.metrics
-    cfg = training_config(run)
+    view = RunView.of(run)
+    cfg = view.training
     wall = m.get("wall_seconds")
     if wall is None and run.started_at and run.ended_at:
         wall = run.ended_at - run.started_at
@@ -162,10 +123,10 @@ def summarise(run: RunRecord, epochs: list[EpochRow], calls: list[CallRow]) -> d
         "kind": run.kind,
         "model": run.model,
         "data": run.data,
-        "strategy": setting(run, "strategy"),
-        "workers": setting(run, "workers"),
-        "executor": setting(run, "executor"),
-        "store": setting(run, "store_url"),
+        "strategy": view.setting("strategy"),
+        "workers": view.setting("workers"),
+        "executor": view.setting("executor"),
+        "store": view.setting("store_url"),
         "epochs_run": epochs_done(run, epochs),
         "epochs_configured": cfg.get("epochs"),
         "stop_reason": run.stop_reason or m.get("stop_reason"),
@@ -180,7 +141,9 @@ def summarise(run: RunRecord, epochs: list[EpochRow], calls: list[CallRow]) -> d
         "worker_seconds": worker_seconds,
         "store_bytes": m.get("store_bytes"),
         "sync_seconds": m.get("sync_seconds"),
-        "lambda_memory_mb": setting(run, "lambda_memory_mb"),
+        "lambda_memory_mb": view.setting("lambda_memory_mb"),
+        "cpu_threads": view.engine.cpu_budget.threads,  # per worker (None: not limited / not recorded)
+        "cpu_threads_source": view.engine.cpu_budget.source,
         "estimated_cost_usd": m.get("estimated_cost_usd"),
         "created_at": run.created_at,
         "started_at": run.started_at,

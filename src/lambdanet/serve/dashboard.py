@@ -38,8 +38,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from lambdanet.errors import LambdanetError
 from lambdanet.ports.ledger import EpochRow, RunRecord
-from lambdanet.report.collect import clean_json, epochs_done, setting, training_config
 from lambdanet.report.html import page
+from lambdanet.runview import clean_json, epochs_done, setting, training_config
 from lambdanet.services import Services
 
 router = APIRouter()
