@@ -15,64 +15,46 @@ Every error is ``{"error": "one line"}`` with the status of its :mod:`lambdanet.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lambdanet import __version__
 from lambdanet.errors import LambdanetError
 from lambdanet.registry import ModelRegistry
-from lambdanet.serve.middleware import ApiKeyMiddleware, BodyLimitMiddleware, MetricsMiddleware, ServeMetrics
+from lambdanet.serve.middleware import (
+    ApiKeyMiddleware,
+    BodyLimitMiddleware,
+    InferenceRoutes,
+    MetricsMiddleware,
+    ServeMetrics,
+    error_response,
+)
 from lambdanet.serve.models import ModelManager
-from lambdanet.serve.urlguard import AddressPolicy, UrlFetcher
+from lambdanet.serve.options import ServeOptions
+from lambdanet.serve.urlguard import UrlFetcher
 
 log = logging.getLogger("lambdanet.serve")
 
 
-@dataclass(frozen=True)
-class ServeOptions:
-    """Everything ``lambdanet serve`` can set (see ``lambdanet serve --help``)."""
-
-    api_key: str | None = None
-    allow_url_fetch: bool = False
-    max_batch_size: int = 32
-    max_wait_ms: float = 2.0
-    batching: bool = True
-    inline_forward_ms: float = 2.0  # full batches faster than this run on the event loop
-    max_request_bytes: int = 16 * 1024 * 1024
-    max_pixels: int = 40_000_000
-    fetch_max_bytes: int = 10 * 1024 * 1024
-    fetch_timeout_s: float = 5.0
-    alias_ttl_s: float = 0.5
-    preload: bool = True
-    url_policy: AddressPolicy | None = None  # tests only: which addresses /image may contact
-
-    @classmethod
-    def from_env(cls, **overrides: Any) -> ServeOptions:
-        """Defaults, the API key from ``LAMBDANET_API_KEY``, then ``overrides`` that are not None."""
-        base = cls(api_key=os.environ.get("LAMBDANET_API_KEY") or None)
-        given = {k: v for k, v in overrides.items() if v is not None}
-        return replace(base, **given) if given else base
-
-
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": " ".join(str(message).split()) or "error"}, status_code=status)
+def _error(status: int, message: str) -> Response:
+    return error_response(status, message)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(LambdanetError)
-    async def lambdanet_error(request: Request, exc: LambdanetError) -> JSONResponse:
+    async def lambdanet_error(request: Request, exc: LambdanetError) -> Response:
         return _error(exc.http_status, str(exc))
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
         parts = []
         for err in exc.errors():
             where = ".".join(str(x) for x in err.get("loc", ()) if x not in ("query", "path", "body"))
@@ -80,12 +62,12 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(400, "; ".join(parts) or "invalid request")
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         message = exc.detail if exc.status_code != 404 else f"not found: {request.url.path}"
         return _error(exc.status_code, str(message))
 
     @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return _error(500, f"internal error ({type(exc).__name__}); see the server log")
 
@@ -106,10 +88,7 @@ def create_app(registry: ModelRegistry, options: ServeOptions | None = None, **o
     if overrides:
         options = replace(options, **overrides)
     metrics = ServeMetrics()
-    models = ModelManager(registry, max_batch_size=options.max_batch_size, max_wait_ms=options.max_wait_ms,
-                          batching=options.batching, alias_ttl_s=options.alias_ttl_s,
-                          inline_forward_ms=options.inline_forward_ms,
-                          on_batch=metrics.observe_batch)
+    models = ModelManager(registry, options, on_batch=metrics.observe_batch)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -136,7 +115,13 @@ def create_app(registry: ModelRegistry, options: ServeOptions | None = None, **o
     app.include_router(routes.router)
     _include_dashboard(app)
 
-    # outermost first at request time: metrics, then the API key, then the body limit
+    # outermost first at request time: metrics, the API key, the body limit, the inference routes
+    declared = {route.path: route for route in (*routes.router.routes, *v2.router.routes)
+                if isinstance(route, APIRoute)}
+    app.add_middleware(InferenceRoutes, routes={
+        InferenceRoutes.PREDICT: (declared[InferenceRoutes.PREDICT], routes.predict),
+        InferenceRoutes.INFER: (declared[InferenceRoutes.INFER], v2.infer_request),
+        InferenceRoutes.INFER_VERSION: (declared[InferenceRoutes.INFER_VERSION], v2.infer_request)})
     app.add_middleware(BodyLimitMiddleware, max_bytes=options.max_request_bytes)
     if options.api_key:
         app.add_middleware(ApiKeyMiddleware, api_key=options.api_key)

@@ -6,24 +6,37 @@ Usage (inside a request handler)::
         images = decode(...)                   # uint8 (n, H, W, C)
         probs = await submit(images)           # float (n, n_classes)
 
-One asyncio queue and one worker task per (model, version). The worker takes the first waiting
-request, then everything already queued, and — only while other requests are announced but not
-yet queued (they are still decoding their images) — waits up to ``max_wait_ms`` for them, until
-``max_batch_size`` rows. A lone client therefore never waits; under load the batch fills while
-the previous forward pass runs. The forward pass runs in a thread so the event loop keeps
-accepting requests — except when a full batch is measured (:meth:`MicroBatcher.calibrate`, at
-model load) to take under ``inline_forward_ms`` (a small MLP: ~0.2 ms for 32 images): handing
-work to a thread and back costs more than that, so such passes run on the event loop. With
-``enabled=False`` every request runs its own forward pass (same thread rule).
+The policy is adaptive, like NVIDIA Triton's dynamic batcher with its default
+``max_queue_delay`` of 0: one worker per (model, version) takes the waiting requests in arrival
+order (FIFO) and runs them as one forward pass of at most ``max_batch_size`` rows. When the
+worker is idle a request is dispatched at once (in the same event-loop turn as the requests
+that became ready with it); requests that arrive while a pass runs wait for the next one, which
+takes them all. Nothing waits for a timer, so batching adds no latency to a lone request, and no
+request waits behind more than one full batch beyond those that arrived before it.
+
+``max_wait_ms`` > 0 (Triton's max queue delay, Ray Serve's ``batch_wait_timeout_s``) lets a pass
+that would start from an idle worker wait up to that long for requests already *announced*
+(still reading or decoding their upload) — a lone request never waits. It trades latency for
+larger batches and is off by default.
+
+Where the forward pass runs: on the event loop for batches of at most ``inline_max_rows`` rows
+(:meth:`MicroBatcher.calibrate` measures, at model load, which batch sizes take under
+``inline_forward_ms``: a thread hand-off costs more than a small MLP's pass), else in the
+batcher's own thread, so the event loop keeps reading and decoding requests while a large
+pass runs. With ``enabled=False`` every request runs its own forward pass (same thread rule).
+
+The batcher remembers which requests formed each recent pass (:attr:`MicroBatcher.history`:
+request sequence numbers in arrival order), for tests and diagnostics.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from types import TracebackType
 
 import numpy as np
 
@@ -31,147 +44,219 @@ PredictFn = Callable[[np.ndarray], np.ndarray]
 Submit = Callable[[np.ndarray], Awaitable[np.ndarray]]
 
 
-@dataclass
-class _Item:
-    images: np.ndarray  # uint8 (n, H, W, C)
-    future: asyncio.Future[np.ndarray] = field(repr=False)
+class _Waiting:
+    """One request in the queue: its images and the future its handler awaits."""
+
+    __slots__ = ("future", "images", "seq")
+
+    def __init__(self, seq: int, images: np.ndarray, future: asyncio.Future[np.ndarray]) -> None:
+        self.seq = seq
+        self.images = images  # uint8 (n, H, W, C)
+        self.future = future
 
 
-_STOP = object()
+class _Announcement:
+    """``async with batcher.request() as submit``: counts a request on its way until it submits
+    (a plain class, not a generator-based context manager: this is on every request's path)."""
+
+    __slots__ = ("_batcher", "_pending")
+
+    def __init__(self, batcher: MicroBatcher) -> None:
+        self._batcher = batcher
+        self._pending = False
+
+    async def __aenter__(self) -> Submit:
+        self._batcher._announced += 1
+        self._pending = True
+        return self._submit
+
+    async def _submit(self, images: np.ndarray) -> np.ndarray:
+        if self._pending:
+            self._pending = False
+            self._batcher._announced -= 1
+        return await self._batcher.predict(images)
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if self._pending:  # failed (bad upload) before submitting
+            self._pending = False
+            self._batcher._announced -= 1
 
 
 class MicroBatcher:
     """Groups concurrent ``predict`` calls for one predictor into batched forward passes."""
 
-    def __init__(self, predict: PredictFn, max_batch_size: int = 32, max_wait_ms: float = 2.0,
+    def __init__(self, predict: PredictFn, max_batch_size: int = 32, max_wait_ms: float = 0.0,
                  enabled: bool = True, on_batch: Callable[[int], None] | None = None,
-                 inline_max_rows: int = 0) -> None:
+                 inline_max_rows: int = 0, history: int = 256) -> None:
         self._predict = predict
         self.inline_max_rows = inline_max_rows  # batches up to this size run on the event loop
         self.max_batch_size = max(1, int(max_batch_size))
         self.max_wait_s = max(0.0, float(max_wait_ms)) / 1000.0
         self.enabled = enabled and self.max_batch_size > 1
         self._on_batch = on_batch
-        self._incoming = 0
+        self._announced = 0  # requests inside ``request()`` that have not submitted yet
+        self._waiting: deque[_Waiting] = deque()
+        self._wake: asyncio.Future[None] | None = None  # the idle worker sleeps on it
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: asyncio.Queue[_Item | object] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._thread: ThreadPoolExecutor | None = None
         self._stopping = False
+        self._seq = 0
         self.batches = 0  # forward passes run (for tests and /metrics)
+        self.history: deque[tuple[int, ...]] = deque(maxlen=history)  # seq numbers per recent pass
 
-    @asynccontextmanager
-    async def request(self) -> AsyncIterator[Submit]:
+    # ---- the request side ------------------------------------------------------------------
+    def request(self) -> _Announcement:
         """Announce a request; the yielded ``submit`` queues its images and awaits the result."""
-        self._incoming += 1
-        announced = True
+        return _Announcement(self)
 
-        async def submit(images: np.ndarray) -> np.ndarray:
-            nonlocal announced
-            if announced:
-                announced = False
-                self._incoming -= 1
-            return await self.predict(images)
-
-        try:
-            yield submit
-        finally:
-            if announced:
-                self._incoming -= 1
+    @property
+    def queued(self) -> int:
+        """Requests waiting for a forward pass."""
+        return len(self._waiting)
 
     async def predict(self, images: np.ndarray) -> np.ndarray:
         """uint8 (n, H, W, C) -> float (n, n_classes), batched with concurrent calls."""
+        seq = self._seq
+        self._seq += 1
         if not self.enabled:
-            self.batches += 1
-            if self._on_batch is not None:
-                self._on_batch(len(images))
+            self._record((seq,), len(images))
             return await self._forward(images)
-        queue = self._ensure_worker()
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        queue.put_nowait(_Item(images, future))
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop or self._task is None or self._task.done():
+            # first call, or a new event loop (Mangum may run each Lambda event on a fresh loop)
+            self._loop, self._waiting, self._wake = loop, deque(), None
+            self._task = loop.create_task(self._run())
+        future: asyncio.Future[np.ndarray] = loop.create_future()
+        self._waiting.append(_Waiting(seq, images, future))
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
         return await future
 
-    def _ensure_worker(self) -> asyncio.Queue[_Item | object]:
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop or self._queue is None or self._task is None or self._task.done():
-            # first call, or a new event loop (Mangum may run each Lambda event on a fresh loop)
-            self._loop = loop
-            self._queue = asyncio.Queue()
-            self._task = loop.create_task(self._run(self._queue))
-        return self._queue
+    # ---- the worker ------------------------------------------------------------------------
+    async def _sleep_until_woken(self, loop: asyncio.AbstractEventLoop, deadline: float | None) -> None:
+        wake = self._wake = loop.create_future()
+        timer = None if deadline is None else loop.call_at(deadline, _resolve, wake)
+        try:
+            await wake
+        finally:
+            self._wake = None
+            if timer is not None:
+                timer.cancel()
 
-    async def _collect(self, queue: asyncio.Queue[_Item | object], first: _Item) -> list[_Item]:
-        batch = [first]
-        rows = len(first.images)
-        loop = asyncio.get_running_loop()
+    def _queued_rows(self) -> int:
+        return sum(len(w.images) for w in self._waiting)
+
+    async def _gather_announced(self, loop: asyncio.AbstractEventLoop) -> None:
+        """``max_wait_ms`` > 0 only: hold a pass that starts from an idle worker while requests
+        are announced, until the batch is full or the window closes."""
         deadline = loop.time() + self.max_wait_s
-        while rows < self.max_batch_size:
-            try:
-                item = queue.get_nowait()
-            except asyncio.QueueEmpty:
-                remaining = deadline - loop.time()
-                if self._incoming <= 0 or remaining <= 0:
-                    break
-                try:
-                    item = await asyncio.wait_for(queue.get(), remaining)
-                except TimeoutError:
-                    break
-            if isinstance(item, _Item):
-                batch.append(item)
-                rows += len(item.images)
+        while self._announced > 0 and self._queued_rows() < self.max_batch_size and loop.time() < deadline:
+            await self._sleep_until_woken(loop, deadline)
+
+    def _take(self) -> list[_Waiting]:
+        """The oldest waiting requests, up to ``max_batch_size`` rows (a larger request goes alone);
+        never skips ahead of a request that does not fit (FIFO)."""
+        batch: list[_Waiting] = []
+        rows = 0
+        waiting = self._waiting
+        while waiting:
+            head = waiting[0]
+            if head.future.done():  # its client went away
+                waiting.popleft()
+                continue
+            n = len(head.images)
+            if batch and rows + n > self.max_batch_size:
+                break
+            batch.append(waiting.popleft())
+            rows += n
+            if rows >= self.max_batch_size:
+                break
         return batch
 
-    async def _run(self, queue: asyncio.Queue[_Item | object]) -> None:
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        idle = True
         while True:
-            if self._stopping and queue.empty():
-                return  # closed and nothing left; a later predict starts a new worker
-            first = await queue.get()
-            if not isinstance(first, _Item):
-                continue  # the wake-up sent by close()
-            batch = await self._collect(queue, first)
-            live = [item for item in batch if not item.future.done()]  # cancelled clients drop out
-            if not live:
+            if not self._waiting:
+                if self._stopping:
+                    return  # closed and nothing left; a later predict starts a new worker
+                await self._sleep_until_woken(loop, None)
+                idle = True
+                continue
+            if idle and self.max_wait_s > 0:
+                await self._gather_announced(loop)
+            batch = self._take()
+            idle = False
+            if not batch:
                 continue
             try:  # any failure goes to the callers of this batch; the worker carries on
-                images = live[0].images if len(live) == 1 else np.concatenate([i.images for i in live])
-                self.batches += 1
-                if self._on_batch is not None:
-                    self._on_batch(len(images))
+                images = batch[0].images if len(batch) == 1 else np.concatenate([w.images for w in batch])
+                self._record(tuple(w.seq for w in batch), len(images))
                 probs = await self._forward(images)  # (N, n_classes)
             except Exception as exc:
-                for item in live:
-                    if not item.future.done():
-                        item.future.set_exception(exc)
+                for w in batch:
+                    if not w.future.done():
+                        w.future.set_exception(exc)
                 continue
             start = 0
-            for item in live:
-                n = len(item.images)
-                if not item.future.done():
-                    item.future.set_result(probs[start:start + n])
+            for w in batch:
+                n = len(w.images)
+                if not w.future.done():
+                    w.future.set_result(probs[start:start + n])
                 start += n
 
+    def _record(self, seqs: tuple[int, ...], rows: int) -> None:
+        self.batches += 1
+        self.history.append(seqs)
+        if self._on_batch is not None:
+            self._on_batch(rows)
+
     async def _forward(self, images: np.ndarray) -> np.ndarray:
-        """One forward pass: in a thread, or on the event loop for batches of at most
-        ``inline_max_rows`` (set by :meth:`calibrate` when a full batch is quicker than a thread
-        hand-off, which costs milliseconds on a busy machine)."""
+        """One forward pass: on the event loop for at most ``inline_max_rows`` rows, else in the
+        batcher's thread (one: a model's passes never overlap, and without batching they queue
+        there in arrival order)."""
         if len(images) <= self.inline_max_rows:
             return self._predict(images)
-        return await asyncio.to_thread(self._predict, images)
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lambdanet-forward")
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self._predict, images)
 
     def calibrate(self, input_shape: tuple[int, ...], inline_forward_ms: float, repeats: int = 3) -> float:
-        """Time a full batch (best of ``repeats``, also a warm-up); run such batches on the event
-        loop if that takes under ``inline_forward_ms``. Returns the seconds one full batch took."""
-        x = np.zeros((self.max_batch_size, *input_shape), dtype=np.uint8)  # (B, H, W, C)
+        """Time batches of 1, 2, 4, … ``max_batch_size`` rows (best of ``repeats``, also a
+        warm-up); batches up to the largest size that takes under ``inline_forward_ms`` run on
+        the event loop. Returns the seconds one full batch took."""
+        sizes = sorted({min(2 ** k, self.max_batch_size) for k in range(self.max_batch_size.bit_length() + 1)})
+        self.inline_max_rows = 0
         best = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            self._predict(x)
-            best = min(best, time.perf_counter() - start)
-        self.inline_max_rows = self.max_batch_size if best * 1000.0 < inline_forward_ms else 0
+        for size in sizes:
+            x = np.zeros((size, *input_shape), dtype=np.uint8)  # (B, H, W, C)
+            best = float("inf")
+            for _ in range(repeats):
+                start = time.perf_counter()
+                self._predict(x)
+                best = min(best, time.perf_counter() - start)
+            if best * 1000.0 < inline_forward_ms:
+                self.inline_max_rows = size
+            elif size > 1:
+                # larger batches only take longer: stop timing (a VGG batch of 32 takes seconds)
+                return best * self.max_batch_size / size
         return best
 
     def close(self) -> None:
         """Let the worker finish what is queued, then stop (used when a version is evicted).
         Requests that still reach a closed batcher are served by a short-lived worker."""
         self._stopping = True
-        if self._queue is not None and self._task is not None and not self._task.done():
-            self._queue.put_nowait(_STOP)
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+        if self._thread is not None:
+            self._thread.shutdown(wait=False)
+            self._thread = None
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -1,6 +1,7 @@
-"""The server's ASGI middleware: Prometheus metrics, the API key, and the request size limit.
+"""The server's ASGI middleware: Prometheus metrics, the API key, the request size limit, and
+the direct routes of the two inference endpoints.
 
-All three are plain ASGI (no per-request BaseHTTPMiddleware task), so they add microseconds.
+All are plain ASGI (no per-request BaseHTTPMiddleware task), so they add microseconds.
 
 - :class:`MetricsMiddleware` counts every request and records its latency, labelled by model,
   version (set by handlers in ``request.state``), route template and status, in a private
@@ -10,19 +11,27 @@ All three are plain ASGI (no per-request BaseHTTPMiddleware task), so they add m
   the key and sends it with its API calls).
 - :class:`BodyLimitMiddleware` refuses a declared ``Content-Length`` over the limit and stops a
   streamed body as soon as it passes it: 413 ``{"error": …}``.
+- :class:`InferenceRoutes` (innermost) hands ``POST /predict`` and ``POST /v2/models/{name}[/versions/
+  {v}]/infer`` straight to their handlers: FastAPI's router and dependency solving cost about as
+  much CPU as an MLP's whole forward pass. The routes stay declared in FastAPI (OpenAPI docs,
+  405s); errors get the same ``{"error": …}`` answers.
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lambdanet.errors import PayloadTooLarge
+from lambdanet.errors import LambdanetError, PayloadTooLarge
 
 Json = dict[str, Any]
 
@@ -31,9 +40,15 @@ PUBLIC_PREFIXES = ("/v2/health/",)
 PUBLIC_PATHS = frozenset({"/", "/index.html", "/static/app.js", "/static/style.css"})
 
 
+def error_response(status: int, message: str) -> Response:
+    """Every error the server answers: ``{"error": "one line"}`` with its status."""
+    return Response(orjson.dumps({"error": " ".join(str(message).split()) or "error"}), status_code=status,
+                    media_type="application/json")
+
+
 async def send_json(send: Send, status: int, payload: Json, headers: list[tuple[bytes, bytes]] | None = None
                     ) -> None:
-    body = json.dumps(payload).encode()
+    body = orjson.dumps(payload)
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode()), *(headers or [])]})
@@ -51,9 +66,23 @@ class ServeMetrics:
                                  labels, buckets=LATENCY_BUCKETS, registry=self.registry)
         self.batch_size = Histogram("lambdanet_batch_rows", "Images per forward pass.", ["model", "version"],
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=self.registry)
+        # labelled children by label values: ``labels()`` takes a lock and builds a key each call
+        self._request_children: dict[tuple[str, ...], tuple[Any, Any]] = {}
+        self._batch_children: dict[tuple[str, int], Any] = {}
+
+    def observe_request(self, labels: tuple[str, str, str, str], seconds: float) -> None:
+        children = self._request_children.get(labels)
+        if children is None:
+            children = self._request_children[labels] = (self.requests.labels(*labels),
+                                                         self.latency.labels(*labels))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def observe_batch(self, model: str, version: int, rows: int) -> None:
-        self.batch_size.labels(model, str(version)).observe(rows)
+        child = self._batch_children.get((model, version))
+        if child is None:
+            child = self._batch_children[(model, version)] = self.batch_size.labels(model, str(version))
+        child.observe(rows)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -90,10 +119,8 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = self._route(scope)
-            labels = (str(state.get("model", "")), str(state.get("version", "")), route, str(status))
-            self.metrics.requests.labels(*labels).inc()
-            self.metrics.latency.labels(*labels).observe(time.perf_counter() - start)
+            labels = (str(state.get("model", "")), str(state.get("version", "")), self._route(scope), str(status))
+            self.metrics.observe_request(labels, time.perf_counter() - start)
 
 
 def api_key_of(headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -172,3 +199,54 @@ class BodyLimitMiddleware:
             if started:
                 raise
             await send_json(send, 413, {"error": str(exc)})
+
+
+Endpoint = Callable[..., Awaitable[Response]]
+
+
+class InferenceRoutes:
+    """``POST /predict`` and ``POST /v2/models/{name}[/versions/{version}]/infer`` without FastAPI's
+    router: ``routes`` maps each path template to its FastAPI route (the metrics label) and its
+    handler, called as ``handler(request)`` or ``handler(request, name, version)``."""
+
+    PREDICT = "/predict"
+    INFER = "/v2/models/{name}/infer"
+    INFER_VERSION = "/v2/models/{name}/versions/{version}/infer"
+
+    def __init__(self, app: ASGIApp, routes: dict[str, tuple[Any, Endpoint]]) -> None:
+        self.app = app
+        self.routes = routes
+
+    def _match(self, path: str) -> tuple[str, tuple[str, ...]] | None:
+        if path == self.PREDICT:
+            return self.PREDICT, ()
+        if path.startswith("/v2/models/") and path.endswith("/infer"):
+            parts = path[len("/v2/models/"):-len("/infer")].split("/")
+            if len(parts) == 1 and parts[0]:
+                return self.INFER, (parts[0], None)  # type: ignore[return-value]
+            if len(parts) == 3 and parts[0] and parts[1] == "versions" and parts[2]:
+                return self.INFER_VERSION, (parts[0], parts[2])
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root):]
+        found = self._match(path)
+        if found is None:
+            await self.app(scope, receive, send)
+            return
+        template, args = found
+        route, handler = self.routes[template]
+        scope["route"] = route  # what FastAPI's router would set: the metrics' route label
+        try:
+            response = await handler(Request(scope, receive), *args)
+        except LambdanetError as exc:
+            response = error_response(exc.http_status, str(exc))
+        except HTTPException as exc:  # e.g. a malformed multipart body, from Starlette's parser
+            response = error_response(exc.status_code, str(exc.detail))
+        await response(scope, receive, send)

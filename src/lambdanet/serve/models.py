@@ -2,7 +2,7 @@
 
 Usage::
 
-    models = ModelManager(registry, max_batch_size=32, max_wait_ms=2.0)
+    models = ModelManager(registry, ServeOptions(max_batch_size=32))
     served = await models.get("itsacat@production")    # ServedModel(name, version, predictor, batcher)
     probs = await served.batcher.predict(images)
 
@@ -28,38 +28,28 @@ from lambdanet.errors import ModelNotFound
 from lambdanet.predictor import Predictor, load_predictor
 from lambdanet.registry import ModelRegistry
 from lambdanet.serve.batching import MicroBatcher
+from lambdanet.serve.options import ServeOptions
 
 
-@dataclass
+@dataclass(frozen=True)
 class ServedModel:
     name: str
     version: int
     predictor: Predictor
     batcher: MicroBatcher
     metadata: dict
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return tuple(int(d) for d in self.predictor.input_shape)  # type: ignore[return-value]
-
-    @property
-    def classes(self) -> list[str]:
-        return list(self.predictor.classes)
+    input_shape: tuple[int, int, int]  # (H, W, C), read once from the predictor
+    classes: list[str]
 
 
 class ModelManager:
     """Resolves model references and hands out cached, batching predictors."""
 
-    def __init__(self, registry: ModelRegistry, *, max_batch_size: int = 32, max_wait_ms: float = 2.0,
-                 batching: bool = True, alias_ttl_s: float = 0.5, max_versions: int = 8,
-                 inline_forward_ms: float = 2.0,
+    def __init__(self, registry: ModelRegistry, options: ServeOptions | None = None, *, max_versions: int = 8,
                  on_batch: Callable[[str, int, int], None] | None = None) -> None:
         self.registry = registry
-        self.max_batch_size = max_batch_size
-        self.max_wait_ms = max_wait_ms
-        self.batching = batching
-        self.inline_forward_ms = inline_forward_ms
-        self.alias_ttl_s = alias_ttl_s
+        self.options = options or ServeOptions()
+        self.alias_ttl_s = self.options.alias_ttl_s
         self.max_versions = max_versions
         self._on_batch = on_batch
         self._refs: dict[str, tuple[float, str, int]] = {}
@@ -103,10 +93,12 @@ class ModelManager:
             if self._on_batch is not None:
                 self._on_batch(name, version, n)
 
-        batcher = MicroBatcher(predictor.predict_proba, self.max_batch_size, self.max_wait_ms,
-                               enabled=self.batching, on_batch=on_batch)
-        batcher.calibrate(tuple(int(d) for d in predictor.input_shape), self.inline_forward_ms)
-        return ServedModel(name, version, predictor, batcher, dict(mv.metadata))
+        opts = self.options
+        batcher = MicroBatcher(predictor.predict_proba, opts.max_batch_size, opts.max_wait_ms,
+                               enabled=opts.batching, on_batch=on_batch)
+        h, w, c = (int(d) for d in predictor.input_shape)
+        batcher.calibrate((h, w, c), opts.inline_forward_ms)
+        return ServedModel(name, version, predictor, batcher, dict(mv.metadata), (h, w, c), list(predictor.classes))
 
     async def get_version(self, name: str, version: int) -> ServedModel:
         """The cached predictor of ``name:version`` (loaded once, in a thread)."""

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import html
-import json
 from importlib import resources
 from typing import Any
 
 import numpy as np
+import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -24,7 +24,7 @@ from starlette.datastructures import UploadFile
 
 from lambdanet.errors import Forbidden, UserInputError
 from lambdanet.serve.inputs import b64decode, bytes_input, image_input, offload, png_data_url
-from lambdanet.serve.models import ServedModel, top_label
+from lambdanet.serve.models import ServedModel
 
 router = APIRouter()
 
@@ -34,9 +34,10 @@ MODEL_QUERY = Query(None, description="NAME, NAME:VERSION or NAME@ALIAS; default
 
 def _result(served: ServedModel, probs: np.ndarray) -> dict[str, Any]:
     """One image's (C,) probabilities -> the /predict answer."""
-    labels, best = top_label(served.classes, probs[None, :])
-    return {"label": labels[0], "probability": float(best[0]),
-            "probabilities": {c: float(p) for c, p in zip(served.classes, probs, strict=True)},
+    values = np.asarray(probs, dtype=np.float64).tolist()  # (C,) Python floats
+    best = values.index(max(values))  # the first arg-max, as numpy's
+    return {"label": served.classes[best], "probability": values[best],
+            "probabilities": dict(zip(served.classes, values, strict=True)),
             "model": served.name, "version": served.version}
 
 
@@ -54,8 +55,8 @@ async def _upload_bytes(request: Request) -> bytes:
     body = await request.body()
     if ctype == "application/json" or (ctype in ("", "text/plain") and body.lstrip()[:1] == b"{"):
         try:
-            doc = json.loads(body)
-        except ValueError as exc:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
             raise UserInputError(f"the body is not valid JSON: {exc}") from None
         if not isinstance(doc, dict) or "data" not in doc:
             raise UserInputError('send JSON {"data": "<base64 image or raw C×H×W bytes>"}')
@@ -88,8 +89,9 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 @router.post("/predict", summary="Classify one image (upload, base64 JSON or raw C×H×W bytes)",
              openapi_extra=_PREDICT_DOC, response_class=JSONResponse)
 async def predict(request: Request) -> Response:
-    # parameters are read by hand (documented in _PREDICT_DOC): this is the hot path, and
-    # FastAPI's parameter and response validation would cost more than the forward pass of an MLP
+    # the hot path: served by middleware.InferenceRoutes without FastAPI's router; parameters are
+    # read by hand (documented in _PREDICT_DOC): FastAPI's parameter and response validation would
+    # cost more than the forward pass of an MLP
     model = request.query_params.get("model")
     preview = request.query_params.get("preview", "").lower() in _TRUE
     served: ServedModel = await request.app.state.models.get(model)
@@ -99,11 +101,11 @@ async def predict(request: Request) -> Response:
         data = await _upload_bytes(request)
         image, kind = await offload(len(data), bytes_input, data, served.input_shape, options.max_pixels)
         probs = await submit(image[None])  # (1, C)
-    result = _result(served, np.asarray(probs[0], dtype=np.float64))
+    result = _result(served, probs[0])
     result["input"] = kind
     if preview:
         result["preview"] = png_data_url(image)
-    return Response(json.dumps(result), media_type="application/json")
+    return Response(orjson.dumps(result), media_type="application/json")
 
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>Image Prediction API</title></head>
@@ -123,7 +125,7 @@ async def image_from_url(request: Request, image: str = Query(..., description="
         data = await request.app.state.fetcher.fetch(image)
         arr = await offload(len(data), image_input, data, served.input_shape, options.max_pixels)
         probs = await submit(arr[None])  # (1, C)
-    result = _result(served, np.asarray(probs[0], dtype=np.float64))
+    result = _result(served, probs[0])
     label = str(result["label"]).upper()
     return HTMLResponse(PAGE.format(label=html.escape(label), model=html.escape(served.name),
                                     version=served.version, probability=result["probability"]))

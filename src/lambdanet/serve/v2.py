@@ -14,11 +14,11 @@ elements as 4-byte little-endian length + bytes). Outputs: ``probabilities`` FP3
 
 from __future__ import annotations
 
-import json
 import struct
 from typing import Any
 
 import numpy as np
+import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -120,8 +120,8 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any],
     else:
         head, binary = body, b""
     try:
-        header = json.loads(head)
-    except (ValueError, UnicodeDecodeError) as exc:
+        header = orjson.loads(head)
+    except orjson.JSONDecodeError as exc:
         raise UserInputError(f"the inference request is not valid JSON: {exc}") from None
     if not isinstance(header, dict) or not isinstance(header.get("inputs"), list) or not header["inputs"]:
         raise UserInputError("the inference request needs a non-empty 'inputs' list")
@@ -202,10 +202,10 @@ async def _inputs_to_batch(header: dict[str, Any], binary: bytes, served: Served
             raise UserInputError(f"input 'input': {len(raw)} bytes is not a whole number of {datatype}")
         values = np.frombuffer(raw, dtype=dtype)
     else:
-        try:
-            values = np.asarray(_flatten(spec["data"]), dtype=np.float64 if datatype != "UINT8" else None)
-        except (TypeError, ValueError):
-            raise UserInputError("input 'input': 'data' must be numbers") from None
+        try:  # flat or nested lists: numpy flattens them in C
+            values = np.asarray(spec["data"], dtype=np.float64 if datatype != "UINT8" else None).ravel()
+        except (TypeError, ValueError, OverflowError):
+            raise UserInputError("input 'input': 'data' must be numbers (nested lists of one shape)") from None
         if values.dtype.kind not in "iuf":
             raise UserInputError("input 'input': 'data' must be numbers")
     return tensor_input(values, datatype, spec.get("shape") or [], served.input_shape)
@@ -217,15 +217,16 @@ def _encode_bytes(items: list[str]) -> bytes:
 
 @router.post("/models/{name}/infer", summary="Inference (default version)")
 async def infer(name: str, request: Request) -> Response:
-    return await _infer(request, name, None)
+    return await infer_request(request, name, None)
 
 
 @router.post("/models/{name}/versions/{version}/infer", summary="Inference")
 async def infer_version(name: str, version: str, request: Request) -> Response:
-    return await _infer(request, name, version)
+    return await infer_request(request, name, version)
 
 
-async def _infer(request: Request, name: str, version: str | None) -> Response:
+async def infer_request(request: Request, name: str, version: str | None) -> Response:
+    """The hot path (served by middleware.InferenceRoutes without FastAPI's router)."""
     served = await _served(request, name, version)
     options = request.app.state.options
     async with served.batcher.request() as submit:
@@ -259,7 +260,7 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     if "id" in header:
         payload["id"] = header["id"]
     if not blobs:
-        return JSONResponse(payload)
-    head = json.dumps(payload).encode()
+        return Response(orjson.dumps(payload), media_type="application/json")
+    head = orjson.dumps(payload)
     return Response(head + b"".join(blobs), media_type="application/octet-stream",
                     headers={"Inference-Header-Content-Length": str(len(head))})

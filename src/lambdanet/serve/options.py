@@ -1,0 +1,48 @@
+"""The server's options, with their defaults written once (``lambdanet serve`` reads them here).
+
+Usage::
+
+    from lambdanet.serve.options import ServeOptions
+    options = ServeOptions(api_key="s3cret", max_batch_size=16)
+    ServeOptions().max_wait_ms            # the default, as ``lambdanet serve --help`` shows it
+
+Light on purpose (no FastAPI import): the CLI imports it to build its ``--help``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lambdanet.serve.urlguard import AddressPolicy
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """Everything ``lambdanet serve`` can set (see ``lambdanet serve --help``)."""
+
+    api_key: str | None = None
+    allow_url_fetch: bool = False
+    max_batch_size: int = 32  # images per forward pass
+    max_wait_ms: float = 0.0  # 0: never hold a pass for more requests (see serve.batching)
+    batching: bool = True
+    inline_forward_ms: float = 2.0  # batch sizes measured faster than this run on the event loop
+    max_request_bytes: int = 16 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    fetch_max_bytes: int = 10 * 1024 * 1024
+    fetch_timeout_s: float = 5.0
+    alias_ttl_s: float = 0.5
+    preload: bool = True
+    url_policy: AddressPolicy | None = None  # tests only: which addresses /image may contact
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> ServeOptions:
+        """Defaults, the API key from ``LAMBDANET_API_KEY``, then ``overrides`` that are not None."""
+        base = cls(api_key=os.environ.get("LAMBDANET_API_KEY") or None)
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return replace(base, **given) if given else base
+
+
+DEFAULTS = ServeOptions()
