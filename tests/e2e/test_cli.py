@@ -40,6 +40,13 @@ def last_json(stdout: str) -> object:
     return json.loads(stdout.strip().splitlines()[-1])
 
 
+def json_lines(stdout: str) -> list[dict]:
+    """A list printed by ``--json``: one JSON object per stdout line."""
+    objects = [json.loads(line) for line in stdout.splitlines()]
+    assert all(isinstance(o, dict) for o in objects), stdout[:500]
+    return objects
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     home = tmp_path_factory.mktemp("cli-home")
@@ -70,6 +77,10 @@ def test_runs_list_and_show(trained: tuple[Path, dict]) -> None:
     assert runs[0]["status"] == "completed"
     res = cli(home, "runs", "show", out["run_id"], "--json")
     shown = last_json(res.stdout)
+    # train's options left at their defaults: the engine's, as documented (docs/configuration.md)
+    engine = shown["run"]["config"]["engine"]  # type: ignore[index]
+    assert (engine["round_seconds"], engine["max_retries"], engine["checkpoint_seconds"]) == (300.0, 3, 1.0)
+    assert engine["strategy"] == "neuron"
     epochs = shown["epochs"]  # type: ignore[index]
     assert [e["epoch"] for e in epochs] == list(range(1, 301))
     assert epochs[-1]["cost"] == pytest.approx(out["final_cost"], rel=1e-6)
@@ -103,7 +114,7 @@ def test_runs_list_in_80_columns_and_in_a_pipe_never_truncates(trained: tuple[Pa
 
 def test_list_and_show_json_is_one_object_per_line(trained: tuple[Path, dict]) -> None:
     """``--json`` on ``runs list``, ``runs show`` and ``models list``: every stdout line is one JSON
-    object, however narrow the terminal."""
+    object, however narrow the terminal (``models list``: one line per model)."""
     home, out = trained
     for args in (("runs", "list", "--json"), ("runs", "show", out["run_id"], "--json"), ("models", "list", "--json")):
         res = cli(home, *args, env_extra={"COLUMNS": "40"})
@@ -111,6 +122,8 @@ def test_list_and_show_json_is_one_object_per_line(trained: tuple[Path, dict]) -
         lines = res.stdout.splitlines()
         assert len(lines) == 1, (args, res.stdout[:500])
         assert all(isinstance(json.loads(line), dict) for line in lines)
+    (model,) = json_lines(cli(home, "models", "list", "--json").stdout)
+    assert (model["name"], model["versions"], model["kind"]) == ("catvnoncat", [1], "mlp")
     listed = json.loads(cli(home, "runs", "list", "--json").stdout)
     assert [(r["run_id"], r["metrics"]["epochs_done"]) for r in listed["runs"]] == [(out["run_id"], 300)]
 
@@ -118,7 +131,7 @@ def test_list_and_show_json_is_one_object_per_line(trained: tuple[Path, dict]) -
 def test_models_list_export_and_predict(trained: tuple[Path, dict], tmp_path: Path) -> None:
     home, _ = trained
     res = cli(home, "models", "list", "--json")
-    models = last_json(res.stdout)["models"]  # type: ignore[index]
+    models = json_lines(res.stdout)
     assert models[0]["name"] == "catvnoncat" and models[0]["versions"] == [1]
     out = tmp_path / "params.h5"
     res = cli(home, "models", "export", "catvnoncat:1", str(out), "--format", "itsacat-h5")
@@ -132,9 +145,9 @@ def test_models_list_export_and_predict(trained: tuple[Path, dict], tmp_path: Pa
     res = cli(home, "predict", str(IMAGES / "grumpy_cat.jpeg"), str(IMAGES / "my_image.jpeg"),
               "--model", "catvnoncat", "--json")
     assert res.returncode == 0, res.stderr
-    preds = last_json(res.stdout)
-    assert [Path(p["image"]).name for p in preds] == ["grumpy_cat.jpeg", "my_image.jpeg"]  # type: ignore[union-attr]
-    for p in preds:  # type: ignore[union-attr]
+    preds = json_lines(res.stdout)  # one object per image, in order
+    assert [Path(p["image"]).name for p in preds] == ["grumpy_cat.jpeg", "my_image.jpeg"]
+    for p in preds:
         assert p["label"] in ("cat", "non-cat")
         assert sum(p["probabilities"].values()) == pytest.approx(1.0)
         assert p["probability"] == max(p["probabilities"].values())
@@ -167,7 +180,8 @@ def _read_only_home_runner(home: Path) -> list[str]:
 READ_ONLY_COMMANDS = [["runs", "list"], ["runs", "list", "--json"], ["runs", "show", "{run}"],
                       ["runs", "show", "{run}", "--json"], ["models", "list"], ["models", "list", "--json"],
                       ["predict", str(IMAGES / "grumpy_cat.jpeg"), "--model", "catvnoncat"]]
-REPORT_COMMANDS = [["report", "{run}", "--out", "{out}/r.html"], ["report", "latest", "--out", "{out}/latest.html"]]
+REPORT_COMMANDS = [["report", "{run}", "--out", "{out}/r.html"], ["report", "latest", "--out", "{out}/latest.html"],
+                   ["report", "latest", "--json"]]
 
 
 def _assert_read_only(trained: tuple[Path, dict], tmp_path: Path, commands: list[list[str]]) -> None:
@@ -213,7 +227,7 @@ def test_read_only_commands_on_an_empty_home_say_no_runs_and_create_no_ledger(tm
     res = cli(home, "runs", "list")
     assert res.returncode == 0, res.stderr
     res = cli(home, "models", "list", "--json")
-    assert res.returncode == 0 and json.loads(res.stdout) == {"models": []}, res.stderr
+    assert res.returncode == 0 and res.stdout == "", res.stderr  # no models: no lines
     res = cli(home, "runs", "show", "r-nope")
     assert res.returncode == 2 and "no run 'r-nope'" in res.stderr
     assert not list(home.glob("ledger.db*")), sorted(home.rglob("*"))
@@ -256,7 +270,9 @@ def test_predict_with_a_corrupt_model_version_is_one_error_line(
         (["train", "nope.h5"], "nope.h5"),
         (["train", str(DATA), "--params", "missing.json"], "missing.json: no such file"),
         (["train", str(DATA), "--store", "ftp://x"], "unknown store scheme 'ftp' (known: memory://, redis://, rediss://)"),
-        (["train", str(DATA), "--strategy", "pipeline"], "--strategy: unknown strategy 'pipeline'"),
+        (["train", str(DATA), "--strategy", "pipeline"],
+         "--strategy: unknown strategy 'pipeline' (allowed: data, neuron)"),
+        (["train", str(DATA), "--round-seconds", "0"], "--round-seconds must be a positive number of seconds"),
         (["runs", "show", "r-does-not-exist"], "r-does-not-exist"),
         (["predict", str(IMAGES / "grumpy_cat.jpeg"), "--model", "nomodel"], "nomodel"),
         (["models", "export", "x", "out.h5", "--format", "onnx"], "--format: unknown format 'onnx'"),
@@ -269,6 +285,18 @@ def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], expected:
     assert len(lines) == 1, res.stderr
     assert lines[0].startswith("error: ") and expected in lines[0]
     assert "Traceback" not in res.stderr
+
+
+def test_strategy_the_registry_lacks_for_the_config_kind_is_one_line(tmp_path: Path) -> None:
+    """``neuron`` is an MLP strategy: with a CNN config it is refused before any data is read,
+    naming the CNN strategies the registry has."""
+    cnn = tmp_path / "cnn.json"
+    cnn.write_text(json.dumps({"model": "lenet", "epochs": 1}))
+    res = cli(tmp_path / "home", "train", str(tmp_path / "not-read.npz"), "--params", str(cnn), "--strategy", "neuron")
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    (line,) = res.stderr.strip().splitlines()
+    assert line == "error: --strategy: unknown strategy 'neuron' for a cnn model (allowed: data)"
+    assert not (tmp_path / "home" / "ledger.db").exists()  # no run was created
 
 
 def test_bad_params_message(tmp_path: Path) -> None:

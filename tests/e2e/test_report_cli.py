@@ -167,7 +167,7 @@ def test_bad_photos_get_a_message_and_the_rest_renders(world: World, tmp_path: P
     out = tmp_path / "r.html"
     res = cli(home, "report", built.run_id, "--out", str(out), "--images", str(photos))
     assert res.returncode == 0, res.stderr
-    assert str(out) in res.stdout and "1 photo(s)" in res.stdout  # no --json: the summary is on stdout
+    assert str(out) in res.stdout and "3 photo(s)" in res.stdout  # no --json: the summary is on stdout
     doc = Elements(out.read_text(encoding="utf-8"))
     failed = {p["data-name"] for p in doc.with_class("photo-error")}
     assert failed == {"broken.jpg", "notes.txt"}
