@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 
-from lambdanet.errors import ObjectNotFound, URLError
+from lambdanet.errors import ObjectNotFound, ObjectStoreUnavailable, URLError
+from lambdanet.objects.s3 import S3Store
 from lambdanet.ports import ObjectStore
 
 BAD_KEYS = ["", "/abs", "a/../b", "..", "a/./b", "a\\b", "a//b", "a/", "a\x00b", "a\nb", "a\tb"]
@@ -119,3 +121,46 @@ def test_list_sizes_matches_the_bytes_put(objects: ObjectStore) -> None:
     assert objects.list_sizes("nothing/") == {}
     with pytest.raises(URLError):
         objects.list_sizes("../up")
+
+
+def _small_parts(objects: ObjectStore) -> None:
+    """S3: multipart uploads from 6 MiB on, in 5 MiB parts (S3's smallest), as a 5 GiB put would."""
+    if isinstance(objects, S3Store):
+        objects.single_put_max = 6 * 2**20
+        objects.part_size = 5 * 2**20
+
+
+def test_a_put_bigger_than_one_request_reads_back_whole(objects: ObjectStore) -> None:
+    _small_parts(objects)
+    blob = np.random.default_rng(0).integers(0, 256, 11 * 2**20 + 17, dtype=np.uint8).tobytes()  # 3 parts on S3
+    objects.put("datasets/big.npz", blob)
+    assert objects.get("datasets/big.npz") == blob
+    assert objects.list_sizes("datasets/") == {"datasets/big.npz": len(blob)}
+
+
+def test_a_multipart_upload_that_fails_leaves_no_object(objects: ObjectStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A part that fails aborts the upload: no truncated object appears (s3fs' writer completed
+    the upload with the parts it had), the old object stays, no upload is left open."""
+    if not isinstance(objects, S3Store):
+        pytest.skip("the folder store's failed writes are tested in test_folder_store.py")
+    _small_parts(objects)
+    objects.put("datasets/old.npz", b"old")
+    real = objects.client.upload_part
+    calls: list[int] = []
+
+    def second_part_fails(**kw: object) -> object:
+        calls.append(int(str(kw["PartNumber"])))
+        if kw["PartNumber"] == 2:
+            raise ConnectionResetError("connection reset by peer")
+        return real(**kw)
+
+    monkeypatch.setattr(objects.client, "upload_part", second_part_fails)
+    blob = bytes(11 * 2**20)
+    for key in ("datasets/new.npz", "datasets/old.npz"):
+        with pytest.raises(ObjectStoreUnavailable, match="connection reset"):
+            objects.put(key, blob)
+    assert calls == [1, 2, 1, 2]  # the fault happened, in both uploads
+    assert objects.exists("datasets/new.npz") is False
+    assert objects.get("datasets/old.npz") == b"old"
+    open_uploads = objects.client.list_multipart_uploads(Bucket=objects.bucket).get("Uploads", [])
+    assert [u["Key"] for u in open_uploads] == []

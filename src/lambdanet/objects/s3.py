@@ -4,7 +4,7 @@ Usage::
 
     store = S3Store.from_url("s3://my-bucket/lambdanet")            # keys live under lambdanet/
     store = S3Store.from_url("s3://b?endpoint_url=http://127.0.0.1:9000&region=eu-west-1")
-    store.put("runs/r-1/checkpoint.json", b"{}")    # one PUT (multipart above 5 MiB): atomic
+    store.put("runs/r-1/checkpoint.json", b"{}")    # one PUT (multipart above 5 GiB): atomic
     store.info("training_input/datasets.h5").version  # S3 VersionId, else the ETag
 
 The endpoint comes from ``?endpoint_url=`` or ``AWS_ENDPOINT_URL`` (boto3's own variable);
@@ -16,6 +16,7 @@ clients (an upload, another worker) are seen at once. Missing keys raise
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any, Self
 
@@ -37,6 +38,9 @@ def _one_line(exc: BaseException) -> str:
 
 class S3Store:
     """An :class:`lambdanet.ports.ObjectStore` on ``s3://bucket/prefix``."""
+
+    single_put_max = 5 * 1024**3  # S3's limit for one PutObject
+    part_size = 256 * 1024**2  # multipart uploads (S3: 5 MiB to 5 GiB a part, 10,000 parts)
 
     def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None,
                  region: str | None = None) -> None:
@@ -96,14 +100,36 @@ class S3Store:
 
     # ---- the port ------------------------------------------------------------------------------
     def put(self, key: str, data: bytes) -> None:
-        path = self._path(key)
+        """One PutObject up to :attr:`single_put_max` bytes, a multipart upload above: either way
+        the object appears whole or not at all (s3fs' writer would complete a multipart upload
+        whose part failed, leaving a truncated object: data snapshots are never rewritten)."""
+        s3key = self._key(key)
+        body = bytes(data)
         try:
-            with self.fs.open(path, "wb") as fh:
-                fh.write(bytes(data))
+            if len(body) <= self.single_put_max:
+                self.client.put_object(Bucket=self.bucket, Key=s3key, Body=body)
+            else:
+                self._put_multipart(s3key, body)
         except Exception as exc:
             raise self._fail("write", key, exc) from exc
         finally:
-            self.fs.invalidate_cache(path)
+            self.fs.invalidate_cache(self._path(key))
+
+    def _put_multipart(self, s3key: str, body: bytes) -> None:
+        """Parts of :attr:`part_size`, then CompleteMultipartUpload; any failure aborts the upload."""
+        upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=s3key)["UploadId"]
+        try:
+            parts = []
+            for number, start in enumerate(range(0, len(body), self.part_size), start=1):
+                out = self.client.upload_part(Bucket=self.bucket, Key=s3key, UploadId=upload_id, PartNumber=number,
+                                              Body=body[start:start + self.part_size])
+                parts.append({"PartNumber": number, "ETag": out["ETag"]})
+            self.client.complete_multipart_upload(Bucket=self.bucket, Key=s3key, UploadId=upload_id,
+                                                  MultipartUpload={"Parts": parts})
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=s3key, UploadId=upload_id)
+            raise
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         """Create ``key`` only if absent (S3 conditional write ``If-None-Match: *``)."""
