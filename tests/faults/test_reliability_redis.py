@@ -1,9 +1,9 @@
 """Redis stopped and restarted mid-run; duplicate deliveries of worker calls; duplicate S3 events.
 
 * ``redis-server`` is SIGKILLed at a random point of a process-executor run (after 0, 2 or 4 of
-  8 epochs are checkpointed, plus 0–0.4 s) and restarted
-  (empty: no persistence) after a random pause: the run completes with the undisturbed weights
-  and each epoch once.
+  8 epochs are checkpointed, plus 0–0.4 s, while a worker is live) and restarted (empty: no
+  persistence) after a random pause: the run completes with the undisturbed weights and each
+  epoch once, and at least one attempt failed and was retried (the fault happened).
 * Every round, a wrapper executor delivers a random subset of the worker calls twice at the same
   time, and re-delivers the previous round's calls (stale attempts, as a late Lambda retry): the
   weights are unchanged; the duplicates answer "duplicate", the stale ones are fenced off.
@@ -28,7 +28,7 @@ import pytest
 from lambdanet.ports.executor import CallOutcome
 from tests.conftest import RedisServer
 from tests.security.reliability_counts import record
-from tests.security.reliability_kit import CONFIG, Job, Outcome, assert_same_weights
+from tests.security.reliability_kit import CONFIG, Job, Outcome, assert_same_weights, live_workers, paused
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 TALLY: Counter[str] = Counter()
@@ -57,8 +57,26 @@ def reference(job: Job) -> Outcome:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_redis_restarted_mid_run(seed: int, job: Job, reference: Outcome, tmp_path: Path) -> None:
     rng = random.Random(seed)
-    home = tmp_path / "home"
-    with RedisServer(tmp_path / "redis") as server:
+    for tries in range(1, 4):
+        out = _run_with_a_redis_restart(job, rng, tmp_path / f"try-{tries}")
+        TALLY["redis_restarts_injected"] += 1
+        assert out.status == "completed"
+        assert out.epochs == list(range(1, EPOCHS + 1))
+        assert_same_weights(out.weights, reference.weights)
+        if out.retries >= 1:
+            break
+        # every worker's writes may already be in the store when it is wiped only in a window of
+        # microseconds (after the last collective, before the shard write): then draw again
+        TALLY["redis_restarts_without_effect"] += 1
+    assert out.retries >= 1, f"redis was restarted {tries} times under a live worker and no attempt failed"
+    TALLY["redis_restarts_survived"] += 1
+
+
+def _run_with_a_redis_restart(job: Job, rng: random.Random, folder: Path) -> Outcome:
+    """One run through a private redis-server that is SIGKILLed and restarted empty while a worker
+    is live (between its start and its result), after 0, 2 or 4 of the 8 epochs are checkpointed."""
+    home = folder / "home"
+    with RedisServer(folder / "redis") as server:
         result: dict[str, Any] = {}
 
         def train() -> None:
@@ -74,19 +92,22 @@ def test_redis_restarted_mid_run(seed: int, job: Job, reference: Outcome, tmp_pa
         while thread.is_alive() and _epochs_done(home) < target and time.monotonic() < deadline:
             time.sleep(0.005)
         time.sleep(rng.uniform(0.0, 0.4))  # then anywhere in the next round
-        restarted = thread.is_alive()
-        if restarted:
-            server.restart(down_s=rng.uniform(0.0, 1.0))
+        down_s = rng.uniform(0.0, 1.0)
+        restarted = False
+        while not restarted and thread.is_alive() and time.monotonic() < deadline:
+            for worker in live_workers():
+                with paused(worker) as live:  # a stopped worker cannot hand its result back meanwhile
+                    if live:
+                        server.restart(down_s=down_s)
+                        restarted = True
+                break
+            time.sleep(0.005)
         thread.join(timeout=300)
     assert not thread.is_alive()
     assert "error" not in result, f"the run failed: {result.get('error')}"
-    assert restarted, "the run ended before redis was stopped"
-    TALLY["redis_restarts_injected"] += 1
+    assert restarted, "the run ended before redis was restarted under a live worker"
     out: Outcome = result["out"]
-    assert out.status == "completed"
-    assert out.epochs == list(range(1, EPOCHS + 1))
-    assert_same_weights(out.weights, reference.weights)
-    TALLY["redis_restarts_survived"] += 1
+    return out
 
 
 def _epochs_done(home: Path) -> int:

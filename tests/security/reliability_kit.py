@@ -11,11 +11,13 @@ ledger rows, and a killer that SIGKILLs worker processes at random moments.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,9 +107,50 @@ def assert_same_weights(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> N
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
+WORKER_MARKER = "lambdanet.executors.process"  # in the command line of every process-executor call
+
+
+def live_workers(marker: str = WORKER_MARKER) -> list[Any]:
+    """Child processes of this test whose command line holds ``marker`` and that have not handed
+    their result back yet (the executor's result file, their last argument, does not exist)."""
+    import psutil
+
+    out = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            cmd = child.cmdline()
+            if marker in " ".join(cmd) and child.status() != psutil.STATUS_ZOMBIE and not Path(cmd[-1]).exists():
+                out.append(child)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, IndexError):
+            continue
+    return out
+
+
+@contextlib.contextmanager
+def paused(proc: Any) -> Iterator[bool]:
+    """SIGSTOP ``proc`` for the block; yields whether it is still live (no result handed back)
+    once stopped — a stopped process cannot write its result, so what is seen then holds."""
+    import psutil
+
+    try:
+        proc.suspend()
+    except psutil.NoSuchProcess:
+        yield False
+        return
+    try:
+        cmd = proc.cmdline()
+        yield bool(cmd) and not Path(cmd[-1]).exists()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        yield False
+    finally:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.resume()
+
+
 class Killer(threading.Thread):
-    """SIGKILLs one child process whose command line contains ``marker`` after a random delay
-    (measured from the moment such a child first exists). ``killed`` holds the victims' pids."""
+    """SIGKILLs a LIVE worker process (one that has not handed its result back, checked while it is
+    stopped, so the kill is sure to fail its call) after a random delay measured from the moment
+    such a worker first exists; draws again while none is live. ``killed`` holds the victims' pids."""
 
     def __init__(self, marker: str, seed: int, max_delay_s: float = 1.5, kills: int = 1) -> None:
         super().__init__(daemon=True)
@@ -118,34 +161,21 @@ class Killer(threading.Thread):
         self.killed: list[int] = []
         self.stop_event = threading.Event()
 
-    def _candidates(self) -> list[Any]:
-        import psutil
-
-        out = []
-        for child in psutil.Process().children(recursive=True):
-            try:
-                if self.marker in " ".join(child.cmdline()):
-                    out.append(child)
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                continue
-        return out
-
     def run(self) -> None:
         while len(self.killed) < self.kills and not self.stop_event.is_set():
-            while not self.stop_event.is_set() and not self._candidates():
+            while not self.stop_event.is_set() and not live_workers(self.marker):
                 time.sleep(0.01)
-            delay = self.rng.uniform(0.0, self.max_delay_s)
-            if self.stop_event.wait(delay):
+            if self.stop_event.wait(self.rng.uniform(0.0, self.max_delay_s)):
                 return
-            victims = self._candidates()
+            victims = live_workers(self.marker)
             if not victims:
                 continue
             victim = self.rng.choice(victims)
-            try:
-                os.kill(victim.pid, signal.SIGKILL)
-                self.killed.append(victim.pid)
-            except ProcessLookupError:
-                continue
+            with paused(victim) as live:
+                if live:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(victim.pid, signal.SIGKILL)
+                        self.killed.append(victim.pid)
 
     def stop(self) -> None:
         self.stop_event.set()
