@@ -106,15 +106,15 @@ def print_plan(plan: retention.Plan, *, applied: bool, as_json: bool) -> None:
         for run_id, status in plan.runs.items():
             mine = [r for r in plan.removals if r.run_id == run_id]
             out_console.print(f"{verb} run {run_id} ({status}): {len(mine)} objects, "
-                              f"{human_bytes(sum(r.bytes for r in mine))}", soft_wrap=True)
+                              f"{human_bytes(sum(r.bytes for r in mine))}", soft_wrap=True, markup=False)
         for r in plan.snapshots():
             out_console.print(f"{verb} snapshot {r.key}: {human_bytes(r.bytes)} (no remaining run uses it)",
-                              soft_wrap=True)
+                              soft_wrap=True, markup=False)
     total = (f"{verb} {len(plan.removals)} objects, {human_bytes(plan.bytes)}; ledger rows and "
              f"registered model versions are kept")
     if not applied:
         total += ". Dry run: nothing was removed; add --yes to remove it"
-    (err_console if as_json else out_console).print(total, soft_wrap=True)
+    (err_console if as_json else out_console).print(total, soft_wrap=True, markup=False)
 
 
 def register(app: typer.Typer) -> None:
