@@ -25,11 +25,33 @@ def test_stdout_stream(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out == "[lambdanet] hello\n"
 
 
-def test_never_raises_on_a_broken_stream(monkeypatch: pytest.MonkeyPatch) -> None:
-    broken = io.StringIO()
-    broken.close()
+class _BrokenPipe(io.StringIO):
+    """A stream whose reader went away: every write raises, as stderr piped into a closed `head`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attempts = 0
+
+    def write(self, s: str) -> int:
+        self.attempts += 1
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_never_raises_on_a_broken_stream_and_writes_again_once_it_is_back(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    notifier = ConsoleNotifier()
+    closed = io.StringIO()
+    closed.close()
+    monkeypatch.setattr(sys, "stderr", closed)
+    assert notifier.notify("s", "lost line") is None  # a closed stream: no exception
+    broken = _BrokenPipe()
     monkeypatch.setattr(sys, "stderr", broken)
-    ConsoleNotifier().notify("s", "lost line")  # must not raise
+    notifier.notify("s", "lost too")  # a write that raises: no exception
+    assert broken.attempts == 1  # it did try the stream of the moment
+    working = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", working)
+    notifier.notify("s", "back")
+    assert working.getvalue() == "[lambdanet] back\n"  # the same notifier still works
 
 
 def test_unknown_stream_is_refused() -> None:
