@@ -264,29 +264,47 @@ def test_a_version_without_model_json_is_invisible_and_skipped(reg: ModelRegistr
 
 
 def test_alias_switch_is_atomic_for_readers(reg: ModelRegistry) -> None:
-    reg.register("m", _weights(1), _meta())
-    reg.register("m", _weights(2), _meta())
+    """A reader loading "m" in a loop while the alias flips 1 -> 2 -> 1 … sees every flip and
+    nothing else: no error, no third version, each version with its own weights."""
+    w1, w2 = _weights(1), _weights(2)
+    reg.register("m", w1, _meta())
+    reg.register("m", w2, _meta())
     reg.set_alias("m", "production", 1)
     stop = threading.Event()
-    seen: set[int] = set()
+    seen: list[int] = []
+    latest = threading.Condition()
     errors: list[str] = []
 
     def read() -> None:
         reader = ModelRegistry(reg.objects)
         while not stop.is_set():
             try:
-                seen.add(reader.load("m").version)
+                mv = reader.load("m")
+                want = w1 if mv.version == 1 else w2
+                if not np.array_equal(mv.weights["W1"], want["W1"]):
+                    errors.append(f"version {mv.version} came with other weights")
             except Exception as exc:
                 errors.append(repr(exc))
+                continue
+            with latest:
+                seen.append(mv.version)
+                latest.notify_all()
 
     t = threading.Thread(target=read)
     t.start()
-    for i in range(30):
-        reg.set_alias("m", "production", 2 if i % 2 == 0 else 1)
-    stop.set()
-    t.join()
+    flips = [2 if i % 2 == 0 else 1 for i in range(30)]
+    try:
+        for version in flips:
+            reg.set_alias("m", "production", version)
+            with latest:  # the reader must see this version before the next flip
+                assert latest.wait_for(lambda v=version: bool(seen) and seen[-1] == v, timeout=10), version
+    finally:
+        stop.set()
+        t.join()
     assert errors == []
-    assert seen <= {1, 2}
+    assert set(seen) == {1, 2}
+    transitions = [v for i, v in enumerate(seen) if i == 0 or seen[i - 1] != v]
+    assert transitions[-len(flips):] == flips  # every flip was seen, in order
 
 
 def test_export_itsacat_h5(reg: ModelRegistry, tmp_path: Path) -> None:
