@@ -296,8 +296,12 @@ def test_alias_switch_is_atomic_for_readers(reg: ModelRegistry) -> None:
     try:
         for version in flips:
             reg.set_alias("m", "production", version)
+
+            def reader_saw(v: int = version) -> bool:
+                return bool(seen) and seen[-1] == v
+
             with latest:  # the reader must see this version before the next flip
-                assert latest.wait_for(lambda v=version: bool(seen) and seen[-1] == v, timeout=10), version
+                assert latest.wait_for(reader_saw, timeout=10), f"the reader never saw version {version}"
     finally:
         stop.set()
         t.join()
