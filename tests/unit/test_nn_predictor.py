@@ -27,6 +27,23 @@ def images(n: int) -> np.ndarray:
     return np.random.default_rng(n).integers(0, 256, size=(n, 4, 3, 3), dtype=np.uint8)
 
 
+def plain_forward(weights: dict[str, np.ndarray], X: np.ndarray, acts: list[str]) -> np.ndarray:
+    """The network written out here in float64 (not lambdanet.nn): (n_x, N) -> (n_L, N)."""
+    A = X.astype(np.float64)
+    for l, name in enumerate(acts, start=1):  # noqa: E741
+        Z = weights[f"W{l}"].astype(np.float64) @ A + weights[f"b{l}"].astype(np.float64).reshape(-1, 1)
+        if name == "relu":
+            A = np.maximum(Z, 0)
+        elif name == "tanh":
+            A = np.tanh(Z)
+        elif name == "sigmoid":
+            A = 1 / (1 + np.exp(-Z))
+        else:  # softmax over the classes of each column
+            E = np.exp(Z - Z.max(axis=0))
+            A = E / E.sum(axis=0)
+    return A
+
+
 def test_sigmoid_model_returns_one_minus_p_and_p() -> None:
     mv = version(["relu", "sigmoid"], [36, 5, 1], ["non-cat", "cat"])
     pred = load_predictor(mv)
@@ -34,18 +51,24 @@ def test_sigmoid_model_returns_one_minus_p_and_p() -> None:
     assert (pred.name, pred.version, pred.classes, pred.input_shape) == ("toy", 3, ["non-cat", "cat"], (4, 3, 3))
     x = images(6)
     probs = pred.predict_proba(x)
-    p = mlp.predict_proba(mv.weights, x.reshape(6, -1).T.astype(np.float32) / 255, ["relu", "sigmoid"])[0]
-    assert probs.shape == (6, 2)
-    np.testing.assert_allclose(probs[:, 1], p, rtol=1e-6)
+    p = plain_forward(mv.weights, x.reshape(6, -1).T / 255, ["relu", "sigmoid"])[0]
+    assert probs.shape == (6, 2) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs[:, 1], p, rtol=1e-5)
+    np.testing.assert_allclose(probs[:, 0], 1 - p, rtol=1e-5)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
     np.testing.assert_allclose(pred.predict_proba(x[0]), probs[:1], rtol=1e-6)  # a single (H, W, C) image
 
 
-def test_softmax_model_and_default_class_names() -> None:
+def test_softmax_model_values_and_default_class_names() -> None:
     mv = version(["tanh", "softmax"], [36, 6, 4], None)
+    mv.weights["W2"] *= 8  # spread the scores so the four probabilities differ clearly
     pred = MLPPredictor(mv)
-    probs = pred.predict_proba(images(3))
+    x = images(3)
+    probs = pred.predict_proba(x)
     assert pred.classes == ["0", "1", "2", "3"] and probs.shape == (3, 4)
+    want = plain_forward(mv.weights, x.reshape(3, -1).T / 255, ["tanh", "softmax"]).T  # (3, 4)
+    assert np.ptp(want, axis=1).min() > 0.05  # not a near-uniform answer that any scale would match
+    np.testing.assert_allclose(probs, want, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
 
 
@@ -53,8 +76,8 @@ def test_mean_std_preprocessing() -> None:
     pre = {"scale": 255.0, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
     mv = version(["relu", "sigmoid"], [36, 5, 1], ["a", "b"], preprocessing=pre)
     x = images(2)
-    X = ((x.astype(np.float32) / 255 - 0.5) / 0.25).reshape(2, -1).T
-    p = mlp.predict_proba(mv.weights, X, ["relu", "sigmoid"])[0]
+    X = ((x / 255 - 0.5) / 0.25).reshape(2, -1).T
+    p = plain_forward(mv.weights, X, ["relu", "sigmoid"])[0]
     np.testing.assert_allclose(MLPPredictor(mv).predict_proba(x)[:, 1], p, rtol=1e-5)
 
 
