@@ -1,6 +1,6 @@
 """The worker function on its own (memory store, folder object store): it trains the round it is
 given, refuses a fenced-off attempt, ignores a duplicate delivery, honours faults only when
-LAMBDANET_FAULTS=1; and the Lambda cost arithmetic."""
+LAMBDANET_FAULTS=1. The Lambda cost arithmetic is tested in test_accounting.py."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import pytest
 from lambdanet import adapters
 from lambdanet.data.readers import load_dataset
 from lambdanet.engine import checkpoints
-from lambdanet.engine.accounting import GB_SECOND_USD, Accounting
 from lambdanet.engine.strategies import get_strategy, strategy_path
 from lambdanet.engine.worker import fence_key, out_key, run_worker
 from lambdanet.errors import ConfigError, StaleAttempt, WorkerFailed
@@ -79,17 +78,6 @@ def test_faults_only_with_the_environment_switch(tmp_path: Path, data: Path, mon
 def test_unknown_strategy_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="unknown strategy 'model' for a mlp model \\(allowed: data, neuron\\)"):
         strategy_path("mlp", "model")
-
-
-def test_lambda_cost_estimate() -> None:
-    acc = Accounting(memory_mb=1024)
-    acc.add_call(1.0)
-    acc.add_call(0.0004)  # billed as 1 ms
-    assert acc.worker_calls == 2 and acc.billed_ms == 1001
-    expected = 1.001 * 1.0 * GB_SECOND_USD + 2 * 0.20 / 1e6
-    assert acc.estimated_cost_usd() == pytest.approx(expected, rel=1e-12)
-    again = Accounting.from_metrics(acc.to_metrics(), memory_mb=2048)
-    assert again.memory_mb == 1024 and again.billed_ms == 1001 and again.worker_calls == 2
 
 
 def test_a_raising_worker_aborts_its_peer_with_its_reason(tmp_path: Path, data: Path,
