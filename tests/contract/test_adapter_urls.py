@@ -106,7 +106,7 @@ def test_sqlite_url(tmp_path: Path) -> None:
     assert not ledger.read_only and Path(ledger.path) == path
     ledger.close()
     assert SqliteLedger.from_url(f"sqlite:///{path}?mode=ro").read_only
-    assert "mode is ro (read-only) or rw, not 'x'" in _one_line_error(SqliteLedger.from_url, f"sqlite:///{path}?mode=x")
+    assert "mode=x is not a mode; use mode=ro" in _one_line_error(SqliteLedger.from_url, f"sqlite:///{path}?mode=x")
     assert "more than once" in _one_line_error(SqliteLedger.from_url, f"sqlite:///{path}?mode=ro&mode=rw")
     assert "unknown (known: mode)" in _one_line_error(SqliteLedger.from_url, f"sqlite:///{path}?journal=wal")
 

@@ -205,9 +205,12 @@ def test_read_only_urls_and_services(tmp_path: Path, monkeypatch: pytest.MonkeyP
     from lambdanet.services import Services, read_only_ledger_url
     from lambdanet.settings import Settings
 
-    for bad in ("sqlite:///x.db?mode=rwc", "sqlite:///x.db?journal=off", "sqlite:///x.db?mode=ro&mode=rw"):
-        with pytest.raises(UserInputError, match="mode=ro"):
+    for bad, says in (("sqlite:///x.db?mode=rwc", "use mode=ro (read-only) or mode=rw"),
+                      ("sqlite:///x.db?journal=off", "option(s) journal unknown (known: mode)"),
+                      ("sqlite:///x.db?mode=ro&mode=rw", "option(s) mode more than once")):
+        with pytest.raises(UserInputError) as err:
             SqliteLedger.from_url(bad)
+        assert says in str(err.value)
     assert not SqliteLedger.from_url(f"sqlite:///{tmp_path / 'rw.db'}?mode=rw").read_only
     assert read_only_ledger_url("sqlite:///a/b.db") == "sqlite:///a/b.db?mode=ro"
     assert read_only_ledger_url("sqlite:///:memory:") == "sqlite:///:memory:"

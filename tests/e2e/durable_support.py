@@ -62,6 +62,22 @@ def output(result: DurableFunctionTestResult) -> dict[str, Any]:
     return json.loads(result.result)  # type: ignore[no-any-return]
 
 
+def the_outcome(result: DurableFunctionTestResult) -> dict[str, Any]:
+    """The outcome of the event's one upload, in an execution that succeeded."""
+    from aws_durable_execution_sdk_python.execution import InvocationStatus
+
+    assert result.status is InvocationStatus.SUCCEEDED, result.error
+    [outcome] = output(result)["results"]
+    return outcome  # type: ignore[no-any-return]
+
+
+def run_to_the_end(event: dict[str, Any]) -> tuple[DurableFunctionTestResult, dict[str, Any]]:
+    """One durable execution of ``event`` under the local runner: its result and the upload's outcome."""
+    with durable_runner() as runner:
+        result = runner.run(input=json.dumps(event), execution_timeout=600)
+    return result, the_outcome(result)
+
+
 def services() -> Any:
     from lambdanet.services import Services
     from lambdanet.settings import Settings

@@ -19,8 +19,10 @@ from tests.e2e.durable_support import (
     operation_names,
     output,
     reference_weights,
+    run_to_the_end,
     services,
     step_result,
+    the_outcome,
     upload,
 )
 
@@ -68,10 +70,7 @@ def test_a_run_longer_than_three_invocations_hands_off_and_matches_one_process(
     monkeypatch.setenv("LAMBDANET_INVOCATION_SECONDS", "1.5")  # the function's limit, set low
     monkeypatch.setenv("LAMBDANET_EPOCHS_PER_ROUND", "200")
     event = upload(cloud, PARAMS)
-    with durable_runner() as runner:
-        result = runner.run(input=json.dumps(event), execution_timeout=600)
-    assert result.status is InvocationStatus.SUCCEEDED, result.error
-    [outcome] = output(result)["results"]
+    result, outcome = run_to_the_end(event)
     assert outcome["status"] == "completed", outcome
 
     names = operation_names(result)
@@ -158,10 +157,7 @@ def test_the_full_cloud_chain_upload_to_outputs_on_lithops_and_redis(
     monkeypatch.setenv("LAMBDANET_EPOCHS_PER_ROUND", "150")
     monkeypatch.setenv("LAMBDANET_INVOCATION_SECONDS", "2")
     event = upload(cloud, params)
-    with durable_runner() as runner:
-        result = runner.run(input=json.dumps(event), execution_timeout=600)
-    assert result.status is InvocationStatus.SUCCEEDED, result.error
-    [outcome] = output(result)["results"]
+    result, outcome = run_to_the_end(event)
     assert outcome["status"] == "completed", outcome
     assert len([n for n in operation_names(result) if "-handoff-" in n]) >= 2  # >= 3 invocations
 
@@ -228,8 +224,7 @@ def test_a_round_that_fails_all_its_retries_ends_the_execution_with_the_run_fail
             result = runner.wait_for_result(arn, timeout=600)
     finally:
         server.stop()
-    assert result.status is InvocationStatus.SUCCEEDED, result.error
-    [outcome] = output(result)["results"]
+    outcome = the_outcome(result)
     assert outcome["status"] == "failed" and "cannot reach the tensor store" in outcome["error"]
     svc = services()
     try:

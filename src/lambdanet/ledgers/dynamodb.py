@@ -48,20 +48,17 @@ from lambdanet.adapters import parse_url
 from lambdanet.errors import (
     LeaseHeld,
     LedgerUnavailable,
-    PortMisuse,
-    RunNotFound,
     StaleDriver,
     URLError,
     UserInputError,
 )
-from lambdanet.ports.ledger import RUN_STATUSES, CallRow, EpochRow, Lease, RunRecord, lease_refused
+from lambdanet.ledgers import check_status, check_update, float_or_nan, run_not_found
+from lambdanet.ports.ledger import CallRow, EpochRow, Lease, RunRecord, lease_refused
 
 RUN_SK = "#run"
 CLAIM_SK = "#claim"
 LEASE_SK = "#lease"
 GSI = "by_created"
-_RUN_FIELDS = ("status", "kind", "config", "data", "model", "created_at", "started_at", "ended_at",
-               "stop_reason", "error", "metrics")
 _NONFINITE = "__float__:"
 
 
@@ -106,10 +103,6 @@ def _num(value: float | None) -> Decimal | None:
         return None
     f = float(value)
     return Decimal(repr(f)) if _storable(f) else None
-
-
-def _f(value: Any) -> float:
-    return math.nan if value is None else float(value)
 
 
 def _opt_f(value: Any) -> float | None:
@@ -193,17 +186,12 @@ class DynamoLedger:
         """Nothing to release (boto3 clients are pooled)."""
 
     @staticmethod
-    def _not_found(run_id: str) -> RunNotFound:
-        return RunNotFound(f"no run '{run_id}' in the ledger; `lambdanet runs list` shows the runs")
-
-    @staticmethod
     def _is_conditional(exc: botocore.exceptions.ClientError) -> bool:
         return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
     # ---- runs ----------------------------------------------------------------------------------
     def create_run(self, run: RunRecord) -> None:
-        if run.status not in RUN_STATUSES:
-            raise UserInputError(f"unknown run status {run.status!r} (allowed: {', '.join(RUN_STATUSES)})")
+        check_status(run.status)
         if not run.created_at:
             run.created_at = time.time()
         try:
@@ -227,11 +215,7 @@ class DynamoLedger:
             raise self._fail(exc) from exc
 
     def update_run(self, run_id: str, **fields: Any) -> None:
-        unknown = sorted(set(fields) - set(_RUN_FIELDS))
-        if unknown:
-            raise PortMisuse(f"update_run: unknown or read-only fields {unknown} (allowed: {list(_RUN_FIELDS)})")
-        if "status" in fields and fields["status"] not in RUN_STATUSES:
-            raise UserInputError(f"unknown run status {fields['status']!r} (allowed: {', '.join(RUN_STATUSES)})")
+        check_update(fields)
         sets: list[str] = []
         names: dict[str, str] = {"#pk": "pk"}
         values: dict[str, Any] = {}
@@ -263,7 +247,7 @@ class DynamoLedger:
             )
         except botocore.exceptions.ClientError as exc:
             if self._is_conditional(exc):
-                raise self._not_found(run_id) from exc
+                raise run_not_found(run_id) from exc
             raise self._fail(exc) from exc
         except botocore.exceptions.BotoCoreError as exc:
             raise self._fail(exc) from exc
@@ -273,7 +257,7 @@ class DynamoLedger:
         return RunRecord(
             run_id=str(item["run_id"]), status=str(item["status"]), kind=str(item["kind"]),
             config=json.loads(item.get("config") or "{}"), data=str(item.get("data") or ""),
-            model=item.get("model"), created_at=_f(item.get("created_at")),
+            model=item.get("model"), created_at=float_or_nan(item.get("created_at")),
             started_at=_opt_f(item.get("started_at")), ended_at=_opt_f(item.get("ended_at")),
             stop_reason=item.get("stop_reason"), error=item.get("error"),
             metrics=from_dynamo(item.get("metrics") or {}),
@@ -282,7 +266,7 @@ class DynamoLedger:
     def get_run(self, run_id: str) -> RunRecord:
         out = self._call(self.table.get_item, Key={"pk": f"run#{run_id}", "sk": RUN_SK}, ConsistentRead=True)
         if "Item" not in out:
-            raise self._not_found(run_id)
+            raise run_not_found(run_id)
         return self._run(out["Item"])
 
     def list_runs(self, limit: int = 100) -> list[RunRecord]:
@@ -331,8 +315,8 @@ class DynamoLedger:
 
     def epochs(self, run_id: str) -> list[EpochRow]:
         return [
-            EpochRow(run_id, int(it["epoch"]), _f(it.get("cost")), _f(it.get("learning_rate")),
-                     _f(it.get("seconds")), from_dynamo(it.get("extra") or {}))
+            EpochRow(run_id, int(it["epoch"]), float_or_nan(it.get("cost")), float_or_nan(it.get("learning_rate")),
+                     float_or_nan(it.get("seconds")), from_dynamo(it.get("extra") or {}))
             for it in self._query_run(run_id, "epoch#")
         ]
 
@@ -349,8 +333,8 @@ class DynamoLedger:
     def calls(self, run_id: str) -> list[CallRow]:
         """Ordered by round, attempt, worker."""
         return [
-            CallRow(run_id, int(it["round"]), int(it["attempt"]), int(it["worker"]), _f(it.get("started_at")),
-                    _f(it.get("ended_at")), bool(it.get("ok")), it.get("error"))
+            CallRow(run_id, int(it["round"]), int(it["attempt"]), int(it["worker"]), float_or_nan(it.get("started_at")),
+                    float_or_nan(it.get("ended_at")), bool(it.get("ok")), it.get("error"))
             for it in self._query_run(run_id, "call#")
         ]
 

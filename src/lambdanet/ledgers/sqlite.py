@@ -31,14 +31,12 @@ runs yet). Writes raise :class:`LedgerUnavailable`.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import fields as dc_fields
 from pathlib import Path
 from typing import Any, Self
 from urllib.parse import quote, unquote
@@ -47,13 +45,12 @@ from lambdanet.adapters import parse_url
 from lambdanet.errors import (
     LeaseHeld,
     LedgerUnavailable,
-    PortMisuse,
-    RunNotFound,
     StaleDriver,
     URLError,
     UserInputError,
 )
-from lambdanet.ports.ledger import RUN_STATUSES, CallRow, EpochRow, Lease, RunRecord, lease_refused
+from lambdanet.ledgers import RUN_FIELDS, check_status, check_update, float_or_nan, run_not_found
+from lambdanet.ports.ledger import CallRow, EpochRow, Lease, RunRecord, lease_refused
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -82,18 +79,13 @@ CREATE TABLE IF NOT EXISTS leases (
 );
 """
 
-RUN_COLUMNS = [f.name for f in dc_fields(RunRecord)]
+RUN_COLUMNS = RUN_FIELDS
 _JSON_FIELDS = ("config", "metrics")
 _UPSERT_EPOCH = (
     "INSERT INTO epochs (run_id, epoch, cost, learning_rate, seconds, extra) VALUES (?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (run_id, epoch) DO UPDATE SET cost = excluded.cost, "
     "learning_rate = excluded.learning_rate, seconds = excluded.seconds, extra = excluded.extra"
 )
-
-
-def _f(value: Any) -> float:
-    """A float column read back (NULL is how SQLite stores NaN)."""
-    return math.nan if value is None else float(value)
 
 
 def _json(value: Any, what: str) -> str:
@@ -129,7 +121,7 @@ class SqliteLedger:
                           options=("mode",))
         mode = parts.options.get("mode", "rw")
         if mode not in ("ro", "rw"):
-            raise URLError(f"SQLite URL {url!r}: mode is ro (read-only) or rw, not {mode!r}")
+            raise URLError(f"SQLite URL {url!r}: mode={mode} is not a mode; use mode=ro (read-only) or mode=rw")
         path = unquote(parts.netloc + parts.path)
         if path in ("/:memory:", ":memory:"):
             return cls(":memory:")
@@ -244,8 +236,7 @@ class SqliteLedger:
 
     # ---- runs ----------------------------------------------------------------------------------
     def create_run(self, run: RunRecord) -> None:
-        if run.status not in RUN_STATUSES:
-            raise UserInputError(f"unknown run status {run.status!r} (allowed: {', '.join(RUN_STATUSES)})")
+        check_status(run.status)
         values = {name: getattr(run, name) for name in RUN_COLUMNS}
         if not values["created_at"]:
             values["created_at"] = run.created_at = time.time()
@@ -260,15 +251,11 @@ class SqliteLedger:
                 raise UserInputError(f"a run '{run.run_id}' is already in the ledger") from exc
 
     def update_run(self, run_id: str, **fields: Any) -> None:
-        unknown = sorted(set(fields) - set(RUN_COLUMNS[1:]))
-        if unknown:
-            raise PortMisuse(f"update_run: unknown or read-only fields {unknown} (allowed: {RUN_COLUMNS[1:]})")
-        if "status" in fields and fields["status"] not in RUN_STATUSES:
-            raise UserInputError(f"unknown run status {fields['status']!r} (allowed: {', '.join(RUN_STATUSES)})")
+        check_update(fields)
         with self._tx() as conn:
             row = conn.execute("SELECT metrics FROM runs WHERE run_id = ?", (run_id,)).fetchone()
             if row is None:
-                raise self._not_found(run_id)
+                raise run_not_found(run_id)
             values = dict(fields)
             if "metrics" in values:
                 merged = json.loads(row[0])
@@ -282,10 +269,6 @@ class SqliteLedger:
                 conn.execute(f"UPDATE runs SET {sets} WHERE run_id = ?", [*values.values(), run_id])
 
     @staticmethod
-    def _not_found(run_id: str) -> RunNotFound:
-        return RunNotFound(f"no run '{run_id}' in the ledger; `lambdanet runs list` shows the runs")
-
-    @staticmethod
     def _run(row: tuple[Any, ...]) -> RunRecord:
         values = dict(zip(RUN_COLUMNS, row, strict=True))
         for name in _JSON_FIELDS:
@@ -297,7 +280,7 @@ class SqliteLedger:
             row = conn.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE run_id = ?",
                                (run_id,)).fetchone()
         if row is None:
-            raise self._not_found(run_id)
+            raise run_not_found(run_id)
         return self._run(row)
 
     def list_runs(self, limit: int = 100) -> list[RunRecord]:
@@ -328,7 +311,8 @@ class SqliteLedger:
                 "SELECT epoch, cost, learning_rate, seconds, extra FROM epochs WHERE run_id = ? ORDER BY epoch",
                 (run_id,),
             ).fetchall()
-        return [EpochRow(run_id, int(e), _f(c), _f(lr), _f(s), json.loads(x)) for e, c, lr, s, x in rows]
+        return [EpochRow(run_id, int(e), float_or_nan(c), float_or_nan(lr), float_or_nan(s), json.loads(x))
+                for e, c, lr, s, x in rows]
 
     # ---- calls ---------------------------------------------------------------------------------
     def record_calls(self, run_id: str, rows: list[CallRow]) -> None:
@@ -354,7 +338,7 @@ class SqliteLedger:
                 "WHERE run_id = ? ORDER BY round, attempt, worker",
                 (run_id,),
             ).fetchall()
-        return [CallRow(run_id, int(rd), int(a), int(w), _f(s), _f(e), bool(ok), err)
+        return [CallRow(run_id, int(rd), int(a), int(w), float_or_nan(s), float_or_nan(e), bool(ok), err)
                 for rd, a, w, s, e, ok, err in rows]
 
     # ---- claims --------------------------------------------------------------------------------

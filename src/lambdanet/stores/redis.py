@@ -50,6 +50,35 @@ return n
 """
 
 
+def connect(url: str) -> redis.Redis:
+    """A redis-py client for ``url`` with lambdanet's settings (a 5 s connect timeout, a dropped
+    connection retried twice within ~0.3 s); a malformed URL is a one-line :class:`URLError`.
+    Nothing is sent until the first command. Also the Optuna journal's client."""
+    # the query options are redis-py's (ssl_cert_reqs, socket_timeout, …): it reads them itself
+    parts = parse_url(url, schemes=("redis", "rediss"), name="Redis", usage="redis://host:port/db or rediss://…",
+                      options=None)
+    if not parts.hostname:
+        raise URLError(f"Redis URL {redact(url)!r} has no host (use redis://host:port/db)")
+    try:
+        return redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=0,
+                                    retry=Retry(ExponentialBackoff(cap=0.25, base=0.02), 2))
+    except (ValueError, TypeError) as exc:
+        raise URLError(f"bad Redis URL {redact(url)!r}: {exc}") from None
+
+
+def call(fn: Callable[[], T], shown_url: str, what: str) -> T:
+    """``fn()``, with redis-py's errors as :class:`StoreUnavailable` naming ``what`` ("the tensor
+    store") at ``shown_url`` (already redacted)."""
+    try:
+        return fn()
+    except redis.AuthenticationError as exc:
+        raise StoreUnavailable(f"Redis at {shown_url} refused the password: {exc}") from exc
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise StoreUnavailable(f"cannot reach {what} {shown_url} ({exc}); is redis-server running?") from exc
+    except redis.RedisError as exc:
+        raise StoreUnavailable(f"{what} {shown_url} failed: {exc}") from exc
+
+
 class RedisStore:
     """A :class:`lambdanet.ports.TensorStore` on a Redis server."""
 
@@ -62,29 +91,10 @@ class RedisStore:
 
     @classmethod
     def from_url(cls, url: str) -> Self:
-        # the query options are redis-py's (ssl_cert_reqs, socket_timeout, …): it reads them itself
-        parts = parse_url(url, schemes=("redis", "rediss"), name="Redis", usage="redis://host:port/db or rediss://…",
-                          options=None)
-        if not parts.hostname:
-            raise URLError(f"Redis URL {redact(url)!r} has no host (use redis://host:port/db)")
-        try:
-            client = redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=0,
-                                          retry=Retry(ExponentialBackoff(cap=0.25, base=0.02), 2))
-        except (ValueError, TypeError) as exc:
-            raise URLError(f"bad Redis URL {redact(url)!r}: {exc}") from None
-        return cls(client, url)
+        return cls(connect(url), url)
 
     def _call(self, fn: Callable[[], T]) -> T:
-        try:
-            return fn()
-        except redis.AuthenticationError as exc:
-            raise StoreUnavailable(f"Redis at {self.url} refused the password: {exc}") from exc
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise StoreUnavailable(
-                f"cannot reach the tensor store {self.url} ({exc}); is redis-server running?"
-            ) from exc
-        except redis.RedisError as exc:
-            raise StoreUnavailable(f"the tensor store {self.url} failed: {exc}") from exc
+        return call(fn, self.url, "the tensor store")
 
     # ---- arrays ---------------------------------------------------------------------------
     def put(self, key: str, array: np.ndarray) -> None:
@@ -181,17 +191,31 @@ class RedisStore:
         blob = tensors.encode(part) if part is not None else b""
         script_keys = [part_key, counter, release, *delete]
 
+        def arrive(pipe: Any) -> None:
+            pipe.eval(_ARRIVE, len(script_keys), *script_keys, "1" if part is not None else "0", blob, size, token)
+
+        out = self._pop_then_get(release, timeout_s, keys, abort, first=arrive)
+        self.bytes_in += len(blob)
+        return out
+
+    def _pop_then_get(self, release: str, timeout_s: float, keys: list[str], abort: str,
+                      first: Callable[[Any], None] | None = None) -> tuple[str, list[np.ndarray]] | None:
+        """One pipeline: ``first(pipe)`` (exchange's arrival), ``BLPOP [abort, release]``, then
+        ``MGET keys``; Redis runs a connection's commands in order, so the ``MGET`` waits for the
+        ``BLPOP``."""
+
         def run() -> list[Any]:
             pipe = self._r.pipeline(transaction=False)
-            pipe.eval(_ARRIVE, len(script_keys), *script_keys, "1" if part is not None else "0", blob, size, token)
+            if first is not None:
+                first(pipe)
             pipe.blpop([abort, release], timeout=max(0.01, timeout_s))
             if keys:
                 pipe.mget(keys)
             return pipe.execute()  # type: ignore[no-any-return]
 
         res = self._call(run)
-        self.bytes_in += len(blob)
-        return self._released(res[1], res[2] if keys else [], keys, abort)
+        popped, blobs = (res[-2], res[-1]) if keys else (res[-1], [])
+        return self._released(popped, blobs, keys, abort)
 
     def _released(self, popped: Any, blobs: list[Any], keys: list[str],
                   abort: str) -> tuple[str, list[np.ndarray]] | None:
@@ -216,16 +240,7 @@ class RedisStore:
         """Pop from ``[abort, release]`` (blocking up to ``timeout_s``), then read ``keys`` — both
         in one pipeline: Redis runs a connection's commands in order, so the ``MGET`` waits for
         the ``BLPOP``. None if nothing came in time; ``(abort, [])`` if the abort list fired."""
-
-        def run() -> list[Any]:
-            pipe = self._r.pipeline(transaction=False)
-            pipe.blpop([abort, release], timeout=max(0.01, timeout_s))
-            if keys:
-                pipe.mget(keys)
-            return pipe.execute()  # type: ignore[no-any-return]
-
-        res = self._call(run)
-        return self._released(res[0], res[1] if keys else [], keys, abort)
+        return self._pop_then_get(release, timeout_s, keys, abort)
 
     def delete_keys(self, keys: list[str]) -> int:
         return int(self._call(lambda: self._r.unlink(*keys))) if keys else 0
