@@ -1,57 +1,53 @@
 """The engine benchmark: lambdanet's serverless engine beside the single-process network and an
-itsacat-style baseline, in one run.
+itsacat-style baseline, in one run, in the default environment (no thread variables set).
 
-    python benchmarks/engine.py                      # 2500 epochs (the itsacat full-batch run)
+    python benchmarks/engine.py                      # 1000 epochs (the itsacat full-batch run)
     python benchmarks/engine.py --epochs 300         # quicker
-    python benchmarks/engine.py --baseline-epochs 1  # shorter itsacat-style baseline
+    python benchmarks/engine.py --no-baseline --no-lithops --executors local   # the scaling rows only
 
 It starts its own ``redis-server`` on a free loopback port and uses a temporary LAMBDANET_HOME.
-Rows (float32, full batch, itsacat's [12288, 20, 7, 5, 1] network, lr 0.0075, seed 1):
+Rows (itsacat's ``examples/itsacat/parameters.json`` network [12288, 20, 7, 5, 1], float32, full
+batch (209), lr 0.0075, no early stop, seed 1):
 
 * single process — :func:`lambdanet.nn.reference.train` (the training loop only);
-* ``neuron`` / ``data`` with K = 1, 2, 4 on memory/local (threads) and K = 2, 4 on redis/process
-  (one OS process per worker) — the whole :class:`Driver` wall time (data upload, rounds,
-  checkpoints, ledger, accuracies, registry), its ratio to single process, milliseconds of
-  synchronisation per epoch (time inside collectives, slowest worker) and store bytes per epoch;
+* ``neuron`` / ``data`` with K = 1, 2, 4 on memory/local (threads) and on redis/process (one OS
+  process per worker) — the whole :class:`Driver` wall time (data upload, rounds, checkpoints,
+  ledger, accuracies, registry), its ratio to K = 1 of the same strategy and executor and to
+  single process, the CPU budget the run recorded (threads per worker and its source, see
+  :mod:`lambdanet.executors.cpu_budget`) and the BLAS threads its workers saw, milliseconds of
+  synchronisation per epoch (time inside collectives, slowest worker) and store bytes per epoch.
+  The scaling targets on memory/local — K = 2 ≤ 1.3× and K = 4 ≤ 1.5× of K = 1 — are marked met
+  or missed;
 * itsacat-style — one worker call per neuron per layer per step through the process executor and
   Redis (:mod:`lambdanet.testing.itsacat_baseline`), a few epochs, seconds per epoch; and the
   per-epoch speed-up of ``neuron`` K=4 redis/process over it.
 
-BLAS runs with one thread per worker (``OPENBLAS_NUM_THREADS=1`` unless set), as a 1-vCPU
-function would; the single-process row uses the same setting.
-
-Cost of one fault (``--fault-cost``; the default environment, no thread variables set): a
-1,500-epoch single-round full-batch itsacat run (``examples/itsacat/parameters.json``,
-batch_size 209) undisturbed, then with one worker killed (kill -9, the engine's fault hook)
-a few seconds into the round and late in it — ``neuron`` K = 4 redis/process and K = 2
-redis/lithops-localhost. Rows: wall seconds and worker-seconds of each run, the extra over the
-undisturbed run, the epoch the retry resumed from (in-round checkpoint), the epochs done twice,
-the abort latency (the killed call's end to its last peer's), the restart time (from the failed
-attempt's end to the retry's first epoch: backoff, merge, worker start-up), the fault's cost
-accounted from those (abort + restart + redone epochs at the undisturbed epoch time: robust to
-the machine's noise, unlike the wall-time difference) and the in-round checkpoint overhead of
-the undisturbed run (time the workers spent writing checkpoints / training time)::
+Cost of one fault (``--fault-cost``): a 1,500-epoch single-round full-batch itsacat run
+(``examples/itsacat/parameters.json``, batch_size 209) undisturbed, then with one worker killed
+(kill -9, the engine's fault hook) a few seconds into the round and late in it — ``neuron`` K = 4
+redis/process and K = 2 redis/lithops-localhost. Rows: wall seconds and worker-seconds of each
+run, the extra over the undisturbed run, the epoch the retry resumed from (in-round checkpoint),
+the epochs done twice, the abort latency (the killed call's end to its last peer's), the restart
+time (from the failed attempt's end to the retry's first epoch: backoff, merge, worker start-up),
+the fault's cost accounted from those (abort + restart + redone epochs at the undisturbed epoch
+time: robust to the machine's noise, unlike the wall-time difference) and the in-round checkpoint
+overhead of the undisturbed run (time the workers spent writing checkpoints / training time)::
 
     python benchmarks/engine.py --fault-cost
 
-Handoff overhead (``--handoff``; :mod:`handoff`, the default environment): a run continued
-across durable invocations (a handoff after every ~10-s round) beside one uninterrupted process::
+Handoff overhead (``--handoff``; :mod:`handoff`): a run continued across durable invocations (a
+handoff after every ~10-s round) beside one uninterrupted process::
 
     python benchmarks/engine.py --handoff
 """
 
 from __future__ import annotations
 
-import os
-import sys
-
-if "--fault-cost" not in sys.argv and "--handoff" not in sys.argv:  # those rows: the default environment
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-
 import argparse
 import json
+import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -66,10 +62,13 @@ from lithops_row import round_start_overhead, start_redis  # noqa: E402  (benchm
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--epochs", type=int, default=2500)
+    ap.add_argument("--epochs", type=int, default=1000)
     ap.add_argument("--baseline-epochs", type=int, default=2)
-    ap.add_argument("--workers", type=int, nargs="+", default=[2, 4])
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--strategies", nargs="+", default=["neuron", "data"], choices=["neuron", "data"])
+    ap.add_argument("--executors", nargs="+", default=["local", "process"], choices=["local", "process"])
     ap.add_argument("--no-lithops", action="store_true", help="skip the Lithops-localhost row")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the itsacat-style baseline row")
     ap.add_argument("--fault-cost", action="store_true", help="only the cost-of-one-fault rows (see the docstring)")
     ap.add_argument("--handoff", action="store_true", help="only the handoff-overhead rows (benchmarks/handoff.py)")
     ap.add_argument("--fault-epochs", type=int, default=1500)
@@ -94,9 +93,9 @@ def main() -> None:
     redis_proc, redis_url = start_redis(tmp)
 
     from lambdanet import adapters
-    from lambdanet.config import itsacat_defaults, parse_config
+    from lambdanet.config import parse_config
     from lambdanet.data.readers import load_dataset, to_matrix, to_targets
-    from lambdanet.engine.driver import Driver, TrainRequest
+    from lambdanet.executors.cpu_budget import THREAD_VARS, available_cores
     from lambdanet.nn import reference
     from lambdanet.services import Services
     from lambdanet.settings import Settings
@@ -108,86 +107,121 @@ def main() -> None:
         def notify(self, subject: str, message: str, **fields: object) -> None:
             pass
 
-    cfg = parse_config({**itsacat_defaults(), "epochs": args.epochs, "batch_size": 209, "threshold": 0.0,
+    params = json.loads((REPO / "examples" / "itsacat" / "parameters.json").read_text())
+    cfg = parse_config({**params, "epochs": args.epochs, "batch_size": 209, "threshold": 0.0,
                         "dtype": "float32", "seed": 1, "report_every": 10**9})
     ds = load_dataset(DATA)
     X = to_matrix(ds.x_train, "float32")
     Y = to_targets(ds.y_train, 2, "sigmoid", "float32")
     services = Services.open(Settings.from_env())
     services.notifier = Quiet()  # type: ignore[assignment]
-    rows: list[dict[str, object]] = []
+    rows: list[dict[str, Any]] = []
+    bl: dict[str, Any] | None = None
     try:
         t = time.perf_counter()
         ref = reference.train(cfg, X, Y)
         single = time.perf_counter() - t
-        rows.append({"run": "single process (nn.reference)", "seconds": single, "ratio": 1.0,
-                     "sync_ms_epoch": 0.0, "bytes_epoch": 0, "final_cost": ref.costs[-1]})
+        rows.append({"run": "single process (nn.reference)", "seconds": single, "ratio": 1.0, "vs_k1": None,
+                     "sync_ms_epoch": 0.0, "bytes_epoch": 0, "final_cost": ref.costs[-1], "budget": "",
+                     "target": ""})
         print(f"single process: {single:.2f} s, cost {ref.costs[-1]:.6f}", flush=True)
-        plan = [("neuron", 1, "memory://", "local")]
-        plan += [(s, k, "memory://", "local") for k in args.workers for s in ("neuron", "data")]
-        plan += [(s, k, redis_url, "process") for k in args.workers for s in ("neuron", "data")]
+        k1: dict[tuple[str, str], float] = {}
         per_epoch_neuron = None
-        for strategy, k, store, executor in plan:
-            t = time.perf_counter()
-            res = Driver(services).train(TrainRequest(data=str(DATA), config=cfg, workers=k, strategy=strategy,
-                                                      store_url=store, executor=executor, model_name="bench"))
-            wall = time.perf_counter() - t
-            metrics = services.ledger.get_run(res.run_id).metrics
-            where = "memory/local" if executor == "local" else "redis/process"
-            row = {"run": f"{strategy} K={k} {where}", "seconds": wall, "ratio": wall / single,
-                   "sync_ms_epoch": 1000 * float(metrics.get("sync_seconds", 0.0)) / res.epochs_run,
-                   "bytes_epoch": res.store_bytes // max(1, res.epochs_run), "final_cost": res.final_cost,
-                   "rounds": res.rounds, "worker_calls": res.worker_calls,
-                   "estimated_cost_usd": res.estimated_cost_usd}
-            rows.append(row)
-            print(f"{row['run']}: {wall:.2f} s ({wall / single:.2f}x), cost {res.final_cost:.6f}", flush=True)
-            if strategy == "neuron" and executor == "process" and k == max(args.workers):
-                per_epoch_neuron = wall / res.epochs_run
+        for executor in args.executors:
+            store = "memory://" if executor == "local" else redis_url
+            for strategy in args.strategies:
+                for k in args.workers:
+                    row = scaling_row(services, cfg, strategy, k, store, executor, single, k1)
+                    rows.append(row)
+                    print(f"{row['run']}: {row['seconds']:.2f} s ({row['ratio']:.2f}x single"
+                          f"{vs_k1_text(row)}), "
+                          f"budget {row['budget']}, cost {row['final_cost']:.6f}", flush=True)
+                    if strategy == "neuron" and executor == "process" and k == max(args.workers):
+                        per_epoch_neuron = row["seconds"] / args.epochs
         lithops_start = None
         if not args.no_lithops:  # the same run as K=2 neuron redis/process, through Lithops' localhost backend
             lithops_start = round_start_overhead(workers=2, rounds=3, version=1)["round_start_s"]
-            t = time.perf_counter()
-            res = Driver(services).train(TrainRequest(data=str(DATA), config=cfg, workers=2, strategy="neuron",
-                                                      store_url=redis_url, executor="lithops://localhost?version=1",
-                                                      model_name="bench"))
-            wall = time.perf_counter() - t
-            metrics = services.ledger.get_run(res.run_id).metrics
-            rows.append({"run": "neuron K=2 redis/lithops-localhost", "seconds": wall, "ratio": wall / single,
-                         "sync_ms_epoch": 1000 * float(metrics.get("sync_seconds", 0.0)) / res.epochs_run,
-                         "bytes_epoch": res.store_bytes // max(1, res.epochs_run), "final_cost": res.final_cost,
-                         "rounds": res.rounds, "round_start_s": lithops_start})
-            print(f"neuron K=2 redis/lithops-localhost: {wall:.2f} s ({wall / single:.2f}x), {res.rounds} rounds, "
-                  f"round start {lithops_start:.2f} s", flush=True)
-        base_cfg = parse_config({**cfg.model_dump(), "epochs": args.baseline_epochs})
-        bl = run_baseline(base_cfg, X, Y, redis_url, adapters.open_executor("process"), args.baseline_epochs)
-        bl_epoch = sum(bl["seconds"]) / len(bl["seconds"])
-        rows.append({"run": "itsacat-style (1 call/neuron/layer/step, process+redis)", "seconds": sum(bl["seconds"]),
-                     "ratio": None, "sync_ms_epoch": None, "bytes_epoch": bl["bytes"] // args.baseline_epochs,
-                     "final_cost": bl["costs"][-1], "per_epoch_s": bl_epoch,
-                     "calls_per_epoch": bl["calls"] // args.baseline_epochs})
+            row = scaling_row(services, cfg, "neuron", 2, redis_url, "lithops://localhost?version=1", single, {})
+            row["round_start_s"] = lithops_start
+            rows.append(row)
+            print(f"{row['run']}: {row['seconds']:.2f} s ({row['ratio']:.2f}x), round start {lithops_start:.2f} s",
+                  flush=True)
+        if not args.no_baseline:
+            base_cfg = parse_config({**cfg.model_dump(), "epochs": args.baseline_epochs})
+            bl = run_baseline(base_cfg, X, Y, redis_url, adapters.open_executor("process"), args.baseline_epochs)
+            rows.append({"run": "itsacat-style (1 call/neuron/layer/step, process+redis)",
+                         "seconds": sum(bl["seconds"]), "ratio": None, "vs_k1": None, "sync_ms_epoch": None,
+                         "bytes_epoch": bl["bytes"] // args.baseline_epochs, "final_cost": bl["costs"][-1],
+                         "budget": "", "target": "", "per_epoch_s": sum(bl["seconds"]) / len(bl["seconds"]),
+                         "calls_per_epoch": bl["calls"] // args.baseline_epochs})
     finally:
         redis_proc.kill()
         redis_proc.wait()
         shutil.rmtree(tmp, ignore_errors=True)
 
+    thread_vars = {v: os.environ[v] for v in THREAD_VARS if v in os.environ}
     print()
     print(f"float32, full batch, itsacat network [12288, 20, 7, 5, 1], {args.epochs} epochs, "
-          f"{os.cpu_count()} cores, OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}")
-    print("| run | wall s | × single | sync ms/epoch | store bytes/epoch | final cost |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+          f"{available_cores()} cores, thread variables: {thread_vars or 'none set (the default environment)'}")
+    print("| run | wall s | × K=1 | × single | CPU budget (threads/worker, source; BLAS threads seen) "
+          "| target | sync ms/epoch | store bytes/epoch | final cost |")
+    print("| --- | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: |")
     for r in rows:
         ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        vs_k1 = "" if r["vs_k1"] is None else f"{r['vs_k1']:.2f}"
         sync = "" if r["sync_ms_epoch"] is None else f"{r['sync_ms_epoch']:.2f}"
-        print(f"| {r['run']} | {r['seconds']:.2f} | {ratio} | {sync} | {r['bytes_epoch']:,} | "
-              f"{r['final_cost']:.6f} |")
-    print(f"\nitsacat-style: {bl_epoch:.2f} s per epoch ({bl['calls'] // args.baseline_epochs} calls per epoch, "
-          f"{args.baseline_epochs} epochs)")
+        print(f"| {r['run']} | {r['seconds']:.2f} | {vs_k1} | {ratio} | {r['budget']} | {r['target']} | {sync} | "
+              f"{r['bytes_epoch']:,} | {r['final_cost']:.6f} |")
+    if bl is not None:
+        bl_epoch = sum(bl["seconds"]) / len(bl["seconds"])
+        print(f"\nitsacat-style: {bl_epoch:.2f} s per epoch ({bl['calls'] // args.baseline_epochs} calls per epoch, "
+              f"{args.baseline_epochs} epochs)")
+        if per_epoch_neuron:
+            print(f"neuron K={max(args.workers)} redis/process: {1000 * per_epoch_neuron:.2f} ms per epoch "
+                  f"-> {bl_epoch / per_epoch_neuron:,.0f}x faster per epoch than itsacat-style")
     if lithops_start is not None:
         print(f"lithops localhost (v1): {lithops_start:.2f} s to start a round of 2 no-op calls")
-    if per_epoch_neuron:
-        print(f"neuron K={max(args.workers)} redis/process: {1000 * per_epoch_neuron:.2f} ms per epoch "
-              f"-> {bl_epoch / per_epoch_neuron:,.0f}x faster per epoch than itsacat-style")
-    print(json.dumps({"epochs": args.epochs, "rows": rows}, default=float))
+    print(json.dumps({"epochs": args.epochs, "cores": available_cores(), "thread_vars": thread_vars, "rows": rows},
+                     default=float))
+
+
+def vs_k1_text(row: dict[str, Any]) -> str:
+    return "" if row["vs_k1"] is None else f", {row['vs_k1']:.2f}x K=1"
+
+
+# the scaling targets on memory/local: wall time of K workers over K = 1 (issue 12)
+TARGETS = {2: 1.3, 4: 1.5}
+
+
+def scaling_row(services: Any, cfg: Any, strategy: str, k: int, store: str, executor: str, single: float,
+                k1: dict[tuple[str, str], float]) -> dict[str, Any]:
+    """One engine run, timed, with its ratios, its recorded CPU budget and its target verdict;
+    a K = 1 run is remembered in ``k1`` as the reference of its strategy and executor."""
+    from lambdanet.engine.driver import Driver, TrainRequest
+    from lambdanet.engine.requests import EngineSettings
+
+    t = time.perf_counter()
+    res = Driver(services).train(TrainRequest(data=str(DATA), config=cfg, workers=k, strategy=strategy,
+                                              store_url=store, executor=executor, model_name="bench"))
+    wall = time.perf_counter() - t
+    rec = services.ledger.get_run(res.run_id)
+    budget = EngineSettings.of_run(rec).cpu_budget
+    seen = sorted({w.get("blas") for w in rec.metrics.get("worker_threads") or []}, key=str)
+    where = {"local": "memory/local", "process": "redis/process"}.get(executor, "redis/lithops-localhost")
+    if k == 1:
+        k1[(strategy, executor)] = wall
+    base = k1.get((strategy, executor))
+    vs_k1 = wall / base if base else None
+    target = ""
+    if executor == "local" and k in TARGETS and vs_k1 is not None:
+        target = f"≤ {TARGETS[k]}×: {'met' if vs_k1 <= TARGETS[k] else 'MISSED'}"
+    return {"run": f"{strategy} K={k} {where}", "seconds": wall, "ratio": wall / single, "vs_k1": vs_k1,
+            "sync_ms_epoch": 1000 * float(rec.metrics.get("sync_seconds", 0.0)) / res.epochs_run,
+            "bytes_epoch": res.store_bytes // max(1, res.epochs_run), "final_cost": res.final_cost,
+            "rounds": res.rounds, "worker_calls": res.worker_calls, "estimated_cost_usd": res.estimated_cost_usd,
+            "budget": f"{budget.threads if budget.threads is not None else '–'}, {budget.source}; "
+                      f"seen {'/'.join(str(b) for b in seen) or '–'}",
+            "cpu_budget": budget.model_dump(mode="json"), "target": target}
 
 
 class Capture:
@@ -298,10 +332,11 @@ def fault_cost(args: argparse.Namespace) -> None:
         redis_proc.wait()
         shutil.rmtree(tmp, ignore_errors=True)
 
+    thread_vars = {v: os.environ[v] for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS") if v in os.environ}
     print()
     print(f"cost of one fault: itsacat [12288, 20, 7, 5, 1] {cfg.dtype}, full batch (209), {args.fault_epochs} epochs "
           f"in one round, in-round checkpoints every {every:g} s, collective deadline 600 s, {os.cpu_count()} cores, "
-          f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}")
+          f"thread variables: {thread_vars or 'none set'}")
     print("| run | kill -9 of the last worker | wall s | extra wall s | × undisturbed | worker-s | extra worker-s | "
           "retry from epoch | epochs redone | abort s | restart s | fault cost s (abort + restart + redone) |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")

@@ -1,0 +1,157 @@
+"""CPU budgets per worker (issue 12): on the local (threads) and process executors each of K
+workers runs with ``cores // K`` BLAS / OpenMP / torch threads (at least 1) — read back *inside
+the worker* (threadpoolctl, torch) and recorded by the run's engine settings; a thread variable
+the user set wins; a request's ``cpu_threads`` replaces the share.
+
+tests/conftest.py sets ``OPENBLAS_NUM_THREADS=1`` … in this process, so every case runs its
+training in a fresh interpreter whose environment the test writes (the thread variables removed
+or set on purpose), on a tiny slice of catvnoncat; the figures come back through the ledger: the
+run's ``config["engine"]["cpu_budget"]`` and the metric ``worker_threads`` (each worker's own
+threadpoolctl / torch reading)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lambdanet.engine.requests import EngineSettings
+from lambdanet.services import Services
+from lambdanet.settings import Settings
+from tests.conftest import REPO, RedisServer
+from tests.e2e.engine_support import small_data
+
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+               "VECLIB_MAXIMUM_THREADS")
+CORES = len(os.sched_getaffinity(0))  # the CPUs these processes may use (the test's own reading)
+
+# Trains the cases of argv[2] (JSON: [[workers, cpu_threads], …]) on argv[1] with the executor and
+# store of argv[3], argv[4], 2 epochs each; with argv[5] == "torch", torch is loaded first (as a CNN
+# run's driver has it). Prints the run ids and this process's own thread counts before and after.
+TRAIN = """
+import json, sys
+if sys.argv[5] == "torch":
+    import torch
+from lambdanet.config import itsacat_defaults, parse_config
+from lambdanet.engine.driver import Driver, TrainRequest
+from lambdanet.executors.cpu_budget import observed_threads
+from lambdanet.services import Services
+from lambdanet.settings import Settings
+services = Services.open(Settings.from_env())
+before = observed_threads()
+cfg = parse_config({**itsacat_defaults(), "epochs": 2, "dtype": "float64", "threshold": 0.0})
+ids = []
+for workers, cpu_threads in json.loads(sys.argv[2]):
+    res = Driver(services).train(TrainRequest(data=sys.argv[1], config=cfg, workers=workers, strategy="neuron",
+                                              store_url=sys.argv[4], executor=sys.argv[3],
+                                              cpu_threads=cpu_threads))
+    ids.append(res.run_id)
+print(json.dumps({"runs": ids, "before": before, "after": observed_threads()}))
+"""
+
+
+def train(home: Path, data: Path, cases: list[tuple[int, int | None]], executor: str, store: str,
+          user_env: dict[str, str], torch: bool = False) -> tuple[list[Any], dict[str, Any]]:
+    """Run the cases in a fresh interpreter whose only thread variables are ``user_env``; return
+    their ledger records and that process's thread counts before and after the runs."""
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARS}
+    env.update(user_env)
+    env.update({"LAMBDANET_HOME": str(home), "LAMBDANET_NOTIFIER": "console://stderr",
+                "PYTHONPATH": str(REPO / "src")})
+    for var in ("LAMBDANET_LEDGER", "LAMBDANET_OBJECTS", "LAMBDANET_STORE", "LAMBDANET_EXECUTOR"):
+        env.pop(var, None)
+    proc = subprocess.run([sys.executable, "-c", TRAIN, str(data), json.dumps(cases), executor, store,
+                           "torch" if torch else "-"], capture_output=True, text=True, env=env, timeout=300,
+                          cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    old = os.environ.get("LAMBDANET_HOME")
+    os.environ["LAMBDANET_HOME"] = str(home)
+    try:
+        ledger = Services.open(Settings.from_env()).ledger
+        return [ledger.get_run(run_id) for run_id in out["runs"]], out
+    finally:
+        if old is None:
+            os.environ.pop("LAMBDANET_HOME")
+        else:
+            os.environ["LAMBDANET_HOME"] = old
+
+
+def seen(run: Any) -> list[dict[str, Any]]:
+    """What each worker read inside its own call, in worker order."""
+    rows = run.metrics["worker_threads"]
+    assert [r["worker"] for r in rows] == list(range(len(rows)))
+    return rows
+
+
+@pytest.fixture(params=["local", pytest.param("process", marks=pytest.mark.redis)])
+def executor_and_store(request: pytest.FixtureRequest) -> tuple[str, str]:
+    if request.param == "local":
+        return "local", "memory://"
+    server: RedisServer = request.getfixturevalue("redis_server")
+    return "process", server.url
+
+
+def test_each_of_k_workers_gets_its_share_of_the_cores(executor_and_store: tuple[str, str],
+                                                       tmp_path: Path) -> None:
+    executor, store = executor_and_store
+    in_process = executor == "local"
+    runs, driver = train(tmp_path / "home", small_data(tmp_path), [(1, None), (2, None), (4, None)], executor, store,
+                        user_env={}, torch=in_process)
+    for k, run in zip((1, 2, 4), runs, strict=True):
+        share = max(1, CORES // k)
+        budget = EngineSettings.of_run(run).cpu_budget
+        assert (budget.threads, budget.source, budget.workers, budget.cores) == (share, "budget", k, CORES)
+        assert run.config["engine"]["cpu_budget"]["threads"] == share  # as stored in the ledger row
+        workers = seen(run)
+        assert len(workers) == k
+        for w in workers:
+            assert w["blas"] == share, (k, w)
+            if in_process:  # torch was loaded by the driver: its count and this thread's OpenMP pool too
+                assert w["torch"] == share and w["openmp"] == share, (k, w)
+            else:  # a fresh worker process of an MLP run never loads torch
+                assert w["torch"] is None, (k, w)
+    if in_process:  # the driver's process gets its pools back as they were after the runs
+        assert driver["after"] == driver["before"] and driver["before"]["torch"] is not None
+
+
+def test_a_thread_variable_the_user_set_is_respected_and_recorded(executor_and_store: tuple[str, str],
+                                                                  tmp_path: Path) -> None:
+    executor, store = executor_and_store
+    # the budget would give K = 1 every core (and the request 2 threads): the user's 1 wins over both
+    runs, _ = train(tmp_path / "home", small_data(tmp_path), [(1, None), (1, 2)], executor, store,
+                    user_env={"OPENBLAS_NUM_THREADS": "1"})
+    for run in runs:
+        budget = EngineSettings.of_run(run).cpu_budget
+        assert (budget.threads, budget.source) == (1, "user env")
+        assert budget.user_env == {"OPENBLAS_NUM_THREADS": "1"}
+        assert [w["blas"] for w in seen(run)] == [1]
+
+
+def test_cpu_threads_replaces_the_share(executor_and_store: tuple[str, str], tmp_path: Path) -> None:
+    if CORES < 2:
+        pytest.skip("one core: the share and the request are both 1 thread")
+    executor, store = executor_and_store
+    runs, _ = train(tmp_path / "home", small_data(tmp_path), [(1, 1), (2, 1)], executor, store, user_env={})
+    for k, run in zip((1, 2), runs, strict=True):
+        engine = EngineSettings.of_run(run)
+        assert engine.cpu_threads == 1
+        assert (engine.cpu_budget.threads, engine.cpu_budget.source) == (1, "request")
+        assert [w["blas"] for w in seen(run)] == [1] * k
+
+
+def test_old_engine_settings_rows_read_back_with_defaults() -> None:
+    """A run recorded before the CPU budget existed reads back (resume, report) without it."""
+    old = {"workers": 2, "strategy": "data", "strategy_target": "lambdanet.engine.strategies.data:DataStrategy",
+           "store_url": "memory://", "executor": "local", "epochs_per_round": None, "round_seconds": 300.0,
+           "max_retries": 3, "collective_timeout_s": 60.0, "lambda_memory_mb": 2048, "model_name": "cats"}
+    engine = EngineSettings.from_config({"epochs": 3, "engine": old}, source="old row")
+    assert (engine.workers, engine.strategy, engine.model_name) == (2, "data", "cats")
+    assert engine.checkpoint_seconds == 1.0 and engine.cpu_threads is None
+    assert (engine.cpu_budget.threads, engine.cpu_budget.source) == (None, "none")
+    assert "cpu_budget" not in engine.model_fields_set
