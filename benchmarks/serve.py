@@ -1,17 +1,21 @@
-"""Prediction-service benchmark: the bare forward pass, `lambdanet serve` with and without
-micro-batching, and a plain Flask app doing the same work — in one run, with ratios.
+"""Prediction-service benchmark: `lambdanet serve` with and without micro-batching, beside a
+plain Flask app doing the same work, at 1, 8 and 32 concurrent clients — in one run, with ratios.
 
-    python benchmarks/serve.py                     # MLP (itsacat 12288-20-7-5-1), LeNet, VGG11-bn
-    python benchmarks/serve.py --models mlp --seconds 2
+    python benchmarks/serve.py                        # MLP (itsacat 12288-20-7-5-1), LeNet, VGG11-bn
+    python benchmarks/serve.py --seconds 1 --models mlp   # a quick check
+
+Run it in the environment a user has: it sets no thread variables (OPENBLAS_NUM_THREADS…); the
+server process sets its own BLAS thread budget (``lambdanet.serve.process``).
 
 For each model it prints:
 
-* bare forward    — ``predictor.predict_proba`` on one uint8 image in process (median), and the
-  same plus the upload's decode/resize (what every server below also does per request);
-* server, batching on / off — a real ``lambdanet serve`` (uvicorn) subprocess; p50/p99 latency
-  and requests/s for 1 client (sequential requests) and 32 concurrent clients;
-* Flask           — a plain Flask app (werkzeug threaded server, keep-alive) in a subprocess,
-  doing decode_image + prepare_image + predict_proba per request, no batching.
+* bare forward    — ``predictor.predict_proba`` on one uint8 image in this process (median), and
+  the same plus the upload's decode/resize (what every server below also does per request);
+* for each client count: p50 / p99 latency, requests/s and the server's CPU time per request of
+  a real ``lambdanet serve`` (uvicorn) subprocess with batching (default options) and with
+  ``--no-batching``, and of a plain Flask app (werkzeug threaded server, keep-alive) doing
+  decode_image + prepare_image + predict_proba per request; then batching's p99 and requests/s
+  over no batching's.
 
 Every request is ``POST /predict`` with a PNG body of the model's input size. The load
 generator is a light asyncio HTTP/1.1 keep-alive client (one connection per client) in this
@@ -19,33 +23,27 @@ process. The three servers run side by side and are measured in rotating order o
 rounds, so a shared machine's noise spreads evenly; ``cpu ms/req`` (the server process's CPU
 time per request) is the figure least disturbed by other load.
 
-Targets: MLP p50 (1 client) <= bare forward + 2 ms; 32 clients: batching >= 2x the requests/s
-without batching and >= 3x Flask.
+Targets (issue 12): batching's p99 <= 1.1x no batching's and its requests/s >= no batching's at
+every client count, for every model; VGG: batching >= 2x the requests/s of no batching at 32
+clients; MLP: server CPU per request <= 0.30 ms (batching, 32 clients).
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import io
+import json
 import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
-# Small matrix products gain nothing from BLAS threads, and on a busy machine those threads stall
-# (a batch of 32 MLP images: ~1 ms, with 50-300 ms outliers). Every server below and the bare
-# measurement run with one BLAS thread; set before numpy loads, inherited by the subprocesses.
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
-
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import io  # noqa: E402
-import json  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGES = REPO.parent / "shared" / "images"
@@ -248,9 +246,12 @@ def merge(phases: list[Phase]) -> Phase:
 
 # ---- main ----------------------------------------------------------------------------------------
 SERVERS = ("batching", "no_batching", "flask")
+P99_RATIO_MAX = 1.1  # batching's p99 over no batching's, every model and client count
+VGG_RPS_RATIO_MIN = 2.0  # VGG, the largest client count: batching's requests/s over no batching's
+MLP_CPU_MS_MAX = 0.30  # MLP: the batching server's CPU per request, the largest client count
 
 
-def run(models: list[str], seconds: float, clients: int, rounds: int) -> dict:
+def run(models: list[str], seconds: float, client_counts: list[int], rounds: int) -> dict:
     """All three servers run side by side; each round measures each of them in turn (the order
     rotating), so the noise of a shared machine spreads evenly over them."""
     results: dict = {}
@@ -271,12 +272,12 @@ def run(models: list[str], seconds: float, clients: int, rounds: int) -> dict:
                     procs[name] = (port, proc)
                 for port, proc in procs.values():
                     wait_port(port, proc)
-                phases: dict[tuple[str, int], list[Phase]] = {(s, n): [] for s in SERVERS for n in (1, clients)}
+                phases: dict[tuple[str, int], list[Phase]] = {(s, n): [] for s in SERVERS for n in client_counts}
                 for r in range(rounds):
                     order = SERVERS[r % 3:] + SERVERS[:r % 3]
                     for name in order:
                         port, proc = procs[name]
-                        for n in (1, clients):
+                        for n in client_counts:
                             phases[(name, n)].append(measure(port, proc.pid, ref, payload, n, seconds / rounds,
                                                              warm_up=r == 0))
             finally:
@@ -288,36 +289,50 @@ def run(models: list[str], seconds: float, clients: int, rounds: int) -> dict:
                 row[f"{name}_{n}"] = {"p50_ms": phase.pct(50) * 1e3, "p99_ms": phase.pct(99) * 1e3,
                                       "rps": phase.rps, "requests": len(phase.latencies), "errors": phase.errors,
                                       "cpu_ms_per_request": phase.server_cpu_s * 1e3 / max(1, len(phase.latencies))}
+            row["targets"] = targets(kind, row, client_counts)
             results[kind] = row
-            report(kind, ref, row, clients)
+            report(kind, ref, row, client_counts)
     return results
 
 
-def report(kind: str, ref: str, row: dict, clients: int) -> None:
-    fwd = row["bare_forward_ms"]
+def targets(kind: str, row: dict, client_counts: list[int]) -> list[dict]:
+    """Each target of issue 12 for this model: what, the figure, the limit, met or not."""
+    out = []
+    for n in client_counts:
+        on, off = row[f"batching_{n}"], row[f"no_batching_{n}"]
+        out.append({"target": f"p99 batching / no batching, {n} clients", "value": on["p99_ms"] / off["p99_ms"],
+                    "limit": f"<= {P99_RATIO_MAX}", "met": on["p99_ms"] <= P99_RATIO_MAX * off["p99_ms"]})
+        out.append({"target": f"req/s batching / no batching, {n} clients", "value": on["rps"] / off["rps"],
+                    "limit": ">= 1", "met": on["rps"] >= off["rps"]})
+    top = max(client_counts)
+    if kind == "vgg":
+        ratio = row[f"batching_{top}"]["rps"] / row[f"no_batching_{top}"]["rps"]
+        out.append({"target": f"VGG req/s batching / no batching, {top} clients", "value": ratio,
+                    "limit": f">= {VGG_RPS_RATIO_MIN}", "met": ratio >= VGG_RPS_RATIO_MIN})
+    if kind == "mlp":
+        cpu = row[f"batching_{top}"]["cpu_ms_per_request"]
+        out.append({"target": f"MLP server cpu ms/req (batching, {top} clients)", "value": cpu,
+                    "limit": f"<= {MLP_CPU_MS_MAX}", "met": cpu <= MLP_CPU_MS_MAX})
+    return out
+
+
+def report(kind: str, ref: str, row: dict, client_counts: list[int]) -> None:
     print(f"\n== {kind.upper()} ({ref}) ==")
-    print(f"bare forward (1 image, in process): {fwd:.3f} ms   decode+resize+forward: "
+    print(f"bare forward (1 image, in process): {row['bare_forward_ms']:.3f} ms   decode+resize+forward: "
           f"{row['decode_and_forward_ms']:.3f} ms")
-    print(f"{'server':<13}{'clients':>8}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>8}{'cpu ms/req':>11}{'errors':>7}   ratio")
-    for name in ("batching", "no_batching", "flask"):
-        for n in (1, clients):
-            r = row[f"{name}_{n}"]
-            if n == 1:
-                ratio = f"p50 = bare + {r['p50_ms'] - fwd:.2f} ms"
-            else:
-                ratio = (f"batching req/s = {row[f'batching_{clients}']['rps'] / r['rps']:.2f}x this"
-                         if name != "batching" else "")
+    print(f"{'server':<13}{'clients':>8}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>8}{'cpu ms/req':>11}{'errors':>7}"
+          f"   batching / this: p99, req/s")
+    for name in SERVERS:
+        for n in client_counts:
+            r, on = row[f"{name}_{n}"], row[f"batching_{n}"]
+            ratio = "" if name == "batching" else f"{on['p99_ms'] / r['p99_ms']:.2f}x, {on['rps'] / r['rps']:.2f}x"
             print(f"{name:<13}{n:>8}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['rps']:>8.0f}"
                   f"{r['cpu_ms_per_request']:>11.3f}{r['errors']:>7}   {ratio}")
-    on, off, fl = (row[f"{k}_{clients}"]["rps"] for k in ("batching", "no_batching", "flask"))
-    p50 = row["batching_1"]["p50_ms"]
+    for t in row["targets"]:
+        print(f"target: {t['target']}: {t['value']:.2f} ({t['limit']}) {'met' if t['met'] else 'MISSED'}")
 
-    def verdict(ok: bool) -> str:
-        return "ok" if ok else "MISSED"
 
-    print(f"targets: p50 (1 client) <= bare + 2 ms: {p50:.2f} <= {fwd + 2:.2f} {verdict(p50 <= fwd + 2)}; "
-          f"{clients} clients: batching/no-batching {on / off:.2f}x (>= 2) {verdict(on >= 2 * off)}, "
-          f"batching/Flask {on / fl:.2f}x (>= 3) {verdict(on >= 3 * fl)}")
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def main() -> None:
@@ -328,13 +343,18 @@ def main() -> None:
     parser.add_argument("--models", default="mlp,cnn,vgg", help="comma-separated: mlp, cnn (LeNet), vgg")
     parser.add_argument("--seconds", type=float, default=6.0, help="seconds per server and client count")
     parser.add_argument("--rounds", type=int, default=3, help="rounds the seconds are split into")
-    parser.add_argument("--clients", type=int, default=32, help="concurrent clients of the loaded phase")
+    parser.add_argument("--clients", default="1,8,32", help="comma-separated concurrent client counts")
     parser.add_argument("--json", type=Path, help="also write the numbers to this file")
     args = parser.parse_args()
+    client_counts = sorted({int(c) for c in args.clients.split(",") if c.strip()})
+    threads = ", ".join(f"{v}={os.environ[v]}" for v in THREAD_VARIABLES if v in os.environ) or "none set"
     print(f"cpus: {os.cpu_count()}  load average: {os.getloadavg()[0]:.2f}  python {sys.version.split()[0]}  "
-          f"BLAS threads: {os.environ['OPENBLAS_NUM_THREADS']}")
-    results = run([m.strip() for m in args.models.split(",") if m.strip()], args.seconds, args.clients, args.rounds)
+          f"thread variables: {threads}")
+    results = run([m.strip() for m in args.models.split(",") if m.strip()], args.seconds, client_counts,
+                  args.rounds)
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+    missed = [f"{kind}: {t['target']}" for kind, row in results.items() for t in row["targets"] if not t["met"]]
+    print("every target met" if not missed else f"targets missed: {len(missed)}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

@@ -17,7 +17,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lambdanet.data.images import load_image_file
 from lambdanet.objects.folder import FolderStore
-from lambdanet.predictor import load_predictor
 from lambdanet.registry import ModelRegistry
 from lambdanet.serve.app import create_app
 from lambdanet.testing.serving import (
@@ -28,6 +27,7 @@ from lambdanet.testing.serving import (
     register_cifar_mlp,
 )
 from tests.conftest import CATVNONCAT, CIFAR10, IMAGES
+from tests.e2e.test_serve_batching import numpy_forward
 
 GRUMPY = IMAGES / "grumpy_cat.jpeg"
 
@@ -48,7 +48,8 @@ def client(registry: ModelRegistry) -> Iterator[httpx.Client]:
 
 
 def _expected(registry: ModelRegistry, ref: str, images: np.ndarray) -> np.ndarray:
-    return load_predictor(registry.load(ref)).predict_proba(images)  # (N, C)
+    """(N, C) from an independent float64 numpy forward of the registered weights."""
+    return numpy_forward(registry.load(ref), images)
 
 
 def _png(img: Image.Image, **save: object) -> bytes:
@@ -66,9 +67,9 @@ def test_predict_multipart_with_preview(client: httpx.Client, registry: ModelReg
     seen = load_image_file(GRUMPY, (64, 64, 3))  # (64, 64, 3): what training-time preprocessing gives
     probs = _expected(registry, "itsacat", seen[None])[0]
     assert body["model"] == "itsacat" and body["version"] == 1 and body["input"] == "image"
-    assert body["probabilities"] == pytest.approx({"non-cat": probs[0], "cat": probs[1]}, rel=1e-5)
+    assert body["probabilities"] == pytest.approx({"non-cat": probs[0], "cat": probs[1]}, rel=1e-4)
     assert body["label"] == ["non-cat", "cat"][int(probs.argmax())]
-    assert body["probability"] == pytest.approx(float(probs.max()), rel=1e-5)
+    assert body["probability"] == pytest.approx(float(probs.max()), rel=1e-4)
     assert body["preview"].startswith("data:image/png;base64,")
     preview = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["preview"].split(",", 1)[1]))))
     np.testing.assert_array_equal(preview, seen)
@@ -94,7 +95,7 @@ def test_predict_raw_cifar_bytes(client: httpx.Client, registry: ModelRegistry) 
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["input"] == "raw" and body["model"] == "cifar"
-        assert list(body["probabilities"].values()) == pytest.approx(list(expected[i]), rel=1e-5, abs=1e-7)
+        assert list(body["probabilities"].values()) == pytest.approx(list(expected[i]), rel=1e-4, abs=1e-6)
         labels.append(body["label"])
     classes = client.get("/v2/models/cifar").json()["parameters"]["classes"]
     accuracy = float(np.mean([classes.index(lab) == t for lab, t in zip(labels, y, strict=True)]))

@@ -142,8 +142,9 @@ class ModelManager:
         hit = self._refs.get(key)
         return hit is None or now - hit[0] >= self.alias_ttl_s
 
-    def loaded(self) -> list[tuple[str, int]]:
-        return list(self._served)
+    def loaded(self) -> list[ServedModel]:
+        """The versions held now, least recently used first."""
+        return list(self._served.values())
 
     def close(self) -> None:
         for served in self._served.values():
