@@ -377,8 +377,8 @@ def test_cli_case(case: CliCase, corpus: Corpus, cli_results: dict[str, subproce
     if case.expect == "accept":
         assert proc.returncode == 0, proc.stderr
         assert "Traceback" not in proc.stderr
-        result = json.loads(proc.stdout.strip().splitlines()[-1])
-        assert result[0]["label"] in ("a", "b") and 0.0 <= result[0]["probability"] <= 1.0
+        (result,) = (json.loads(line) for line in proc.stdout.splitlines())  # predict --json: one line per image
+        assert result["label"] in ("a", "b") and 0.0 <= result["probability"] <= 1.0
         TALLY["handled:cli"] += 1
         return
     assert_one_error_line(proc)
@@ -718,6 +718,7 @@ def test_zz_state_unchanged_and_still_serving(corpus: Corpus, client: httpx.Clie
     assert new_models == [], f"a bad input registered a model: {new_models}"
     good = run_cli(corpus.home, "predict", str(SHARED / "images" / "grumpy_cat.jpeg"), "--model", MODEL, "--json")
     assert good.returncode == 0, good.stderr
-    assert json.loads(good.stdout.strip().splitlines()[-1])[0]["model"] == f"{MODEL}:1"
+    (prediction,) = (json.loads(line) for line in good.stdout.splitlines())  # one object per image
+    assert prediction["model"] == f"{MODEL}:1"
     total = sum(v for k, v in TALLY.items() if k.startswith("tried:"))
     assert total >= 40

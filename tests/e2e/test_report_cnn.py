@@ -25,10 +25,10 @@ def test_cifar10_report_has_a_10x10_matrix_matching_the_run(tmp_path: Path) -> N
               "--json")
     assert res.returncode == 0, res.stderr
     run = json.loads(res.stdout.strip().splitlines()[-1])
-    out, js = tmp_path / "r.html", tmp_path / "r.json"
-    res = cli(home, "report", run["run_id"], "--out", str(out), "--json", str(js))
+    out = tmp_path / "r.html"
+    res = cli(home, "report", run["run_id"], "--out", str(out), "--json")
     assert res.returncode == 0, res.stderr
-    data = json.loads(js.read_text())
+    data = json.loads(res.stdout)
     cm = np.array(data["test"]["confusion_matrix"])
     assert cm.shape == (10, 10) and cm.sum() == 200 and data["test"]["classes"] == CLASSES
     assert data["test"]["accuracy"] == pytest.approx(np.trace(cm) / 200)
