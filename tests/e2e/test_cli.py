@@ -299,6 +299,25 @@ def test_strategy_the_registry_lacks_for_the_config_kind_is_one_line(tmp_path: P
     assert not (tmp_path / "home" / "ledger.db").exists()  # no run was created
 
 
+def test_the_config_device_is_kept_without_device_flag(tmp_path: Path) -> None:
+    """A CNN config's own ``"device": "cuda"`` is what the run uses when ``--device`` is not given
+    (the CLI once overwrote it with its own "cpu" default): on a machine without CUDA that is the
+    one-line CUDA error, exit 2."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    rng = np.random.default_rng(0)
+    data = tmp_path / "tiny.npz"
+    np.savez(data, x=rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8), y=np.arange(8) % 2)
+    cnn = tmp_path / "cnn.json"
+    cnn.write_text(json.dumps({"model": "lenet", "epochs": 1, "batch_size": 4, "device": "cuda"}))
+    res = cli(tmp_path / "home", "train", str(data), "--params", str(cnn))
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    (line,) = res.stderr.strip().splitlines()
+    assert "--device cuda: CUDA is not available" in line
+
+
 def test_bad_params_message(tmp_path: Path) -> None:
     p = tmp_path / "parameters.json"
     p.write_text(json.dumps({**json.loads(PARAMS.read_text()), "learning_rate": -1}))

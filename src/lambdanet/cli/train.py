@@ -11,7 +11,12 @@ import typer
 
 from lambdanet.cli.common import RichProgress, err_console, open_services, print_json_line
 from lambdanet.config import TrainConfig, itsacat_defaults, load_config, parse_config
-from lambdanet.engine.requests import DEFAULT_CHECKPOINT_SECONDS, DEFAULT_MAX_RETRIES, DEFAULT_ROUND_SECONDS
+from lambdanet.engine.requests import (
+    DEFAULT_CHECKPOINT_SECONDS,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_ROUND_SECONDS,
+    TrainRequest,
+)
 from lambdanet.engine.strategies import STRATEGIES, strategy_path
 from lambdanet.errors import ConfigError
 
@@ -85,7 +90,7 @@ def register(app: typer.Typer) -> None:
         learning_rate: float | None = typer.Option(None, "--learning-rate", help="Override 'learning_rate'."),
         seed: int | None = typer.Option(None, help="Override 'seed'."),
         model: str | None = typer.Option(None, "--model", help="Registry name (default: the data folder's name)."),
-        workers: int = typer.Option(1, "--workers", "-k", min=1, help="Number of workers K."),
+        workers: int = typer.Option(TrainRequest.workers, "--workers", "-k", min=1, help="Number of workers K."),
         strategy: str | None = typer.Option(
             None, help=f"{' | '.join(strategy_names())} (neuron: model parallel, data: data parallel); "
                        "default neuron for MLPs, data for CNNs."),
@@ -101,11 +106,12 @@ def register(app: typer.Typer) -> None:
             help="Workers checkpoint inside a round this often, so a failed worker costs at most about "
                  "this much work."),
         lithops_config: Path | None = typer.Option(None, "--lithops-config", help="Lithops config file (AWS Lambda…)."),
-        device: str = typer.Option("cpu", help="cpu | cuda (CNN track)."),
+        device: str | None = typer.Option(
+            None, help="cpu | cuda | cuda:N for CNN configs (default: the config's 'device', itself cpu by default)."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON result line last on stdout."),
     ) -> None:
         """Train a model on DATA and register it (embedded defaults: no services needed)."""
-        from lambdanet.engine.driver import Driver, TrainRequest
+        from lambdanet.engine.driver import Driver
 
         if strategy is not None and strategy not in strategy_names():  # before reading any file
             raise ConfigError(f"--strategy: unknown strategy '{strategy}' (allowed: {', '.join(strategy_names())})")
@@ -113,13 +119,14 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--round-seconds must be a positive number of seconds, got {round_seconds:g}")
         if not 0 < checkpoint_seconds < float("inf"):
             raise ConfigError(f"--checkpoint-seconds must be a positive number of seconds, got {checkpoint_seconds:g}")
-        if re.fullmatch(r"cpu|cuda(:[0-9]+)?", device) is None:
+        if device is not None and re.fullmatch(r"cpu|cuda(:[0-9]+)?", device) is None:
             raise ConfigError(f"--device: unknown device '{device}' (allowed: cpu, cuda, cuda:N)")
         overrides = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed}
         config = build_config(params, overrides)
         if config.kind == "cnn":
-            config = config.model_copy(update={"device": device})  # reaches every worker and resumes
-        elif device != "cpu":
+            if device is not None:  # reaches every worker and resumes
+                config = config.model_copy(update={"device": device})
+        elif device not in (None, "cpu"):
             raise ConfigError("--device: the numpy MLP runs on the CPU only; --device is for CNN configs")
         strategy = check_strategy(config.kind, strategy or ("data" if config.kind == "cnn" else "neuron"))
         services = open_services(store_url=store, executor=executor)
