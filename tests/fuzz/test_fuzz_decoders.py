@@ -7,7 +7,8 @@
   inference requests (JSON and the binary-data extension) with wrong names, datatypes, shapes,
   lengths, base64 and header lengths, and byte-mutated bodies.
 
-Each answer must be a valid value or ONE 4xx lambdanet error — never another exception.
+Each answer must be a valid value or ONE 4xx lambdanet error — never another exception; each
+target asserts that some examples were decoded and some refused.
 Examples per target: ``LAMBDANET_FUZZ_EXAMPLES`` (default 400; ~10 s each on one core);
 derandomized unless ``LAMBDANET_FUZZ_RANDOM=1``. The iterations run are counted into
 ``test-artifacts/reliability-counts.json`` (``fuzz``).
@@ -22,7 +23,7 @@ import json
 import os
 import struct
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -47,7 +48,9 @@ SHAPE = (8, 8, 3)
 def _record_counts() -> Iterator[None]:
     yield
     record("fuzz", {"image_decoder_iterations": COUNT["image"], "v2_decoder_iterations": COUNT["v2"],
-                    "fuzz_rejected": COUNT["rejected"], "fuzz_accepted": COUNT["accepted"],
+                    "fuzz_rejected": COUNT["image.rejected"] + COUNT["v2.rejected"],
+                    "fuzz_accepted": COUNT["image.accepted"] + COUNT["v2.accepted"],
+                    "fuzz_by_target": {k: v for k, v in sorted(COUNT.items()) if "." in k},
                     "fuzz_command": "pytest tests/fuzz (LAMBDANET_FUZZ_EXAMPLES sets the iterations per target)"})
 
 
@@ -66,12 +69,23 @@ def _seeds() -> list[bytes]:
         (rgb.convert("P"), "GIF", {"save_all": True, "append_images": [rgb.convert("P").rotate(90)]}),
     ]:
         buf = io.BytesIO()
-        img.save(buf, format=fmt, **kw)
+        img.save(buf, format=fmt, **kw)  # type: ignore[arg-type]  # kw: a dict of save options per format
         out.append(buf.getvalue())
     return out
 
 
 SEEDS = _seeds()
+
+
+def both_outcomes(target: str, examples: Callable[[], None]) -> None:
+    """Run a target's examples, then check both answers were exercised: some inputs decoded (a
+    decoder that refuses everything would pass the per-example checks) and some refused."""
+    before = Counter(COUNT)
+    examples()
+    accepted = COUNT[f"{target}.accepted"] - before[f"{target}.accepted"]
+    rejected = COUNT[f"{target}.rejected"] - before[f"{target}.rejected"]
+    assert accepted > 0, f"{target}: no example was accepted ({rejected} refused)"
+    assert rejected > 0, f"{target}: no example was refused ({accepted} accepted)"
 
 
 @st.composite
@@ -99,7 +113,7 @@ def mutated(draw: st.DrawFn) -> bytes:
 
 @FUZZ
 @given(st.one_of(mutated(), st.binary(max_size=300)))
-def test_fuzz_image_decoder(blob: bytes) -> None:
+def _image_decoder_examples(blob: bytes) -> None:
     from lambdanet.data.images import decode_image, prepare_image
 
     COUNT["image"] += 1
@@ -107,12 +121,16 @@ def test_fuzz_image_decoder(blob: bytes) -> None:
         img = decode_image(blob, max_pixels=MAX_PIXELS)
         arr = prepare_image(img, SHAPE)
     except ImageError as exc:
-        COUNT["rejected"] += 1
+        COUNT["image.rejected"] += 1
         assert 400 <= exc.http_status < 500 and "\n" not in str(exc) and str(exc)
         return
-    COUNT["accepted"] += 1
+    COUNT["image.accepted"] += 1
     assert img.mode == "RGB" and 0 < img.size[0] * img.size[1] <= MAX_PIXELS
     assert arr.shape == SHAPE and arr.dtype == np.uint8
+
+
+def test_fuzz_image_decoder() -> None:
+    both_outcomes("image", _image_decoder_examples)
 
 
 # ---- the v2 decoder ----------------------------------------------------------------------------
@@ -167,9 +185,36 @@ def v2_request(draw: st.DrawFn) -> tuple[bytes, str | None]:
     return body, header_len
 
 
+@st.composite
+def valid_v2_request(draw: st.DrawFn) -> tuple[bytes, str | None]:
+    """A request the decoder must take: N images as JSON pixels, as the binary-data extension, or as
+    base64 / length-prefixed BYTES seed images (then maybe mutated like the others)."""
+    n = draw(st.integers(1, 2))
+    how = draw(st.sampled_from(["pixels", "binary", "b64", "bytes"]))
+    binary = b""
+    if how == "pixels":
+        spec: dict[str, Any] = {"name": "input", "datatype": "UINT8", "shape": [n, *SHAPE],
+                                "data": draw(st.lists(st.integers(0, 255), min_size=192 * n, max_size=192 * n))}
+    elif how == "binary":
+        binary = draw(st.binary(min_size=192 * n, max_size=192 * n))
+        spec = {"name": "input", "datatype": "UINT8", "shape": [n, *SHAPE],
+                "parameters": {"binary_data_size": len(binary)}}
+    else:
+        images = draw(st.lists(st.sampled_from(SEEDS), min_size=n, max_size=n))
+        if how == "b64":
+            spec = {"name": "image", "datatype": "BYTES", "shape": [n],
+                    "data": [base64.b64encode(b).decode() for b in images]}
+        else:
+            binary = b"".join(struct.pack("<I", len(b)) + b for b in images)
+            spec = {"name": "image", "datatype": "BYTES", "shape": [n],
+                    "parameters": {"binary_data_size": len(binary)}}
+    head = json.dumps({"inputs": [spec]}).encode()
+    return head + binary, (str(len(head)) if binary else None)
+
+
 @FUZZ
-@given(v2_request())
-def test_fuzz_v2_decoder(request: tuple[bytes, str | None]) -> None:
+@given(st.one_of(v2_request(), v2_request(), valid_v2_request()))  # 1 in 3 well-formed
+def _v2_decoder_examples(request: tuple[bytes, str | None]) -> None:
     from lambdanet.serve.v2 import _inputs_to_batch, _split_body
 
     body, header_len = request
@@ -183,9 +228,13 @@ def test_fuzz_v2_decoder(request: tuple[bytes, str | None]) -> None:
     try:
         batch = asyncio.run(decode())
     except LambdanetError as exc:
-        COUNT["rejected"] += 1
+        COUNT["v2.rejected"] += 1
         assert 400 <= exc.http_status < 500, f"{type(exc).__name__} -> {exc.http_status}"
         assert str(exc) and "\n" not in str(exc)
         return
-    COUNT["accepted"] += 1
+    COUNT["v2.accepted"] += 1
     assert batch.dtype == np.uint8 and batch.ndim == 4 and batch.shape[1:] == SHAPE and batch.shape[0] >= 1
+
+
+def test_fuzz_v2_decoder() -> None:
+    both_outcomes("v2", _v2_decoder_examples)
