@@ -1,5 +1,6 @@
 """Shared fixtures: a private LAMBDANET_HOME, the shared data sets, and real servers on loopback
-(a ``redis-server`` and ``moto_server``) started by the tests themselves on free ports."""
+started by the tests themselves on free ports: ``redis-server`` (through :class:`RedisServer`, the
+tests' one Redis launcher, with password and TLS options) and ``moto_server``."""
 
 from __future__ import annotations
 
