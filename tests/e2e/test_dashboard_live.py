@@ -143,12 +143,17 @@ def test_cost_curve_grows_while_a_real_run_trains(services: Services, base_url: 
             page.wait_for_function("document.getElementById('cost-chart').dataset.points > 0", timeout=30_000)
             first = int(page.get_attribute("#cost-chart", "data-points") or 0)
             assert 0 < first < epochs, "the run finished before the page saw it training"
+            page.screenshot(path=str(artifacts / "dashboard_running.png"))
+            page.evaluate("window.costChart.setScale('x', {min: 1, max: 2})")  # zoomed in, as a drag does
             page.wait_for_function(f"document.getElementById('cost-chart').dataset.points > {first}",
                                    timeout=30_000)
-            page.screenshot(path=str(artifacts / "dashboard_running.png"))
             page.wait_for_function(f"document.getElementById('cost-chart').dataset.points == {epochs}",
                                    timeout=60_000)
             page.wait_for_function("document.getElementById('status').textContent === 'completed'", timeout=30_000)
+            x_scale = "[window.costChart.scales.x.min, window.costChart.scales.x.max]"
+            assert page.evaluate(x_scale) == [1, 2]  # the zoom survived the points that arrived
+            page.dblclick("#cost-chart .u-over")  # uPlot's reset: the whole run again
+            assert page.evaluate(x_scale) == [1, epochs]
             shown = page.evaluate("window.costChart.data")  # what uPlot draws: [epochs, costs]
             rows = services.ledger.epochs(run_id)
             assert len(shown) == 2 and shown[0] == [e.epoch for e in rows] == list(range(1, epochs + 1))
