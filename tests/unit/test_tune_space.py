@@ -9,8 +9,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from lambdanet.config import MLPConfig, itsacat_defaults
 from lambdanet.errors import ConfigError
+from lambdanet.tune.request import TuneRequest
 from lambdanet.tune.space import parse_space
-from lambdanet.tune.study import TuneRequest
 
 SPACE = {"learning_rate": {"log_uniform": [1e-4, 1e-1]}, "neurons.layer1": {"int": [8, 64]},
          "optimizer": {"choice": ["gd", "momentum", "adam"]}, "batch_size": {"choice": [32, 64, 209]}}

@@ -13,6 +13,7 @@ import typer
 from lambdanet.cli.common import err_console, print_json_line
 from lambdanet.cli.train import default_model_name
 from lambdanet.config import itsacat_defaults, read_json_file
+from lambdanet.engine.requests import DEFAULT_MAX_RETRIES
 from lambdanet.errors import ConfigError, MissingExtra
 from lambdanet.services import Services
 from lambdanet.settings import Settings
@@ -26,8 +27,10 @@ def _print_event(ev: dict[str, Any]) -> None:
     kind, n = ev["event"], ev.get("trial")
     if kind == "study_started":
         what = "resumed" if ev.get("resumed") else "started"
-        err_console.print(f"study {ev['study']} {what}: {ev['trials']} trials, {ev['parallel']} at a time on "
-                          f"{ev['executor']}, {ev['epochs_per_round']} epochs per round, storage {ev['storage']}"
+        err_console.print(f"study {ev['study']} {what}: {ev['trials']} trials, {ev['parallel']} at a time "
+                          f"(each driven by a {ev.get('trial_driver', 'thread')}, {ev.get('cpu_threads')} CPU "
+                          f"threads per worker) on {ev['executor']}, {ev['epochs_per_round']} epochs per round, "
+                          f"storage {ev['storage']}"
                           + (f"; {ev['finished_before']} finished before, continuing {ev['continuing']}"
                              if ev.get("resumed") else ""))
     elif kind == "trial_started":
@@ -75,25 +78,35 @@ def register(app: typer.Typer) -> None:
         storage: str | None = typer.Option(
             None, "--storage", help="Study storage: 'file' (under LAMBDANET_HOME) or redis://… (default: the "
                                     "--store URL when it is Redis, else file)."),
-        pruner: str = typer.Option("median", help="median | asha | none."),
+        pruner: str | None = typer.Option(None, help="median | asha | none (default median)."),
         study: str | None = typer.Option(None, "--study", help="Study name (default tune-<time>)."),
         resume: bool = typer.Option(False, "--resume", help="Continue the study named by --study."),
-        objective: str = typer.Option("cost", help="cost (minimised) | accuracy (maximised), on the validation split."),
-        validation_fraction: float = typer.Option(0.2, "--validation-fraction",
-                                                  help="Held-out share of the training set."),
-        seed: int = typer.Option(0, help="Seed of the sampler and of the validation split."),
+        objective: str | None = typer.Option(
+            None, help="cost (minimised, default) | accuracy (maximised, ties broken by cost), on the validation "
+                       "split."),
+        validation_fraction: float | None = typer.Option(None, "--validation-fraction",
+                                                         help="Held-out share of the training set (default 0.2)."),
+        seed: int | None = typer.Option(None, help="Seed of the sampler and of the validation split (default 0)."),
         epochs_per_round: int | None = typer.Option(None, "--epochs-per-round", min=1,
                                                     help="Epochs between pruning checks (default epochs/10)."),
-        startup_trials: int = typer.Option(4, "--startup-trials", min=0,
-                                           help="Trials that finish before the median pruner prunes."),
-        max_retries: int = typer.Option(3, "--max-retries", min=0),
+        startup_trials: int | None = typer.Option(None, "--startup-trials", min=0,
+                                                  help="Trials that finish before the median pruner prunes "
+                                                       "(default 4)."),
+        warmup_rounds: int | None = typer.Option(None, "--warmup-rounds", min=0,
+                                                 help="Rounds of every trial the median pruner never prunes "
+                                                      "(default 0)."),
+        trial_driver: str | None = typer.Option(
+            None, "--trial-driver", help="thread | process: what drives each of the P parallel trials (default "
+                                         "thread; process for CPU-bound trials on the local executor)."),
+        max_retries: int = typer.Option(DEFAULT_MAX_RETRIES, "--max-retries", min=0),
         model: str | None = typer.Option(None, "--model", help="Registry name (default: the data folder's name)."),
         lithops_config: Path | None = typer.Option(None, "--lithops-config", help="Lithops config file."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON result line last on stdout."),
     ) -> None:
         """Search hyperparameters: many trials (each a lambdanet run) in parallel, the weak ones pruned."""
         try:
-            from lambdanet.tune.study import Tuner, TuneRequest
+            from lambdanet.tune.request import TuneRequest
+            from lambdanet.tune.study import Tuner
         except ModuleNotFoundError as exc:
             if (exc.name or "").split(".")[0] in ("optuna", "sqlalchemy", "alembic"):
                 raise MissingExtra("'lambdanet tune' needs Optuna: pip install 'lambdanet[tune]'") from None
@@ -114,20 +127,24 @@ def register(app: typer.Typer) -> None:
             if space is None:
                 raise ConfigError("missing --space: a space.json naming the keys to search and their ranges")
             base = read_json_file(params, "--params with a parameters.json") if params else itsacat_defaults()
+            chosen: dict[str, Any] = {k: v for k, v in {"parallel": parallel, "startup_trials": startup_trials,
+                                                        "warmup_rounds": warmup_rounds, "trial_driver": trial_driver,
+                                                        "pruner": pruner, "objective": objective, "seed": seed,
+                                                        "validation_fraction": validation_fraction}.items()
+                                      if v is not None}  # the others keep TuneRequest's defaults, written there once
             request = TuneRequest(
                 study=study or time.strftime("tune-%Y%m%d-%H%M%S", time.gmtime()), data=data, base=base,
-                space=read_json_file(space, "--space with a space.json"), trials=trials, parallel=parallel or 1,
-                workers=workers, strategy=strategy, executor=settings.executor, store_url=settings.store_url,
-                storage=study_storage, pruner=pruner, objective=objective, validation_fraction=validation_fraction,
-                seed=seed, epochs_per_round=epochs_per_round, max_retries=max_retries,
-                model_name=model or default_model_name(data), startup_trials=startup_trials)
+                space=read_json_file(space, "--space with a space.json"), trials=trials, workers=workers,
+                strategy=strategy, executor=settings.executor, store_url=settings.store_url,
+                storage=study_storage, epochs_per_round=epochs_per_round, max_retries=max_retries,
+                model_name=model or default_model_name(data), **chosen)
             request.check()  # a bad space or option is one line, before anything is opened or written
         services = Services.open(settings)
         try:
             if request is None:
                 assert study is not None
                 tuner = Tuner.resume(services, study, storage=study_storage, on_event=_print_event,
-                                     parallel=parallel, store_url=store, executor=executor)
+                                     parallel=parallel, store_url=store, executor=executor, trial_driver=trial_driver)
             else:
                 tuner = Tuner(services, request, on_event=_print_event)
             result = tuner.run().to_json()
