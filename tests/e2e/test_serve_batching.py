@@ -161,6 +161,19 @@ def test_a_request_that_does_not_fit_is_not_overtaken(registry: ModelRegistry, c
         np.testing.assert_allclose(probs, reference[s:s + n], rtol=1e-5, atol=1e-6)
 
 
+def test_an_idle_quick_model_runs_each_request_at_once(registry: ModelRegistry, cats: np.ndarray) -> None:
+    """A pass that runs on the event loop blocks it: nobody could join, so nobody waits."""
+    mv = registry.load("itsacat")
+    batcher = MicroBatcher(load_predictor(mv).predict_proba, max_batch_size=4, inline_max_rows=4)
+
+    async def main() -> list[np.ndarray]:
+        return await asyncio.gather(*(batcher.predict(cats[i:i + 1]) for i in range(3)))
+
+    results = asyncio.run(main())
+    assert list(batcher.history) == [(0,), (1,), (2,)] and batcher.queued == 0
+    np.testing.assert_allclose(np.vstack(results), numpy_forward(mv, cats[:3]), rtol=1e-5, atol=1e-6)
+
+
 # ---- over HTTP: batched answers equal unbatched ones ---------------------------------------------
 @pytest.fixture(scope="module")
 def servers(registry: ModelRegistry) -> Iterator[tuple[FastAPI, str, str]]:

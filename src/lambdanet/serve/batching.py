@@ -7,12 +7,15 @@ Usage (inside a request handler)::
         probs = await submit(images)           # float (n, n_classes)
 
 The policy is adaptive, like NVIDIA Triton's dynamic batcher with its default
-``max_queue_delay`` of 0: one worker per (model, version) takes the waiting requests in arrival
-order (FIFO) and runs them as one forward pass of at most ``max_batch_size`` rows. When the
-worker is idle a request is dispatched at once (in the same event-loop turn as the requests
-that became ready with it); requests that arrive while a pass runs wait for the next one, which
-takes them all. Nothing waits for a timer, so batching adds no latency to a lone request, and no
-request waits behind more than one full batch beyond those that arrived before it.
+``max_queue_delay`` of 0: dispatch at once when the model is idle, batch only what queued while
+it was busy. A request that finds no pass running and nobody waiting runs its own pass at once,
+on the event loop, when that pass is quick (see below) — a quick pass blocks the loop, so no
+other request could have joined it anyway; otherwise it queues. One worker per (model, version)
+takes the queued requests in arrival order (FIFO) — those that became ready in the same
+event-loop turn, then those that arrived while the previous pass ran — as one forward pass of at
+most ``max_batch_size`` rows. Nothing waits for a timer, so batching adds no latency to a lone
+request, and no request waits behind more than the running pass and the full passes of requests
+that arrived before it.
 
 ``max_wait_ms`` > 0 (Triton's max queue delay, Ray Serve's ``batch_wait_timeout_s``) lets a pass
 that would start from an idle worker wait up to that long for requests already *announced*
@@ -102,6 +105,7 @@ class MicroBatcher:
         self._task: asyncio.Task[None] | None = None
         self._thread: ThreadPoolExecutor | None = None
         self._stopping = False
+        self._busy = False  # the worker is between taking a batch and handing out its results
         self._seq = 0
         self.batches = 0  # forward passes run (for tests and /metrics)
         self.history: deque[tuple[int, ...]] = deque(maxlen=history)  # seq numbers per recent pass
@@ -123,6 +127,9 @@ class MicroBatcher:
         if not self.enabled:
             self._record((seq,), len(images))
             return await self._forward(images)
+        if not self._waiting and not self._busy and len(images) <= self.inline_max_rows:
+            self._record((seq,), len(images))  # idle and quick: this request's pass, right now
+            return self._predict(images)
         loop = asyncio.get_running_loop()
         if self._loop is not loop or self._task is None or self._task.done():
             # first call, or a new event loop (Mangum may run each Lambda event on a fresh loop)
@@ -192,21 +199,28 @@ class MicroBatcher:
             idle = False
             if not batch:
                 continue
-            try:  # any failure goes to the callers of this batch; the worker carries on
-                images = batch[0].images if len(batch) == 1 else np.concatenate([w.images for w in batch])
-                self._record(tuple(w.seq for w in batch), len(images))
-                probs = await self._forward(images)  # (N, n_classes)
-            except Exception as exc:
-                for w in batch:
-                    if not w.future.done():
-                        w.future.set_exception(exc)
-                continue
-            start = 0
+            self._busy = True
+            try:
+                await self._run_batch(batch)
+            finally:
+                self._busy = False
+
+    async def _run_batch(self, batch: list[_Waiting]) -> None:
+        try:  # any failure goes to the callers of this batch; the worker carries on
+            images = batch[0].images if len(batch) == 1 else np.concatenate([w.images for w in batch])
+            self._record(tuple(w.seq for w in batch), len(images))
+            probs = await self._forward(images)  # (N, n_classes)
+        except Exception as exc:
             for w in batch:
-                n = len(w.images)
                 if not w.future.done():
-                    w.future.set_result(probs[start:start + n])
-                start += n
+                    w.future.set_exception(exc)
+            return
+        start = 0
+        for w in batch:
+            n = len(w.images)
+            if not w.future.done():
+                w.future.set_result(probs[start:start + n])
+            start += n
 
     def _record(self, seqs: tuple[int, ...], rows: int) -> None:
         self.batches += 1
