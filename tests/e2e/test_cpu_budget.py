@@ -155,3 +155,35 @@ def test_old_engine_settings_rows_read_back_with_defaults() -> None:
     assert engine.checkpoint_seconds == 1.0 and engine.cpu_threads is None
     assert (engine.cpu_budget.threads, engine.cpu_budget.source) == (None, "none")
     assert "cpu_budget" not in engine.model_fields_set
+
+
+def test_overlapping_runs_in_one_process_never_restore_each_other_s_limits() -> None:
+    """A tuner runs trials side by side in one process: the BLAS pool stays at the smallest budget
+    of the runs still active, and gets its first value back only when the last one leaves."""
+    if CORES < 2:
+        pytest.skip("one core: every budget is 1 thread")
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from lambdanet.executors.cpu_budget import CpuBudget, process_limits
+
+    def blas() -> int:
+        return min(lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas")
+
+    with threadpool_limits(limits=2, user_api="blas"):  # the process's own pool before the runs
+        first = process_limits(CpuBudget(threads=1, source="request"))
+        second = process_limits(CpuBudget(threads=2, source="request"))
+        first.__enter__()
+        assert blas() == 1
+        second.__enter__()
+        assert blas() == 1  # the smallest active budget
+        third = process_limits(CpuBudget(threads=1, source="request"))
+        third.__enter__()
+        first.__exit__(None, None, None)
+        assert blas() == 1  # the first run's exit does not undo the third's limit
+        third.__exit__(None, None, None)
+        assert blas() == 2  # only the second (2 threads) is left
+        second.__exit__(None, None, None)
+        assert blas() == 2  # the last one out restores the pool as it was
+        with process_limits(CpuBudget(threads=1, source="request")):
+            assert blas() == 1
+        assert blas() == 2

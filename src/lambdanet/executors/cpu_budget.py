@@ -145,6 +145,8 @@ class _ProcessLimits:
         assert self._blas is not None
         self._blas.limit(limits=threads)
         if "torch" in sys.modules:  # loaded by the driver (a CNN run); never imported just for this
+            if self._torch_before is None:  # loaded since the first run came in
+                self._torch_before = _torch_threads()
             sys.modules["torch"].set_num_threads(threads)
 
 
