@@ -97,6 +97,15 @@ def plan_budget(executor: str, workers: int, cpu_threads: int | None = None,
     return CpuBudget(threads=max(1, cores // workers), source="budget", workers=workers, cores=cores)
 
 
+SPEC_FIELD = "cpu_threads"  # the engine's per-worker override in every call spec (None: the share)
+
+
+def requested_threads(specs: list[dict[str, Any]]) -> int | None:
+    """The ``cpu_threads`` a round's specs ask for (the same in every spec of a round), else None."""
+    value = specs[0].get(SPEC_FIELD) if specs else None
+    return int(value) if value is not None else None
+
+
 def budget_env(budget: CpuBudget, env: Mapping[str, str]) -> dict[str, str]:
     """``env`` for a worker process: with the budget's thread variables when it applies. A fresh
     process sizes its pools when it loads the libraries, so the variables are the whole budget."""
@@ -198,11 +207,3 @@ def observed_threads() -> dict[str, int | None]:
             openmp = int(lib["num_threads"]) if openmp is None else min(openmp, int(lib["num_threads"]))
     return {"blas": blas, "openmp": openmp, "torch": _torch_threads()}
 
-
-SPEC_FIELD = "cpu_threads"  # the engine's per-worker override in every call spec (None: the share)
-
-
-def requested_threads(specs: list[dict[str, Any]]) -> int | None:
-    """The ``cpu_threads`` a round's specs ask for (the same in every spec of a round), else None."""
-    value = specs[0].get(SPEC_FIELD) if specs else None
-    return int(value) if value is not None else None
