@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.security.redis_servers import RedisProc
+from tests.conftest import RedisServer
 from tests.security.reliability_counts import record
 from tests.security.reliability_kit import Job, Outcome, assert_same_weights, outcome
 from tests.security.seed import LAMBDANET, cli_env
@@ -57,8 +57,8 @@ def references(job: Job) -> dict[int, Outcome]:
 
 
 @pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc]:
-    with RedisProc(tmp_path_factory.mktemp("resume-redis")) as server:
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with RedisServer(tmp_path_factory.mktemp("resume-redis")) as server:
         yield server
 
 
@@ -72,7 +72,7 @@ def _epochs_checkpointed(home: Path) -> int:
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_driver_killed_then_resumed(seed: int, job: Job, references: dict[int, Outcome], redis: RedisProc,
+def test_driver_killed_then_resumed(seed: int, job: Job, references: dict[int, Outcome], redis: RedisServer,
                                     tmp_path: Path) -> None:
     rng = random.Random(seed)
     home = tmp_path / "home"

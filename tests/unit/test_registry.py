@@ -16,7 +16,6 @@ import pytest
 
 from lambdanet.errors import ModelNotFound, UserInputError
 from lambdanet.objects.folder import FolderStore
-from lambdanet.ports import ObjectInfo
 from lambdanet.registry import ModelRegistry, ModelVersion
 
 
@@ -212,44 +211,6 @@ def test_concurrent_registrations_from_processes(root: Path) -> None:
     assert [p.returncode for p in procs] == [0, 0, 0]
     versions = sorted(int(v) for out in outs for v in out.split())
     assert versions == list(range(1, 13))
-
-
-class _NoPutIfAbsent:
-    """The folder store seen through the bare port (no put_if_absent): the fallback path."""
-
-    def __init__(self, inner: FolderStore) -> None:
-        self.inner = inner
-        self.url = inner.url
-
-    def put(self, key: str, data: bytes) -> None:
-        self.inner.put(key, data)
-
-    def get(self, key: str) -> bytes:
-        return self.inner.get(key)
-
-    def exists(self, key: str) -> bool:
-        return self.inner.exists(key)
-
-    def info(self, key: str) -> ObjectInfo:
-        return self.inner.info(key)
-
-    def list(self, prefix: str = "") -> list[str]:
-        return self.inner.list(prefix)
-
-    def delete(self, key: str) -> None:
-        self.inner.delete(key)
-
-
-def test_fallback_claim_without_put_if_absent(root: Path) -> None:
-    reg = ModelRegistry(_NoPutIfAbsent(FolderStore(root)))
-    got: list[int] = []
-    threads = [threading.Thread(target=lambda: got.append(reg.register("fb", _weights(), _meta()).version))
-               for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sorted(got) == [1, 2, 3, 4]
 
 
 def test_a_version_without_model_json_is_invisible_and_skipped(reg: ModelRegistry, root: Path) -> None:
