@@ -17,13 +17,8 @@ from lambdanet.engine.requests import (
     DEFAULT_ROUND_SECONDS,
     TrainRequest,
 )
-from lambdanet.engine.strategies import STRATEGIES, strategy_path
+from lambdanet.engine.strategies import default_strategy, strategy_names, strategy_path
 from lambdanet.errors import ConfigError
-
-
-def strategy_names() -> list[str]:
-    """Every strategy name in the registry, for any config kind."""
-    return sorted({name for _, name in STRATEGIES})
 
 
 def check_strategy(kind: str, strategy: str) -> str:
@@ -128,7 +123,7 @@ def register(app: typer.Typer) -> None:
                 config = config.model_copy(update={"device": device})
         elif device not in (None, "cpu"):
             raise ConfigError("--device: the numpy MLP runs on the CPU only; --device is for CNN configs")
-        strategy = check_strategy(config.kind, strategy or ("data" if config.kind == "cnn" else "neuron"))
+        strategy = check_strategy(config.kind, strategy or default_strategy(config.kind))
         services = open_services(store_url=store, executor=executor)
         request_args: dict[str, Any] = {
             "data": data,

@@ -6,5 +6,4 @@
 - :mod:`~lambdanet.report.plots` — matplotlib (Agg) figures as PNG bytes / data URIs
 - :mod:`~lambdanet.report.html` — the self-contained HTML report
 - :mod:`~lambdanet.report.compare` — several runs side by side
-- ``static/chart.js`` — the tiny SVG chart library of the live dashboard (:mod:`lambdanet.serve.dashboard`)
 """

@@ -23,6 +23,19 @@ STRATEGIES: dict[tuple[str, str], str] = {
 }
 
 
+DEFAULT_STRATEGY: dict[str, str] = {"mlp": "neuron", "cnn": "data"}  # itsacat's shape; CNNs are data parallel
+
+
+def default_strategy(kind: str) -> str:
+    """The strategy a run of ``kind`` uses when none is named."""
+    return DEFAULT_STRATEGY.get(kind, "data")
+
+
+def strategy_names(kind: str | None = None) -> list[str]:
+    """The registered strategy names (for ``kind``, or for any kind), sorted."""
+    return sorted({name for k, name in STRATEGIES if kind is None or k == kind})
+
+
 def register_strategy(kind: str, name: str, target: str) -> None:
     """Add (or replace) the strategy ``name`` for configs of ``kind`` (``"module:Class"``)."""
     if ":" not in target:
