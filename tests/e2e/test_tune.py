@@ -54,8 +54,9 @@ def files(tmp_path: Path) -> dict[str, Path]:
     return {"data": tiny_h5(tmp_path / "tiny" / "datasets.h5"), "base": base, "space": space}
 
 
-def cli(home: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "LAMBDANET_HOME": str(home), "PYTHONPATH": str(REPO / "src")}
+def cli(home: Path, *args: str, timeout: float = 240,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**(os.environ if env is None else env), "LAMBDANET_HOME": str(home), "PYTHONPATH": str(REPO / "src")}
     return subprocess.run([sys.executable, "-m", "lambdanet", *args], capture_output=True, text=True, env=env,
                           timeout=timeout, cwd=REPO)
 
@@ -105,15 +106,16 @@ def check_trial_runs(home: Path, study: str, n: int, executor: str) -> list[RunR
     return runs
 
 
-def check_pruned(runs: list[RunRecord], services: Services | None = None) -> None:
-    for r in runs:
-        if r.metrics["outcome"] == "pruned":
-            assert r.status == "completed" and r.stop_reason == "pruned"
-            epoch = r.metrics["pruned_at_epoch"]
-            assert epoch % 10 == 0 and 10 <= epoch < 30  # at a round boundary, before the end
-            assert r.metrics["epochs_done"] == epoch
-            assert "pruned by the median pruner" in r.metrics["prune_reason"]
-            assert [p[0] for p in r.metrics["validation"]] == list(range(10, epoch + 1, 10))
+def check_pruned(runs: list[RunRecord], pruner: str = "median") -> list[RunRecord]:
+    pruned = [r for r in runs if r.metrics["outcome"] == "pruned"]
+    for r in pruned:
+        assert r.status == "completed" and r.stop_reason == "pruned"
+        epoch = r.metrics["pruned_at_epoch"]
+        assert epoch % 10 == 0 and 10 <= epoch < 30  # at a round boundary, before the end
+        assert r.metrics["epochs_done"] == epoch
+        assert f"pruned by the {pruner} pruner" in r.metrics["prune_reason"]
+        assert [p[0] for p in r.metrics["validation"]] == list(range(10, epoch + 1, 10))
+    return pruned
 
 
 def check_staging(home: Path, result: dict[str, Any]) -> None:
@@ -149,7 +151,7 @@ def test_study_on_the_process_executor_with_redis_as_study_storage(home: Path, f
     assert not list(r.scan_iter("*snapshot*"))  # no (pickled) snapshot was ever written
     assert not (home / "studies" / "proc.journal").exists()  # the study lives in Redis
 
-    rep = cli(home, "report", "--study", "proc", "--out", str(home / "study.html"), "--json", "-")
+    rep = cli(home, "report", "--study", "proc", "--out", str(home / "study.html"), "--json")
     assert rep.returncode == 0, rep.stderr
     payload = json.loads(rep.stdout)
     assert len(payload["trials"]) == 8 and payload["summary"]["best_run"] == out["best_run"]
@@ -193,10 +195,38 @@ def test_pruned_and_diverging_trials_in_one_study(home: Path, files: dict[str, P
     check_staging(home, out)
 
 
-def test_resume_after_the_tune_driver_is_killed(home: Path, files: dict[str, Path]) -> None:
+def test_asha_study_with_a_process_driving_each_trial(home: Path, files: dict[str, Path]) -> None:
+    """ASHA (successive halving) in a real study whose two parallel trials are each driven by a
+    trial-driver process: its rungs are 10, 30, 90… epochs (one round × 3^k), so with rounds of
+    10 and 30 epochs a trial can only be pruned at epoch 10, the one rung before the end; why is
+    recorded. The trials' workers ran with the CPU budget the tuner asked for: the cores shared by
+    the 2 trials at once (no thread variable set, so the budget is the tuner's, not the user's)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                                                           "MKL_NUM_THREADS")}
+    res = cli(home, *tune_args(files, "asha", "--trials", "8", "--parallel", "2", "--pruner", "asha",
+                               "--trial-driver", "process"), env=env)
+    assert res.returncode == 0, res.stderr
+    out = last_json(res.stdout)
+    assert out["trials"] == 8 and out["completed"] + out["pruned"] + out["failed"] == 8 and out["failed"] == 0
+    runs = check_trial_runs(home, "asha", 8, "local")
+    pruned = check_pruned(runs, "asha")
+    assert len(pruned) == out["pruned"] >= 1, [r.metrics.get("outcome") for r in runs]
+    for r in pruned:
+        assert r.metrics["pruned_at_epoch"] == 10 and "top 1/3" in r.metrics["prune_reason"]
+    budget = max(1, len(os.sched_getaffinity(0)) // 2)
+    for r in runs:
+        assert {w["blas"] for w in r.metrics["worker_threads"]} == {budget}
+    check_staging(home, out)
+
+
+@pytest.mark.parametrize("trial_driver", ["thread", "process"])
+def test_resume_after_the_tune_driver_is_killed(home: Path, files: dict[str, Path], trial_driver: str) -> None:
+    """kill -9 of the tune driver; with trial-driver processes they go with it (else the resumed
+    driver would find the trials' runs driven by a live process)."""
     base = {**BASE, "epochs": 60}
     files["base"].write_text(json.dumps(base))
-    args = tune_args(files, "kill", "--trials", "6", "--parallel", "2", "--pruner", "none")
+    args = tune_args(files, "kill", "--trials", "6", "--parallel", "2", "--pruner", "none",
+                     "--trial-driver", trial_driver)
     proc = popen(home, *args)
     try:
         deadline = time.monotonic() + 120
