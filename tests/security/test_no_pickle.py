@@ -320,6 +320,10 @@ def test_study_journal_backends_have_no_snapshots(tmp_path: Path) -> None:
         bad = names & {"save_snapshot", "load_snapshot", "BaseJournalSnapshot", "JournalRedisBackend",
                        "JournalRedisStorage", "restore_replay_result"}
         assert not bad, f"{path.name} uses {sorted(bad)}"
+        # nor pickles anything else: the trial-driver processes (tune/trial_process.py) speak JSON lines
+        modules = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        modules |= {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert not modules & {"pickle", "cloudpickle", "dill", "multiprocessing", "joblib"}, path.name
 
 
 @pytest.mark.redis
