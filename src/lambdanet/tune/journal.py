@@ -5,6 +5,7 @@ Usage::
 
     backend = open_journal("file", "my-study", home)            # ~/.lambdanet/studies/my-study.journal
     backend = open_journal("redis://127.0.0.1:6379/0", "my-study", home)
+    backend = open_journal("dynamodb://lambdanet-studies?region=eu-west-1", "my-study", home)
     storage = optuna.storages.JournalStorage(backend)
 
 Optuna's own :class:`optuna.storages.journal.JournalRedisBackend` also saves *pickled* snapshots
@@ -109,14 +110,19 @@ def journal_file(home: Path, study: str) -> Path:
 
 
 def open_journal(storage: str, study: str, home: Path, *, create: bool = True) -> BaseJournalBackend:
-    """The journal backend of ``study``: ``storage`` is ``"file"`` (under ``home``) or a Redis URL."""
+    """The journal backend of ``study``: ``storage`` is ``"file"`` (under ``home``), a Redis URL or
+    a DynamoDB URL (:mod:`lambdanet.tune.dynamo_journal`)."""
     check_study_name(study)
     scheme = adapters.scheme_of(storage) if "://" in storage else "file"
     if scheme in ("redis", "rediss"):
         return RedisJournal(storage, study)
+    if scheme == "dynamodb":
+        from lambdanet.tune.dynamo_journal import DynamoJournal  # boto3 only when asked for
+
+        return DynamoJournal.from_url(storage, study)
     if scheme != "file" or storage != "file":
-        raise ConfigError(f"study storage {adapters.redact(storage)!r}: use 'file' (under LAMBDANET_HOME) or "
-                          f"redis://host:port/db")
+        raise ConfigError(f"study storage {adapters.redact(storage)!r}: use 'file' (under LAMBDANET_HOME), "
+                          f"redis://host:port/db or dynamodb://table?region=…")
     path = journal_file(home, study)
     if not create and not path.exists():
         raise ConfigError(f"no study '{study}' in {path.parent}; start it with lambdanet tune DATA … --study {study}")
@@ -126,7 +132,13 @@ def open_journal(storage: str, study: str, home: Path, *, create: bool = True) -
 
 def journal_exists(storage: str, study: str, home: Path) -> bool:
     """True when the study's journal already has entries (a new study must not reuse it)."""
-    if "://" in storage and adapters.scheme_of(storage) in ("redis", "rediss"):
+    scheme = adapters.scheme_of(storage) if "://" in storage else "file"
+    if scheme == "dynamodb":
+        from lambdanet.tune.dynamo_journal import DynamoJournal
+
+        dynamo = DynamoJournal.from_url(storage, study)
+        return dynamo.exists()
+    if scheme in ("redis", "rediss"):
         backend = RedisJournal(storage, study)
         try:
             return backend.exists()
