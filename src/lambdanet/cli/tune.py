@@ -76,8 +76,8 @@ def register(app: typer.Typer) -> None:
         executor: str | None = typer.Option(None, help="local | process | lithops."),
         store: str | None = typer.Option(None, help="Tensor store URL: memory:// | redis://host:port/db."),
         storage: str | None = typer.Option(
-            None, "--storage", help="Study storage: 'file' (under LAMBDANET_HOME) or redis://… (default: the "
-                                    "--store URL when it is Redis, else file)."),
+            None, "--storage", help="Study storage: 'file' (under LAMBDANET_HOME), redis://… or "
+                                    "dynamodb://table?region=… (default: the --store URL when it is Redis, else file)."),
         pruner: str | None = typer.Option(None, help="median | asha | none (default median)."),
         study: str | None = typer.Option(None, "--study", help="Study name (default tune-<time>)."),
         resume: bool = typer.Option(False, "--resume", help="Continue the study named by --study."),
