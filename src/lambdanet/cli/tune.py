@@ -77,7 +77,8 @@ def register(app: typer.Typer) -> None:
         store: str | None = typer.Option(None, help="Tensor store URL: memory:// | redis://host:port/db."),
         storage: str | None = typer.Option(
             None, "--storage", help="Study storage: 'file' (under LAMBDANET_HOME), redis://… or "
-                                    "dynamodb://table?region=… (default: the --store URL when it is Redis, else file)."),
+                                    "dynamodb://table?region=… (default: the --store URL when it is Redis, else "
+                                    "file)."),
         pruner: str | None = typer.Option(None, help="median | asha | none (default median)."),
         study: str | None = typer.Option(None, "--study", help="Study name (default tune-<time>)."),
         resume: bool = typer.Option(False, "--resume", help="Continue the study named by --study."),
