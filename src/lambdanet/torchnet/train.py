@@ -8,17 +8,23 @@ Usage::
                           test=(x_test, y_test))
     result.epochs[-1].loss, result.epochs[-1].test_accuracy, result.stop_reason
 
-Worker ``rank`` of ``size`` computes, for every mini-batch of ``B`` samples, the gradient of
+K = 1 (``collective=None`` or ``size == 1``) is a plain PyTorch step — forward, mean
+cross-entropy, ``backward``, ``step`` — plus two tiny on-device additions for the epoch's running
+loss and correct count, read once per epoch (no per-step host sync, no flat-gradient copies).
+
+Worker ``rank`` of ``size > 1`` computes, for every mini-batch of ``B`` samples, the gradient of
 ``sum(cross_entropy over its slice) / B``; the flat gradient buffer (plus the slice's loss sum
 and correct count) is all-reduced through ``collective`` — ONE buffer per step — so every worker
-holds the full-batch gradient and takes the identical optimizer step. ``collective=None`` (or
-``size == 1``) is the plain local path. Mini-batch order comes from ``default_rng([seed,
-epoch])`` and augmentation from ``(seed, epoch, sample index)``, so K = 1 and K = 2 see the
-same inputs and reach the same weights within float32 tolerance.
+holds the full-batch gradient and takes the identical optimizer step. Mini-batch order comes
+from ``default_rng([seed, epoch])`` and augmentation from ``(seed, epoch, sample index)``, so
+K = 1 and K = 2 see the same inputs and reach the same weights within float32 tolerance (for
+models without batch norm; with batch norm each worker normalises over its own slice, as
+PyTorch's DistributedDataParallel does without SyncBatchNorm).
 
-At the end of every epoch one more all-reduce averages float buffers (batch-norm running
-statistics), adds up the test-set slices' correct counts and carries each worker's "stop"
-vote (a time budget), so all workers always agree on when to stop.
+At the end of every epoch (K > 1) batch-norm running statistics are averaged over the workers
+first, so the test pass scores exactly the state that is checkpointed; then one all-reduce adds
+up the test-set slices' correct counts and loss sums and carries each worker's "stop" vote (a
+time budget), so all workers always agree on when to stop.
 """
 
 from __future__ import annotations
@@ -36,8 +42,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from lambdanet.config import CNNConfig
+from lambdanet.engine.strategies.base import row_block
 from lambdanet.errors import ConfigError
-from lambdanet.torchnet.data import augment, augment_plan, minibatches, to_tensor
+from lambdanet.torchnet.data import AugmentPlan, augment, augment_plan, minibatches, to_tensor
 from lambdanet.torchnet.flat import flat_buffers, flat_grads, set_flat_buffers, set_flat_grads
 
 
@@ -125,7 +132,7 @@ def _rank_size(collective: Collective | None) -> tuple[int, int]:
 def _reduce(collective: Collective | None, buf: np.ndarray) -> np.ndarray:
     if collective is None or collective.size == 1:
         return buf
-    return np.asarray(collective.all_reduce(buf), dtype=np.float32)
+    return np.asarray(collective.all_reduce(buf), dtype=buf.dtype)
 
 
 def evaluate_slice(
@@ -149,6 +156,54 @@ def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, device: str | torch
     """Accuracy of ``model`` on uint8 images ``x`` (n, H, W, C)."""
     correct, _ = evaluate_slice(model, x, y, torch.device(device))
     return correct / max(1, len(y))
+
+
+def _batch_images(x: np.ndarray, idx: np.ndarray, plan: AugmentPlan | None, dev: torch.device) -> torch.Tensor:
+    """The normalised float batch (b, C, H, W) of samples ``idx`` (augmented when ``plan``)."""
+    xb = x[idx] if plan is None else augment(x[idx], plan, idx)  # uint8 (b, H, W, C)
+    return to_tensor(xb, dev)
+
+
+def _local_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: np.ndarray, labels: torch.Tensor,
+                 batches: list[np.ndarray], plan: AugmentPlan | None, dev: torch.device) -> tuple[float, float]:
+    """K = 1: the plain loop. Returns (sum of the batch losses, correct count), read once."""
+    loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
+    correct = torch.zeros((), dtype=torch.int64, device=dev)
+    for idx in batches:
+        yb = labels[idx]  # (b,)
+        logits = model(_batch_images(x, idx, plan, dev))  # (b, C)
+        loss = F.cross_entropy(logits, yb)  # the batch mean
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_sum += loss.detach()
+        correct += (logits.detach().argmax(1) == yb).sum()
+    return float(loss_sum), float(correct)
+
+
+def _parallel_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: np.ndarray, labels: torch.Tensor,
+                    batches: list[np.ndarray], plan: AugmentPlan | None, dev: torch.device,
+                    collective: Collective) -> tuple[float, float]:
+    """K > 1: each worker its slice of every batch, one all-reduced flat buffer per step."""
+    rank, size = collective.rank, collective.size
+    loss_total, correct_total = 0.0, 0.0
+    for idx in batches:
+        lo, hi = row_block(len(idx), size, rank)
+        mine = idx[lo:hi]  # this worker's slice of the batch (np.array_split's blocks)
+        opt.zero_grad(set_to_none=True)
+        loss_sum, correct = 0.0, 0.0
+        if len(mine):
+            yb = labels[mine]
+            logits = model(_batch_images(x, mine, plan, dev))  # (b, C)
+            batch_loss = F.cross_entropy(logits, yb, reduction="sum")
+            (batch_loss / len(idx)).backward()
+            loss_sum, correct = float(batch_loss), float((logits.detach().argmax(1) == yb).sum())
+        buf = _reduce(collective, np.concatenate([flat_grads(model), np.array([loss_sum, correct], np.float32)]))
+        set_flat_grads(model, buf[:-2])
+        loss_total += float(buf[-2]) / len(idx)
+        correct_total += float(buf[-1])
+        opt.step()
+    return loss_total, correct_total
 
 
 def train_epochs(
@@ -175,56 +230,34 @@ def train_epochs(
     rank, size = _rank_size(collective)
     dev = torch.device(device)
     m = len(y)
-    y = y.astype(np.int64, copy=False)
+    labels = torch.from_numpy(y.astype(np.int64, copy=False)).to(dev)  # (m,) once, indexed per step
     outcome = TrainOutcome()
     model.train()
     for epoch in range(start_epoch + 1, start_epoch + epochs + 1):
         t0 = time.perf_counter()
         plan = augment_plan(m, cfg.seed, epoch) if cfg.augment else None
-        loss_total, correct_total = 0.0, 0.0
         batches = minibatches(m, cfg.batch_size, cfg.seed, epoch)
-        loss_dev = torch.zeros((), dtype=torch.float64, device=dev)  # K = 1: summed on the device,
-        correct_dev = torch.zeros((), dtype=torch.int64, device=dev)  # read once per epoch (no syncs)
-        for idx in batches:
-            mine = np.array_split(idx, size)[rank]  # this worker's slice of the batch
-            opt.zero_grad(set_to_none=True)
-            loss_sum, correct = torch.zeros((), device=dev), torch.zeros((), dtype=torch.int64, device=dev)
-            if len(mine):
-                xb = x[mine] if plan is None else augment(x[mine], plan, mine)  # (b, H, W, C)
-                yb = torch.from_numpy(y[mine]).to(dev)
-                logits = model(to_tensor(xb, dev))  # (b, C)
-                batch_loss = F.cross_entropy(logits, yb, reduction="sum")
-                (batch_loss / len(idx)).backward()
-                loss_sum, correct = batch_loss.detach(), (logits.detach().argmax(1) == yb).sum()
-            if size > 1:
-                extra = np.array([float(loss_sum), float(correct)], np.float32)
-                buf = _reduce(collective, np.concatenate([flat_grads(model), extra]))
-                set_flat_grads(model, buf[:-2])
-                loss_total += float(buf[-2]) / len(idx)
-                correct_total += float(buf[-1])
-            else:
-                loss_dev += loss_sum / len(idx)
-                correct_dev += correct
-            opt.step()
-        if size == 1:
-            loss_total, correct_total = float(loss_dev), float(correct_dev)
-        # epoch end: BN statistics, test accuracy, stop votes — one buffer
+        if collective is None or size == 1:
+            loss_total, correct_total = _local_epoch(model, opt, x, labels, batches, plan, dev)
+        else:
+            loss_total, correct_total = _parallel_epoch(model, opt, x, labels, batches, plan, dev, collective)
+            buffers = flat_buffers(model)  # batch-norm running statistics: averaged BEFORE the test pass
+            if buffers.size:
+                set_flat_buffers(model, _reduce(collective, buffers) / size)
+        # epoch end: test accuracy and stop votes — one buffer
         test_correct, test_loss = 0.0, 0.0
         if test is not None:
-            part = np.array_split(np.arange(len(test[1])), size)[rank]
-            test_correct, test_loss = evaluate_slice(model, test[0][part], test[1][part], dev)
+            lo, hi = row_block(len(test[1]), size, rank)
+            test_correct, test_loss = evaluate_slice(model, test[0][lo:hi], test[1][lo:hi], dev)
         vote = 1.0 if should_stop is not None and should_stop() else 0.0
-        tail = np.concatenate([flat_buffers(model), np.array([test_correct, test_loss, vote], np.float32)])
-        tail = _reduce(collective, tail)
-        if size > 1 and tail.size > 3:
-            set_flat_buffers(model, tail[:-3] / size)
+        tail = _reduce(collective, np.array([test_correct, test_loss, vote], np.float64))
         n_test = len(test[1]) if test is not None else 0
         stats = EpochStats(
             epoch=epoch,
             loss=loss_total / len(batches),
             train_accuracy=correct_total / m,
-            test_accuracy=float(tail[-3]) / n_test if n_test else None,
-            test_loss=float(tail[-2]) / n_test if n_test else None,
+            test_accuracy=float(tail[0]) / n_test if n_test else None,
+            test_loss=float(tail[1]) / n_test if n_test else None,
             seconds=time.perf_counter() - t0,
             images=m,
         )
@@ -234,7 +267,7 @@ def train_epochs(
         if cfg.threshold > 0 and stats.loss <= cfg.threshold:
             outcome.stop_reason = "threshold"
             break
-        if tail[-1] > 0 and epoch < start_epoch + epochs:
+        if tail[2] > 0 and epoch < start_epoch + epochs:
             outcome.stop_reason = "budget"
             break
     return outcome
