@@ -84,7 +84,9 @@ def test_notifications_ledger_metrics_and_run_objects(home: Path, data: Path,
     pointer = json.loads(objects.get(f"runs/{res.run_id}/checkpoint.json"))
     assert pointer["round"] == 4 and pointer["epochs_done"] == 4
     assert len(objects.list(f"runs/{res.run_id}/checkpoints/")) == 2
-    with np.load(io.BytesIO(objects.get(f"runs/{res.run_id}/data.npz")), allow_pickle=False) as z:
+    ref = json.loads(objects.get(f"runs/{res.run_id}/data.json"))  # the run's data: a shared snapshot
+    assert ref["snapshot"] == f"datasets/{ref['sha256']}.npz"
+    with np.load(io.BytesIO(objects.get(ref["snapshot"])), allow_pickle=False) as z:
         assert z["x_train"].dtype == np.uint8 and z["x_train"].shape == (209, 16, 16, 3)
 
 

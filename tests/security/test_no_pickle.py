@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import io
+import json
 import pickle
 import zipfile
 from dataclasses import dataclass
@@ -267,7 +268,7 @@ def test_registry_refuses_pickled_weights(tmp_path: Path) -> None:
 
 
 def test_checkpoint_readers_refuse_pickle(tmp_path: Path) -> None:
-    """A pickle where a checkpoint or the run's data.npz should be: one DataError, nothing runs."""
+    """A pickle where a checkpoint or the run's data snapshot should be: one DataError, nothing runs."""
     from lambdanet.engine import checkpoints
     from lambdanet.objects.folder import FolderStore
 
@@ -277,7 +278,15 @@ def test_checkpoint_readers_refuse_pickle(tmp_path: Path) -> None:
     objects.put(key, _payload(canary))
     with pytest.raises(DataError):
         checkpoints.read_state(objects, key)
-    objects.put(checkpoints.data_key("r-evil"), _pickled_npz(tmp_path / "evil.npz", canary).read_bytes())
+    evil = _pickled_npz(tmp_path / "evil.npz", canary)
+    with zipfile.ZipFile(evil, "a") as z:  # a well-formed run data file but for the pickled x_train
+        z.writestr("meta.npy", _npy(np.frombuffer(json.dumps({"classes": ["a", "b"], "source": "x"}).encode(),
+                                                  dtype=np.uint8)))
+    blob = evil.read_bytes()
+    sha = "0" * 64  # the reference is well-formed; the snapshot it names holds a pickle
+    objects.put(checkpoints.snapshot_key(sha), blob)
+    objects.put(checkpoints.data_key("r-evil"), json.dumps(
+        {"snapshot": checkpoints.snapshot_key(sha), "sha256": sha, "bytes": len(blob), "source": "x"}).encode())
     with pytest.raises(DataError):
         checkpoints.read_data(objects, "r-evil")
     assert not canary.exists()

@@ -85,7 +85,7 @@ def test_redis_password_and_aws_keys_never_leak(form: str, tmp_path: Path) -> No
     assert show.returncode == 0, show.stderr
     outputs.append(("runs show", (show.stdout + show.stderr).encode()))
     listing = _cli(home, "runs", "list", "--json")
-    assert [r["run_id"] for r in json.loads(listing.stdout.strip().splitlines()[-1])["runs"]] == [run_id]
+    assert [r["run_id"] for r in map(json.loads, listing.stdout.splitlines())] == [run_id]
     outputs.append(("runs list", (listing.stdout + listing.stderr).encode()))
     report = _cli(home, "report", run_id, "--out", str(tmp_path / "report.html"), "--json")
     assert report.returncode == 0, report.stderr

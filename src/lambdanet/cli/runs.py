@@ -133,7 +133,7 @@ def register(app: typer.Typer) -> None:
         finally:
             services.close()
         if as_json:
-            print_json_line({"runs": [dataclasses.asdict(r) for r in runs]})
+            print_json_lines(dataclasses.asdict(r) for r in runs)
             return
 
         def metric(key: str, spec: str = ".4f") -> Callable[[RunRecord], str]:

@@ -11,7 +11,8 @@ Modules:
   TensorStore (worker-order sums, deadlines, per-step key cleanup);
 * :mod:`~lambdanet.engine.strategies` — the strategy registry and the ``neuron`` / ``data``
   strategies for the numpy MLP;
-* :mod:`~lambdanet.engine.checkpoints` — ``runs/<id>/data.npz``, safetensors checkpoints and
+* :mod:`~lambdanet.engine.checkpoints` — the run's data reference ``runs/<id>/data.json`` to a
+  content-addressed snapshot ``datasets/<sha256>.npz``, safetensors checkpoints and
   their pointer;
 * :mod:`~lambdanet.engine.accounting` — worker calls, worker-seconds, store bytes, Lambda cost.
 
