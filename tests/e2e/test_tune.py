@@ -283,9 +283,11 @@ def test_bad_space_is_one_error_line_exit_2_and_nothing_written(tmp_path: Path, 
     assert not home.exists()  # no ledger, no journal, no split files
 
 
-def test_ctrl_c_leaves_the_study_resumable(home: Path, files: dict[str, Path]) -> None:
+@pytest.mark.parametrize("trial_driver", ["thread", "process"])
+def test_ctrl_c_leaves_the_study_resumable(home: Path, files: dict[str, Path], trial_driver: str) -> None:
     files["base"].write_text(json.dumps({**BASE, "epochs": 150}))  # far from its end when Ctrl-C comes
-    proc = popen(home, *tune_args(files, "intr", "--trials", "3", "--parallel", "2", "--pruner", "none"))
+    proc = popen(home, *tune_args(files, "intr", "--trials", "3", "--parallel", "2", "--pruner", "none",
+                                  "--trial-driver", trial_driver))
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
