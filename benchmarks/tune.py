@@ -140,7 +140,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=500, help="epochs per trial (rounds of epochs/10)")
     ap.add_argument("--executor", default="local")
     ap.add_argument("--store", default="memory://")
-    ap.add_argument("--objective", default="accuracy", choices=("accuracy", "cost"))
+    ap.add_argument("--objective", default="accuracy", choices=("accuracy", "balanced_accuracy", "cost"))
     ap.add_argument("--pruner", default="asha", choices=("asha", "median"))
     ap.add_argument("--trial-driver", default="process", choices=("process", "thread"),
                     help="what drives each of the parallel study's 2 trials")

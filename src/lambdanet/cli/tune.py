@@ -83,8 +83,8 @@ def register(app: typer.Typer) -> None:
         study: str | None = typer.Option(None, "--study", help="Study name (default tune-<time>)."),
         resume: bool = typer.Option(False, "--resume", help="Continue the study named by --study."),
         objective: str | None = typer.Option(
-            None, help="cost (minimised, default) | accuracy (maximised, ties broken by cost), on the validation "
-                       "split."),
+            None, help="cost (minimised, default) | accuracy | balanced_accuracy (maximised, ties broken by "
+                       "cost), on the validation split."),
         validation_fraction: float | None = typer.Option(None, "--validation-fraction",
                                                          help="Held-out share of the training set (default 0.2)."),
         seed: int | None = typer.Option(None, help="Seed of the sampler and of the validation split (default 0)."),

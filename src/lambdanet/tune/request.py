@@ -29,7 +29,7 @@ from lambdanet.tune.journal import check_study_name
 from lambdanet.tune.space import Space, parse_space
 
 PRUNERS = ("median", "asha", "none")
-OBJECTIVES = ("cost", "accuracy")
+OBJECTIVES = ("cost", "accuracy", "balanced_accuracy")
 TRIAL_DRIVERS = ("thread", "process")
 DEFAULT_RUNGS = 10  # default epochs_per_round = ceil(epochs / DEFAULT_RUNGS)
 DEFAULT_STARTUP_TRIALS = 4
@@ -50,7 +50,8 @@ class TuneRequest:
     store_url: str = "memory://"
     storage: str = "file"  # "file" (under LAMBDANET_HOME) | redis://…
     pruner: str = "median"
-    objective: str = "cost"  # "cost" (minimised) | "accuracy" (maximised, ties broken by cost), on validation
+    # "cost" (minimised) | "accuracy" | "balanced_accuracy" (maximised, ties broken by cost), on validation
+    objective: str = "cost"
     validation_fraction: float = 0.2
     seed: int = 0  # the sampler's and the split's seed
     epochs_per_round: int | None = None  # None: ceil(epochs / 10), at most 1000

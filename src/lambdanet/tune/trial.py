@@ -174,7 +174,8 @@ class TrialRunner:
                 curve = [p for p in curve if p[0] != step.epochs_done]
                 curve.append([step.epochs_done, finite(score.cost), score.accuracy])
                 ledger.update_run(run_id, metrics={"validation": curve, "validation_cost": finite(score.cost),
-                                                   "validation_accuracy": score.accuracy})
+                                                   "validation_accuracy": score.accuracy,
+                                                   "validation_balanced_accuracy": score.balanced_accuracy})
                 if not score.finite or (step.last_cost is not None and not math.isfinite(step.last_cost)):
                     self._diverged(trial, run_id, step.epochs_done, step.last_cost, score)
                     return
