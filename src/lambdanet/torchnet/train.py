@@ -197,7 +197,7 @@ def _parallel_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: np.ndarray,
             logits = model(_batch_images(x, mine, plan, dev))  # (b, C)
             batch_loss = F.cross_entropy(logits, yb, reduction="sum")
             (batch_loss / len(idx)).backward()
-            loss_sum, correct = float(batch_loss), float((logits.detach().argmax(1) == yb).sum())
+            loss_sum, correct = float(batch_loss.detach()), float((logits.detach().argmax(1) == yb).sum())
         buf = _reduce(collective, np.concatenate([flat_grads(model), np.array([loss_sum, correct], np.float32)]))
         set_flat_grads(model, buf[:-2])
         loss_total += float(buf[-2]) / len(idx)
