@@ -152,8 +152,8 @@ def summarise(run: RunRecord, epochs: list[EpochRow], calls: list[CallRow]) -> d
 
 
 def _load_data(services: Services, run: RunRecord) -> Any:
-    """The data the run trained on: its snapshot ``runs/<id>/data.npz`` (written by the driver),
-    else the data set at ``run.data``."""
+    """The data the run trained on: its snapshot (``runs/<id>/data.json`` → ``datasets/<sha256>.npz``,
+    written by the driver), else the data set at ``run.data``."""
     from lambdanet.data.readers import load_dataset
 
     try:
