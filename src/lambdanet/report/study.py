@@ -76,6 +76,7 @@ def trial_row(run: RunRecord) -> dict[str, Any]:
         "params": m.get("params") or {}, "objective": m.get("objective"), "value": m.get("objective_value"),
         "epochs_done": m.get("epochs_done"), "validation_cost": m.get("validation_cost"),
         "validation_accuracy": m.get("validation_accuracy"), "test_accuracy": m.get("test_accuracy"),
+        "validation_balanced_accuracy": m.get("validation_balanced_accuracy"),
         "validation": m.get("validation") or [], "worker_seconds": m.get("worker_seconds"),
         "estimated_cost_usd": m.get("estimated_cost_usd"), "model": run.model,
         "reason": m.get("prune_reason") or m.get("fail_reason") or run.error,
@@ -113,8 +114,12 @@ def history_png(rep: StudyReport) -> bytes:
         for t in rep.trials:
             if t["outcome"] != outcome or not t["validation"]:
                 continue
-            col = 1 if objective == "cost" else 2
-            v = t["value"] if outcome == "completed" else t["validation"][-1][col]
+            if outcome == "completed":
+                v = t["value"]
+            elif objective == "balanced_accuracy":  # not in the curve: the trial's last score
+                v = t["validation_balanced_accuracy"]
+            else:  # the curve's [epoch, cost, accuracy] at the prune
+                v = t["validation"][-1][1 if objective == "cost" else 2]
             if v is not None:
                 pts.append((t["trial"], v))
         if pts:
