@@ -187,3 +187,35 @@ def test_overlapping_runs_in_one_process_never_restore_each_other_s_limits() -> 
         with process_limits(CpuBudget(threads=1, source="request")):
             assert blas() == 1
         assert blas() == 2
+
+
+def test_the_cli_flag_sets_threads_per_worker_and_the_report_shows_them(tmp_path: Path) -> None:
+    home, data = tmp_path / "home", small_data(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARS}
+    env.update({"LAMBDANET_HOME": str(home), "PYTHONPATH": str(REPO / "src")})
+    for var in ("LAMBDANET_LEDGER", "LAMBDANET_OBJECTS", "LAMBDANET_STORE", "LAMBDANET_EXECUTOR"):
+        env.pop(var, None)
+    base = [sys.executable, "-m", "lambdanet"]
+    bad = subprocess.run([*base, "train", str(data), "--cpu-threads", "0"], capture_output=True, text=True,
+                         env=env, timeout=120, cwd=REPO)
+    assert bad.returncode == 2 and "--cpu-threads" in bad.stderr and "Traceback" not in bad.stderr
+    proc = subprocess.run([*base, "train", str(data), "--epochs", "2", "--workers", "2", "--cpu-threads", "1",
+                           "--json"], capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_id = json.loads(proc.stdout.strip().splitlines()[-1])["run_id"]
+    report = subprocess.run([*base, "report", run_id, "--json", "--out", str(tmp_path / "r.html")],
+                            capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
+    assert report.returncode == 0, report.stderr[-3000:]
+    summary = json.loads(report.stdout)["summary"]
+    assert (summary["cpu_threads"], summary["cpu_threads_source"]) == (1, "request"), summary
+    assert "CPU threads per worker" in (tmp_path / "r.html").read_text()
+    env_home = os.environ.get("LAMBDANET_HOME")
+    os.environ["LAMBDANET_HOME"] = str(home)
+    try:
+        run = Services.open(Settings.from_env()).ledger.get_run(run_id)
+    finally:
+        if env_home is None:
+            os.environ.pop("LAMBDANET_HOME")
+        else:
+            os.environ["LAMBDANET_HOME"] = env_home
+    assert [w["blas"] for w in seen(run)] == [1, 1]

@@ -100,6 +100,10 @@ def register(app: typer.Typer) -> None:
             DEFAULT_CHECKPOINT_SECONDS, "--checkpoint-seconds",
             help="Workers checkpoint inside a round this often, so a failed worker costs at most about "
                  "this much work."),
+        cpu_threads: int | None = typer.Option(
+            None, "--cpu-threads", min=1,
+            help="BLAS/OpenMP/torch threads per worker (default: the machine's cores // workers on the local "
+                 "and process executors; thread variables you set win)."),
         lithops_config: Path | None = typer.Option(None, "--lithops-config", help="Lithops config file (AWS Lambda…)."),
         device: str | None = typer.Option(
             None, help="cpu | cuda | cuda:N for CNN configs (default: the config's 'device', itself cpu by default)."),
@@ -137,6 +141,7 @@ def register(app: typer.Typer) -> None:
             "round_seconds": round_seconds,
             "max_retries": max_retries,
             "checkpoint_seconds": checkpoint_seconds,
+            "cpu_threads": cpu_threads,
         }
         if lithops_config is not None:  # read by the lithops executor (explicit config, never ~/.lithops)
             if not lithops_config.is_file():

@@ -102,6 +102,8 @@ def summary_table(s: dict[str, Any]) -> str:
         ("strategy", "Strategy", escape(fmt(s.get("strategy")))),
         ("workers", "Workers", escape(fmt(s.get("workers")))),
         ("executor", "Executor", escape(fmt(s.get("executor")))),
+        ("cpu_threads", "CPU threads per worker",
+         escape(fmt(s.get("cpu_threads")) + (f" ({s['cpu_threads_source']})" if s.get("cpu_threads_source") else ""))),
         ("epochs_run", "Epochs run", escape(epochs)),
         ("stop_reason", "Why it stopped", escape(fmt(s.get("stop_reason")))),
         ("final_cost", "Final cost", escape(fmt(s.get("final_cost"), 6))),
