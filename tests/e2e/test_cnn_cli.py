@@ -48,7 +48,8 @@ def test_train_k2_then_predict(workdir: Path, home: Path) -> None:
 
     p = _cli(["predict", "test0.png", "--model", "cifar", "--json"], home, workdir)
     assert p.returncode == 0, p.stderr[-2000:]
-    (pred,) = json.loads(p.stdout.strip().splitlines()[-1])
+    (line,) = p.stdout.strip().splitlines()  # one JSON object per image, one per line
+    pred = json.loads(line)
     assert pred["label"] in CIFAR10_CLASSES and pred["model"] == "cifar:1"
     assert sum(pred["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
     assert pred["label"] == max(pred["probabilities"], key=pred["probabilities"].get)
