@@ -69,8 +69,10 @@ def register(app: typer.Typer) -> None:
         application = create_app(ModelRegistry(objects), options)
         typer.echo(f"serving {adapters.redact(url)} on http://{host}:{port}/ "
                    f"(docs at /docs{', API key required' if options.api_key else ''})", err=True)
+        level = log_level.lower()
         tune_server_process()
         # httptools and uvloop: the fastest HTTP parser and event loop uvicorn offers (a server's
-        # CPU per request is mostly HTTP and routing, not the forward pass)
-        uvicorn.run(application, host=host, port=port, log_level=log_level.lower(), http="httptools",
-                    loop="uvloop")
+        # CPU per request is mostly HTTP and routing, not the forward pass). The access log is
+        # written at info and below; above, turning it off spares uvicorn formatting its arguments.
+        uvicorn.run(application, host=host, port=port, log_level=level, http="httptools", loop="uvloop",
+                    access_log=level in ("trace", "debug", "info"))

@@ -238,10 +238,12 @@ class MicroBatcher:
             self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lambdanet-forward")
         return await asyncio.get_running_loop().run_in_executor(self._thread, self._predict, images)
 
-    def calibrate(self, input_shape: tuple[int, ...], inline_forward_ms: float, repeats: int = 3) -> float:
+    def calibrate(self, input_shape: tuple[int, ...], inline_forward_ms: float, repeats: int = 7) -> float:
         """Time batches of 1, 2, 4, … ``max_batch_size`` rows (best of ``repeats``, also a
-        warm-up); batches up to the largest size that takes under ``inline_forward_ms`` run on
-        the event loop. Returns the seconds one full batch took."""
+        warm-up; the best of several, because a server often starts on a busy machine);
+        batches up to the largest size that takes under ``inline_forward_ms`` run on the event
+        loop. Returns the seconds one full batch took (extrapolated from the largest size timed:
+        sizes stop at the first one over the limit)."""
         sizes = sorted({min(2 ** k, self.max_batch_size) for k in range(self.max_batch_size.bit_length() + 1)})
         self.inline_max_rows = 0
         best = float("inf")
