@@ -11,7 +11,14 @@ from lambdanet.config import CNNConfig, MLPConfig, itsacat_defaults  # noqa: E40
 from lambdanet.data.dataset import Dataset  # noqa: E402
 from lambdanet.engine.strategies import get_strategy  # noqa: E402
 from lambdanet.errors import ConfigError, DataError  # noqa: E402
-from lambdanet.torchnet.strategy import TorchDataStrategy, arrays  # noqa: E402
+from lambdanet.torchnet.data import subset  # noqa: E402
+from lambdanet.torchnet.strategy import (  # noqa: E402
+    FINISH_TRAIN_SAMPLES,
+    TEST_ACCURACY,
+    TEST_LOSS,
+    TorchDataStrategy,
+    arrays,
+)
 
 CFG = CNNConfig(model="lenet", epochs=3, limit_train=20, limit_test=5)
 
@@ -55,3 +62,44 @@ def test_limits_and_initial_state() -> None:
     assert state["model.conv1.weight"].shape == (32, 3, 5, 5)
     assert not any(k.startswith("optim.") for k in state)  # Adam starts empty
     assert TorchDataStrategy().default_epochs_per_round(CFG) == 1
+
+
+def _plain_accuracy(state: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray) -> float:
+    """The state's LeNet scored by a plain forward pass written here (x / 255, mean = std = 0.5)."""
+    from lambdanet.torchnet.models import build_model
+
+    model = build_model("lenet")
+    model.load_state_dict({k[len("model."):]: torch.from_numpy(np.array(v)) for k, v in state.items()
+                           if k.startswith("model.")})
+    model.eval()
+    with torch.no_grad():
+        logits = model((torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5)
+    return float((logits.argmax(1).numpy() == y).mean())
+
+
+def test_finish_scores_what_the_state_does_not_carry() -> None:
+    """A state without a test pass (here: the initial one) is scored at finish; the training set of
+    40 images is scored whole."""
+    ds = _dataset()
+    cfg = CNNConfig(model="lenet", epochs=1)
+    state = TorchDataStrategy().initial_state(cfg, ds)
+    fin = TorchDataStrategy().finish(cfg, state, ds)
+    assert fin.test_accuracy == pytest.approx(_plain_accuracy(state, ds.x_test, ds.y_test))
+    assert fin.train_accuracy == pytest.approx(_plain_accuracy(state, ds.x_train, ds.y_train))
+    assert fin.metadata["evaluation"] == {"train_accuracy_method": "all_training_images", "train_accuracy_images": 40,
+                                          "test_accuracy_method": "scored_at_finish", "test_accuracy_images": 10}
+
+
+def test_finish_reuses_the_states_test_pass_and_samples_a_large_training_set() -> None:
+    ds = _dataset(n=FINISH_TRAIN_SAMPLES + 300)
+    cfg = CNNConfig(model="lenet", epochs=1)
+    state = {**TorchDataStrategy().initial_state(cfg, ds), TEST_ACCURACY: np.array([0.375]),
+             TEST_LOSS: np.array([1.5])}
+    fin = TorchDataStrategy().finish(cfg, state, ds)
+    assert fin.test_accuracy == 0.375  # the last epoch's figure, not scored again
+    sample = subset(len(ds.y_train), FINISH_TRAIN_SAMPLES, cfg.seed + 2)
+    assert len(set(sample.tolist())) == FINISH_TRAIN_SAMPLES
+    assert fin.train_accuracy == pytest.approx(_plain_accuracy(state, ds.x_train[sample], ds.y_train[sample]))
+    assert fin.metadata["evaluation"]["train_accuracy_method"] == "shuffled_sample"
+    assert fin.metadata["evaluation"]["train_accuracy_images"] == FINISH_TRAIN_SAMPLES
+    assert fin.metadata["evaluation"]["test_accuracy_method"] == "last_epoch_test_pass"
