@@ -17,7 +17,7 @@ already, and the run's reference ``runs/<id>/data.json``) and the initial checkp
 takes the run's lease and runs :class:`lambdanet.engine.session.RunSession` round by round
 (each round followed by ONE ledger call for its epoch rows, the notifications, the progress
 sink and a checkpoint), then finishes it: accuracies, a registered model version, the run
-``completed`` and a :class:`RunResult`. The durable Lambda driver (:mod:`lambdanet.aws_lambda`)
+``completed`` and a :class:`RunResult`. The durable Lambda driver (:mod:`lambdanet.functions.training_function`)
 runs the same session, one durable step per round, across as many invocations as the run needs.
 
 Failures: a round that fails ``max_retries + 1`` times marks the run ``failed`` (reason in the
