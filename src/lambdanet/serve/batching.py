@@ -43,6 +43,8 @@ from types import TracebackType
 
 import numpy as np
 
+from lambdanet.serve.options import DEFAULTS
+
 PredictFn = Callable[[np.ndarray], np.ndarray]
 Submit = Callable[[np.ndarray], Awaitable[np.ndarray]]
 
@@ -89,7 +91,8 @@ class _Announcement:
 class MicroBatcher:
     """Groups concurrent ``predict`` calls for one predictor into batched forward passes."""
 
-    def __init__(self, predict: PredictFn, max_batch_size: int = 32, max_wait_ms: float = 0.0,
+    def __init__(self, predict: PredictFn, max_batch_size: int = DEFAULTS.max_batch_size,
+                 max_wait_ms: float = DEFAULTS.max_wait_ms,
                  enabled: bool = True, on_batch: Callable[[int], None] | None = None,
                  inline_max_rows: int = 0, history: int = 256) -> None:
         self._predict = predict
