@@ -16,10 +16,10 @@ import pytest
 
 from lambdanet.functions import serving_function
 from lambdanet.objects.folder import FolderStore
-from lambdanet.predictor import load_predictor
 from lambdanet.registry import ModelRegistry
 from lambdanet.testing.serving import load_cifar_subset, register_catvnoncat_mlp, register_cifar_mlp
 from tests.conftest import CATVNONCAT, CIFAR10, IMAGES
+from tests.e2e.serve_support import numpy_forward
 
 GRUMPY = (IMAGES / "grumpy_cat.jpeg").read_bytes()
 CONTEXT = SimpleNamespace(function_name="lambdanet-serve", aws_request_id="c6af9ac6-7b61-11e6-9a41-93e8deadbeef",
@@ -132,7 +132,7 @@ def test_rest_api_health_and_raw_cifar_bytes(handler: Any, registry_dir: Path) -
     ready = handler(rest_event("GET", "/v2/health/ready"), CONTEXT)
     assert ready["statusCode"] == 200 and _json(ready) == {"ready": True}
     _, _, x, _ = load_cifar_subset(CIFAR10, 2000, 3)
-    expected = load_predictor(ModelRegistry(FolderStore(registry_dir)).load("cifar")).predict_proba(x)
+    expected = numpy_forward(ModelRegistry(FolderStore(registry_dir)).load("cifar"), x)  # independent
     for i in range(3):
         body = json.dumps({"data": base64.b64encode(x[i].transpose(2, 0, 1).tobytes()).decode()})
         r = handler(rest_event("POST", "/predict", body, query={"model": "cifar"}), CONTEXT)
@@ -149,8 +149,7 @@ def test_http_api_binary_image_upload(handler: Any, registry_dir: Path) -> None:
     reg = ModelRegistry(FolderStore(registry_dir))
     from lambdanet.data.images import load_image_file
 
-    probs = load_predictor(reg.load("itsacat")).predict_proba(load_image_file(IMAGES / "grumpy_cat.jpeg",
-                                                                              (64, 64, 3))[None])[0]
+    probs = numpy_forward(reg.load("itsacat"), load_image_file(IMAGES / "grumpy_cat.jpeg", (64, 64, 3))[None])[0]
     assert out["label"] == ["non-cat", "cat"][int(probs.argmax())]
     assert out["probability"] == pytest.approx(float(probs.max()), rel=1e-5)
 

@@ -27,7 +27,7 @@ from lambdanet.testing.serving import (
     register_cifar_mlp,
 )
 from tests.conftest import CATVNONCAT, CIFAR10, IMAGES
-from tests.e2e.test_serve_batching import numpy_forward
+from tests.e2e.serve_support import numpy_forward
 
 GRUMPY = IMAGES / "grumpy_cat.jpeg"
 

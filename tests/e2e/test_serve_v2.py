@@ -19,7 +19,7 @@ from lambdanet.registry import ModelRegistry
 from lambdanet.serve.app import create_app
 from lambdanet.testing.serving import UvicornThread, register_catvnoncat_mlp, register_cifar_mlp
 from tests.conftest import CATVNONCAT, CIFAR10, IMAGES
-from tests.e2e.test_serve_batching import numpy_forward
+from tests.e2e.serve_support import numpy_forward
 
 GRUMPY = IMAGES / "grumpy_cat.jpeg"
 
