@@ -267,7 +267,7 @@ def whole_run(args: argparse.Namespace, d: ImageData, tmp: Path) -> None:
     epoch = float(np.median(epochs_s))
     print(f"    of which its epochs (ledger: training + the test pass) {epoch:.1f} s, the rest {ours - epoch:.1f} s; "
           f"measured here: reading the .npz {read_s:.2f} s, writing the run's data snapshot {snap_s:.2f} s "
-          f"({snap_s / ours:.0%} of the run)")
+          f"({snap_s / ours:.1%} of the run)")
 
 
 def main(argv: list[str] | None = None) -> int:
