@@ -156,6 +156,7 @@ def test_lenet_k1_equals_a_plain_pytorch_loop(services: Services, tmp_path: Path
     evaluation = services.registry.load(f"lenet-{optimizer}:1").metadata["evaluation"]
     assert evaluation["train_accuracy_method"] == "all_training_images"
     assert evaluation["test_accuracy_method"] == "last_epoch_test_pass"
+    assert services.ledger.get_run(result.run_id).metrics["evaluation"] == evaluation  # the run's metrics say it too
 
 
 # ---- VGG11-bn, K = 2 against two replicas and K = 1 -----------------------------------------

@@ -219,3 +219,51 @@ def test_the_cli_flag_sets_threads_per_worker_and_the_report_shows_them(tmp_path
         else:
             os.environ["LAMBDANET_HOME"] = env_home
     assert [w["blas"] for w in seen(run)] == [1, 1]
+
+
+CNN_TRAIN = """
+import json, sys
+from lambdanet.config import CNNConfig
+from lambdanet.engine.driver import Driver, TrainRequest
+from lambdanet.services import Services
+from lambdanet.settings import Settings
+services = Services.open(Settings.from_env())
+cfg = CNNConfig(model="lenet", epochs=1, batch_size=50, seed=3)
+res = Driver(services).train(TrainRequest(data=sys.argv[1], config=cfg, workers=1, strategy="data",
+                                          cpu_threads=1))
+print(json.dumps({"run_id": res.run_id}))
+"""
+
+
+@pytest.mark.skipif(CORES < 2, reason="one core: the share and the request are the same figure")
+def test_a_cnn_worker_runs_torch_with_the_requested_threads(tmp_path: Path) -> None:
+    """The CNN strategy sets torch's threads itself (a new thread may not inherit them): it must use
+    the request's ``cpu_threads``, not the share (K = 1: all the cores)."""
+    import numpy as np
+
+    from lambdanet.testing.cnn import cifar_subset
+
+    x, y, xt, yt = cifar_subset(n_train=100, n_test=50)
+    np.savez(tmp_path / "cifar10_train.npz", x=x, y=y.astype(np.uint8))
+    np.savez(tmp_path / "cifar10_test.npz", x=xt, y=yt.astype(np.uint8))
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARS}
+    env.update({"LAMBDANET_HOME": str(home), "LAMBDANET_NOTIFIER": "console://stderr",
+                "PYTHONPATH": str(REPO / "src")})
+    for var in ("LAMBDANET_LEDGER", "LAMBDANET_OBJECTS", "LAMBDANET_STORE", "LAMBDANET_EXECUTOR"):
+        env.pop(var, None)
+    proc = subprocess.run([sys.executable, "-c", CNN_TRAIN, str(tmp_path / "cifar10_train.npz")],
+                          capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_id = json.loads(proc.stdout.strip().splitlines()[-1])["run_id"]
+    old = os.environ.get("LAMBDANET_HOME")
+    os.environ["LAMBDANET_HOME"] = str(home)
+    try:
+        run = Services.open(Settings.from_env()).ledger.get_run(run_id)
+    finally:
+        if old is None:
+            os.environ.pop("LAMBDANET_HOME")
+        else:
+            os.environ["LAMBDANET_HOME"] = old
+    assert [(w["torch"], w["blas"]) for w in seen(run)] == [(1, 1)]
+    assert run.metrics["evaluation"]["train_accuracy_method"] == "all_training_images"  # 100 images: all

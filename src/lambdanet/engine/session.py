@@ -361,7 +361,8 @@ class RunSession:
         model = f"{mv.name}:{mv.version}"
         services.ledger.update_run(run_id, status="completed", stop_reason=stop_reason, model=model,
                                    ended_at=time.time(), error=None,
-                                   metrics={**metrics, **acc.to_metrics(), "epochs_done": done})
+                                   metrics={**metrics, **acc.to_metrics(), "epochs_done": done,
+                                            "evaluation": _evaluation(fin.metadata)})
         if stop_reason == "threshold":
             msg = (f"Training stopped early at epoch {done}: cost {last_cost:.6f} <= threshold "
                    f"{config.threshold}. Final Cost = {last_cost:.6f}")
@@ -410,3 +411,13 @@ class RunSession:
 
 
 __all__ = ["DriverIdentity", "LeaseHeld", "RoundStep", "RunSession"]
+
+
+def _evaluation(metadata: dict[str, Any]) -> dict[str, Any]:
+    """How the final accuracies were computed (the run's metrics say it, as model.json does): a
+    strategy that samples the training set or reuses the last epoch's test pass says so in its
+    metadata's ``evaluation``; otherwise both sets were scored whole at finish."""
+    given = metadata.get("evaluation")
+    if isinstance(given, dict):
+        return dict(given)
+    return {"train_accuracy_method": "all_training_images", "test_accuracy_method": "scored_at_finish"}

@@ -130,7 +130,8 @@ def _run(spec: dict[str, Any], store: TensorStore, t_start: float) -> dict[str, 
                            start_epoch=int(spec["start_epoch"]), end_epoch=int(spec["end_epoch"]),
                            budget_s=float(spec.get("round_seconds", DEFAULT_ROUND_SECONDS)), cache=_run_cache(run_id),
                            fault=fault, checkpoint_s=float(spec.get("checkpoint_seconds") or 0.0),
-                           checkpointer=checkpointer)
+                           checkpointer=checkpointer,
+                           cpu_threads=int(spec["cpu_threads"]) if spec.get("cpu_threads") else None)
         t_train = time.perf_counter()
         report = strategy.run_round(ctx)
         t_done = time.perf_counter()

@@ -24,6 +24,7 @@ a one-line :class:`ConfigError` (raised by ``validate`` before the run starts).
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,7 @@ from lambdanet.config import CNNConfig
 from lambdanet.data.dataset import Dataset
 from lambdanet.engine.strategies.base import FinishedModel, RoundContext, RoundReport, State
 from lambdanet.errors import ConfigError, DataError
+from lambdanet.executors.cpu_budget import user_thread_env
 from lambdanet.torchnet.checkpoint import load_state_arrays, state_arrays
 from lambdanet.torchnet.data import class_names, subset
 from lambdanet.torchnet.export import INPUT_SHAPE, model_metadata, registry_weights
@@ -67,6 +69,15 @@ class CNNRoundReport(RoundReport):
 def device_name(config: Any, ctx: RoundContext | None = None) -> str:
     """``ctx.device`` (an engine field, when it has one) > ``config.device`` > cpu."""
     return str(getattr(ctx, "device", None) or getattr(config, "device", None) or "cpu")
+
+
+def worker_threads(ctx: RoundContext) -> int:
+    """torch threads for this worker: the user's thread variables win (torch read them at import),
+    then the request's ``cpu_threads``, else the worker's share of the cores (as the executors'
+    CPU budget gives BLAS)."""
+    if user_thread_env(os.environ):
+        return torch.get_num_threads()
+    return ctx.cpu_threads or max(1, usable_cores() // ctx.size)
 
 
 def _check(config: Any) -> CNNConfig:
@@ -140,7 +151,7 @@ class TorchDataStrategy:
     def run_round(self, ctx: RoundContext) -> RoundReport:
         cfg = _check(ctx.config)
         dev = resolve_device(device_name(cfg, ctx))
-        configure_torch(threads=max(1, usable_cores() // ctx.size), device=dev)
+        configure_torch(threads=worker_threads(ctx), device=dev)
         x, y, xt, yt = arrays(ctx.cache, cfg, ctx.dataset)
         model, opt = _model(cfg, ctx.dataset, ctx.state, dev, with_optimizer=True)
         assert opt is not None

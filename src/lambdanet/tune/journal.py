@@ -30,7 +30,7 @@ from typing import Any
 from optuna.storages.journal import BaseJournalBackend, JournalFileBackend, JournalFileOpenLock
 
 from lambdanet import adapters
-from lambdanet.errors import ConfigError, DataError, StoreUnavailable, URLError
+from lambdanet.errors import ConfigError, DataError
 
 STUDY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -50,30 +50,16 @@ class RedisJournal(BaseJournalBackend):
     """Optuna journal logs as JSON strings in one Redis list (no snapshots, no pickle)."""
 
     def __init__(self, url: str, study: str) -> None:
-        import redis
-        from redis.backoff import ExponentialBackoff
-        from redis.retry import Retry
+        from lambdanet.stores.redis import connect  # redis stays an optional extra
 
         self.url = adapters.redact(url)
         self.key = journal_key(check_study_name(study))
-        try:
-            self._r = redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=0,
-                                           retry=Retry(ExponentialBackoff(cap=0.25, base=0.02), 2))
-        except (ValueError, TypeError) as exc:
-            raise URLError(f"bad Redis URL {self.url!r}: {exc}") from None
+        self._r = connect(url)  # the tensor store's client settings and one-line URL errors
 
     def _call(self, fn: Any) -> Any:
-        import redis
+        from lambdanet.stores.redis import call
 
-        try:
-            return fn()
-        except redis.AuthenticationError as exc:
-            raise StoreUnavailable(f"Redis at {self.url} refused the password: {exc}") from exc
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise StoreUnavailable(f"cannot reach the study storage {self.url} ({exc}); is redis-server "
-                                   f"running?") from exc
-        except redis.RedisError as exc:
-            raise StoreUnavailable(f"the study storage {self.url} failed: {exc}") from exc
+        return call(fn, self.url, "the study storage")
 
     def read_logs(self, log_number_from: int) -> Iterator[dict[str, Any]]:
         raw: list[bytes] = self._call(lambda: self._r.lrange(self.key, log_number_from, -1))

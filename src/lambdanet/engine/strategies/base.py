@@ -89,6 +89,7 @@ class RoundContext:
     last_checkpoint: float = field(default_factory=time.monotonic)
     checkpoints: int = 0  # in-round checkpoints written by this worker
     checkpoint_seconds: float = 0.0  # time spent writing them
+    cpu_threads: int | None = None  # threads per worker the run's request named (None: the executor's share)
 
     @property
     def rank(self) -> int:
