@@ -11,11 +11,13 @@ seed, K = 1 worker per trial on the local executor and the embedded stores, in a
 ``LAMBDANET_HOME``. "parallel" runs P = 2 trials at once, each driven by its own trial-driver
 process (``--trial-driver``; threads share one GIL), with ``--pruner`` (median:
 ``--startup-trials`` 5, ``--warmup-rounds`` 1; or asha); "sequential" runs one at a time with
-no pruner. The tune driver budgets the CPU itself: each trial's worker gets cores // P threads (cores // 1 for the sequential study) — the benchmark sets no thread
+no pruner. The tune driver budgets the CPU itself: each trial's worker gets cores // P threads
+(cores // 1 for the sequential study) — the benchmark sets no thread
 variable. The objective (``--objective``, default balanced accuracy — the mean of the classes'
 recalls: on this 42-image validation split the majority class alone scores 0.619 accuracy, more
 than any trained model, so plain accuracy picks the constant predictor) is computed on the
-seeded 20 % split of the training set; the test set is scored once, for each study's best trial. itsacat's ``examples/itsacat/parameters.json`` (5000 epochs, as itsacat ran it)
+seeded 20 % split of the training set; the test set is scored once, for each study's best trial.
+itsacat's ``examples/itsacat/parameters.json`` (5000 epochs, as itsacat ran it)
 is trained on the same training split and scored on the same validation split.
 
 Prints a markdown table — wall time, worker-seconds, estimated AWS Lambda cost, trials pruned, best
