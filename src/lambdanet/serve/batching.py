@@ -8,10 +8,9 @@ Usage (inside a request handler)::
 
 The policy is adaptive, like NVIDIA Triton's dynamic batcher with its default
 ``max_queue_delay`` of 0: dispatch at once when the model is idle, batch only what queued while
-it was busy. A request that finds no pass running and nobody waiting runs its own pass at once:
-on the event loop when that pass is quick (see below) — a quick pass blocks the loop, so no
-other request could have joined it anyway — else straight in the forward thread, as without
-batching (no hop through the queue and the worker). One worker per (model, version)
+it was busy. A request that finds no pass running and nobody waiting runs its own pass at once,
+on the event loop, when that pass is quick (see below) — a quick pass blocks the loop, so no
+other request could have joined it anyway; otherwise it queues. One worker per (model, version)
 takes the queued requests in arrival order (FIFO) — those that became ready in the same
 event-loop turn, then those that arrived while the previous pass ran — as one forward pass of at
 most ``max_batch_size`` rows. Nothing waits for a timer, so batching adds no latency to a lone
@@ -131,19 +130,9 @@ class MicroBatcher:
         if not self.enabled:
             self._record((seq,), len(images))
             return await self._forward(images)
-        if not self._waiting and not self._busy and (self.max_wait_s <= 0 or self._announced == 0):
-            # idle, and no window to hold for requests on their way: this request's pass, right now
-            self._record((seq,), len(images))
-            if len(images) <= self.inline_max_rows:  # quick: on the event loop
-                return self._predict(images)
-            # straight to the forward thread, as without batching (no queue and worker hop);
-            # requests that arrive meanwhile queue and form the next pass
-            self._busy = True
-            try:
-                return await self._forward(images)
-            finally:
-                self._busy = False
-                self._wake_worker()
+        if not self._waiting and not self._busy and len(images) <= self.inline_max_rows:
+            self._record((seq,), len(images))  # idle and quick: this request's pass, right now
+            return self._predict(images)
         loop = asyncio.get_running_loop()
         if self._loop is not loop or self._task is None or self._task.done():
             # first call, or a new event loop (Mangum may run each Lambda event on a fresh loop)
@@ -151,13 +140,10 @@ class MicroBatcher:
             self._task = loop.create_task(self._run())
         future: asyncio.Future[np.ndarray] = loop.create_future()
         self._waiting.append(_Waiting(seq, images, future))
-        self._wake_worker()
-        return await future
-
-    def _wake_worker(self) -> None:
         wake = self._wake
         if wake is not None and not wake.done():
             wake.set_result(None)
+        return await future
 
     # ---- the worker ------------------------------------------------------------------------
     async def _sleep_until_woken(self, loop: asyncio.AbstractEventLoop, deadline: float | None) -> None:
@@ -204,8 +190,8 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         idle = True
         while True:
-            if not self._waiting or self._busy:  # nothing queued, or a request's own pass holds the model
-                if self._stopping and not self._waiting:
+            if not self._waiting:
+                if self._stopping:
                     return  # closed and nothing left; a later predict starts a new worker
                 await self._sleep_until_woken(loop, None)
                 idle = True
