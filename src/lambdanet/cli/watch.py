@@ -6,6 +6,7 @@ import typer
 
 from lambdanet import adapters
 from lambdanet.cli.common import err_console, open_services, print_json_line
+from lambdanet.engine.strategies import default_strategy, strategy_names
 from lambdanet.errors import ConfigError
 from lambdanet.functions.upload_trigger import TriggerResult, UploadTrigger
 
@@ -26,7 +27,7 @@ def register(app: typer.Typer) -> None:
         once: bool = typer.Option(False, "--once", help="Handle the uploads present now, then exit."),
         interval: float = typer.Option(10.0, "--interval", min=0.1, help="Seconds between scans."),
         workers: int = typer.Option(1, "--workers", "-k", min=1, help="Workers per run."),
-        strategy: str = typer.Option("neuron", help="neuron | data."),
+        strategy: str = typer.Option(default_strategy("mlp"), help=" | ".join(strategy_names()) + "."),
         store: str | None = typer.Option(None, help="Tensor store URL: memory:// | redis://host:port/db."),
         executor: str | None = typer.Option(None, help="local | process | lithops."),
         model: str | None = typer.Option(None, "--model", help="Registry name (default: itsacat)."),
@@ -36,8 +37,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Start one training run per new training_input/*.h5 (with training_input/parameters.json);
         write predict_input/params.h5 and training_results/results.json beside them."""
-        if strategy not in ("neuron", "data"):
-            raise ConfigError(f"--strategy: unknown strategy '{strategy}' (allowed: neuron, data)")
+        if strategy not in strategy_names():
+            raise ConfigError(f"--strategy: unknown strategy '{strategy}' (allowed: {', '.join(strategy_names())})")
         watched = adapters.open_objects(url)
         services = open_services(store_url=store, executor=executor)
         trigger = UploadTrigger(services, watched, workers=workers, strategy=strategy, model_name=model,

@@ -22,6 +22,7 @@ from typing import Any
 
 from lambdanet.config import TrainConfig, parse_config
 from lambdanet.engine.requests import DEFAULT_MAX_RETRIES, safe_url
+from lambdanet.engine.strategies import default_strategy, strategy_names
 from lambdanet.errors import ConfigError
 from lambdanet.executors.cpu_budget import available_cores
 from lambdanet.tensors import json_safe
@@ -80,8 +81,9 @@ class TuneRequest:
             raise ConfigError(f"--validation-fraction must be between 0 and 1, got {self.validation_fraction:g}")
         if self.epochs_per_round is not None and self.epochs_per_round < 1:
             raise ConfigError(f"--epochs-per-round must be at least 1, got {self.epochs_per_round}")
-        if self.strategy not in (None, "neuron", "data"):
-            raise ConfigError(f"--strategy: unknown strategy '{self.strategy}' (allowed: neuron, data)")
+        if self.strategy is not None and self.strategy not in strategy_names():
+            raise ConfigError(f"--strategy: unknown strategy '{self.strategy}' "
+                              f"(allowed: {', '.join(strategy_names())})")
         if self.store_url.startswith("memory:") and self.executor != "local":
             raise ConfigError(f"memory:// lives in one process; use --store redis://… with the {self.executor} "
                               f"executor (or --executor local)")
@@ -93,7 +95,7 @@ class TuneRequest:
 
     @property
     def strategy_name(self) -> str:
-        return self.strategy or ("data" if self.base_config.kind == "cnn" else "neuron")
+        return self.strategy or default_strategy(self.base_config.kind)
 
     @property
     def round_epochs(self) -> int:
