@@ -48,7 +48,7 @@ def test_watch_once_trains_writes_outputs_rows_and_publishes(cloud: dict[str, An
 
     proc = _watch(f"s3://{bucket}", "--once", "--json")
     assert proc.returncode == 0, proc.stderr
-    results = json.loads(proc.stdout.strip().splitlines()[-1])["results"]
+    results = [json.loads(line) for line in proc.stdout.splitlines()]  # one object per upload
     assert [(r["key"], r["status"]) for r in results] == [("training_input/datasets.h5", "completed")]
     run_id, model = results[0]["run_id"], results[0]["model"]
 
@@ -98,7 +98,7 @@ def test_bad_inputs_fail_cleanly_without_outputs(cloud: dict[str, Any]) -> None:
     def watch_once() -> list[dict[str, Any]]:
         proc = _watch(f"s3://{bucket}", "--once", "--json")
         assert proc.returncode == 1 and "Traceback" not in proc.stderr
-        return json.loads(proc.stdout.strip().splitlines()[-1])["results"]
+        return [json.loads(line) for line in proc.stdout.splitlines()]  # one object per upload
 
     # 1. no parameters.json
     s3.put_object(Bucket=bucket, Key="training_input/a.h5", Body=cat)

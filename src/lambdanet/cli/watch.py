@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
         model: str | None = typer.Option(None, "--model", help="Registry name (default: itsacat)."),
         epochs_per_round: int | None = typer.Option(None, "--epochs-per-round", min=1),
         lithops_config: str | None = typer.Option(None, "--lithops-config", help="Lithops config file."),
-        as_json: bool = typer.Option(False, "--json", help="Print one JSON line with the results last."),
+        as_json: bool = typer.Option(False, "--json", help="One JSON object per handled upload on stdout."),
     ) -> None:
         """Start one training run per new training_input/*.h5 (with training_input/parameters.json);
         write predict_input/params.h5 and training_results/results.json beside them."""
@@ -47,7 +47,9 @@ def register(app: typer.Typer) -> None:
 
         def show(result: TriggerResult) -> None:
             results.append(result)
-            if not as_json:
+            if as_json:  # one JSON object per upload, as it is handled (the CLI's list convention)
+                print_json_line(result.to_json())
+            else:
                 typer.echo(_line(result))
 
         try:
@@ -60,9 +62,7 @@ def register(app: typer.Typer) -> None:
                 trigger.watch(interval, on_result=show)
         finally:
             services.close()
-        if as_json:
-            print_json_line({"results": [r.to_json() for r in results]})
-        elif once and not results:
+        if once and not results and not as_json:
             typer.echo("no new training_input/*.h5")
         if any(r.status == "failed" for r in results):
             # SystemExit, not typer.Exit: cli.main runs click with standalone_mode=False, which
