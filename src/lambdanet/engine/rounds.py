@@ -40,10 +40,12 @@ from typing import Any
 
 import numpy as np
 
+from lambdanet.config import TrainConfig
 from lambdanet.engine import checkpoints, round_checkpoints
 from lambdanet.engine.accounting import Accounting
 from lambdanet.engine.collectives import abort_attempt, abort_reason
 from lambdanet.engine.requests import DEFAULT_CHECKPOINT_SECONDS
+from lambdanet.engine.strategies.base import Strategy
 from lambdanet.engine.worker import attempt_prefix, attempts_key, fence_key, out_key, run_worker
 from lambdanet.errors import AttemptAborted, EngineError, LambdanetError, RoundFailed, Unavailable, WorkerFailed
 from lambdanet.executors.cpu_budget import SPEC_FIELD
@@ -61,9 +63,9 @@ class RoundPlan:
 
     run_id: str
     workers: int
-    strategy: Any  # the Strategy instance (driver side)
+    strategy: Strategy[Any]  # the Strategy instance (driver side), of the config's kind
     strategy_target: str  # "module:Class" for the workers
-    config: Any
+    config: TrainConfig
     config_json: dict[str, Any]
     store_url: str  # with its password: workers need it (never logged)
     objects_url: str

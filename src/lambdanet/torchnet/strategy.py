@@ -127,7 +127,7 @@ class TorchDataStrategy:
     name = "data"
     kind = "cnn"
 
-    def validate(self, config: Any, workers: int, dataset: Dataset) -> None:
+    def validate(self, config: CNNConfig, workers: int, dataset: Dataset) -> None:
         _check(config)
         shape = tuple(dataset.x_train.shape[1:])
         if shape != tuple(INPUT_SHAPE):
@@ -140,10 +140,10 @@ class TorchDataStrategy:
             raise DataError(f"{dataset.source}: label {top} is outside the {dataset.n_classes} classes")
         resolve_device(device_name(config))
 
-    def default_epochs_per_round(self, config: Any) -> int:
+    def default_epochs_per_round(self, config: CNNConfig) -> int:
         return min(int(config.epochs), DEFAULT_EPOCHS_PER_ROUND)
 
-    def initial_state(self, config: Any, dataset: Dataset) -> State:
+    def initial_state(self, config: CNNConfig, dataset: Dataset) -> State:
         cfg = _check(config)
         model, _ = _model(cfg, dataset, None, torch.device("cpu"), with_optimizer=False)
         return state_arrays(model, None)  # the optimizer state starts empty
@@ -189,11 +189,11 @@ class TorchDataStrategy:
             extras=extras,
         )
 
-    def merge(self, config: Any, shards: list[State]) -> State:
+    def merge(self, config: CNNConfig, shards: list[State]) -> State:
         """Every worker holds the same state; worker 0's is the one written."""
         return dict(shards[0])
 
-    def finish(self, config: Any, state: State, dataset: Dataset) -> FinishedModel:
+    def finish(self, config: CNNConfig, state: State, dataset: Dataset) -> FinishedModel:
         """Train accuracy on (a sample of) the training set; test accuracy from the last epoch's
         test pass stored in ``state`` (scored again only for a state that has none)."""
         cfg = _check(config)

@@ -12,9 +12,12 @@ The interface is :class:`lambdanet.engine.strategies.base.Strategy`.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lambdanet.errors import ConfigError
+
+if TYPE_CHECKING:  # base imports numpy; this registry stays light to import
+    from lambdanet.engine.strategies.base import Strategy
 
 STRATEGIES: dict[tuple[str, str], str] = {
     ("mlp", "neuron"): "lambdanet.engine.strategies.neuron:NeuronStrategy",
@@ -52,15 +55,16 @@ def strategy_path(kind: str, name: str) -> str:
     return target
 
 
-def load_strategy(target: str) -> Any:
+def load_strategy(target: str) -> Strategy[Any]:
     """Import ``module:Class`` and return an instance."""
     module_name, _, class_name = target.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         raise ConfigError(f"strategy {target} cannot be imported ({exc})") from exc
-    return getattr(module, class_name)()
+    strategy: Strategy[Any] = getattr(module, class_name)()
+    return strategy
 
 
-def get_strategy(kind: str, name: str) -> Any:
+def get_strategy(kind: str, name: str) -> Strategy[Any]:
     return load_strategy(strategy_path(kind, name))

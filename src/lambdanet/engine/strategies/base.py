@@ -34,10 +34,11 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
+from lambdanet.config import CNNConfig, MLPConfig, TrainConfig
 from lambdanet.data.dataset import Dataset
 from lambdanet.engine.collectives import Collective
 from lambdanet.errors import WorkerFailed
@@ -73,7 +74,7 @@ class FinishedModel:
 class RoundContext:
     """Everything a worker's strategy needs for one round."""
 
-    config: Any  # MLPConfig | CNNConfig
+    config: TrainConfig  # the strategy narrows it to its kind
     dataset: Dataset
     state: State  # the full state from the last checkpoint
     comm: Collective
@@ -148,22 +149,26 @@ class RoundContext:
             time.sleep(float(f.get("seconds", 5.0)))
 
 
+# the config kind a strategy trains: contravariant, since a strategy only takes configs in
+ConfigT = TypeVar("ConfigT", MLPConfig, CNNConfig, contravariant=True)
+
+
 @runtime_checkable
-class Strategy(Protocol):
+class Strategy(Protocol[ConfigT]):
     name: str  # "neuron", "data", …
     kind: str  # "mlp", "cnn"
 
-    def validate(self, config: Any, workers: int, dataset: Dataset) -> None: ...
+    def validate(self, config: ConfigT, workers: int, dataset: Dataset) -> None: ...
 
-    def initial_state(self, config: Any, dataset: Dataset) -> State: ...
+    def initial_state(self, config: ConfigT, dataset: Dataset) -> State: ...
 
     def run_round(self, ctx: RoundContext) -> RoundReport: ...
 
-    def merge(self, config: Any, shards: list[State]) -> State: ...
+    def merge(self, config: ConfigT, shards: list[State]) -> State: ...
 
-    def finish(self, config: Any, state: State, dataset: Dataset) -> FinishedModel: ...
+    def finish(self, config: ConfigT, state: State, dataset: Dataset) -> FinishedModel: ...
 
-    def default_epochs_per_round(self, config: Any) -> int: ...
+    def default_epochs_per_round(self, config: ConfigT) -> int: ...
 
 
 def row_block(n: int, size: int, rank: int) -> tuple[int, int]:

@@ -12,7 +12,6 @@ collective: it is the single-process loop.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import numpy as np
 
@@ -31,7 +30,7 @@ class DataStrategy(mlp_common.MLPStrategy):
     name = "data"
 
     def run_round(self, ctx: RoundContext) -> RoundReport:
-        cfg: MLPConfig = ctx.config
+        cfg = mlp_common.round_config(ctx)
         comm, K, k = ctx.comm, ctx.size, ctx.rank
         X, Y = mlp_common.matrices(ctx, cfg, ctx.dataset)  # (n_x, m), (n_L, m)
         m = X.shape[1]
@@ -84,6 +83,6 @@ class DataStrategy(mlp_common.MLPStrategy):
         shard = mlp_common.join_state(params, optimizer) if k == 0 else {}
         return RoundReport(costs, seconds, stop, shard)
 
-    def merge(self, config: Any, shards: list[State]) -> State:
+    def merge(self, config: MLPConfig, shards: list[State]) -> State:
         """Every worker holds the same state; worker 0's is the one written."""
         return dict(shards[0])

@@ -25,6 +25,13 @@ from lambdanet.nn.reference import accuracy
 DEFAULT_EPOCHS_PER_ROUND = 1000
 
 
+def round_config(ctx: RoundContext) -> MLPConfig:
+    """The round's config, narrowed to the MLP kind these strategies train."""
+    if not isinstance(ctx.config, MLPConfig):
+        raise ConfigError(f"this strategy trains an MLP config, got {type(ctx.config).__name__}")
+    return ctx.config
+
+
 def check_config(config: Any, dataset: Dataset) -> MLPConfig:
     """The MLP config, checked against the data (output layer vs classes)."""
     if not isinstance(config, MLPConfig):
@@ -145,14 +152,14 @@ class MLPStrategy:
 
     kind = "mlp"
 
-    def validate(self, config: Any, workers: int, dataset: Dataset) -> None:
+    def validate(self, config: MLPConfig, workers: int, dataset: Dataset) -> None:
         check_config(config, dataset)
 
-    def initial_state(self, config: Any, dataset: Dataset) -> State:
+    def initial_state(self, config: MLPConfig, dataset: Dataset) -> State:
         return initial_state(config, dataset)
 
-    def default_epochs_per_round(self, config: Any) -> int:
+    def default_epochs_per_round(self, config: MLPConfig) -> int:
         return min(int(config.epochs), DEFAULT_EPOCHS_PER_ROUND)
 
-    def finish(self, config: Any, state: State, dataset: Dataset) -> FinishedModel:
+    def finish(self, config: MLPConfig, state: State, dataset: Dataset) -> FinishedModel:
         return finish(config, state, dataset)

@@ -21,7 +21,6 @@ they still take part in the collectives.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import numpy as np
 
@@ -49,7 +48,7 @@ class NeuronStrategy(mlp_common.MLPStrategy):
         return rows
 
     def run_round(self, ctx: RoundContext) -> RoundReport:
-        cfg: MLPConfig = ctx.config
+        cfg = mlp_common.round_config(ctx)
         comm, K, k = ctx.comm, ctx.size, ctx.rank
         X, Y = mlp_common.matrices(ctx, cfg, ctx.dataset)  # (n_x, m), (n_L, m)
         m = X.shape[1]
@@ -105,7 +104,7 @@ class NeuronStrategy(mlp_common.MLPStrategy):
                 break
         return RoundReport(costs, seconds, stop, mlp_common.join_state(params, optimizer))
 
-    def merge(self, config: Any, shards: list[State]) -> State:
+    def merge(self, config: MLPConfig, shards: list[State]) -> State:
         """Stack the row blocks of every per-parameter array in worker order."""
         full: State = {}
         for key, first in shards[0].items():
