@@ -16,7 +16,8 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -201,3 +202,15 @@ def moto_server() -> Iterator[str]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def both_outcomes(count: Counter[str], target: str, examples: Callable[[], None]) -> None:
+    """Run a fuzz target's examples, then check both answers were exercised (``count`` holds
+    ``"<target>.accepted"`` / ``".rejected"``): some inputs accepted — a decoder or parser that
+    refuses everything would pass the per-example checks — and some refused."""
+    before = Counter(count)
+    examples()
+    accepted = count[f"{target}.accepted"] - before[f"{target}.accepted"]
+    rejected = count[f"{target}.rejected"] - before[f"{target}.rejected"]
+    assert accepted > 0, f"{target}: no example was accepted ({rejected} refused)"
+    assert rejected > 0, f"{target}: no example was refused ({accepted} accepted)"

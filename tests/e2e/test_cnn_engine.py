@@ -21,7 +21,7 @@ from lambdanet.errors import RunFailed
 from lambdanet.predictor import load_predictor
 from lambdanet.services import Services
 from lambdanet.settings import Settings
-from lambdanet.testing.cnn import cifar_subset
+from lambdanet.testing.cnn import cifar_subset, write_cifar_subset
 from lambdanet.torchnet.data import CIFAR10_CLASSES
 
 CFG = CNNConfig(model="lenet", epochs=2, batch_size=50, augment=True, seed=3)
@@ -30,11 +30,7 @@ CFG = CNNConfig(model="lenet", epochs=2, batch_size=50, augment=True, seed=3)
 @pytest.fixture(scope="module")
 def data_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """cifar10_train.npz + cifar10_test.npz (the reader pairs them) with 200 / 100 images."""
-    x, y, xt, yt = cifar_subset(n_train=200, n_test=100)
-    folder = tmp_path_factory.mktemp("cifar-subset")
-    np.savez(folder / "cifar10_train.npz", x=x, y=y.astype(np.uint8))
-    np.savez(folder / "cifar10_test.npz", x=xt, y=yt.astype(np.uint8))
-    return folder / "cifar10_train.npz"
+    return write_cifar_subset(tmp_path_factory.mktemp("cifar-subset"), 200, 100)
 
 
 @pytest.fixture

@@ -28,15 +28,7 @@ from lambdanet.config import CNNConfig  # noqa: E402
 from lambdanet.engine.driver import Driver, TrainRequest  # noqa: E402
 from lambdanet.services import Services  # noqa: E402
 from lambdanet.settings import Settings  # noqa: E402
-from lambdanet.testing.cnn import cifar_subset  # noqa: E402
-
-
-def _write(folder: Path, n_train: int, n_test: int) -> Path:
-    x, y, xt, yt = cifar_subset(n_train=n_train, n_test=n_test)
-    folder.mkdir(parents=True, exist_ok=True)
-    np.savez(folder / "cifar10_train.npz", x=x, y=y.astype(np.uint8))
-    np.savez(folder / "cifar10_test.npz", x=xt, y=yt.astype(np.uint8))
-    return folder / "cifar10_train.npz"
+from lambdanet.testing.cnn import cifar_subset, write_cifar_subset  # noqa: E402
 
 
 @pytest.fixture
@@ -118,7 +110,7 @@ def test_lenet_k1_equals_a_plain_pytorch_loop(services: Services, tmp_path: Path
                                               atol: float) -> None:
     cfg = CNNConfig(model="lenet", epochs=2, batch_size=50, seed=4, optimizer=optimizer, momentum=0.9,
                     learning_rate=1e-3 if optimizer == "adam" else 0.05, augment=False)
-    data = _write(tmp_path / "data", 200, 100)
+    data = write_cifar_subset(tmp_path / "data", 200, 100)
     result = _train(services, data, cfg, 1, f"lenet-{optimizer}")
 
     x, y, xt, yt = cifar_subset(n_train=200, n_test=100)
@@ -207,7 +199,7 @@ def test_vgg11_bn_k2_equals_two_replicas_and_is_close_to_k1(services: Services, 
       0.6 of that error of K = 1's (measured 0.15–0.4), which statistics kept per worker (the
       error itself, ratio 1) fail.
     """
-    data = _write(tmp_path / "data", 32, 16)
+    data = write_cifar_subset(tmp_path / "data", 32, 16)
     x, y, _, _ = cifar_subset(n_train=32, n_test=16)
     two_steps = CNNConfig(model="vgg11_bn", epochs=1, batch_size=16, seed=6, optimizer="sgd", momentum=0.9,
                           learning_rate=0.01, augment=False)

@@ -55,31 +55,43 @@ print(json.dumps({"runs": ids, "before": before, "after": observed_threads()}))
 """
 
 
-def train(home: Path, data: Path, cases: list[tuple[int, int | None]], executor: str, store: str,
-          user_env: dict[str, str], torch: bool = False) -> tuple[list[Any], dict[str, Any]]:
-    """Run the cases in a fresh interpreter whose only thread variables are ``user_env``; return
-    their ledger records and that process's thread counts before and after the runs."""
+def clean_env(home: Path, user_env: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without thread variables (but ``user_env``'s) nor service URLs,
+    with LAMBDANET_HOME = ``home``: what a user's fresh shell would give a command."""
     env = {k: v for k, v in os.environ.items() if k not in THREAD_VARS}
-    env.update(user_env)
+    env.update(user_env or {})
     env.update({"LAMBDANET_HOME": str(home), "LAMBDANET_NOTIFIER": "console://stderr",
                 "PYTHONPATH": str(REPO / "src")})
     for var in ("LAMBDANET_LEDGER", "LAMBDANET_OBJECTS", "LAMBDANET_STORE", "LAMBDANET_EXECUTOR"):
         env.pop(var, None)
-    proc = subprocess.run([sys.executable, "-c", TRAIN, str(data), json.dumps(cases), executor, store,
-                           "torch" if torch else "-"], capture_output=True, text=True, env=env, timeout=300,
-                          cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    return env
+
+
+def ledger_runs(home: Path, run_ids: list[str]) -> list[Any]:
+    """The ledger records of ``run_ids`` in ``home`` (the embedded SQLite ledger)."""
     old = os.environ.get("LAMBDANET_HOME")
     os.environ["LAMBDANET_HOME"] = str(home)
     try:
         ledger = Services.open(Settings.from_env()).ledger
-        return [ledger.get_run(run_id) for run_id in out["runs"]], out
+        return [ledger.get_run(run_id) for run_id in run_ids]
     finally:
         if old is None:
             os.environ.pop("LAMBDANET_HOME")
         else:
             os.environ["LAMBDANET_HOME"] = old
+
+
+def train(home: Path, data: Path, cases: list[tuple[int, int | None]], executor: str, store: str,
+          user_env: dict[str, str], torch: bool = False) -> tuple[list[Any], dict[str, Any]]:
+    """Run the cases in a fresh interpreter whose only thread variables are ``user_env``; return
+    their ledger records and that process's thread counts before and after the runs."""
+    env = clean_env(home, user_env)
+    proc = subprocess.run([sys.executable, "-c", TRAIN, str(data), json.dumps(cases), executor, store,
+                           "torch" if torch else "-"], capture_output=True, text=True, env=env, timeout=300,
+                          cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    return ledger_runs(home, out["runs"]), out
 
 
 def seen(run: Any) -> list[dict[str, Any]]:
@@ -191,10 +203,7 @@ def test_overlapping_runs_in_one_process_never_restore_each_other_s_limits() -> 
 
 def test_the_cli_flag_sets_threads_per_worker_and_the_report_shows_them(tmp_path: Path) -> None:
     home, data = tmp_path / "home", small_data(tmp_path)
-    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARS}
-    env.update({"LAMBDANET_HOME": str(home), "PYTHONPATH": str(REPO / "src")})
-    for var in ("LAMBDANET_LEDGER", "LAMBDANET_OBJECTS", "LAMBDANET_STORE", "LAMBDANET_EXECUTOR"):
-        env.pop(var, None)
+    env = clean_env(home)
     base = [sys.executable, "-m", "lambdanet"]
     bad = subprocess.run([*base, "train", str(data), "--cpu-threads", "0"], capture_output=True, text=True,
                          env=env, timeout=120, cwd=REPO)
@@ -209,15 +218,7 @@ def test_the_cli_flag_sets_threads_per_worker_and_the_report_shows_them(tmp_path
     summary = json.loads(report.stdout)["summary"]
     assert (summary["cpu_threads"], summary["cpu_threads_source"]) == (1, "request"), summary
     assert "CPU threads per worker" in (tmp_path / "r.html").read_text()
-    env_home = os.environ.get("LAMBDANET_HOME")
-    os.environ["LAMBDANET_HOME"] = str(home)
-    try:
-        run = Services.open(Settings.from_env()).ledger.get_run(run_id)
-    finally:
-        if env_home is None:
-            os.environ.pop("LAMBDANET_HOME")
-        else:
-            os.environ["LAMBDANET_HOME"] = env_home
+    (run,) = ledger_runs(home, [run_id])
     assert [w["blas"] for w in seen(run)] == [1, 1]
 
 
@@ -239,31 +240,14 @@ print(json.dumps({"run_id": res.run_id}))
 def test_a_cnn_worker_runs_torch_with_the_requested_threads(tmp_path: Path) -> None:
     """The CNN strategy sets torch's threads itself (a new thread may not inherit them): it must use
     the request's ``cpu_threads``, not the share (K = 1: all the cores)."""
-    import numpy as np
+    from lambdanet.testing.cnn import write_cifar_subset
 
-    from lambdanet.testing.cnn import cifar_subset
-
-    x, y, xt, yt = cifar_subset(n_train=100, n_test=50)
-    np.savez(tmp_path / "cifar10_train.npz", x=x, y=y.astype(np.uint8))
-    np.savez(tmp_path / "cifar10_test.npz", x=xt, y=yt.astype(np.uint8))
+    data = write_cifar_subset(tmp_path / "data", 100, 50)
     home = tmp_path / "home"
-    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARS}
-    env.update({"LAMBDANET_HOME": str(home), "LAMBDANET_NOTIFIER": "console://stderr",
-                "PYTHONPATH": str(REPO / "src")})
-    for var in ("LAMBDANET_LEDGER", "LAMBDANET_OBJECTS", "LAMBDANET_STORE", "LAMBDANET_EXECUTOR"):
-        env.pop(var, None)
-    proc = subprocess.run([sys.executable, "-c", CNN_TRAIN, str(tmp_path / "cifar10_train.npz")],
+    env = clean_env(home)
+    proc = subprocess.run([sys.executable, "-c", CNN_TRAIN, str(data)],
                           capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    run_id = json.loads(proc.stdout.strip().splitlines()[-1])["run_id"]
-    old = os.environ.get("LAMBDANET_HOME")
-    os.environ["LAMBDANET_HOME"] = str(home)
-    try:
-        run = Services.open(Settings.from_env()).ledger.get_run(run_id)
-    finally:
-        if old is None:
-            os.environ.pop("LAMBDANET_HOME")
-        else:
-            os.environ["LAMBDANET_HOME"] = old
+    (run,) = ledger_runs(home, [json.loads(proc.stdout.strip().splitlines()[-1])["run_id"]])
     assert [(w["torch"], w["blas"]) for w in seen(run)] == [(1, 1)]
     assert run.metrics["evaluation"]["train_accuracy_method"] == "all_training_images"  # 100 images: all

@@ -26,6 +26,7 @@ from lambdanet.services import Services
 from lambdanet.settings import Settings
 from tests.conftest import REPO
 
+LONG_EPOCHS = 600  # the kill and Ctrl-C tests: a trial of many rounds (a tiny one ends in well under a second)
 BASE = {"epochs": 30, "layers": 3, "activations": {"layer1": "relu", "layer2": "relu", "layer3": "sigmoid"},
         "neurons": {"layer1": 8, "layer2": 4, "layer3": 1}, "learning_rate": 0.05, "batch_size": 32,
         "optimizer": "adam", "report_every": 1000, "dtype": "float64"}
@@ -223,7 +224,7 @@ def test_asha_study_with_a_process_driving_each_trial(home: Path, files: dict[st
 def test_resume_after_the_tune_driver_is_killed(home: Path, files: dict[str, Path], trial_driver: str) -> None:
     """kill -9 of the tune driver; with trial-driver processes they go with it (else the resumed
     driver would find the trials' runs driven by a live process)."""
-    base = {**BASE, "epochs": 60}
+    base = {**BASE, "epochs": LONG_EPOCHS}  # long enough to be caught between rounds, quiet machine or not
     files["base"].write_text(json.dumps(base))
     args = tune_args(files, "kill", "--trials", "6", "--parallel", "2", "--pruner", "none",
                      "--trial-driver", trial_driver)
@@ -235,7 +236,7 @@ def test_resume_after_the_tune_driver_is_killed(home: Path, files: dict[str, Pat
                 pytest.fail(f"tune ended before it was killed: {proc.communicate()}")
             with_outcome = [r for r in _quiet_runs(home, "kill") if r.metrics.get("outcome")]
             mid = [r for r in _quiet_runs(home, "kill")
-                   if not r.metrics.get("outcome") and 0 < r.metrics.get("epochs_done", 0) < 60]
+                   if not r.metrics.get("outcome") and 0 < r.metrics.get("epochs_done", 0) < LONG_EPOCHS]
             if with_outcome and mid:
                 break
             time.sleep(0.1)
@@ -250,11 +251,14 @@ def test_resume_after_the_tune_driver_is_killed(home: Path, files: dict[str, Pat
     res = cli(home, "tune", "--study", "kill", "--resume", "--json")
     assert res.returncode == 0, res.stderr
     out = last_json(res.stdout)
-    assert out["trials"] == 6 and out["completed"] == 6  # none counted twice, none lost
+    # none counted twice, none lost (a long trial at a large learning rate may diverge: failed, told)
+    assert out["trials"] == 6 and out["completed"] + out["failed"] == 6 and out["completed"] >= 1, out
     runs = check_trial_runs(home, "kill", 6, "local")
     after = {r.metrics["trial"]: r.run_id for r in runs}
     assert all(after[t] == run_id for t, run_id in before.items())  # the killed trials' runs were continued
-    assert all(r.metrics["epochs_done"] == 60 and r.status == "completed" for r in runs)
+    done = [r for r in runs if r.metrics["outcome"] == "completed"]
+    assert len(done) == out["completed"]
+    assert all(r.metrics["epochs_done"] == LONG_EPOCHS and r.status == "completed" for r in done)
     check_staging(home, out)
 
 
@@ -285,7 +289,7 @@ def test_bad_space_is_one_error_line_exit_2_and_nothing_written(tmp_path: Path, 
 
 @pytest.mark.parametrize("trial_driver", ["thread", "process"])
 def test_ctrl_c_leaves_the_study_resumable(home: Path, files: dict[str, Path], trial_driver: str) -> None:
-    files["base"].write_text(json.dumps({**BASE, "epochs": 150}))  # far from its end when Ctrl-C comes
+    files["base"].write_text(json.dumps({**BASE, "epochs": LONG_EPOCHS}))  # far from its end when Ctrl-C comes
     proc = popen(home, *tune_args(files, "intr", "--trials", "3", "--parallel", "2", "--pruner", "none",
                                   "--trial-driver", trial_driver))
     try:
@@ -293,7 +297,7 @@ def test_ctrl_c_leaves_the_study_resumable(home: Path, files: dict[str, Path], t
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 pytest.fail(f"tune ended before Ctrl-C: {proc.communicate()}")
-            if any(0 < r.metrics.get("epochs_done", 0) <= 50 for r in _quiet_runs(home, "intr")):
+            if any(0 < r.metrics.get("epochs_done", 0) <= LONG_EPOCHS // 3 for r in _quiet_runs(home, "intr")):
                 break
             time.sleep(0.1)
         proc.send_signal(signal.SIGINT)

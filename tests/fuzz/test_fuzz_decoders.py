@@ -23,7 +23,7 @@ import json
 import os
 import struct
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -31,6 +31,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.conftest import both_outcomes
 from tests.security.reliability_counts import record
 
 from lambdanet.errors import ImageError, LambdanetError
@@ -77,17 +78,6 @@ def _seeds() -> list[bytes]:
 SEEDS = _seeds()
 
 
-def both_outcomes(target: str, examples: Callable[[], None]) -> None:
-    """Run a target's examples, then check both answers were exercised: some inputs decoded (a
-    decoder that refuses everything would pass the per-example checks) and some refused."""
-    before = Counter(COUNT)
-    examples()
-    accepted = COUNT[f"{target}.accepted"] - before[f"{target}.accepted"]
-    rejected = COUNT[f"{target}.rejected"] - before[f"{target}.rejected"]
-    assert accepted > 0, f"{target}: no example was accepted ({rejected} refused)"
-    assert rejected > 0, f"{target}: no example was refused ({accepted} accepted)"
-
-
 @st.composite
 def mutated(draw: st.DrawFn) -> bytes:
     data = bytearray(draw(st.sampled_from(SEEDS)))
@@ -130,7 +120,7 @@ def _image_decoder_examples(blob: bytes) -> None:
 
 
 def test_fuzz_image_decoder() -> None:
-    both_outcomes("image", _image_decoder_examples)
+    both_outcomes(COUNT, "image", _image_decoder_examples)
 
 
 # ---- the v2 decoder ----------------------------------------------------------------------------
@@ -237,4 +227,4 @@ def _v2_decoder_examples(request: tuple[bytes, str | None]) -> None:
 
 
 def test_fuzz_v2_decoder() -> None:
-    both_outcomes("v2", _v2_decoder_examples)
+    both_outcomes(COUNT, "v2", _v2_decoder_examples)

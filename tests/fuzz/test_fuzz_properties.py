@@ -14,7 +14,7 @@ import json
 import os
 import zipfile
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from tests.conftest import both_outcomes
 from tests.security.reliability_counts import record
 
 from lambdanet.config import CNNConfig, MLPConfig, parse_config
@@ -49,17 +50,6 @@ def _record_counts() -> Iterator[None]:
 def one_line(exc: BaseException) -> None:
     text = str(exc)
     assert text and "\n" not in text and "Traceback" not in text
-
-
-def both_outcomes(target: str, examples: Callable[[], None]) -> None:
-    """Run a target's examples, then check both answers were exercised: some inputs accepted
-    (a parser that refuses everything would pass the per-example checks) and some refused."""
-    before = Counter(COUNT)
-    examples()
-    accepted = COUNT[f"{target}.accepted"] - before[f"{target}.accepted"]
-    rejected = COUNT[f"{target}.rejected"] - before[f"{target}.rejected"]
-    assert accepted > 0, f"{target}: no example was accepted ({rejected} refused)"
-    assert rejected > 0, f"{target}: no example was refused ({accepted} accepted)"
 
 
 # ---- config ----------------------------------------------------------------------------------
@@ -107,7 +97,7 @@ def _parse_config_examples(value: Any) -> None:
 
 
 def test_parse_config_validates_or_raises_config_error() -> None:
-    both_outcomes("parse_config", _parse_config_examples)
+    both_outcomes(COUNT, "parse_config", _parse_config_examples)
 
 
 # ---- readers -----------------------------------------------------------------------------------
@@ -186,7 +176,7 @@ def _npz_reader_examples(tmp_path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def test_npz_reader_dataset_or_data_error(tmp_path: Path) -> None:
-    both_outcomes("npz_reader", lambda: _npz_reader_examples(tmp_path))
+    both_outcomes(COUNT, "npz_reader", lambda: _npz_reader_examples(tmp_path))
 
 
 @settings(max_examples=max(EXAMPLES // 3, 10), deadline=None, database=None,
@@ -228,7 +218,7 @@ def _h5_reader_examples(tmp_path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def test_h5_reader_dataset_or_data_error(tmp_path: Path) -> None:
-    both_outcomes("h5_reader", lambda: _h5_reader_examples(tmp_path))
+    both_outcomes(COUNT, "h5_reader", lambda: _h5_reader_examples(tmp_path))
 
 
 @SETTINGS
@@ -269,7 +259,7 @@ def _b64decode_examples(text: Any) -> None:
 
 
 def test_b64decode_bytes_or_user_error() -> None:
-    both_outcomes("b64decode", _b64decode_examples)
+    both_outcomes(COUNT, "b64decode", _b64decode_examples)
 
 
 DIMS = st.integers(-3, 10) | st.sampled_from([8, 3, 0, 10**6, 2**31, 2**40])
@@ -301,7 +291,7 @@ def _tensor_input_examples(request: tuple[np.ndarray, str, list[int]]) -> None:
 
 
 def test_tensor_input_batch_or_user_error() -> None:
-    both_outcomes("tensor_input", _tensor_input_examples)
+    both_outcomes(COUNT, "tensor_input", _tensor_input_examples)
 
 
 @SETTINGS
@@ -322,4 +312,4 @@ def _bytes_input_examples(blob: bytes, shape: tuple[int, int, int]) -> None:
 
 
 def test_bytes_input_array_or_image_error() -> None:
-    both_outcomes("bytes_input", _bytes_input_examples)
+    both_outcomes(COUNT, "bytes_input", _bytes_input_examples)

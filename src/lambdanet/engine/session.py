@@ -95,7 +95,15 @@ def _dead_local_holder(holder: str) -> bool:
         return True
     except PermissionError:
         return False
-    return False
+    return _zombie(pid)  # exited, but not reaped (its parent died too, and PID 1 may never reap it)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rpartition(")")[2].split()[:1] == ["Z"]
+    except OSError:  # no /proc (macOS) or gone meanwhile
+        return False
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,17 @@ def cifar_subset(
     return d.x_train, d.y_train, d.x_test, d.y_test
 
 
+def write_cifar_subset(folder: str | Path, n_train: int = 200, n_test: int = 100) -> Path:
+    """``folder/cifar10_train.npz`` and ``cifar10_test.npz`` (the reader pairs them) holding a
+    :func:`cifar_subset`; returns the train file's path, the data argument of a CNN run."""
+    x, y, xt, yt = cifar_subset(n_train=n_train, n_test=n_test)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez(folder / "cifar10_train.npz", x=x, y=y.astype(np.uint8))
+    np.savez(folder / "cifar10_test.npz", x=xt, y=yt.astype(np.uint8))
+    return folder / "cifar10_train.npz"
+
+
 def train_tiny_lenet(
     registry: ModelRegistry,
     n_train: int = 200,

@@ -57,6 +57,8 @@ from lambdanet.tune.split import ValidationSplit
 
 Event = Callable[[dict[str, Any]], None]
 
+LEASE_WAIT_S = 10.0  # how long a resumed study waits for a dying trial driver's lease
+
 
 class StudyStopping(Exception):
     """The study is stopping (Ctrl-C, or another trial hit a fatal error): the trial stops at its
@@ -158,11 +160,18 @@ class TrialRunner:
     def _drive(self, trial: optuna.Trial, run_id: str, config: TrainConfig, metrics: dict[str, Any]) -> None:
         req, ledger, number, split = self.req, self.services.ledger, trial.number, self.split
         curve: list[list[float | None]] = [list(p) for p in metrics.get("validation", [])]
-        try:
-            session = Driver(self.services).open_session(run_id)
-        except LeaseHeld as exc:  # another live driver has it: leave the trial to that driver
-            self.event("trial_skipped", trial=number, run_id=run_id, reason=str(exc))
-            return
+        # a trial-driver process of a killed tune driver exits as soon as it sees that (end of its
+        # input); give it a moment before leaving the trial to "another live driver"
+        deadline = time.monotonic() + LEASE_WAIT_S
+        while True:
+            try:
+                session = Driver(self.services).open_session(run_id)
+                break
+            except LeaseHeld as exc:
+                if time.monotonic() >= deadline:  # another live driver has it: leave the trial to it
+                    self.event("trial_skipped", trial=number, run_id=run_id, reason=str(exc))
+                    return
+                time.sleep(0.2)
         with self._lock:
             self.active[number] = session
         try:
