@@ -9,8 +9,9 @@ Usage::
 
 What and why:
 
-- **One BLAS thread** for numpy (threadpoolctl). A server's parallelism comes from batching and
-  from the event loop overlapping a forward pass with the next requests; BLAS threads that spin
+- **One BLAS thread** for numpy (threadpoolctl), unless the user set a thread variable
+  (``OPENBLAS_NUM_THREADS``…): as for a training run's CPU budget, theirs wins. A server's
+  parallelism comes from batching and from the event loop overlapping a forward pass with the next requests; BLAS threads that spin
   for a small matrix product only take cores from the event loop (a batch of 32 MLP images:
   ~0.5 ms, with 50–300 ms stalls under load when OpenBLAS threads contend). PyTorch's own
   intra-op threads are left as they are: a CNN's forward pass is what they speed up.
@@ -26,7 +27,10 @@ What and why:
 from __future__ import annotations
 
 import gc
+import os
 import sys
+
+from lambdanet.executors.cpu_budget import user_thread_env
 
 SWITCH_INTERVAL_S = 0.0005
 
@@ -34,7 +38,8 @@ SWITCH_INTERVAL_S = 0.0005
 def tune_server_process() -> None:
     from threadpoolctl import threadpool_limits
 
-    threadpool_limits(limits=1, user_api="blas")
+    if not user_thread_env(os.environ):
+        threadpool_limits(limits=1, user_api="blas")
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     gc.collect()
     gc.freeze()
