@@ -11,8 +11,9 @@ What and why:
 
 - **One BLAS thread** for numpy (threadpoolctl), unless the user set a thread variable
   (``OPENBLAS_NUM_THREADS``…): as for a training run's CPU budget, theirs wins. A server's
-  parallelism comes from batching and from the event loop overlapping a forward pass with the next requests; BLAS threads that spin
-  for a small matrix product only take cores from the event loop (a batch of 32 MLP images:
+  parallelism comes from batching and from the event loop overlapping a forward pass with the
+  next requests; BLAS threads that spin for a small matrix product only take cores from the
+  event loop (a batch of 32 MLP images:
   ~0.5 ms, with 50–300 ms stalls under load when OpenBLAS threads contend). PyTorch's own
   intra-op threads are left as they are: a CNN's forward pass is what they speed up.
 - **A shorter GIL switch interval** (0.5 ms instead of 5 ms). A forward pass in the batcher's
