@@ -125,6 +125,20 @@ def test_a_request_that_does_not_fit_is_not_overtaken(registry: ModelRegistry, c
         np.testing.assert_allclose(probs, reference[s:s + n], rtol=1e-5, atol=1e-6)
 
 
+def test_a_lone_request_leads_its_own_pass_and_a_burst_behind_it_batches(registry: ModelRegistry,
+                                                                         cifar: np.ndarray) -> None:
+    """No worker task: the lone request starts its pass itself; those that arrive meanwhile run
+    next, together, started by its completion."""
+    mv = registry.load("cifar-lenet")
+    predictor = load_predictor(mv)
+    gate = GatedForward(predictor.predict_proba)
+    batcher = MicroBatcher(gate, max_batch_size=8, inline_max_rows=0)
+    results = _burst(batcher, gate, [cifar[i:i + 1] for i in range(6)])
+
+    assert list(batcher.history) == [(0,), (1, 2, 3, 4, 5)] and batcher.passes_led == 1
+    np.testing.assert_allclose(np.vstack(results), torch_lenet(mv, cifar[:6]), rtol=1e-4, atol=1e-6)
+
+
 def test_an_idle_quick_model_runs_each_request_at_once(registry: ModelRegistry, cats: np.ndarray) -> None:
     """A pass that runs on the event loop blocks it: nobody could join, so nobody waits."""
     mv = registry.load("itsacat")

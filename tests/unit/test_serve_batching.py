@@ -158,3 +158,110 @@ def test_a_closed_batcher_still_serves_late_requests() -> None:
 
     results = asyncio.run(main())
     assert [int(r[0, 0]) for r in results] == [1, 2, 3, 4]
+
+
+# ---- the leader: a request that finds the batcher idle runs its own pass -------------------------
+class Gate:
+    """Wraps a forward function: holds its first pass until released (from the event loop)."""
+
+    def __init__(self, forward: Recorder) -> None:
+        import threading
+
+        self.forward = forward
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        self.started.set()
+        assert self.release.wait(timeout=60)
+        return self.forward(images)
+
+
+def test_a_lone_request_leads_its_own_pass_without_a_worker_task() -> None:
+    import threading
+
+    rec = Recorder()
+    gate = Gate(rec)
+    batcher = MicroBatcher(gate, max_batch_size=8, inline_max_rows=0)  # passes in the forward thread
+
+    async def main() -> tuple[np.ndarray, int, str]:
+        request = asyncio.ensure_future(batcher.predict(_img(5, n=2)))
+        assert await asyncio.to_thread(gate.started.wait, 60)
+        tasks_during_pass = len(asyncio.all_tasks())  # this one and the request: no worker
+        gate.release.set()
+        return await request, tasks_during_pass, threading.current_thread().name
+
+    out, tasks, _ = asyncio.run(main())
+    np.testing.assert_array_equal(out, [[5, -5], [5, -5]])
+    assert tasks == 2
+    assert list(batcher.history) == [(0,)] and batcher.passes_led == 1 and rec.calls == [2]
+    assert batcher.queued == 0
+
+
+def test_requests_of_the_same_turn_join_the_leaders_pass() -> None:
+    rec = Recorder()
+    batcher = MicroBatcher(rec, max_batch_size=8, inline_max_rows=0)
+
+    async def main() -> list[np.ndarray]:
+        return await asyncio.gather(*(batcher.predict(_img(i)) for i in range(5)))
+
+    results = asyncio.run(main())
+    assert list(batcher.history) == [(0, 1, 2, 3, 4)] and batcher.passes_led == 1 and rec.calls == [5]
+    assert [int(r[0, 0]) for r in results] == [0, 1, 2, 3, 4]
+
+
+def test_requests_arriving_during_a_leaders_pass_form_the_next_pass_in_order() -> None:
+    rec = Recorder()
+    gate = Gate(rec)
+    batcher = MicroBatcher(gate, max_batch_size=4, inline_max_rows=0)
+
+    async def main() -> list[np.ndarray]:
+        first = asyncio.ensure_future(batcher.predict(_img(0)))
+        assert await asyncio.to_thread(gate.started.wait, 60)
+        later = []
+        for i in range(1, 7):  # one per loop turn, while the leader's pass runs
+            later.append(asyncio.ensure_future(batcher.predict(_img(i))))
+            await asyncio.sleep(0)
+        assert batcher.queued == 6
+        gate.release.set()
+        return [await first, *(await asyncio.gather(*later))]
+
+    results = asyncio.run(main())
+    # the leader went alone; the six that queued behind it ran next, oldest first, in full passes
+    # started by the previous pass's completion (one pass led by a request in all)
+    assert list(batcher.history) == [(0,), (1, 2, 3, 4), (5, 6)] and rec.calls == [1, 4, 2]
+    assert batcher.passes_led == 1
+    assert [int(r[0, 0]) for r in results] == list(range(7))
+
+
+def test_a_failing_leader_pass_reaches_every_member_and_the_batcher_carries_on() -> None:
+    rec = Recorder(fail=True)
+    batcher = MicroBatcher(rec, max_batch_size=8, inline_max_rows=0)
+
+    async def main() -> tuple[list[object], np.ndarray]:
+        failed = await asyncio.gather(*(batcher.predict(_img(i)) for i in range(3)), return_exceptions=True)
+        rec.fail = False
+        return failed, await asyncio.wait_for(batcher.predict(_img(9)), 60)
+
+    failed, served = asyncio.run(main())
+    assert len(failed) == 3 and all(isinstance(r, RuntimeError) and str(r) == "forward failed" for r in failed)
+    np.testing.assert_array_equal(served, [[9, -9]])
+    assert list(batcher.history) == [(0, 1, 2), (3,)] and batcher.passes_led == 2
+
+
+def test_a_leader_that_goes_away_still_starts_the_pass_of_those_behind_it() -> None:
+    rec = Recorder()
+    batcher = MicroBatcher(rec, max_batch_size=8, inline_max_rows=0)
+
+    async def main() -> tuple[asyncio.Task[np.ndarray], np.ndarray]:
+        leader = asyncio.ensure_future(batcher.predict(_img(1)))
+        follower = asyncio.ensure_future(batcher.predict(_img(2)))
+        await asyncio.sleep(0)  # the leader has queued and yielded its turn; the follower queued
+        assert batcher.queued == 2
+        leader.cancel()  # its client went away before the pass started
+        return leader, await asyncio.wait_for(follower, 60)
+
+    leader, served = asyncio.run(main())
+    assert leader.cancelled()
+    np.testing.assert_array_equal(served, [[2, -2]])
+    assert list(batcher.history) == [(1,)] and rec.calls == [1]

@@ -8,19 +8,30 @@ Usage (inside a request handler)::
 
 The policy is adaptive, like NVIDIA Triton's dynamic batcher with its default
 ``max_queue_delay`` of 0: dispatch at once when the model is idle, batch only what queued while
-it was busy. A request that finds no pass running and nobody waiting runs its own pass at once,
-on the event loop, when that pass is quick (see below) — a quick pass blocks the loop, so no
-other request could have joined it anyway; otherwise it queues. One worker per (model, version)
-takes the queued requests in arrival order (FIFO) — those that became ready in the same
-event-loop turn, then those that arrived while the previous pass ran — as one forward pass of at
-most ``max_batch_size`` rows. Nothing waits for a timer, so batching adds no latency to a lone
-request, and no request waits behind more than the running pass and the full passes of requests
-that arrived before it.
+it was busy. Nothing waits for a timer, so batching adds no latency to a lone request.
 
-``max_wait_ms`` > 0 (Triton's max queue delay, Ray Serve's ``batch_wait_timeout_s``) lets a pass
-that would start from an idle worker wait up to that long for requests already *announced*
-(still reading or decoding their upload) — a lone request never waits. It trades latency for
-larger batches and is off by default.
+- **Idle and quick**: a request that finds no pass running and nobody queued runs its own pass
+  at once, on the event loop, when that pass is quick (see below) — a quick pass blocks the
+  loop, so no other request could have joined it anyway.
+- **Idle, not quick: the request leads.** It queues itself, yields exactly one event-loop turn
+  (requests made ready in the same turn — a burst the server read at once — queue behind it),
+  then takes the queue as one pass and starts it. No worker task sits between a request and
+  its pass: a lone request costs one loop turn more than running unbatched, not a task hand-off
+  to a worker and back.
+- **Busy**: a request that finds a pass running (or a leader gathering) queues. When a pass
+  ends, its results go to its members and the next pass starts at once, from that completion,
+  over the oldest queued requests.
+
+Every pass takes the queue in arrival order (FIFO), at most ``max_batch_size`` rows, never
+skipping a request that does not fit; passes of one model never overlap. So no request waits
+behind more than the running pass and the full passes of requests that arrived before it. A
+pass's completion does not depend on any request's task: a client that goes away (its task
+cancelled, the leader's included) loses only its own answer.
+
+``max_wait_ms`` > 0 (Triton's max queue delay, Ray Serve's ``batch_wait_timeout_s``) lets a
+leader wait up to that long for requests already *announced* (still reading or decoding their
+upload) — a lone request never waits. It trades latency for larger batches and is off by
+default.
 
 Where the forward pass runs: on the event loop for batches of at most ``inline_max_rows`` rows
 (:meth:`MicroBatcher.calibrate` measures, at model load, which batch sizes take under
@@ -35,6 +46,7 @@ request sequence numbers in arrival order), for tests and diagnostics.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -103,13 +115,15 @@ class MicroBatcher:
         self._on_batch = on_batch
         self._announced = 0  # requests inside ``request()`` that have not submitted yet
         self._waiting: deque[_Waiting] = deque()
-        self._wake: asyncio.Future[None] | None = None  # the idle worker sleeps on it
+        self._wake: asyncio.Future[None] | None = None  # a leader waiting for announced requests
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task[None] | None = None
         self._thread: ThreadPoolExecutor | None = None
-        self._stopping = False
-        self._busy = False  # the worker is between taking a batch and handing out its results
+        self._closed = False
+        # a leader is gathering, or passes are running: arrivals queue. False only when the
+        # queue is empty and no pass runs (a pass's completion starts the next or clears it)
+        self._busy = False
         self._seq = 0
+        self.passes_led = 0  # passes started by a leading request (the rest: by a pass's completion)
         self.batches = 0  # forward passes run (for tests and /metrics)
         self.history: deque[tuple[int, ...]] = deque(maxlen=history)  # seq numbers per recent pass
 
@@ -130,38 +144,55 @@ class MicroBatcher:
         if not self.enabled:
             self._record((seq,), len(images))
             return await self._forward(images)
-        if not self._waiting and not self._busy and len(images) <= self.inline_max_rows:
-            self._record((seq,), len(images))  # idle and quick: this request's pass, right now
-            return self._predict(images)
         loop = asyncio.get_running_loop()
-        if self._loop is not loop or self._task is None or self._task.done():
-            # first call, or a new event loop (Mangum may run each Lambda event on a fresh loop)
-            self._loop, self._waiting, self._wake = loop, deque(), None
-            self._task = loop.create_task(self._run())
+        if self._loop is not loop:
+            # first call, or a new event loop (Mangum may run each Lambda event on a fresh
+            # loop): nothing of the old loop's queue can run any more
+            self._loop, self._waiting, self._wake, self._busy = loop, deque(), None, False
         future: asyncio.Future[np.ndarray] = loop.create_future()
-        self._waiting.append(_Waiting(seq, images, future))
-        wake = self._wake
-        if wake is not None and not wake.done():
-            wake.set_result(None)
+        if not self._busy:
+            if len(images) <= self.inline_max_rows:
+                self._record((seq,), len(images))  # idle and quick: this request's pass, right now
+                return self._predict(images)
+            await self._lead(loop, _Waiting(seq, images, future))
+        else:
+            self._waiting.append(_Waiting(seq, images, future))
+            wake = self._wake
+            if wake is not None and not wake.done():
+                wake.set_result(None)
         return await future
 
-    # ---- the worker ------------------------------------------------------------------------
-    async def _sleep_until_woken(self, loop: asyncio.AbstractEventLoop, deadline: float | None) -> None:
+    async def _lead(self, loop: asyncio.AbstractEventLoop, me: _Waiting) -> None:
+        """Queue ``me`` first, let the requests of this loop turn queue behind, start the pass."""
+        self._busy = True
+        self._waiting.append(me)
+        try:
+            await asyncio.sleep(0)  # exactly one turn: same-turn requests join this pass
+            if self.max_wait_s > 0:
+                await self._gather_announced(loop)
+        except BaseException:  # the leader's client went away: the others still get their pass
+            me.future.cancel()
+            self._start_passes(loop)
+            raise
+        self.passes_led += 1
+        self._start_passes(loop)
+
+    # ---- passes ------------------------------------------------------------------------------
+    async def _sleep_until_woken(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
         wake = self._wake = loop.create_future()
-        timer = None if deadline is None else loop.call_at(deadline, _resolve, wake)
+        timer = loop.call_at(deadline, _resolve, wake)
         try:
             await wake
         finally:
             self._wake = None
-            if timer is not None:
-                timer.cancel()
+            timer.cancel()
 
     def _queued_rows(self) -> int:
         return sum(len(w.images) for w in self._waiting)
 
     async def _gather_announced(self, loop: asyncio.AbstractEventLoop) -> None:
-        """``max_wait_ms`` > 0 only: hold a pass that starts from an idle worker while requests
-        are announced, until the batch is full or the window closes."""
+        """``max_wait_ms`` > 0 only: hold a pass that starts from idle while requests are
+        announced, until the batch is full or the window closes."""
         deadline = loop.time() + self.max_wait_s
         while self._announced > 0 and self._queued_rows() < self.max_batch_size and loop.time() < deadline:
             await self._sleep_until_woken(loop, deadline)
@@ -186,44 +217,48 @@ class MicroBatcher:
                 break
         return batch
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        idle = True
+    def _start_passes(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Run passes over the queue, oldest first: quick ones here, on the event loop; the first
+        that goes to the forward thread continues from its completion (:meth:`_pass_done`).
+        Leaves the batcher idle when the queue is empty."""
         while True:
-            if not self._waiting:
-                if self._stopping:
-                    return  # closed and nothing left; a later predict starts a new worker
-                await self._sleep_until_woken(loop, None)
-                idle = True
-                continue
-            if idle and self.max_wait_s > 0:
-                await self._gather_announced(loop)
             batch = self._take()
-            idle = False
             if not batch:
-                continue
-            self._busy = True
-            try:
-                await self._run_batch(batch)
-            finally:
                 self._busy = False
+                if self._closed and self._thread is not None:
+                    self._thread.shutdown(wait=False)
+                    self._thread = None
+                return
+            try:  # any failure goes to the callers of this batch; the batcher carries on
+                images = batch[0].images if len(batch) == 1 else np.concatenate([w.images for w in batch])
+                self._record(tuple(w.seq for w in batch), len(images))
+                if len(images) > self.inline_max_rows:
+                    self._forward_thread().submit(self._forward_in_thread, loop, batch, images)
+                    return
+                probs = self._predict(images)  # (N, n_classes)
+            except Exception as exc:
+                _fail(batch, exc)
+                continue
+            _deliver(batch, probs)
 
-    async def _run_batch(self, batch: list[_Waiting]) -> None:
-        try:  # any failure goes to the callers of this batch; the worker carries on
-            images = batch[0].images if len(batch) == 1 else np.concatenate([w.images for w in batch])
-            self._record(tuple(w.seq for w in batch), len(images))
-            probs = await self._forward(images)  # (N, n_classes)
+    def _forward_in_thread(self, loop: asyncio.AbstractEventLoop, batch: list[_Waiting],
+                           images: np.ndarray) -> None:
+        try:
+            probs, error = self._predict(images), None  # (N, n_classes)
         except Exception as exc:
-            for w in batch:
-                if not w.future.done():
-                    w.future.set_exception(exc)
-            return
-        start = 0
-        for w in batch:
-            n = len(w.images)
-            if not w.future.done():
-                w.future.set_result(probs[start:start + n])
-            start += n
+            probs, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody is left to answer
+            loop.call_soon_threadsafe(self._pass_done, loop, batch, probs, error)
+
+    def _pass_done(self, loop: asyncio.AbstractEventLoop, batch: list[_Waiting], probs: np.ndarray | None,
+                   error: Exception | None) -> None:
+        """On the event loop, when a pass in the forward thread ended: answer, start the next."""
+        if error is not None or probs is None:
+            _fail(batch, error or RuntimeError("the forward pass returned nothing"))
+        else:
+            _deliver(batch, probs)
+        if self._loop is loop:
+            self._start_passes(loop)
 
     def _record(self, seqs: tuple[int, ...], rows: int) -> None:
         self.batches += 1
@@ -231,15 +266,19 @@ class MicroBatcher:
         if self._on_batch is not None:
             self._on_batch(rows)
 
-    async def _forward(self, images: np.ndarray) -> np.ndarray:
-        """One forward pass: on the event loop for at most ``inline_max_rows`` rows, else in the
-        batcher's thread (one: a model's passes never overlap, and without batching they queue
-        there in arrival order)."""
-        if len(images) <= self.inline_max_rows:
-            return self._predict(images)
+    def _forward_thread(self) -> ThreadPoolExecutor:
+        """The batcher's one forward thread: a model's passes never overlap, and without
+        batching they queue there in arrival order."""
         if self._thread is None:
             self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lambdanet-forward")
-        return await asyncio.get_running_loop().run_in_executor(self._thread, self._predict, images)
+        return self._thread
+
+    async def _forward(self, images: np.ndarray) -> np.ndarray:
+        """Without batching: one forward pass, on the event loop for at most ``inline_max_rows``
+        rows, else in the batcher's thread."""
+        if len(images) <= self.inline_max_rows:
+            return self._predict(images)
+        return await asyncio.get_running_loop().run_in_executor(self._forward_thread(), self._predict, images)
 
     def calibrate(self, input_shape: tuple[int, ...], inline_forward_ms: float, repeats: int = 7) -> float:
         """Time batches of 1, 2, 4, … ``max_batch_size`` rows (best of ``repeats``, also a
@@ -265,15 +304,28 @@ class MicroBatcher:
         return best
 
     def close(self) -> None:
-        """Let the worker finish what is queued, then stop (used when a version is evicted).
-        Requests that still reach a closed batcher are served by a short-lived worker."""
-        self._stopping = True
-        wake = self._wake
-        if wake is not None and not wake.done():
-            wake.set_result(None)
-        if self._thread is not None:
+        """Stop the forward thread once what is queued has run (used when a version is evicted).
+        Requests that still reach a closed batcher are served, in a short-lived thread."""
+        self._closed = True
+        if self._thread is not None and not self._busy:
             self._thread.shutdown(wait=False)
             self._thread = None
+
+
+def _deliver(batch: list[_Waiting], probs: np.ndarray) -> None:
+    """Each member of a pass gets its own rows of ``probs`` (N, n_classes)."""
+    start = 0
+    for w in batch:
+        n = len(w.images)
+        if not w.future.done():  # a member whose client went away is skipped
+            w.future.set_result(probs[start:start + n])
+        start += n
+
+
+def _fail(batch: list[_Waiting], error: Exception) -> None:
+    for w in batch:
+        if not w.future.done():
+            w.future.set_exception(error)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
