@@ -1,7 +1,8 @@
 """The engine gives the single-process network's weights: ``neuron`` and ``data``, K = 1…6,
 full batch and mini-batch 64, gd / adam / momentum (in float64 and float32), every activation,
 a 3-class softmax, optimizer state carried across round checkpoints (a round per epoch), the
-``data`` strategy with more workers than samples in a batch; float64 within 1e-9 and float32
+``data`` strategy with more workers than samples in a batch, the ``neuron`` strategy with more
+workers than input features; float64 within 1e-9 and float32
 within 1e-4; memory store + threads and a real redis-server + one process per worker."""
 
 from __future__ import annotations
@@ -129,6 +130,16 @@ def test_data_strategy_with_more_workers_than_samples_in_a_batch(home: Path, tmp
     few = few_samples_data(tmp_path, 24)
     cfg = config(dtype=dtype, epochs=3, batch_size=5, optimizer="adam", learning_rate=0.01)
     train_and_compare(few, cfg, rtol, workers=6, strategy="data", epochs_per_round=2)
+
+
+def test_neuron_strategy_with_more_workers_than_input_features(home: Path, tmp_path: Path) -> None:
+    """1x1-pixel images (3 input features) over 5 ``neuron`` workers: two workers own no column
+    of W1 and still take part in every all-reduce."""
+    ds = np.load(few_samples_data(tmp_path, 40))
+    pixel = tmp_path / "pixel.npz"
+    np.savez(pixel, x=ds["x"][:, :1, :1, :], y=ds["y"], classes=ds["classes"])
+    cfg = config(epochs=4, batch_size=16, optimizer="adam", learning_rate=0.01)
+    train_and_compare(pixel, cfg, 1e-9, workers=5, strategy="neuron", epochs_per_round=3)
 
 
 def test_float32_itsacat_full_size(home: Path) -> None:

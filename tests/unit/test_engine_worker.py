@@ -56,6 +56,35 @@ def test_worker_trains_its_round_and_a_duplicate_changes_nothing(tmp_path: Path,
     np.testing.assert_array_equal(store.get(out_key(prefix, 0, "param.W1")), W1)
 
 
+def test_neuron_workers_own_their_input_features_and_worker_0_the_replicated_layers(tmp_path: Path,
+                                                                                   data: Path) -> None:
+    """Three ``neuron`` workers (threads, memory store): worker k hands back only its block of
+    W1's columns (768 inputs -> 256 each), worker 0 also every replicated array; the blocks side
+    by side and worker 0's upper layers equal the plain single-process loop."""
+    import threading
+
+    cfg = config(epochs=2, optimizer="adam", learning_rate=0.01)
+    spec = setup_run(tmp_path, data, cfg)
+    spec.update(workers=3)
+    threads = [threading.Thread(target=run_worker, args=(dict(spec, worker=k),)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    ref = reference_run(cfg, data)
+    store = adapters.open_store(spec["store_url"])
+    prefix = f"ln:{spec['run_id']}:1:0"
+    blocks = [store.get(out_key(prefix, k, "param.W1")) for k in range(3)]
+    assert [b.shape for b in blocks] == [(20, 256)] * 3
+    np.testing.assert_allclose(np.concatenate(blocks, axis=1), ref.params["W1"], rtol=1e-9)
+    assert store.get(out_key(prefix, 0, "opt.m.W1")).shape == (20, 256)  # Adam's state follows W1's split
+    for name in ("W2", "b2", "W4", "b4", "b1"):
+        np.testing.assert_allclose(store.get(out_key(prefix, 0, f"param.{name}")), ref.params[name], rtol=1e-9)
+        for k in (1, 2):
+            with pytest.raises(KeyError):
+                store.get(out_key(prefix, k, f"param.{name}"))
+
+
 def test_worker_of_a_fenced_off_attempt_refuses_to_start(tmp_path: Path, data: Path) -> None:
     spec = setup_run(tmp_path, data, config(epochs=2))
     adapters.open_store(spec["store_url"]).put(fence_key(spec["run_id"]), np.array([1, 1]))  # a retry began

@@ -1,9 +1,10 @@
 """Optimizers: plain gradient descent, momentum and Adam — elementwise, in place.
 
 Each optimizer keeps its state per parameter key with the shape of the gradients it is given,
-so a worker that owns some rows of every ``W_l`` can step just those rows and hold just their
-state. ``state_dict()`` returns plain arrays (safetensors-ready): ``{"t": array([steps]),
-"v.W1": …}`` for momentum, ``{"t": …, "m.W1": …, "v.W1": …}`` for Adam.
+so a worker that owns a block of a parameter (the ``neuron`` strategy: some columns of ``W1``)
+can step just that block and hold just its state. ``state_dict()`` returns plain arrays
+(safetensors-ready): ``{"t": array([steps]), "v.W1": …}`` for momentum,
+``{"t": …, "m.W1": …, "v.W1": …}`` for Adam.
 
 Update rules (``g`` the gradient, ``t`` the number of steps taken, counting this one):
 

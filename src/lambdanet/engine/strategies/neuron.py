@@ -1,21 +1,29 @@
-"""The ``neuron`` strategy (model parallel, itsacat's idea done right).
+"""The ``neuron`` strategy (model parallel: the model is split across the workers, not the data).
 
-Worker k of K owns a contiguous block of rows of every ``W_l`` and ``b_l`` (and the optimizer
-state of those rows). One training step on a batch ``Xb`` (n_x, mb):
+Where an image MLP's weights are: in ``W1``. itsacat's network [12288, 20, 7, 5, 1] holds
+245,760 of its 245,912 weights there, and the first layer is nearly all of an epoch's work
+(two products with the 12288 × m input). So worker k of K owns a contiguous block of the *input
+features* — the columns ``c_k`` of ``W1`` (and of its optimizer state) — and reads only those
+rows of the input; the narrow layers above (and ``b1``) are replicated: every worker computes
+them from the same numbers. One training step on a batch ``Xb`` (n_x, mb):
 
-* forward, hidden layer l: ``Z_l,k = W_l,k @ A_{l-1} + b_l,k`` (n_l,k, mb), ``A_l,k = g(Z_l,k)``,
-  then ``A_l = all_gather(A_l,k)`` (n_l, mb) — every worker has the full activations;
-* output layer: ``Z_L = all_gather(W_L,k @ A_{L-1} + b_L,k)``, ``AL = g_L(Z_L)`` (softmax needs
-  every row) — the cost is then the same number on every worker, computed from the same AL;
-* backward: ``dZ_L,k = AL_k - Y_k``; for l = L … 1: ``dW_l,k = dZ_l,k @ A_{l-1}ᵀ / mb``,
-  ``db_l,k = Σ dZ_l,k / mb``; for l > 1 ``dA_{l-1} = all_reduce(W_l,kᵀ @ dZ_l,k)`` (summed in
-  worker order) and ``dZ_{l-1,k} = dA_{l-1}[rows_k] * g'(Z_{l-1,k})``;
-* each worker steps the optimizer on its own rows (optimizers are elementwise).
+* forward, layer 1: ``Z1 = all_reduce(W1[:, c_k] @ Xb[c_k]) + b1`` (n_1, mb) — the one
+  collective of the step, summed in worker order, so every worker holds the same bits;
+* layers 2 … L: the single-process forward pass (n_l, mb), identical on every worker, and so is
+  the cost (every worker stops at the same epoch);
+* backward: layers L … 2 and ``db1`` as the single-process loop; ``dW1[:, c_k] = dZ1 @
+  Xb[c_k]ᵀ / mb`` — no collective;
+* each worker steps the optimizer on its parameters (optimizers are elementwise).
 
-That is L-1 all-gathers + 1 gather of Z_L + L-1 all-reduces per step, all of them small (an
-activation matrix); with K = 1 they are no-ops and the loop is the single-process one. A layer
-with fewer rows than workers (itsacat's 1-neuron output) leaves some workers an empty block;
-they still take part in the collectives.
+Why features and not neurons: split by neurons (rows of every ``W_l``), every worker streams
+the *whole* input through its rows of ``W1`` — K workers on one machine read it K times — and a
+step needs 2L - 1 collectives (an all-gather per layer forward, an all-reduce per layer back).
+Split by features, the K workers read the input once between them, and a step has one
+all-reduce of an (n_1, mb) activation. The replicated layers assume every worker computes the
+same bits from the same inputs — true for one numpy/BLAS build on one CPU type (threads,
+processes, one Lithops runtime); the merged state takes worker 0's copy. With K = 1 the
+all-reduce is a no-op and the loop is the single-process one, bit for bit; with more workers
+than input features some workers own no columns and still take part in the all-reduce.
 """
 
 from __future__ import annotations
@@ -32,36 +40,41 @@ from lambdanet.nn import mlp
 from lambdanet.nn.batches import minibatches
 from lambdanet.nn.losses import cost as batch_cost
 from lambdanet.nn.losses import output_delta
-from lambdanet.nn.optimizers import make_optimizer
+from lambdanet.nn.optimizers import Optimizer, make_optimizer
+
+SPLIT = "W1"  # the parameter split by columns (input features); every other array is replicated
+
+
+def _is_split(key: str) -> bool:
+    """``param.W1``, ``opt.m.W1``, ``opt.v.W1`` — the arrays with W1's columns."""
+    return mlp_common.param_of(key) == SPLIT
+
+
+def shard(state: State, size: int, rank: int) -> State:
+    """Worker ``rank``'s part of the full ``state``: its columns of the W1 arrays, the rest whole."""
+    n_x = state[f"param.{SPLIT}"].shape[1]
+    c0, c1 = row_block(n_x, size, rank)
+    return {k: v[:, c0:c1] if _is_split(k) else v for k, v in state.items()}
 
 
 class NeuronStrategy(mlp_common.MLPStrategy):
-    """Model-parallel training of an MLP: rows of every layer sharded over the workers."""
+    """Model-parallel training of an MLP: W1's input features split over the workers."""
 
     name = "neuron"
-
-    @staticmethod
-    def _rows(config: MLPConfig, size: int, rank: int) -> dict[str, tuple[int, int]]:
-        rows: dict[str, tuple[int, int]] = {}
-        for l, n in enumerate(config.hidden_sizes, start=1):  # noqa: E741
-            rows[f"W{l}"] = rows[f"b{l}"] = row_block(n, size, rank)
-        return rows
 
     def run_round(self, ctx: RoundContext) -> RoundReport:
         cfg = mlp_common.round_config(ctx)
         comm, K, k = ctx.comm, ctx.size, ctx.rank
         X, Y = mlp_common.matrices(ctx, cfg, ctx.dataset)  # (n_x, m), (n_L, m)
         m = X.shape[1]
+        c0, c1 = row_block(X.shape[0], K, k)
+        Xk = X[c0:c1]  # (n_x,k, m): this worker's features, a view of contiguous rows
         acts = cfg.activation_list
         L = len(acts)
         out = acts[-1]
-        rows = self._rows(cfg, K, k)
-        r0L, r1L = rows[f"W{L}"]
-        params, opt_state = mlp_common.split_state(mlp_common.shard_rows(ctx.state, rows))
+        params, opt_state = mlp_common.split_state(shard(ctx.state, K, k))
         optimizer = make_optimizer(cfg)
         optimizer.load_state_dict(opt_state)
-        W = [params[f"W{l}"] for l in range(1, L + 1)]  # noqa: E741  W[l-1]: (n_l,k, n_{l-1})
-        b = [params[f"b{l}"] for l in range(1, L + 1)]  # noqa: E741  b[l-1]: (n_l,k, 1)
         costs: list[float] = []
         seconds: list[float] = []
         stop: str | None = None
@@ -71,45 +84,40 @@ class NeuronStrategy(mlp_common.MLPStrategy):
             total = 0.0
             for idx in batches:
                 if len(batches) == 1:
-                    Xb, Yb = X, Y
+                    Xb, Yb = Xk, Y
                 else:
-                    Xb, Yb = columns(X, idx), columns(Y, idx)  # (n_x, mb), (n_L, mb)
+                    Xb, Yb = columns(Xk, idx), columns(Y, idx)  # (n_x,k, mb), (n_L, mb)
                 mb = Xb.shape[1]
-                # ---- forward: local rows, then everyone gets the full activations
-                A_full = [Xb]  # A_full[l]: (n_l, mb)
-                caches: list[mlp.Cache] = []
-                for l in range(1, L):  # noqa: E741
-                    c = mlp.layer_forward(W[l - 1], b[l - 1], A_full[-1], acts[l - 1])  # (n_l,k, mb)
-                    caches.append(c)
-                    A_full.append(c.A if K == 1 else np.concatenate(comm.all_gather(c.A), axis=0))
-                Z_k = W[L - 1] @ A_full[-1]  # (n_L,k, mb)
-                Z_k += b[L - 1]
-                Z = Z_k if K == 1 else np.concatenate(comm.all_gather(Z_k), axis=0)  # (n_L, mb)
-                AL = act.forward(out, Z)  # (n_L, mb), identical on every worker
+                # ---- forward: layer 1 from every worker's features, then the replicated layers
+                Z1 = comm.all_reduce(params["W1"] @ Xb)  # (n_1, mb), the same bits everywhere
+                Z1 += params["b1"]
+                caches = [mlp.Cache(Xb, Z1, act.forward(acts[0], Z1))]
+                for l in range(2, L + 1):  # noqa: E741
+                    caches.append(mlp.layer_forward(params[f"W{l}"], params[f"b{l}"], caches[-1].A, acts[l - 1]))
+                AL = caches[-1].A  # (n_L, mb), identical on every worker
                 total += batch_cost(out, AL, Yb)
-                # ---- backward: local dZ, dW, db; all-reduce of the W_kᵀ·dZ_k partials
-                dZ = output_delta(out, AL[r0L:r1L], Yb[r0L:r1L])  # (n_L,k, mb)
+                # ---- backward: the single-process one; dW1 only for this worker's columns
+                dZ = output_delta(out, AL, Yb)  # (n_L, mb)
                 grads: dict[str, np.ndarray] = {}
                 for l in range(L, 0, -1):  # noqa: E741
-                    grads[f"W{l}"], grads[f"b{l}"] = mlp.linear_grads(dZ, A_full[l - 1], mb)
+                    grads[f"W{l}"], grads[f"b{l}"] = mlp.linear_grads(dZ, caches[l - 1].A_prev, mb)
                     if l > 1:
-                        partial = W[l - 1].T @ dZ  # (n_{l-1}, mb)
-                        dA = comm.all_reduce(partial)  # (n_{l-1}, mb), same bits everywhere
-                        a, z = rows[f"W{l - 1}"]
-                        dZ = mlp.layer_backward(dA[a:z], caches[l - 2], acts[l - 2])  # (n_{l-1},k, mb)
+                        dA = params[f"W{l}"].T @ dZ  # (n_{l-1}, mb)
+                        dZ = mlp.layer_backward(dA, caches[l - 2], acts[l - 2])  # (n_{l-1}, mb)
                 optimizer.step(params, grads)
             stop, go_on = mlp_common.close_epoch(ctx, cfg, epoch, total / len(batches), t0, costs, seconds,
-                                                 lambda: mlp_common.join_state(params, optimizer))
+                                                 lambda: self._shard_of(k, params, optimizer))
             if not go_on:
                 break
-        return RoundReport(costs, seconds, stop, mlp_common.join_state(params, optimizer))
+        return RoundReport(costs, seconds, stop, self._shard_of(k, params, optimizer))
+
+    @staticmethod
+    def _shard_of(rank: int, params: dict[str, np.ndarray], optimizer: Optimizer) -> State:
+        """What a worker hands back: its W1 columns; worker 0 also the replicated arrays."""
+        state = mlp_common.join_state(params, optimizer)
+        return state if rank == 0 else {key: v for key, v in state.items() if _is_split(key)}
 
     def merge(self, config: MLPConfig, shards: list[State]) -> State:
-        """Stack the row blocks of every per-parameter array in worker order."""
-        full: State = {}
-        for key, first in shards[0].items():
-            if mlp_common.param_of(key) is None:
-                full[key] = first
-            else:
-                full[key] = np.concatenate([s[key] for s in shards], axis=0)
-        return full
+        """W1's column blocks side by side in worker order; every other array from worker 0."""
+        return {key: np.concatenate([s[key] for s in shards], axis=1) if _is_split(key) else first
+                for key, first in shards[0].items()}
