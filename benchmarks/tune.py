@@ -23,7 +23,7 @@ is trained on the same training split and scored on the same validation split.
 Prints a markdown table — wall time, worker-seconds, estimated AWS Lambda cost, trials pruned, best
 validation accuracy, its test accuracy, whether the best model predicts both classes — and the
 ratios against the targets (wall ≤ 0.4× sequential, ≥ 30 % pruned, best validation accuracy ≥
-itsacat's); ``--json FILE`` also writes the numbers.
+itsacat's); ``--out FILE`` also writes the numbers as JSON.
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ def main() -> None:
     ap.add_argument("--warmup-rounds", type=int, default=1, help="median pruner")
     ap.add_argument("--itsacat-epochs", type=int, default=None,
                     help="a quick look only (default: parameters.json's own 5000, stopped by its threshold)")
-    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     args = ap.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="lambdanet-tune-bench-"))
@@ -202,8 +202,8 @@ def main() -> None:
         print(f"- {what}: {value} — {'met' if ok else 'MISSED'}")
     print(f"- best configuration (parallel study): {json.dumps(par['best_params'], sort_keys=True)}")
     print(f"- best configuration (sequential study): {json.dumps(seq['best_params'], sort_keys=True)}")
-    if args.json is not None:
-        args.json.write_text(json.dumps({"parallel": par, "sequential": seq, "itsacat": its, "ratio": ratio,
+    if args.out is not None:
+        args.out.write_text(json.dumps({"parallel": par, "sequential": seq, "itsacat": its, "ratio": ratio,
                                          "pruned_share": pruned_share, "load": [load0, load1]}, indent=1))
 
 
