@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -211,6 +212,53 @@ def test_a_corrupt_model_version_is_500_not_404(registry: ModelRegistry, tmp_pat
         for path in ("/predict?model=nope", "/predict?model=broken:9"):
             r = c.post(path, **image)  # type: ignore[arg-type]
             assert r.status_code == 404, r.text
+
+
+def test_an_unexpected_error_on_an_inference_route_is_a_one_line_500(registry: ModelRegistry) -> None:
+    """The inference routes bypass FastAPI's error middleware: a bug there still answers 500
+    ``{"error": …}`` (never a traceback), is logged with its traceback, counts in /metrics, and
+    the server keeps serving."""
+    app = create_app(registry)
+    models = app.state.models
+    real_get = models.get
+
+    async def get(ref: str | None) -> object:
+        if ref == "explode":
+            raise ZeroDivisionError("a bug")
+        return await real_get(ref)
+
+    models.get = get
+    logged: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = logged.append  # type: ignore[method-assign]
+    logging.getLogger("lambdanet.serve").addHandler(handler)
+    try:
+        image = {"content": GRUMPY.read_bytes(), "headers": {"content-type": "image/jpeg"}}
+        with UvicornThread(app) as server, httpx.Client(base_url=server.url, timeout=30) as c:
+            for path in ("/predict?model=explode", "/v2/models/explode/infer"):
+                r = c.post(path, **image)  # type: ignore[arg-type]
+                assert r.status_code == 500 and r.json() == {
+                    "error": "internal error (ZeroDivisionError); see the server log"}, r.text
+            assert c.post("/predict?model=itsacat", **image).status_code == 200  # type: ignore[arg-type]
+            metrics = _samples(c.get("/metrics").text)
+    finally:
+        logging.getLogger("lambdanet.serve").removeHandler(handler)
+    assert [r.exc_info[0] for r in logged if r.exc_info] == [ZeroDivisionError, ZeroDivisionError]
+    for route in ("/predict", "/v2/models/{name}/infer"):
+        key = (("model", ""), ("route", route), ("status", "500"), ("version", ""))
+        assert metrics[("lambdanet_requests_total", key)] == 1
+
+
+def test_refusals_before_routing_are_labelled_unrouted(registry: ModelRegistry) -> None:
+    app = create_app(registry, api_key="s3cret", max_request_bytes=1000)
+    with UvicornThread(app) as server, httpx.Client(base_url=server.url, timeout=30) as c:
+        assert c.post("/predict", content=b"x").status_code == 401
+        big = c.post("/v2/models/itsacat/infer", content=b"\0" * 1001, headers={"X-API-Key": "s3cret"})
+        assert big.status_code == 413 and "1000-byte limit" in big.json()["error"]
+        metrics = _samples(c.get("/metrics", headers={"X-API-Key": "s3cret"}).text)
+    for status in ("401", "413"):
+        key = (("model", ""), ("route", "unrouted"), ("status", status), ("version", ""))
+        assert metrics[("lambdanet_requests_total", key)] == 1, status
 
 
 # ---- API key, docs, metrics ------------------------------------------------------------------

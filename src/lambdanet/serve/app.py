@@ -15,6 +15,7 @@ Every error is ``{"error": "one line"}`` with the status of its :mod:`lambdanet.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -25,6 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 from lambdanet import __version__
 from lambdanet.errors import LambdanetError
@@ -72,6 +74,38 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(500, f"internal error ({type(exc).__name__}); see the server log")
 
 
+class ServeApp(FastAPI):
+    """FastAPI, with a front door for the inference routes: ``POST /predict`` and ``…/infer`` go
+    straight to :class:`~lambdanet.serve.middleware.InferenceRoutes`, every other request
+    through FastAPI (its middleware, router and error handlers). While FastAPI's own
+    OpenTelemetry instrumentation is on (an OpenTelemetry provider is configured), inference
+    requests take FastAPI's path too, so they keep their spans; that is re-checked every
+    second, as the check itself costs microseconds per request."""
+
+    inference: InferenceRoutes | None = None
+    _telemetry_on = False
+    _telemetry_checked_at = float("-inf")
+
+    def _native_telemetry_on(self) -> bool:
+        now = time.monotonic()
+        if now - self._telemetry_checked_at >= 1.0:
+            self._telemetry_on = self._native_telemetry.enabled()
+            self._telemetry_checked_at = now
+        return self._telemetry_on
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        inference = self.inference
+        if inference is not None and scope["type"] == "http" and "fastapi.telemetry" not in scope:
+            if self.root_path:
+                scope["root_path"] = self.root_path
+            found = inference.match(scope)
+            if found is not None and not self._native_telemetry_on():
+                scope["app"] = self  # what Starlette sets: handlers read request.app.state
+                await inference.serve(scope, receive, send, found)
+                return
+        await super().__call__(scope, receive, send)
+
+
 def _include_dashboard(app: FastAPI) -> None:
     try:
         from lambdanet.serve.dashboard import router as dashboard_router
@@ -82,7 +116,7 @@ def _include_dashboard(app: FastAPI) -> None:
     app.include_router(dashboard_router)
 
 
-def create_app(registry: ModelRegistry, options: ServeOptions | None = None, **overrides: Any) -> FastAPI:
+def create_app(registry: ModelRegistry, options: ServeOptions | None = None, **overrides: Any) -> ServeApp:
     """The ASGI app serving ``registry`` (``overrides`` replace fields of ``options``)."""
     options = options or ServeOptions()
     if overrides:
@@ -100,7 +134,7 @@ def create_app(registry: ModelRegistry, options: ServeOptions | None = None, **o
         yield
         models.close()
 
-    app = FastAPI(title="lambdanet prediction service", version=__version__, lifespan=lifespan,
+    app = ServeApp(title="lambdanet prediction service", version=__version__, lifespan=lifespan,
                   description="Open Inference Protocol v2, /predict, itsacat's /image, a photo page.")
     app.state.options = options
     app.state.models = models
@@ -115,13 +149,14 @@ def create_app(registry: ModelRegistry, options: ServeOptions | None = None, **o
     app.include_router(routes.router)
     _include_dashboard(app)
 
-    # outermost first at request time: metrics, the API key, the body limit, the inference routes
     declared = {route.path: route for route in (*routes.router.routes, *v2.router.routes)
                 if isinstance(route, APIRoute)}
-    app.add_middleware(InferenceRoutes, routes={
+    app.inference = InferenceRoutes({
         InferenceRoutes.PREDICT: (declared[InferenceRoutes.PREDICT], routes.predict),
         InferenceRoutes.INFER: (declared[InferenceRoutes.INFER], v2.infer_request),
-        InferenceRoutes.INFER_VERSION: (declared[InferenceRoutes.INFER_VERSION], v2.infer_request)})
+        InferenceRoutes.INFER_VERSION: (declared[InferenceRoutes.INFER_VERSION], v2.infer_request)},
+        metrics, options.api_key, options.max_request_bytes)
+    # every other route, outermost first at request time: metrics, the API key, the body limit
     app.add_middleware(BodyLimitMiddleware, max_bytes=options.max_request_bytes)
     if options.api_key:
         app.add_middleware(ApiKeyMiddleware, api_key=options.api_key)

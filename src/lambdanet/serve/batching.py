@@ -149,13 +149,14 @@ class MicroBatcher:
             # first call, or a new event loop (Mangum may run each Lambda event on a fresh
             # loop): nothing of the old loop's queue can run any more
             self._loop, self._waiting, self._wake, self._busy = loop, deque(), None, False
-        future: asyncio.Future[np.ndarray] = loop.create_future()
         if not self._busy:
             if len(images) <= self.inline_max_rows:
                 self._record((seq,), len(images))  # idle and quick: this request's pass, right now
                 return self._predict(images)
+            future: asyncio.Future[np.ndarray] = loop.create_future()
             await self._lead(loop, _Waiting(seq, images, future))
         else:
+            future = loop.create_future()
             self._waiting.append(_Waiting(seq, images, future))
             wake = self._wake
             if wake is not None and not wake.done():

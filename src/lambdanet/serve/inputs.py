@@ -18,6 +18,7 @@ import math
 
 import numpy as np
 
+from lambdanet.data.images import decode_image, prepare_image
 from lambdanet.errors import ImageError, UserInputError
 
 Shape = tuple[int, int, int]
@@ -41,8 +42,6 @@ def b64decode(text: str, what: str = "data") -> bytes:
 
 def image_input(data: bytes, input_shape: Shape, max_pixels: int) -> np.ndarray:
     """Encoded image bytes -> uint8 (H, W, C) resized as in training."""
-    from lambdanet.data.images import decode_image, prepare_image
-
     if not data:
         raise ImageError("the image is empty: send the bytes of a PNG or JPEG file")
     img = decode_image(data, max_pixels=max_pixels)

@@ -1,7 +1,7 @@
 """The server's ASGI middleware: Prometheus metrics, the API key, the request size limit, and
 the direct routes of the two inference endpoints.
 
-All are plain ASGI (no per-request BaseHTTPMiddleware task), so they add microseconds.
+The middleware is plain ASGI (no per-request BaseHTTPMiddleware task), so it adds microseconds.
 
 - :class:`MetricsMiddleware` counts every request and records its latency, labelled by model,
   version (set by handlers in ``request.state``), route template and status, in a private
@@ -11,15 +11,17 @@ All are plain ASGI (no per-request BaseHTTPMiddleware task), so they add microse
   the key and sends it with its API calls).
 - :class:`BodyLimitMiddleware` refuses a declared ``Content-Length`` over the limit and stops a
   streamed body as soon as it passes it: 413 ``{"error": …}``.
-- :class:`InferenceRoutes` (innermost) hands ``POST /predict`` and ``POST /v2/models/{name}[/versions/
-  {v}]/infer`` straight to their handlers: FastAPI's router and dependency solving cost about as
-  much CPU as an MLP's whole forward pass. The routes stay declared in FastAPI (OpenAPI docs,
-  405s); errors get the same ``{"error": …}`` answers.
+- :class:`InferenceRoutes` is not a middleware but the front door of ``POST /predict`` and
+  ``POST /v2/models/{name}[/versions/{v}]/infer``, called by the app before FastAPI: it does
+  the three jobs above for those routes in one call and hands them straight to their handlers
+  (FastAPI's router, dependency solving and middleware stack cost about as much CPU as an
+  MLP's whole forward pass). Same answers, same metrics labels.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -34,6 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from lambdanet.errors import LambdanetError, PayloadTooLarge
 
 Json = dict[str, Any]
+log = logging.getLogger("lambdanet.serve")
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 PUBLIC_PREFIXES = ("/v2/health/",)
@@ -123,6 +126,42 @@ class MetricsMiddleware:
             self.metrics.observe_request(labels, time.perf_counter() - start)
 
 
+def api_key_message(given: str | None) -> str:
+    reason = "missing" if given is None else "wrong"
+    return f"{reason} API key: send it as 'X-API-Key: KEY' or 'Authorization: Bearer KEY'"
+
+
+def length_refusal(headers: list[tuple[bytes, bytes]], max_bytes: int) -> tuple[int, str] | None:
+    """(400, why) for a malformed Content-Length, (413, why) for one over ``max_bytes``, else None."""
+    for name, value in headers:
+        if name == b"content-length":
+            if not value.isdigit():
+                return 400, "bad Content-Length header"
+            if int(value) > max_bytes:
+                return 413, too_big_message(max_bytes)
+    return None
+
+
+def too_big_message(max_bytes: int) -> str:
+    return f"the request body is over the {max_bytes}-byte limit (--max-request-bytes)"
+
+
+def limited_receive(receive: Receive, max_bytes: int) -> Receive:
+    """``receive`` that raises :class:`PayloadTooLarge` once the body passes ``max_bytes``."""
+    received = 0
+
+    async def limited() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > max_bytes:
+                raise PayloadTooLarge(too_big_message(max_bytes))
+        return message
+
+    return limited
+
+
 def api_key_of(headers: list[tuple[bytes, bytes]]) -> str | None:
     for name, value in headers:
         if name == b"x-api-key":
@@ -149,10 +188,7 @@ class ApiKeyMiddleware:
             return
         given = api_key_of(scope["headers"])
         if given is None or not hmac.compare_digest(given.encode(), self.api_key):
-            reason = "missing" if given is None else "wrong"
-            await send_json(send, 401, {"error": f"{reason} API key: send it as 'X-API-Key: KEY' or "
-                                                 "'Authorization: Bearer KEY'"},
-                            [(b"www-authenticate", b"Bearer")])
+            await send_json(send, 401, {"error": api_key_message(given)}, [(b"www-authenticate", b"Bearer")])
             return
         await self.app(scope, receive, send)
 
@@ -166,26 +202,11 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_big = f"the request body is over the {self.max_bytes}-byte limit (--max-request-bytes)"
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                if not value.isdigit():
-                    await send_json(send, 400, {"error": "bad Content-Length header"})
-                    return
-                if int(value) > self.max_bytes:
-                    await send_json(send, 413, {"error": too_big})
-                    return
-        received = 0
+        refused = length_refusal(scope["headers"], self.max_bytes)
+        if refused is not None:
+            await send_json(send, refused[0], {"error": refused[1]})
+            return
         started = False
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise PayloadTooLarge(too_big)
-            return message
 
         async def send_wrapper(message: Message) -> None:
             nonlocal started
@@ -194,7 +215,7 @@ class BodyLimitMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, send_wrapper)
+            await self.app(scope, limited_receive(receive, self.max_bytes), send_wrapper)
         except PayloadTooLarge as exc:
             if started:
                 raise
@@ -202,51 +223,99 @@ class BodyLimitMiddleware:
 
 
 Endpoint = Callable[..., Awaitable[Response]]
+Found = tuple[Any, Endpoint, tuple[str | None, ...]]  # (the FastAPI route, its handler, path arguments)
+
+
+def raw_header(scope: Scope, name: bytes) -> str | None:
+    """The first value of header ``name`` (lower-case bytes, as ASGI gives them), latin-1 as
+    Starlette decodes it; without building a ``Headers`` object."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
 
 
 class InferenceRoutes:
-    """``POST /predict`` and ``POST /v2/models/{name}[/versions/{version}]/infer`` without FastAPI's
-    router: ``routes`` maps each path template to its FastAPI route (the metrics label) and its
-    handler, called as ``handler(request)`` or ``handler(request, name, version)``."""
+    """The front door of ``POST /predict`` and ``POST /v2/models/{name}[/versions/{version}]/infer``.
+
+    :class:`lambdanet.serve.app.ServeApp` hands these requests here before FastAPI: one plain
+    call that does for them what the middleware above does for every other route — the metrics,
+    the API key, the body limit, errors as ``{"error": …}`` (an unexpected one: logged, 500) —
+    then calls the handler as ``handler(request)`` or ``handler(request, name, version)``.
+    FastAPI's router, dependency solving and middleware stack, and a wrapper per ASGI message
+    per middleware, together cost about as much CPU as an MLP's whole forward pass. The routes
+    stay declared in FastAPI (OpenAPI docs, 405s, and the path taken while FastAPI's own
+    OpenTelemetry is on); ``routes`` maps each path template to its FastAPI route (the metrics'
+    route label) and its handler.
+    """
 
     PREDICT = "/predict"
     INFER = "/v2/models/{name}/infer"
     INFER_VERSION = "/v2/models/{name}/versions/{version}/infer"
 
-    def __init__(self, app: ASGIApp, routes: dict[str, tuple[Any, Endpoint]]) -> None:
-        self.app = app
+    def __init__(self, routes: dict[str, tuple[Any, Endpoint]], metrics: ServeMetrics, api_key: str | None,
+                 max_bytes: int) -> None:
         self.routes = routes
+        self.metrics = metrics
+        self.api_key = api_key.encode() if api_key else None
+        self.max_bytes = max_bytes
 
-    def _match(self, path: str) -> tuple[str, tuple[str, ...]] | None:
-        if path == self.PREDICT:
-            return self.PREDICT, ()
-        if path.startswith("/v2/models/") and path.endswith("/infer"):
-            parts = path[len("/v2/models/"):-len("/infer")].split("/")
-            if len(parts) == 1 and parts[0]:
-                return self.INFER, (parts[0], None)  # type: ignore[return-value]
-            if len(parts) == 3 and parts[0] and parts[1] == "versions" and parts[2]:
-                return self.INFER_VERSION, (parts[0], parts[2])
-        return None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
+    def match(self, scope: Scope) -> Found | None:
+        """The route, handler and path arguments of an inference request, else None."""
+        if scope["method"] != "POST":
+            return None
         path = scope["path"]
         root = scope.get("root_path", "")
         if root and path.startswith(root):
             path = path[len(root):]
-        found = self._match(path)
-        if found is None:
-            await self.app(scope, receive, send)
-            return
-        template, args = found
-        route, handler = self.routes[template]
-        scope["route"] = route  # what FastAPI's router would set: the metrics' route label
+        if path == self.PREDICT:
+            return (*self.routes[self.PREDICT], ())
+        if path.startswith("/v2/models/") and path.endswith("/infer"):
+            parts = path[len("/v2/models/"):-len("/infer")].split("/")
+            if len(parts) == 1 and parts[0]:
+                return (*self.routes[self.INFER], (parts[0], None))
+            if len(parts) == 3 and parts[0] and parts[1] == "versions" and parts[2]:
+                return (*self.routes[self.INFER_VERSION], (parts[0], parts[2]))
+        return None
+
+    def _refusal(self, scope: Scope) -> tuple[int, str, list[tuple[bytes, bytes]]] | None:
+        """What ApiKeyMiddleware and BodyLimitMiddleware would answer before routing, if anything."""
+        if self.api_key is not None:
+            given = api_key_of(scope["headers"])
+            if given is None or not hmac.compare_digest(given.encode(), self.api_key):
+                return 401, api_key_message(given), [(b"www-authenticate", b"Bearer")]
+        refused = length_refusal(scope["headers"], self.max_bytes)
+        return None if refused is None else (*refused, [])
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send, found: Found) -> None:
+        start = time.perf_counter()
+        status = 500
+        route_label = "unrouted"  # answered before routing, as the middleware would
+        state = scope.setdefault("state", {})
         try:
-            response = await handler(Request(scope, receive), *args)
-        except LambdanetError as exc:
-            response = error_response(exc.http_status, str(exc))
+            refusal = self._refusal(scope)
+            if refusal is not None:
+                status, message, headers = refusal
+                await send_json(send, status, {"error": message}, headers)
+                return
+            route, handler, args = found
+            scope["route"] = route  # what FastAPI's router would set
+            route_label = route.path
+            response = await self._respond(scope, limited_receive(receive, self.max_bytes), handler, args)
+            status = response.status_code
+            await response(scope, receive, send)
+        finally:
+            labels = (str(state.get("model", "")), str(state.get("version", "")), route_label, str(status))
+            self.metrics.observe_request(labels, time.perf_counter() - start)
+
+    @staticmethod
+    async def _respond(scope: Scope, receive: Receive, handler: Endpoint, args: tuple[str | None, ...]) -> Response:
+        try:
+            return await handler(Request(scope, receive), *args)
+        except LambdanetError as exc:  # PayloadTooLarge included: 413
+            return error_response(exc.http_status, str(exc))
         except HTTPException as exc:  # e.g. a malformed multipart body, from Starlette's parser
-            response = error_response(exc.status_code, str(exc.detail))
-        await response(scope, receive, send)
+            return error_response(exc.status_code, str(exc.detail))
+        except Exception as exc:  # what the app's catch-all handler answers for every other route
+            log.exception("unexpected error on %s %s", scope["method"], scope["path"])
+            return error_response(500, f"internal error ({type(exc).__name__}); see the server log")

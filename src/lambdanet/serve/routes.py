@@ -20,10 +20,11 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
-from starlette.datastructures import UploadFile
+from starlette.datastructures import QueryParams, UploadFile
 
 from lambdanet.errors import Forbidden, UserInputError
 from lambdanet.serve.inputs import b64decode, bytes_input, image_input, offload, png_data_url
+from lambdanet.serve.middleware import raw_header
 from lambdanet.serve.models import ServedModel
 
 router = APIRouter()
@@ -42,7 +43,7 @@ def _result(served: ServedModel, probs: np.ndarray) -> dict[str, Any]:
 
 
 async def _upload_bytes(request: Request) -> bytes:
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    ctype = (raw_header(request.scope, b"content-type") or "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
         form = await request.form(max_files=1)
         for value in form.values():
@@ -84,6 +85,20 @@ _PREDICT_DOC = {
     }},
 }
 _TRUE = frozenset({"1", "true", "yes", "on"})
+_QUERIES: dict[bytes, tuple[str | None, bool]] = {}  # query string -> (model, preview)
+
+
+def _predict_query(query_string: bytes) -> tuple[str | None, bool]:
+    """``?model=…&preview=…``, parsed by Starlette once per distinct query string (clients send
+    the same few again and again; the cache stays small)."""
+    hit = _QUERIES.get(query_string)
+    if hit is None:
+        params = QueryParams(query_string)
+        hit = (params.get("model"), params.get("preview", "").lower() in _TRUE)
+        if len(_QUERIES) >= 256:
+            _QUERIES.clear()
+        _QUERIES[query_string] = hit
+    return hit
 
 
 @router.post("/predict", summary="Classify one image (upload, base64 JSON or raw C×H×W bytes)",
@@ -92,8 +107,7 @@ async def predict(request: Request) -> Response:
     # the hot path: served by middleware.InferenceRoutes without FastAPI's router; parameters are
     # read by hand (documented in _PREDICT_DOC): FastAPI's parameter and response validation would
     # cost more than the forward pass of an MLP
-    model = request.query_params.get("model")
-    preview = request.query_params.get("preview", "").lower() in _TRUE
+    model, preview = _predict_query(request.scope["query_string"])
     served: ServedModel = await request.app.state.models.get(model)
     request.state.model, request.state.version = served.name, served.version
     options = request.app.state.options

@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse, Response
 from lambdanet import __version__ as _pkg_version
 from lambdanet.errors import UserInputError
 from lambdanet.serve.inputs import b64decode, image_input, offload, tensor_input
+from lambdanet.serve.middleware import raw_header
 from lambdanet.serve.models import ServedModel, top_label
 
 router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"])
@@ -231,7 +232,7 @@ async def infer_request(request: Request, name: str, version: str | None) -> Res
     options = request.app.state.options
     async with served.batcher.request() as submit:
         body = await request.body()
-        header, binary = _split_body(body, request.headers.get("inference-header-content-length"))
+        header, binary = _split_body(body, raw_header(request.scope, b"inference-header-content-length"))
         batch = await _inputs_to_batch(header, binary, served, options.max_pixels)  # (N, H, W, C)
         probs = np.asarray(await submit(batch), dtype=np.float32)  # (N, n_classes)
     labels, _ = top_label(served.classes, probs)
