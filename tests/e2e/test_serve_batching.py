@@ -139,17 +139,25 @@ def test_a_lone_request_leads_its_own_pass_and_a_burst_behind_it_batches(registr
     np.testing.assert_allclose(np.vstack(results), torch_lenet(mv, cifar[:6]), rtol=1e-4, atol=1e-6)
 
 
-def test_an_idle_quick_model_runs_each_request_at_once(registry: ModelRegistry, cats: np.ndarray) -> None:
-    """A pass that runs on the event loop blocks it: nobody could join, so nobody waits."""
+def test_an_idle_quick_model_runs_a_lone_request_at_once_and_batches_a_burst(registry: ModelRegistry,
+                                                                              cats: np.ndarray) -> None:
+    """A pass that runs on the event loop blocks it: nobody could join, so a lone request runs
+    at once. A second one in the same loop turn means a burst: it leads the rest of the burst."""
     mv = registry.load("itsacat")
     batcher = MicroBatcher(load_predictor(mv).predict_proba, max_batch_size=4, inline_max_rows=4)
 
     async def main() -> list[np.ndarray]:
-        return await asyncio.gather(*(batcher.predict(cats[i:i + 1]) for i in range(3)))
+        lone = []
+        for i in range(3):  # one request per loop turn
+            lone.append(await batcher.predict(cats[i:i + 1]))
+            await asyncio.sleep(0)
+        burst = await asyncio.gather(*(batcher.predict(cats[i:i + 1]) for i in range(3, 6)))  # one turn
+        return [*lone, *burst]
 
     results = asyncio.run(main())
-    assert list(batcher.history) == [(0,), (1,), (2,)] and batcher.queued == 0
-    np.testing.assert_allclose(np.vstack(results), numpy_forward(mv, cats[:3]), rtol=1e-5, atol=1e-6)
+    assert list(batcher.history) == [(0,), (1,), (2,), (3,), (4, 5)] and batcher.queued == 0
+    assert batcher.passes_led == 1  # request 4 led; 0-3 ran alone at once
+    np.testing.assert_allclose(np.vstack(results), numpy_forward(mv, cats[:6]), rtol=1e-5, atol=1e-6)
 
 
 # ---- over HTTP: batched answers equal unbatched ones ---------------------------------------------
