@@ -249,6 +249,46 @@ def test_an_unexpected_error_on_an_inference_route_is_a_one_line_500(registry: M
         assert metrics[("lambdanet_requests_total", key)] == 1
 
 
+def _inference_answers(registry: ModelRegistry, through_fastapi: bool) -> tuple[tuple[object, ...], int]:
+    """Inference answers, refusals and metrics labels of a server; and how many requests its
+    front door served."""
+    app = create_app(registry, api_key="k")
+    app._native_telemetry_on = lambda: through_fastapi  # type: ignore[method-assign]
+    front_door = app.inference
+    assert front_door is not None
+    door_calls = []
+    real_serve = front_door.serve
+
+    async def serve(*args: object) -> None:
+        door_calls.append(args)
+        await real_serve(*args)  # type: ignore[arg-type]
+
+    front_door.serve = serve  # type: ignore[method-assign]
+    image = {"content": GRUMPY.read_bytes(), "headers": {"content-type": "image/jpeg", "X-API-Key": "k"}}
+    with UvicornThread(app) as server, httpx.Client(base_url=server.url, timeout=30) as c:
+        ok = c.post("/predict?model=itsacat", **image)  # type: ignore[arg-type]
+        v2 = c.post("/v2/models/itsacat/versions/1/infer", headers={"X-API-Key": "k"}, json={
+            "inputs": [{"name": "input", "datatype": "UINT8", "shape": [1, 64, 64, 3], "data": [0] * 12288}]})
+        missing = c.post("/predict?model=nope", **image)  # type: ignore[arg-type]
+        refused = c.post("/predict", content=b"x")
+        metrics = _samples(c.get("/metrics", headers={"X-API-Key": "k"}).text)
+    assert ok.status_code == v2.status_code == 200 and missing.status_code == 404 and refused.status_code == 401
+    labels = {(dict(k).get("route"), dict(k).get("status")) for (name, k) in metrics
+              if name == "lambdanet_requests_total"}
+    return (ok.json(), v2.json(), missing.json(), refused.json(), labels), len(door_calls)
+
+
+def test_inference_through_fastapi_answers_as_the_front_door(registry: ModelRegistry) -> None:
+    """While FastAPI's OpenTelemetry is on, inference takes FastAPI's route, middleware and
+    handlers instead of the front door: same answers, same refusals, same metrics labels."""
+    front, front_calls = _inference_answers(registry, through_fastapi=False)
+    fastapi, fastapi_calls = _inference_answers(registry, through_fastapi=True)
+    assert (front_calls, fastapi_calls) == (4, 0)
+    assert front == fastapi
+    assert {("/predict", "200"), ("/v2/models/{name}/versions/{version}/infer", "200"), ("/predict", "404"),
+            ("unrouted", "401")} <= front[4]  # type: ignore[operator]
+
+
 def test_refusals_before_routing_are_labelled_unrouted(registry: ModelRegistry) -> None:
     app = create_app(registry, api_key="s3cret", max_request_bytes=1000)
     with UvicornThread(app) as server, httpx.Client(base_url=server.url, timeout=30) as c:

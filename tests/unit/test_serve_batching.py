@@ -265,3 +265,27 @@ def test_a_leader_that_goes_away_still_starts_the_pass_of_those_behind_it() -> N
     assert leader.cancelled()
     np.testing.assert_array_equal(served, [[2, -2]])
     assert list(batcher.history) == [(1,)] and rec.calls == [1]
+
+
+def test_a_burst_of_quick_requests_shares_one_pass_after_the_first() -> None:
+    import threading
+
+    threads: list[str] = []
+    rec = Recorder()
+
+    def forward(images: np.ndarray) -> np.ndarray:
+        threads.append(threading.current_thread().name)
+        return rec(images)
+
+    batcher = MicroBatcher(forward, max_batch_size=8, inline_max_rows=8)  # every pass is quick
+
+    async def main() -> tuple[list[np.ndarray], str]:
+        burst = await asyncio.gather(*(batcher.predict(_img(i)) for i in range(5)))  # one loop turn
+        await asyncio.sleep(0)
+        lone = await batcher.predict(_img(9))  # a later turn: alone, at once
+        return [*burst, lone], threading.current_thread().name
+
+    results, loop_thread = asyncio.run(main())
+    assert list(batcher.history) == [(0,), (1, 2, 3, 4), (5,)] and rec.calls == [1, 4, 1]
+    assert batcher.passes_led == 1 and set(threads) == {loop_thread}  # all on the event loop
+    assert [int(r[0, 0]) for r in results] == [0, 1, 2, 3, 4, 9]
