@@ -134,8 +134,8 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 60) -
 
 
 def start_lambdanet(root: Path, port: int, batching: bool) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "lambdanet.cli.main", "serve", "--registry", str(root), "--port", str(port),
-           "--log-level", "warning"]
+    # the command a user runs, with its defaults (log level info, no access log)
+    cmd = [sys.executable, "-m", "lambdanet.cli.main", "serve", "--registry", str(root), "--port", str(port)]
     if not batching:
         cmd.append("--no-batching")
     env = {k: v for k, v in os.environ.items() if k != "LAMBDANET_API_KEY"}

@@ -51,3 +51,26 @@ def test_serve_command_bad_options_are_one_line(args: list[str], needle: str, ho
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0]
+
+
+@pytest.mark.parametrize("flag, logged", [([], False), (["--access-log"], True)])
+def test_access_log_is_written_only_when_asked_for(tmp_path: Path, home: Path, flag: list[str],
+                                                   logged: bool) -> None:
+    """At the default log level (info) a request leaves uvicorn's access line only with
+    ``--access-log``; the start-up lines are written either way."""
+    objects = tmp_path / "objects"
+    register_catvnoncat_mlp(ModelRegistry(FolderStore(objects)), CATVNONCAT / "datasets.h5")
+    port = free_port()
+    proc = subprocess.Popen([*LAMBDANET, "serve", "--registry", str(objects), "--port", str(port), *flag],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for_port(port, timeout_s=60)
+        r = httpx.post(f"http://127.0.0.1:{port}/predict", content=(IMAGES / "grumpy_cat.jpeg").read_bytes(),
+                       headers={"content-type": "image/jpeg"}, timeout=20)
+        assert r.status_code == 200
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=20)
+    log = (out + err).decode()
+    assert "Uvicorn running on" in log  # info level: uvicorn's own lines are there
+    assert ('"POST /predict HTTP/1.1" 200' in log) is logged, log

@@ -85,8 +85,8 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
             if getattr(src, "is_animated", False):
                 src.seek(0)  # the first frame
             src.load()
-            img: Image.Image = ImageOps.exif_transpose(src) or src
-            return to_rgb(img)
+            ImageOps.exif_transpose(src, in_place=True)  # in place: no copy of an upright image
+            return to_rgb(src)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
