@@ -14,7 +14,13 @@ import numpy as np
 import pytest
 
 from lambdanet import adapters
-from lambdanet.engine.collectives import Collective, abort_attempt, abort_key, abort_reason
+from lambdanet.engine.collectives import (
+    REDUCE_SCATTER_MIN,
+    Collective,
+    abort_attempt,
+    abort_key,
+    abort_reason,
+)
 from lambdanet.engine.strategies.base import columns, row_block
 from lambdanet.errors import AttemptAborted, DeadlineExceeded
 from lambdanet.ports.tensorstore import FusedExchange
@@ -71,10 +77,11 @@ def open_store(url: str) -> Any:
     return adapters.open_store(url.split("+", 1)[-1])
 
 
+@pytest.mark.parametrize("n", [1000, 4 * REDUCE_SCATTER_MIN + 7])  # one step; reduce-scatter + all-gather
 @pytest.mark.parametrize("size", [2, 3, 4])
-def test_all_reduce_is_the_worker_order_sum_on_every_worker(url: str, size: int) -> None:
+def test_all_reduce_is_the_worker_order_sum_on_every_worker(url: str, size: int, n: int) -> None:
     rng = np.random.default_rng(size)
-    parts = [rng.standard_normal(1000).astype(np.float32) * np.float32(10.0) ** int(rng.integers(-3, 3))
+    parts = [rng.standard_normal(n).astype(np.float32) * np.float32(10.0) ** int(rng.integers(-3, 3))
              for _ in range(size)]
     expected = parts[0] + parts[1]
     for p in parts[2:]:
@@ -215,19 +222,23 @@ def test_the_fused_exchange_is_a_declared_capability() -> None:
 
 def test_per_step_keys_are_cleaned_as_the_round_goes(url: str) -> None:
     prefix = f"ln:keys-{uuid.uuid4().hex[:8]}:1:0"
+    large = np.ones(3 * REDUCE_SCATTER_MIN)  # reduce-scatter pieces are keys of their step too
 
     def body(comm: Collective) -> int:
-        for _ in range(200):
-            comm.all_gather(np.ones(4) * comm.rank)
+        for i in range(200):
+            if i % 3:
+                comm.all_gather(np.ones(4) * comm.rank)
+            else:
+                comm.all_reduce(large)  # two steps
         return comm.seq
 
     results = run_workers(url, 3, body, prefix=prefix)
-    assert results == [200, 200, 200]
+    assert results == [267, 267, 267]
     store = open_store(url)
     left = store.keys(prefix)  # type: ignore[attr-defined]
     # only the last two steps may remain (their parts and counters), never 200 steps of keys
     steps = {k.split(":")[4] for k in left}
-    assert steps <= {"199", "200"}, sorted(left)[:10]
+    assert steps <= {"266", "267"}, sorted(left)[:10]
     store.delete_prefix(prefix + ":")
     assert store.keys(prefix) == []  # type: ignore[attr-defined]
 

@@ -35,6 +35,12 @@ On Redis a step is ONE round trip (``RedisStore.exchange``, the optional
 then ``BLPOP [abort, go]`` and ``MGET``, in one pipeline — Redis runs a connection's commands in
 order). Any other store works through the port's primitives (put, incr, push, pop_first,
 get_many, delete_prefix).
+A large all-reduce (from ``REDUCE_SCATTER_MIN`` elements per worker: the ``data`` strategy's
+gradient buffer) is a reduce-scatter and an all-gather, two steps: worker k first writes block j
+of its part for every other worker j (keys ``{s}:w{k}:p{j}``, deleted with their step), sums
+block k of every part, then the summed blocks are gathered — so each worker adds 1/K of the
+numbers and moves 2(K-1)/K of a part instead of K-1 parts. Every element is still added in
+worker order: the same bits as the one-step form.
 With K = 1 every collective returns at once without touching the store. The driver deletes
 whatever is left of an attempt with ``delete_prefix`` when the attempt ends.
 """
@@ -49,6 +55,15 @@ from lambdanet.errors import AttemptAborted, DeadlineExceeded
 from lambdanet.ports.tensorstore import FusedExchange, TensorStore
 
 _TOKEN = b"1"
+REDUCE_SCATTER_MIN = 16_384  # elements per worker from which all_reduce is reduce-scatter + all-gather
+
+
+def _ordered_sum(parts: list[np.ndarray]) -> np.ndarray:
+    """``parts[0] + parts[1] + …`` in list order (a new array)."""
+    total = parts[0] + parts[1]
+    for p in parts[2:]:
+        total += p
+    return total
 
 
 def abort_key(prefix: str) -> str:
@@ -88,17 +103,25 @@ class Collective:
         # the fused step (one round trip) where the store offers it; checked once, not per step
         self._fused = store if isinstance(store, FusedExchange) else None
         self.seq = 0
+        self._pieces_at = 0  # the last step that wrote reduce-scatter pieces (their keys go with it)
         self.sync_seconds = 0.0  # time spent inside collectives (waits + transfers)
         self.calls = 0
 
     # ---- the step protocol ---------------------------------------------------------------
+    @staticmethod
+    def _piece_key(base: str, writer: int, reader: int) -> str:
+        return f"{base}:w{writer}:p{reader}"
+
     def _keys(self, step: int) -> tuple[str, str, str]:
         base = f"{self.prefix}:{step}"
         return base, f"{base}:n", f"{base}:go"
 
-    def _step(self, op: str, part: np.ndarray | None, read: list[int]) -> list[np.ndarray]:
+    def _step(self, op: str, part: np.ndarray | None, read: list[int],
+              pieces: list[np.ndarray] | None = None) -> list[np.ndarray]:
         """Steps 1–2 above: arrive with ``part``, wait for the release, return the parts of the
-        workers in ``read`` (in that order)."""
+        workers in ``read`` (in that order). With ``pieces`` (one per worker: a reduce-scatter),
+        worker k first writes piece j for every other worker j, and reads the pieces the workers
+        in ``read`` wrote for it instead of their parts."""
         self.seq += 1
         self.calls += 1
         s = self.seq
@@ -107,8 +130,16 @@ class Collective:
         if s > 1:
             prev, prev_n, _ = self._keys(s - 1)
             old = [prev_n, *(f"{prev}:w{j}" for j in range(self.size))]
+            if self._pieces_at == s - 1:
+                old += [self._piece_key(prev, j, i) for j in range(self.size) for i in range(self.size) if i != j]
         part_key = f"{base}:w{self.rank}"
         read_keys = [f"{base}:w{j}" for j in read]
+        if pieces is not None:
+            for j, piece in enumerate(pieces):
+                if j != self.rank:  # written before the arrival, so every piece is there at the release
+                    self.store.put(self._piece_key(base, self.rank, j), piece)
+            read_keys = [self._piece_key(base, j, self.rank) for j in read]
+            self._pieces_at = s
         if self._fused is not None:  # one round trip on Redis
             got = self._fused.exchange(part_key, part, count_key, self.size, go_key, _TOKEN, old,
                                        self.timeout_s, read_keys, self.abort)
@@ -162,14 +193,38 @@ class Collective:
 
     def all_reduce(self, part: np.ndarray) -> np.ndarray:
         """The sum of every worker's ``part`` (same shape), added in worker-index order, so every
-        worker gets the same bits whatever the timing. K = 1 returns ``part`` itself."""
+        worker gets the same bits whatever the timing. K = 1 returns ``part`` itself.
+
+        A small part is gathered whole and summed by every worker (one step). From
+        ``REDUCE_SCATTER_MIN`` elements per worker on, it is a reduce-scatter then an all-gather
+        (two steps): worker k sums only block k of the parts and the summed blocks are gathered —
+        each worker adds 1/K of the numbers instead of all of them, and moves 2(K-1)/K of a
+        part instead of K-1 parts. Every element is still added in worker order, so the bits are
+        the same either way."""
         if self.size == 1:
             return part
+        if part.size >= REDUCE_SCATTER_MIN * self.size:
+            return self._reduce_scatter_all_gather(part)
         parts = self.all_gather(part)
         t0 = time.perf_counter()
-        total = parts[0] + parts[1]
-        for p in parts[2:]:
-            total += p
+        total = _ordered_sum(parts)
+        self.sync_seconds += time.perf_counter() - t0
+        return total
+
+    def _reduce_scatter_all_gather(self, part: np.ndarray) -> np.ndarray:
+        t0 = time.perf_counter()
+        K, k = self.size, self.rank
+        flat = np.ascontiguousarray(part).reshape(-1)  # (n,)
+        q, r = divmod(flat.size, K)
+        bounds = [j * q + min(j, r) for j in range(K + 1)]  # block j: [bounds[j], bounds[j + 1])
+        pieces = [flat[bounds[j]:bounds[j + 1]] for j in range(K)]  # views, (n_j,)
+        others = [j for j in range(K) if j != k]
+        got = self._step("reduce_scatter", None, others, pieces)  # block k of every other worker
+        got.insert(k, pieces[k])
+        mine = _ordered_sum(got)  # (n_k,): block k of the total, in worker order
+        blocks = self._step("all_gather", mine, others)
+        blocks.insert(k, mine)
+        total = np.concatenate(blocks).reshape(part.shape)
         self.sync_seconds += time.perf_counter() - t0
         return total
 
