@@ -17,7 +17,8 @@ batch (209), lr 0.0075, no early stop, seed 1):
   :mod:`lambdanet.executors.cpu_budget`) and the BLAS threads its workers saw, milliseconds of
   synchronisation per epoch (time inside collectives, slowest worker) and store bytes per epoch.
   The scaling targets on memory/local — K = 2 ≤ 1.3× and K = 4 ≤ 1.5× of K = 1 — are marked met
-  or missed;
+  or missed. Each row is the median of ``--repeats`` runs (3), interleaved across K (K = 1, 2,
+  4, K = 1, 2, 4, …) so the machine's drift reaches every K alike; the single process too;
 * itsacat-style — one worker call per neuron per layer per step through the process executor and
   Redis (:mod:`lambdanet.testing.itsacat_baseline`), a few epochs, seconds per epoch; and the
   per-epoch speed-up of ``neuron`` K=4 redis/process over it.
@@ -47,6 +48,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -65,6 +67,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1000)
     ap.add_argument("--baseline-epochs", type=int, default=2)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="runs per row, interleaved across K; each row is the median run")
     ap.add_argument("--strategies", nargs="+", default=["neuron", "data"], choices=["neuron", "data"])
     ap.add_argument("--executors", nargs="+", default=["local", "process"], choices=["local", "process"])
     ap.add_argument("--no-lithops", action="store_true", help="skip the Lithops-localhost row")
@@ -118,20 +122,29 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     bl: dict[str, Any] | None = None
     try:
-        t = time.perf_counter()
-        ref = reference.train(cfg, X, Y)
-        single = time.perf_counter() - t
+        singles = []
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            ref = reference.train(cfg, X, Y)
+            singles.append(time.perf_counter() - t)
+        single = statistics.median(singles)
         rows.append({"run": "single process (nn.reference)", "seconds": single, "ratio": 1.0, "vs_k1": None,
                      "sync_ms_epoch": 0.0, "bytes_epoch": 0, "final_cost": ref.costs[-1], "budget": "",
                      "target": ""})
         print(f"single process: {single:.2f} s, cost {ref.costs[-1]:.6f}", flush=True)
-        k1: dict[tuple[str, str], float] = {}
         per_epoch_neuron = None
         for executor in args.executors:
             store = "memory://" if executor == "local" else redis_url
             for strategy in args.strategies:
+                # K = 1, 2, 4, K = 1, 2, 4, …: the repeats interleave, so a drift in the machine's
+                # load reaches every K alike; each row is the run with the median wall time
+                runs: dict[int, list[dict[str, Any]]] = {k: [] for k in args.workers}
+                for _ in range(args.repeats):
+                    for k in args.workers:
+                        runs[k].append(engine_run(services, cfg, strategy, k, store, executor))
+                k1 = median_run(runs[1])["seconds"] if 1 in runs else None
                 for k in args.workers:
-                    row = scaling_row(services, cfg, strategy, k, store, executor, single, k1)
+                    row = with_ratios(median_run(runs[k]), executor, k, single, k1)
                     rows.append(row)
                     print(f"{row['run']}: {row['seconds']:.2f} s ({row['ratio']:.2f}x single"
                           f"{vs_k1_text(row)}), "
@@ -141,7 +154,8 @@ def main() -> None:
         lithops_start = None
         if not args.no_lithops:  # the same run as K=2 neuron redis/process, through Lithops' localhost backend
             lithops_start = round_start_overhead(workers=2, rounds=3, version=1)["round_start_s"]
-            row = scaling_row(services, cfg, "neuron", 2, redis_url, "lithops://localhost?version=1", single, {})
+            row = with_ratios(engine_run(services, cfg, "neuron", 2, redis_url, "lithops://localhost?version=1"),
+                              "lithops", 2, single, None)
             row["round_start_s"] = lithops_start
             rows.append(row)
             print(f"{row['run']}: {row['seconds']:.2f} s ({row['ratio']:.2f}x), round start {lithops_start:.2f} s",
@@ -193,10 +207,8 @@ def vs_k1_text(row: dict[str, Any]) -> str:
 TARGETS = {2: 1.3, 4: 1.5}
 
 
-def scaling_row(services: Any, cfg: Any, strategy: str, k: int, store: str, executor: str, single: float,
-                k1: dict[tuple[str, str], float]) -> dict[str, Any]:
-    """One engine run, timed, with its ratios, its recorded CPU budget and its target verdict;
-    a K = 1 run is remembered in ``k1`` as the reference of its strategy and executor."""
+def engine_run(services: Any, cfg: Any, strategy: str, k: int, store: str, executor: str) -> dict[str, Any]:
+    """One engine run, timed, with its recorded CPU budget and the threads its workers saw."""
     from lambdanet.engine.driver import Driver, TrainRequest
     from lambdanet.engine.requests import EngineSettings
 
@@ -208,20 +220,29 @@ def scaling_row(services: Any, cfg: Any, strategy: str, k: int, store: str, exec
     budget = EngineSettings.of_run(rec).cpu_budget
     seen = sorted({w.get("blas") for w in rec.metrics.get("worker_threads") or []}, key=str)
     where = {"local": "memory/local", "process": "redis/process"}.get(executor, "redis/lithops-localhost")
-    if k == 1:
-        k1[(strategy, executor)] = wall
-    base = k1.get((strategy, executor))
-    vs_k1 = wall / base if base else None
-    target = ""
-    if executor == "local" and k in TARGETS and vs_k1 is not None:
-        target = f"≤ {TARGETS[k]}×: {'met' if vs_k1 <= TARGETS[k] else 'MISSED'}"
-    return {"run": f"{strategy} K={k} {where}", "seconds": wall, "ratio": wall / single, "vs_k1": vs_k1,
+    return {"run": f"{strategy} K={k} {where}", "seconds": wall,
             "sync_ms_epoch": 1000 * float(rec.metrics.get("sync_seconds", 0.0)) / res.epochs_run,
             "bytes_epoch": res.store_bytes // max(1, res.epochs_run), "final_cost": res.final_cost,
             "rounds": res.rounds, "worker_calls": res.worker_calls, "estimated_cost_usd": res.estimated_cost_usd,
             "budget": f"{budget.threads if budget.threads is not None else '–'}, {budget.source}; "
                       f"seen {'/'.join(str(b) for b in seen) or '–'}",
-            "cpu_budget": budget.model_dump(mode="json"), "target": target}
+            "cpu_budget": budget.model_dump(mode="json")}
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median wall time (the lower middle one of an even count), with every
+    repeat's wall time."""
+    ordered = sorted(runs, key=lambda r: r["seconds"])
+    return {**ordered[(len(ordered) - 1) // 2], "repeats_s": [r["seconds"] for r in runs]}
+
+
+def with_ratios(row: dict[str, Any], executor: str, k: int, single: float, k1: float | None) -> dict[str, Any]:
+    """``row`` with its ratios to the single process and to K = 1, and its target verdict."""
+    vs_k1 = row["seconds"] / k1 if k1 else None
+    target = ""
+    if executor == "local" and k in TARGETS and vs_k1 is not None:
+        target = f"≤ {TARGETS[k]}×: {'met' if vs_k1 <= TARGETS[k] else 'MISSED'}"
+    return {**row, "ratio": row["seconds"] / single, "vs_k1": vs_k1, "target": target}
 
 
 class Capture:
