@@ -20,6 +20,7 @@ from lambdanet.engine.collectives import (
     abort_attempt,
     abort_key,
     abort_reason,
+    block_bounds,
 )
 from lambdanet.engine.strategies.base import columns, row_block
 from lambdanet.errors import AttemptAborted, DeadlineExceeded
@@ -104,6 +105,28 @@ def test_all_reduce_is_the_worker_order_sum_on_every_worker(url: str, size: int,
                 exp += p
             assert got.tobytes() == exp.tobytes()  # bit-identical, whatever the timing
     assert results[0][0].tobytes() == expected.tobytes()
+
+
+@pytest.mark.parametrize("size", [2, 3])
+def test_reduce_scatter_gives_each_worker_its_block_of_the_worker_order_sum(url: str, size: int) -> None:
+    """Uneven blocks (11 elements over 2 or 3 workers, and one worker owning none of 2): worker k
+    gets elements ``[edges[k], edges[k + 1])`` of ``parts[0] + parts[1] + …``, bit for bit."""
+    rng = np.random.default_rng(size)
+    parts = [rng.standard_normal(11).astype(np.float32) for _ in range(size)]
+    cuts = [block_bounds(11, size), [0, 11, *([11] * (size - 1))]]
+
+    def body(comm: Collective) -> list[np.ndarray]:
+        return [comm.reduce_scatter(parts[comm.rank], edges) for edges in cuts]
+
+    results = run_workers(url, size, body)
+    total = parts[0] + parts[1]
+    for p in parts[2:]:
+        total += p
+    assert cuts[0] == ([0, 6, 11] if size == 2 else [0, 4, 8, 11])
+    for k, res in enumerate(results):
+        assert not isinstance(res, Exception), res
+        for edges, got in zip(cuts, res, strict=True):
+            assert got.tobytes() == total[edges[k]:edges[k + 1]].tobytes()
 
 
 def test_all_gather_broadcast_and_barrier(url: str) -> None:

@@ -85,6 +85,50 @@ def test_neuron_workers_own_their_input_features_and_worker_0_the_replicated_lay
                 store.get(out_key(prefix, k, f"param.{name}"))
 
 
+def test_data_workers_each_step_and_hand_back_one_block_of_the_optimizer_state(tmp_path: Path,
+                                                                                data: Path) -> None:
+    """Three ``data`` workers (threads, memory store) with Adam: worker k hands back only block k
+    of every optimizer slot (the flat vector W1, b1, …, b4 and the batch cost, cut in three),
+    worker 0 also every parameter and the step count. The blocks side by side equal the moments
+    of a plain single-process Adam loop, and worker 0's parameters equal its weights."""
+    import threading
+
+    from lambdanet.data.readers import to_matrix, to_targets
+    from lambdanet.engine.collectives import block_bounds
+    from lambdanet.nn.optimizers import make_optimizer
+    from lambdanet.nn.reference import train
+
+    cfg = config(epochs=2, batch_size=64, optimizer="adam", learning_rate=0.01)
+    spec = setup_run(tmp_path, data, cfg)
+    spec.update(workers=3, strategy=strategy_path("mlp", "data"))
+    threads = [threading.Thread(target=run_worker, args=(dict(spec, worker=k),)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    ds = load_dataset(data)
+    X, Y = to_matrix(ds.x_train, cfg.dtype), to_targets(ds.y_train, 2, "sigmoid", cfg.dtype)
+    adam = make_optimizer(cfg)
+    ref = train(cfg, X, Y, optimizer=adam)  # the plain loop, its own Adam
+    moments = adam.state_dict()
+    keys = [f"{p}{l}" for l in range(1, 5) for p in ("W", "b")]  # noqa: E741
+    n = sum(ref.params[key].size for key in keys)
+    edges = block_bounds(n + 1, 3)  # the cost is element n, in the last block
+    store = adapters.open_store(spec["store_url"])
+    prefix = f"ln:{spec['run_id']}:1:0"
+    for slot in ("m", "v"):
+        blocks = [store.get(out_key(prefix, k, f"opt.{slot}.block")) for k in range(3)]
+        assert [b.size for b in blocks] == [edges[1] - edges[0], edges[2] - edges[1], edges[3] - edges[2] - 1]
+        want = np.concatenate([moments[f"{slot}.{key}"].reshape(-1) for key in keys])  # (n,)
+        np.testing.assert_allclose(np.concatenate(blocks), want, rtol=1e-9, atol=1e-15)
+    assert int(store.get(out_key(prefix, 0, "opt.t"))[0]) == int(moments["t"][0])
+    for key in keys:
+        np.testing.assert_allclose(store.get(out_key(prefix, 0, f"param.{key}")), ref.params[key], rtol=1e-9)
+        for k in (1, 2):
+            with pytest.raises(KeyError):
+                store.get(out_key(prefix, k, f"param.{key}"))
+
+
 def test_worker_of_a_fenced_off_attempt_refuses_to_start(tmp_path: Path, data: Path) -> None:
     spec = setup_run(tmp_path, data, config(epochs=2))
     adapters.open_store(spec["store_url"]).put(fence_key(spec["run_id"]), np.array([1, 1]))  # a retry began

@@ -4,6 +4,7 @@ Usage (inside a worker; every worker calls the same collectives in the same orde
 
     comm = Collective(store, prefix="ln:r-1:3:0", rank=k, size=K, timeout_s=60)
     parts = comm.all_gather(A_k)          # [A_0, …, A_{K-1}] — identical on every worker
+    mine = comm.reduce_scatter(flat, block_bounds(flat.size, K))  # block k of Σ flat_j
     total = comm.all_reduce(partial)      # sum in worker-index order: identical bits everywhere
     W = comm.broadcast(W, root=0)
     comm.barrier()
@@ -35,12 +36,13 @@ On Redis a step is ONE round trip (``RedisStore.exchange``, the optional
 then ``BLPOP [abort, go]`` and ``MGET``, in one pipeline — Redis runs a connection's commands in
 order). Any other store works through the port's primitives (put, incr, push, pop_first,
 get_many, delete_prefix).
-A large all-reduce (from ``REDUCE_SCATTER_MIN`` elements per worker: the ``data`` strategy's
-gradient buffer) is a reduce-scatter and an all-gather, two steps: worker k first writes block j
-of its part for every other worker j (keys ``{s}:w{k}:p{j}``, deleted with their step), sums
-block k of every part, then the summed blocks are gathered — so each worker adds 1/K of the
-numbers and moves 2(K-1)/K of a part instead of K-1 parts. Every element is still added in
-worker order: the same bits as the one-step form.
+``reduce_scatter(flat, bounds)`` is one step: worker k first writes block j of its part for
+every other worker j (keys ``{s}:w{k}:p{j}``, deleted with their step) and then sums block k of
+every part — it adds 1/K of the numbers (the ``data`` strategy's sharded optimizer step follows
+it). A large all-reduce (from ``REDUCE_SCATTER_MIN`` elements per worker) is a reduce-scatter
+and an all-gather of the summed blocks, two steps — each worker moves 2(K-1)/K of a part
+instead of K-1 parts. Every element is still added in worker order: the same bits as the
+one-step form.
 With K = 1 every collective returns at once without touching the store. The driver deletes
 whatever is left of an attempt with ``delete_prefix`` when the attempt ends.
 """
@@ -64,6 +66,13 @@ def _ordered_sum(parts: list[np.ndarray]) -> np.ndarray:
     for p in parts[2:]:
         total += p
     return total
+
+
+def block_bounds(n: int, size: int) -> list[int]:
+    """The ``size`` + 1 edges of ``n`` elements cut into contiguous blocks (block j is
+    ``[edges[j], edges[j + 1])``): sizes differ by at most one, larger blocks first."""
+    q, r = divmod(n, size)
+    return [j * q + min(j, r) for j in range(size + 1)]
 
 
 def abort_key(prefix: str) -> str:
@@ -211,19 +220,28 @@ class Collective:
         self.sync_seconds += time.perf_counter() - t0
         return total
 
-    def _reduce_scatter_all_gather(self, part: np.ndarray) -> np.ndarray:
+    def reduce_scatter(self, flat: np.ndarray, bounds: list[int]) -> np.ndarray:
+        """Block ``rank`` of the sum of every worker's ``flat`` (1-D, the same length everywhere),
+        added in worker order: ``sum_j flat_j[bounds[rank]:bounds[rank + 1]]``. ``bounds`` are
+        the K + 1 block edges (:func:`block_bounds`). Worker k writes block j of its ``flat`` for
+        every other worker j and sums the K copies of block k — it adds 1/K of the numbers and
+        moves (K-1)/K of a part. K = 1 returns ``flat`` itself."""
+        if self.size == 1:
+            return flat
         t0 = time.perf_counter()
-        K, k = self.size, self.rank
-        flat = np.ascontiguousarray(part).reshape(-1)  # (n,)
-        q, r = divmod(flat.size, K)
-        bounds = [j * q + min(j, r) for j in range(K + 1)]  # block j: [bounds[j], bounds[j + 1])
-        pieces = [flat[bounds[j]:bounds[j + 1]] for j in range(K)]  # views, (n_j,)
-        others = [j for j in range(K) if j != k]
-        got = self._step("reduce_scatter", None, others, pieces)  # block k of every other worker
+        k = self.rank
+        pieces = [flat[bounds[j]:bounds[j + 1]] for j in range(self.size)]  # views, (n_j,)
+        got = self._step("reduce_scatter", None, [j for j in range(self.size) if j != k], pieces)
         got.insert(k, pieces[k])
         mine = _ordered_sum(got)  # (n_k,): block k of the total, in worker order
-        blocks = self._step("all_gather", mine, others)
-        blocks.insert(k, mine)
+        self.sync_seconds += time.perf_counter() - t0
+        return mine
+
+    def _reduce_scatter_all_gather(self, part: np.ndarray) -> np.ndarray:
+        flat = np.ascontiguousarray(part).reshape(-1)  # (n,)
+        mine = self.reduce_scatter(flat, block_bounds(flat.size, self.size))
+        blocks = self.all_gather(mine)  # both time themselves
+        t0 = time.perf_counter()
         total = np.concatenate(blocks).reshape(part.shape)
         self.sync_seconds += time.perf_counter() - t0
         return total

@@ -97,11 +97,13 @@ def predict_proba(params: Params, X: np.ndarray, activations: list[str]) -> np.n
     return A
 
 
-def linear_grads(dZ: np.ndarray, A_prev: np.ndarray, m_total: int) -> tuple[np.ndarray, np.ndarray]:
-    """dW = dZ @ A_prev.T / m, db = sum(dZ) / m (rows of dZ may be any subset of the layer)."""
-    dW = dZ @ A_prev.T  # (n_l, n_{l-1})
+def linear_grads(dZ: np.ndarray, A_prev: np.ndarray, m_total: int,
+                 out: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """dW = dZ @ A_prev.T / m, db = sum(dZ) / m (rows of dZ may be any subset of the layer);
+    written into ``out`` = (dW, db) when given (the same bits as new arrays)."""
+    dW = np.matmul(dZ, A_prev.T, out=None if out is None else out[0])  # (n_l, n_{l-1})
     dW /= m_total
-    db = dZ.sum(axis=1, keepdims=True)  # (n_l, 1)
+    db = np.sum(dZ, axis=1, keepdims=True, out=None if out is None else out[1])  # (n_l, 1)
     db /= m_total
     return dW, db
 
@@ -112,12 +114,14 @@ def layer_backward(dA: np.ndarray, cache: Cache, activation: str) -> np.ndarray:
 
 
 def backward(params: Params, caches: list[Cache], AL: np.ndarray, Y: np.ndarray,
-             activations: list[str], m_total: int | None = None) -> Params:
+             activations: list[str], m_total: int | None = None, out: Params | None = None) -> Params:
     """Gradients ``{"W1": dW1, "b1": db1, …}`` of the mean cost.
 
     ``dZ_L = AL - Y``; ``dW_l = dZ_l @ A_{l-1}.T / m_total``; ``db_l = sum(dZ_l) / m_total``.
     ``m_total`` defaults to the batch size ``AL.shape[1]`` (the data strategy passes the size of
-    the whole mini-batch when each worker holds a slice of it).
+    the whole mini-batch when each worker holds a slice of it). With ``out`` (arrays of the
+    parameters' shapes: the data strategy's views of one flat buffer) the gradients are written
+    there instead of into new arrays.
     """
     m = AL.shape[1] if m_total is None else m_total
     L = len(caches)
@@ -125,7 +129,8 @@ def backward(params: Params, caches: list[Cache], AL: np.ndarray, Y: np.ndarray,
     dZ = output_delta(activations[-1], AL, Y)  # (n_L, m)
     for l in range(L, 0, -1):  # noqa: E741
         cache = caches[l - 1]
-        grads[f"W{l}"], grads[f"b{l}"] = linear_grads(dZ, cache.A_prev, m)
+        into = None if out is None else (out[f"W{l}"], out[f"b{l}"])
+        grads[f"W{l}"], grads[f"b{l}"] = linear_grads(dZ, cache.A_prev, m, into)
         if l > 1:
             dA_prev = params[f"W{l}"].T @ dZ  # (n_{l-1}, m)
             dZ = layer_backward(dA_prev, caches[l - 2], activations[l - 2])

@@ -1,12 +1,29 @@
-"""The ``data`` strategy (data parallel) for the numpy MLP.
+"""The ``data`` strategy (data parallel, with the optimizer step sharded) for the numpy MLP.
 
-Worker k of K holds the full parameters and optimizer state and owns a contiguous slice of
-every mini-batch (``row_block`` of the batch's columns). One step: forward and backward on its
-slice with the *whole* batch size as the normaliser (``mlp.backward(..., m_total=mb)``), then
-one all-reduce of a single flat buffer holding every gradient and the slice's summed cost
-(``cost · mb_k``); the sum is taken in worker order, so every worker applies the identical
-update and sees the identical batch cost (``Σ / mb``). With K = 1 there is no buffer and no
-collective: it is the single-process loop.
+Worker k of K owns a contiguous slice of every mini-batch (``row_block`` of the batch's
+columns). Every parameter and the batch cost sit side by side in one flat vector of n + 1
+numbers (keys in the fixed order W1, b1, W2, …; the cost last), cut into K blocks
+(:func:`~lambdanet.engine.collectives.block_bounds`); worker k owns block k of the optimizer
+step and of the optimizer's state (ZeRO stage 1). One step:
+
+1. forward and backward on its slice with the *whole* batch size as the normaliser
+   (``mlp.backward(..., m_total=mb)``), writing the gradients straight into a flat buffer
+   (n + 1,) that ends with the slice's summed cost (``cost · mb_k``);
+2. ``reduce_scatter``: block k of the sum of every worker's buffer, added in worker order;
+3. the optimizer steps block k of the parameters with it (optimizers are elementwise, so a
+   block steps exactly as it would inside the whole vector); the owner of the last block also
+   copies the summed cost into the parameters' last slot;
+4. ``all_gather`` of the updated blocks: every worker holds every parameter again (the same
+   bits everywhere) and the batch cost (``Σ / mb``), so every worker stops at the same epoch.
+
+Against every worker stepping the whole vector after an all-reduce, each worker reads and
+writes 1/K of the parameters in the step, keeps 1/K of the optimizer state and never
+reassembles the summed gradient; the same numbers cross the store. With K = 1 there is no
+buffer and no collective: it is the single-process loop.
+
+What a worker hands back: its block of every optimizer slot (``opt.m.block``…), and worker 0
+the parameters and the step count; :meth:`DataStrategy.merge` puts the slots back per
+parameter, so a checkpoint holds the same keys as the other strategies'.
 """
 
 from __future__ import annotations
@@ -16,16 +33,40 @@ import time
 import numpy as np
 
 from lambdanet.config import MLPConfig
+from lambdanet.engine.collectives import block_bounds
 from lambdanet.engine.strategies import mlp_common
 from lambdanet.engine.strategies.base import RoundContext, RoundReport, State, columns, row_block
 from lambdanet.nn import mlp
 from lambdanet.nn.batches import minibatches
 from lambdanet.nn.losses import cost as batch_cost
-from lambdanet.nn.optimizers import make_optimizer
+from lambdanet.nn.optimizers import Optimizer, make_optimizer
+
+BLOCK = "block"  # the optimizer's key for a worker's block of the flat vector (opt.m.block, …)
+
+
+def param_keys(n_layers: int) -> list[str]:
+    """``W1, b1, …, WL, bL``: the order of the flat vector (a safetensors load may list keys in any
+    order, differently per process)."""
+    return [f"{p}{l}" for l in range(1, n_layers + 1) for p in ("W", "b")]  # noqa: E741
+
+
+def _slots(opt_state: State) -> list[str]:
+    """The optimizer's per-parameter slots in ``opt_state`` (``m``, ``v``, …), sorted."""
+    return sorted({name.split(".", 1)[0] for name in opt_state if "." in name})
+
+
+def block_state(opt_state: State, keys: list[str], lo: int, hi: int) -> State:
+    """The optimizer state of elements ``[lo, hi)`` of the flat vector: ``{"t", "m.block", …}``."""
+    out: State = {"t": opt_state["t"]} if "t" in opt_state else {}
+    for slot in _slots(opt_state):
+        flat = np.concatenate([np.asarray(opt_state[f"{slot}.{key}"]).reshape(-1) for key in keys])  # (n,)
+        out[f"{slot}.{BLOCK}"] = flat[lo:hi]
+    return out
 
 
 class DataStrategy(mlp_common.MLPStrategy):
-    """Data-parallel training of an MLP: each worker a slice of every mini-batch."""
+    """Data-parallel training of an MLP: each worker a slice of every mini-batch and a block of
+    the optimizer step."""
 
     name = "data"
 
@@ -37,14 +78,21 @@ class DataStrategy(mlp_common.MLPStrategy):
         acts = cfg.activation_list
         out = acts[-1]
         params, opt_state = mlp_common.split_state(ctx.state)
+        keys = param_keys(len(acts))
+        offsets = np.cumsum([0, *(params[key].size for key in keys)])
+        n = int(offsets[-1])  # parameters; the flat vectors hold one more number, the batch cost
+        bounds = block_bounds(n + 1, K)
+        lo, hi = bounds[k], bounds[k + 1]  # this worker's block
+        own = min(hi, n)  # its parameters (the last block also carries the cost)
         optimizer = make_optimizer(cfg)
-        optimizer.load_state_dict(opt_state)
-        L = len(acts)
-        # a fixed order (a safetensors load may list keys in any order, differently per process)
-        keys = [f"{p}{l}" for l in range(1, L + 1) for p in ("W", "b")]  # noqa: E741 (W1, b1, …, WL, bL)
-        sizes = [params[key].size for key in keys]
-        offsets = np.cumsum([0, *sizes])
-        dtype = params[keys[0]].dtype
+        optimizer.load_state_dict(opt_state if K == 1 else block_state(opt_state, keys, lo, own))
+        flat = np.empty(n + 1, dtype=params[keys[0]].dtype)  # (n + 1,): every parameter, the cost
+        for i, key in enumerate(keys):  # the parameters become views of the flat vector
+            flat[offsets[i]:offsets[i + 1]] = params[key].reshape(-1)
+            params[key] = flat[offsets[i]:offsets[i + 1]].reshape(params[key].shape)
+        grad_buf = np.empty_like(flat)  # (n + 1,): every gradient, the slice's summed cost
+        grad_views = {key: grad_buf[offsets[i]:offsets[i + 1]].reshape(params[key].shape)
+                      for i, key in enumerate(keys)}  # backward writes the gradients here
         costs: list[float] = []
         seconds: list[float] = []
         stop: str | None = None
@@ -61,28 +109,54 @@ class DataStrategy(mlp_common.MLPStrategy):
                     optimizer.step(params, mlp.backward(params, caches, AL, Yb, acts))
                     continue
                 a, z = row_block(mb, K, k)
-                Xk, Yk = columns(X, idx[a:z]), columns(Y, idx[a:z])  # (n_x, mb_k), (n_L, mb_k)
-                buf = np.empty(int(offsets[-1]) + 1, dtype=dtype)  # every gradient + the cost sum
                 if z > a:
+                    Xk, Yk = columns(X, idx[a:z]), columns(Y, idx[a:z])  # (n_x, mb_k), (n_L, mb_k)
                     AL, caches = mlp.forward(params, Xk, acts)
-                    buf[-1] = batch_cost(out, AL, Yk) * (z - a)
-                    grads = mlp.backward(params, caches, AL, Yk, acts, m_total=mb)
-                    for i, key in enumerate(keys):
-                        buf[offsets[i]:offsets[i + 1]] = grads[key].ravel()
+                    grad_buf[n] = batch_cost(out, AL, Yk) * (z - a)
+                    mlp.backward(params, caches, AL, Yk, acts, m_total=mb, out=grad_views)
                 else:  # more workers than samples in this batch
-                    buf[:] = 0
-                total_buf = comm.all_reduce(buf)
-                total += float(total_buf[-1]) / mb
-                grads = {key: total_buf[offsets[i]:offsets[i + 1]].reshape(params[key].shape)
-                         for i, key in enumerate(keys)}
-                optimizer.step(params, grads)
+                    grad_buf[:] = 0
+                mine = comm.reduce_scatter(grad_buf, bounds)  # (hi - lo,): block k of the summed buffer
+                optimizer.step({BLOCK: flat[lo:own]}, {BLOCK: mine[:own - lo]})
+                if hi > n:
+                    flat[n] = mine[-1]  # the batch's summed cost travels with the last block
+                for j, block in enumerate(comm.all_gather(flat[lo:hi])):
+                    if j != k:
+                        flat[bounds[j]:bounds[j + 1]] = block
+                total += float(flat[n]) / mb
             stop, go_on = mlp_common.close_epoch(ctx, cfg, epoch, total / len(batches), t0, costs, seconds,
-                                                 lambda: mlp_common.join_state(params, optimizer) if k == 0 else {})
+                                                 lambda: self._shard_of(k, K, params, optimizer))
             if not go_on:
                 break
-        shard = mlp_common.join_state(params, optimizer) if k == 0 else {}
-        return RoundReport(costs, seconds, stop, shard)
+        return RoundReport(costs, seconds, stop, self._shard_of(k, K, params, optimizer))
+
+    @staticmethod
+    def _shard_of(rank: int, size: int, params: dict[str, np.ndarray], optimizer: Optimizer) -> State:
+        """What a worker hands back: its block of every optimizer slot; worker 0 also the
+        parameters (every worker holds the same) and the step count. K = 1: the whole state."""
+        if size == 1:
+            return mlp_common.join_state(params, optimizer)
+        opt = {f"opt.{name}": v for name, v in optimizer.state_dict().items()}  # opt.t, opt.m.block, …
+        if rank == 0:
+            return {**{f"param.{key}": v for key, v in params.items()}, **opt}
+        return {key: v for key, v in opt.items() if key != "opt.t"}
 
     def merge(self, config: MLPConfig, shards: list[State]) -> State:
-        """Every worker holds the same state; worker 0's is the one written."""
-        return dict(shards[0])
+        """The parameters and step count from worker 0; each optimizer slot's blocks side by side
+        in worker order, cut back into one array per parameter."""
+        first = shards[0]
+        state = {key: v for key, v in first.items() if not key.endswith(f".{BLOCK}")}
+        blocked = sorted(key for key in first if key.endswith(f".{BLOCK}"))
+        if not blocked:
+            return state
+        keys = param_keys(len(config.activation_list))
+        shapes = [first[f"param.{key}"].shape for key in keys]
+        for name in blocked:  # opt.m.block -> opt.m.W1, opt.m.b1, …
+            slot = name[len("opt."):-len(f".{BLOCK}")]
+            flat = np.concatenate([s[name] for s in shards])  # (n,)
+            start = 0
+            for key, shape in zip(keys, shapes, strict=True):
+                size = int(np.prod(shape))
+                state[f"opt.{slot}.{key}"] = flat[start:start + size].reshape(shape)
+                start += size
+        return state
