@@ -52,14 +52,14 @@ def run_workers(url: str, size: int, body: Callable[[Collective], Any], timeout_
 
 
 class PortOnly:
-    """A real store seen only through the TensorStore port (no fused collective operations), so
-    the collectives' generic path is exercised."""
+    """A real store seen only through the TensorStore port (no fused collective operations, no
+    shared puts), so the collectives' generic path is exercised."""
 
     def __init__(self, url: str) -> None:
         self._s = adapters.open_store(url)
 
     def __getattr__(self, name: str) -> Any:
-        if name in ("arrive", "wait_and_get", "exchange"):
+        if name in ("arrive", "wait_and_get", "exchange", "put_shared"):
             raise AttributeError(name)
         return getattr(self._s, name)
 
@@ -127,6 +127,29 @@ def test_reduce_scatter_gives_each_worker_its_block_of_the_worker_order_sum(url:
         assert not isinstance(res, Exception), res
         for edges, got in zip(cuts, res, strict=True):
             assert got.tobytes() == total[edges[k]:edges[k + 1]].tobytes()
+
+
+def test_a_held_part_is_shared_in_process_and_copied_by_every_other_store(url: str) -> None:
+    """``hold=True``: on the memory store a peer reads the caller's own array (read-only, no copy);
+    through Redis or the port's plain ``put`` it reads a copy. The values are the same."""
+    def body(comm: Collective) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+        part = np.full(4, float(comm.rank))
+        flat = np.arange(6.0) * (comm.rank + 1)
+        got = comm.all_gather(part, hold=True)
+        mine = comm.reduce_scatter(flat, [0, 2, 4, 6], hold=True)
+        comm.barrier()  # peers are done reading before the arrays go out of scope
+        return part, got, mine
+
+    results = run_workers(url, 3, body)
+    in_process = url.startswith("memory")
+    for k, (_, got, mine) in enumerate(results):
+        assert not isinstance(got, Exception), got
+        assert [float(g[0]) for g in got] == [0.0, 1.0, 2.0]
+        np.testing.assert_array_equal(mine, (np.arange(6.0) * 6)[2 * k:2 * k + 2])  # 1 + 2 + 3 times
+        for j, (part_j, _, _) in enumerate(results):
+            if j != k:
+                assert np.shares_memory(got[j], part_j) == in_process
+                assert not (in_process and got[j].flags.writeable)  # a shared part is a read-only view
 
 
 def test_all_gather_broadcast_and_barrier(url: str) -> None:

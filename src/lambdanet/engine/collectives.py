@@ -54,7 +54,7 @@ import time
 import numpy as np
 
 from lambdanet.errors import AttemptAborted, DeadlineExceeded
-from lambdanet.ports.tensorstore import FusedExchange, TensorStore
+from lambdanet.ports.tensorstore import FusedExchange, SharedPut, TensorStore
 
 _TOKEN = b"1"
 REDUCE_SCATTER_MIN = 16_384  # elements per worker from which all_reduce is reduce-scatter + all-gather
@@ -111,6 +111,7 @@ class Collective:
         self.abort = abort_key(prefix)
         # the fused step (one round trip) where the store offers it; checked once, not per step
         self._fused = store if isinstance(store, FusedExchange) else None
+        self._shared = store if isinstance(store, SharedPut) else None  # parts by reference (memory)
         self.seq = 0
         self._pieces_at = 0  # the last step that wrote reduce-scatter pieces (their keys go with it)
         self.sync_seconds = 0.0  # time spent inside collectives (waits + transfers)
@@ -126,11 +127,13 @@ class Collective:
         return base, f"{base}:n", f"{base}:go"
 
     def _step(self, op: str, part: np.ndarray | None, read: list[int],
-              pieces: list[np.ndarray] | None = None) -> list[np.ndarray]:
+              pieces: list[np.ndarray] | None = None, hold: bool = False) -> list[np.ndarray]:
         """Steps 1–2 above: arrive with ``part``, wait for the release, return the parts of the
         workers in ``read`` (in that order). With ``pieces`` (one per worker: a reduce-scatter),
         worker k first writes piece j for every other worker j, and reads the pieces the workers
-        in ``read`` wrote for it instead of their parts."""
+        in ``read`` wrote for it instead of their parts. ``hold``: the caller keeps ``part`` and
+        ``pieces`` unchanged until its next collective returns, so a store in this process
+        shares them instead of copying them."""
         self.seq += 1
         self.calls += 1
         s = self.seq
@@ -143,12 +146,17 @@ class Collective:
                 old += [self._piece_key(prev, j, i) for j in range(self.size) for i in range(self.size) if i != j]
         part_key = f"{base}:w{self.rank}"
         read_keys = [f"{base}:w{j}" for j in read]
+        share = self._shared if hold else None
+        put = self.store.put if share is None else share.put_shared
         if pieces is not None:
             for j, piece in enumerate(pieces):
                 if j != self.rank:  # written before the arrival, so every piece is there at the release
-                    self.store.put(self._piece_key(base, self.rank, j), piece)
+                    put(self._piece_key(base, self.rank, j), piece)
             read_keys = [self._piece_key(base, j, self.rank) for j in read]
             self._pieces_at = s
+        if share is not None and part is not None:
+            share.put_shared(part_key, part)  # before the arrival, as the fused write would be
+            part = None
         if self._fused is not None:  # one round trip on Redis
             got = self._fused.exchange(part_key, part, count_key, self.size, go_key, _TOKEN, old,
                                        self.timeout_s, read_keys, self.abort)
@@ -190,12 +198,18 @@ class Collective:
         self._step("barrier", None, [])
         self.sync_seconds += time.perf_counter() - t0
 
-    def all_gather(self, part: np.ndarray) -> list[np.ndarray]:
-        """Every worker's ``part``, in worker order (the caller's own is returned as given)."""
+    def all_gather(self, part: np.ndarray, hold: bool = False) -> list[np.ndarray]:
+        """Every worker's ``part``, in worker order (the caller's own is returned as given; never
+        write into the others: the memory store hands out read-only views).
+
+        ``hold=True``: the caller promises not to write into ``part`` until its next collective
+        returns (by then every peer has read it; never, after its last one) — an in-process
+        store (:class:`~lambdanet.ports.tensorstore.SharedPut`) then hands the peers the array
+        itself instead of a copy."""
         if self.size == 1:
             return [part]
         t0 = time.perf_counter()
-        parts = self._step("all_gather", part, [j for j in range(self.size) if j != self.rank])
+        parts = self._step("all_gather", part, [j for j in range(self.size) if j != self.rank], hold=hold)
         parts.insert(self.rank, part)
         self.sync_seconds += time.perf_counter() - t0
         return parts
@@ -220,18 +234,19 @@ class Collective:
         self.sync_seconds += time.perf_counter() - t0
         return total
 
-    def reduce_scatter(self, flat: np.ndarray, bounds: list[int]) -> np.ndarray:
+    def reduce_scatter(self, flat: np.ndarray, bounds: list[int], hold: bool = False) -> np.ndarray:
         """Block ``rank`` of the sum of every worker's ``flat`` (1-D, the same length everywhere),
         added in worker order: ``sum_j flat_j[bounds[rank]:bounds[rank + 1]]``. ``bounds`` are
         the K + 1 block edges (:func:`block_bounds`). Worker k writes block j of its ``flat`` for
         every other worker j and sums the K copies of block k — it adds 1/K of the numbers and
-        moves (K-1)/K of a part. K = 1 returns ``flat`` itself."""
+        moves (K-1)/K of a part. K = 1 returns ``flat`` itself. ``hold`` as in :meth:`all_gather`,
+        for ``flat``."""
         if self.size == 1:
             return flat
         t0 = time.perf_counter()
         k = self.rank
         pieces = [flat[bounds[j]:bounds[j + 1]] for j in range(self.size)]  # views, (n_j,)
-        got = self._step("reduce_scatter", None, [j for j in range(self.size) if j != k], pieces)
+        got = self._step("reduce_scatter", None, [j for j in range(self.size) if j != k], pieces, hold)
         got.insert(k, pieces[k])
         mine = _ordered_sum(got)  # (n_k,): block k of the total, in worker order
         self.sync_seconds += time.perf_counter() - t0

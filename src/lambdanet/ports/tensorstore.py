@@ -17,7 +17,8 @@ at once and takes from the first non-empty one in the order given — the collec
 attempt's abort list *and* a step's release list, abort first, so an abort always wins.
 
 A store may also offer :class:`FusedExchange` (a whole collective step in one round trip:
-Redis); the collectives check it with ``isinstance`` and otherwise use the port's primitives.
+Redis) and :class:`SharedPut` (keep a reference instead of a copy: the in-process memory
+store); the collectives check them with ``isinstance`` and otherwise use the port's primitives.
 
 Arrays cross the store through :mod:`lambdanet.tensors` (``encode``/``decode``).
 Implementations count the bytes they move in ``bytes_in``/``bytes_out`` for cost accounting.
@@ -83,3 +84,22 @@ class FusedExchange(Protocol):
         arrival deletes ``delete`` and pushes ``size`` ``token``s to ``release``. Then wait up to
         ``timeout_s`` on ``[abort, release]`` (abort first) and pop one item: ``(release, the
         arrays under keys)`` or ``(abort, [])``; None on timeout."""
+
+
+@runtime_checkable
+class SharedPut(Protocol):
+    """Optional capability of a store in the caller's own memory: keep a reference, not a copy.
+
+    Usage (the collectives, when the caller holds its part still — see ``hold`` in
+    :mod:`lambdanet.engine.collectives`)::
+
+        if isinstance(store, SharedPut):
+            store.put_shared(key, part)    # readers get a read-only view of ``part`` itself
+
+    The caller promises not to write into ``array`` while anyone may still read the key; a read
+    returns a read-only view of the caller's array, so a later write would show through.
+    """
+
+    def put_shared(self, key: str, array: np.ndarray) -> None:
+        """Store a read-only view of ``array`` under ``key`` (no copy)."""
+

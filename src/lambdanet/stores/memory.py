@@ -5,6 +5,7 @@ Usage::
     store = MemoryStore.from_url("memory://")          # the process-wide default namespace
     other = MemoryStore.from_url("memory://tests-1")   # a separate namespace
     store.put("ln:r:1:0:3:w0", A)                      # keeps a read-only copy (no encoding)
+    store.put_shared("ln:r:1:0:4:w0", A)               # keeps a read-only view: A must stay as it is
     store.pop_blocking("ln:r:1:0:3:go", timeout_s=30)  # waits on a threading.Condition
 
 Every client opened with the same URL in one process shares one namespace (arrays, counters,
@@ -80,6 +81,15 @@ class MemoryStore:
         with self._ns.cond:
             self._ns.arrays[key] = arr
         self.bytes_in += arr.nbytes
+
+    def put_shared(self, key: str, array: np.ndarray) -> None:
+        """Keep a read-only view of ``array`` itself (the :class:`~lambdanet.ports.tensorstore.SharedPut`
+        capability): no copy; the caller must not write into it while it may be read."""
+        view = array.view()
+        view.flags.writeable = False
+        with self._ns.cond:
+            self._ns.arrays[key] = view
+        self.bytes_in += view.nbytes
 
     def get(self, key: str) -> np.ndarray:
         with self._ns.cond:

@@ -116,11 +116,13 @@ class DataStrategy(mlp_common.MLPStrategy):
                     mlp.backward(params, caches, AL, Yk, acts, m_total=mb, out=grad_views)
                 else:  # more workers than samples in this batch
                     grad_buf[:] = 0
-                mine = comm.reduce_scatter(grad_buf, bounds)  # (hi - lo,): block k of the summed buffer
+                # hold: grad_buf is next written after the all-gather returns, flat[lo:hi] after the
+                # next reduce-scatter — so an in-process store shares both instead of copying them
+                mine = comm.reduce_scatter(grad_buf, bounds, hold=True)  # (hi - lo,): block k of the sum
                 optimizer.step({BLOCK: flat[lo:own]}, {BLOCK: mine[:own - lo]})
                 if hi > n:
                     flat[n] = mine[-1]  # the batch's summed cost travels with the last block
-                for j, block in enumerate(comm.all_gather(flat[lo:hi])):
+                for j, block in enumerate(comm.all_gather(flat[lo:hi], hold=True)):
                     if j != k:
                         flat[bounds[j]:bounds[j + 1]] = block
                 total += float(flat[n]) / mb
