@@ -89,6 +89,9 @@ class Driver:
             raise ConfigError(f"--epochs-per-round must be at least 1, got {req.epochs_per_round}")
         if req.round_seconds <= 0 or req.collective_timeout_s <= 0 or req.checkpoint_seconds <= 0:
             raise ConfigError("round_seconds, collective_timeout_s and checkpoint_seconds must be positive")
+        if not (0 < req.liveness_deadline_s <= 600 and 0 < req.start_deadline_s <= 3600):
+            raise ConfigError(f"--liveness-deadline must be in (0, 600] s and --start-deadline in (0, 3600] s, "
+                              f"got {req.liveness_deadline_s:g} and {req.start_deadline_s:g}")
         if req.cpu_threads is not None and req.cpu_threads < 1:
             raise ConfigError(f"--cpu-threads must be at least 1, got {req.cpu_threads}")
         check_name(req.model_name)  # before anything is written: a bad name must not cost a whole run

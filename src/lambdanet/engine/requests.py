@@ -29,7 +29,9 @@ from lambdanet.ports.ledger import RunRecord
 DEFAULT_ROUND_SECONDS = 300.0
 DEFAULT_MAX_RETRIES = 3
 DEFAULT_COLLECTIVE_TIMEOUT_S = 60.0
-DEFAULT_CHECKPOINT_SECONDS = 1.0  # measured: 0.5–0.8 % of a round for the itsacat net over redis
+DEFAULT_CHECKPOINT_SECONDS = 1.0  # in-round checkpoints: a fault redoes at most about this much work
+DEFAULT_START_DEADLINE_S = 120.0  # a worker call that has not started by then (a cold start) has failed
+DEFAULT_LIVENESS_DEADLINE_S = 3.0  # a started worker whose heartbeat lapses this long has failed (hung)
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,8 @@ class TrainRequest:
     checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS  # in-round checkpoints bound a fault's loss
     lambda_memory_mb: int | None = None  # for the cost estimate; None: $LAMBDANET_LAMBDA_MEMORY_MB or 2048
     cpu_threads: int | None = None  # threads per worker; None: the executor's share, cores // workers, at least 1
+    start_deadline_s: float = DEFAULT_START_DEADLINE_S  # see lambdanet.engine.liveness
+    liveness_deadline_s: float = DEFAULT_LIVENESS_DEADLINE_S
 
 
 class ProgressSink(Protocol):
@@ -113,6 +117,8 @@ class EngineSettings(BaseModel):
     lambda_memory_mb: int | None = None
     model_name: str | None = None
     cpu_threads: int | None = None  # the request's override (None: the executor's share)
+    start_deadline_s: float = Field(default=DEFAULT_START_DEADLINE_S, gt=0)
+    liveness_deadline_s: float = Field(default=DEFAULT_LIVENESS_DEADLINE_S, gt=0)
     cpu_budget: CpuBudget = Field(default_factory=CpuBudget)  # what the executor applies per worker
 
     @classmethod
@@ -145,7 +151,8 @@ def engine_settings(req: TrainRequest, target: str, memory_mb: int) -> dict[str,
         executor=req.executor, epochs_per_round=req.epochs_per_round, round_seconds=req.round_seconds,
         max_retries=req.max_retries, collective_timeout_s=req.collective_timeout_s,
         checkpoint_seconds=req.checkpoint_seconds, lambda_memory_mb=memory_mb, model_name=req.model_name,
-        cpu_threads=req.cpu_threads,
+        cpu_threads=req.cpu_threads, start_deadline_s=req.start_deadline_s,
+        liveness_deadline_s=req.liveness_deadline_s,
         cpu_budget=plan_budget(adapters.scheme_of(req.executor), req.workers, req.cpu_threads),
     ).to_record()
 
@@ -169,4 +176,5 @@ def request_from_record(rec: RunRecord, *, store_url: str | None = None, executo
         round_seconds=engine.round_seconds, max_retries=engine.max_retries,
         collective_timeout_s=engine.collective_timeout_s, checkpoint_seconds=engine.checkpoint_seconds,
         lambda_memory_mb=engine.lambda_memory_mb, cpu_threads=engine.cpu_threads,
+        start_deadline_s=engine.start_deadline_s, liveness_deadline_s=engine.liveness_deadline_s,
     )

@@ -44,7 +44,11 @@ from lambdanet.config import TrainConfig
 from lambdanet.engine import checkpoints, round_checkpoints
 from lambdanet.engine.accounting import Accounting
 from lambdanet.engine.collectives import abort_attempt, abort_reason
-from lambdanet.engine.requests import DEFAULT_CHECKPOINT_SECONDS
+from lambdanet.engine.requests import (
+    DEFAULT_CHECKPOINT_SECONDS,
+    DEFAULT_LIVENESS_DEADLINE_S,
+    DEFAULT_START_DEADLINE_S,
+)
 from lambdanet.engine.strategies.base import Strategy
 from lambdanet.engine.worker import attempt_prefix, attempts_key, fence_key, out_key, run_worker
 from lambdanet.errors import AttemptAborted, EngineError, LambdanetError, RoundFailed, Unavailable, WorkerFailed
@@ -76,6 +80,8 @@ class RoundPlan:
     retry_backoff_s: float = 0.5
     checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS  # in-round checkpoints: every this many seconds
     cpu_threads: int | None = None  # threads per worker; None: the executor's share (see executors.cpu_budget)
+    start_deadline_s: float = DEFAULT_START_DEADLINE_S  # a call not started by then failed (engine.liveness)
+    liveness_deadline_s: float = DEFAULT_LIVENESS_DEADLINE_S  # a started call whose heartbeat lapses this long failed
     # called before every retry; raises (e.g. StaleDriver) when this driver may no longer drive the run
     before_retry: Callable[[], None] | None = None
 

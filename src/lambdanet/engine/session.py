@@ -168,7 +168,8 @@ class RunSession:
             config_json=req.config.model_dump(), store_url=req.store_url, objects_url=services.objects.url,
             round_seconds=req.round_seconds, collective_timeout_s=req.collective_timeout_s,
             checkpoint_seconds=req.checkpoint_seconds, max_retries=req.max_retries, faults=list(faults or []),
-            cpu_threads=req.cpu_threads,
+            cpu_threads=req.cpu_threads, start_deadline_s=req.start_deadline_s,
+            liveness_deadline_s=req.liveness_deadline_s,
             retry_backoff_s=retry_backoff_s, before_retry=self._renew,
         )
 
