@@ -253,8 +253,9 @@ class Capture:
         self.in_process = getattr(inner, "in_process", False)
         self.outcomes: list[Any] = []
 
-    def run(self, fn: Any, specs: list[dict[str, Any]], timeout_s: float, on_failure: Any = None) -> list[Any]:
-        out = self.inner.run(fn, specs, timeout_s, on_failure=on_failure)
+    def run(self, fn: Any, specs: list[dict[str, Any]], timeout_s: float, on_failure: Any = None,
+            liveness: Any = None) -> list[Any]:
+        out = self.inner.run(fn, specs, timeout_s, on_failure=on_failure, liveness=liveness)
         self.outcomes.append(out)
         return out
 

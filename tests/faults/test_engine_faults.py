@@ -85,8 +85,9 @@ class DuplicatingExecutor:
         self.in_process = inner.in_process
 
     def run(self, fn: WorkerFunction, specs: list[dict[str, Any]], timeout_s: float,
-            on_failure: Any = None) -> list[CallOutcome]:
-        return self.inner.run(fn, specs + [dict(s) for s in specs], timeout_s, on_failure=on_failure)
+            on_failure: Any = None, liveness: Any = None) -> list[CallOutcome]:
+        return self.inner.run(fn, specs + [dict(s) for s in specs], timeout_s, on_failure=on_failure,
+                              liveness=liveness)
 
     def close(self) -> None:
         self.inner.close()

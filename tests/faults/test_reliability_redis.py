@@ -137,7 +137,7 @@ class Duplicating:
         self.stale_refused = 0
 
     def run(self, fn: Any, specs: list[dict[str, Any]], timeout_s: float,
-            on_failure: Any = None) -> list[CallOutcome]:
+            on_failure: Any = None, liveness: Any = None) -> list[CallOutcome]:
         twice = [json.loads(json.dumps(s)) for s in self.rng.sample(specs, self.rng.randint(1, len(specs)))]
         replay = self.previous
 
@@ -145,7 +145,8 @@ class Duplicating:
             if on_failure is not None and "StaleAttempt" not in (o.error or ""):
                 on_failure(o)
 
-        outcomes = self.inner.run(fn, [*specs, *twice, *replay], timeout_s, on_failure=current_only)
+        outcomes = self.inner.run(fn, [*specs, *twice, *replay], timeout_s, on_failure=current_only,
+                                  liveness=liveness)
         n = len(specs) + len(twice)
         self.duplicates += len(twice)
         self.stale += len(replay)

@@ -18,7 +18,16 @@ Protocol of one collective step ``s`` (keys ``{prefix}:{s}:…``, the prefix bei
    so a 2500-epoch round keeps only two steps in the store;
 2. *wait and read*: every worker pops one token from ``[{prefix}:abort, {s}:go]`` (one
    ``BLPOP`` / a condition variable — never sleep-and-poll) within the collective deadline, else
-   :class:`DeadlineExceeded`, and reads the other parts (its own it already has).
+   :class:`DeadlineExceeded`, and reads the other parts (its own it already has). With a
+   ``liveness`` watch (:mod:`lambdanet.engine.liveness`) the wait is cut in slices of
+   ``WAIT_SLICE_S``; after each empty slice the worker looks at its peers' heartbeats, and a peer
+   that hung (or never started by the start deadline) aborts the attempt with
+   ``"worker j: no heartbeat for 3 s"`` — so the peers of a hung worker stop within seconds even
+   when its driver is gone, while a peer that is merely late (a cold start) is waited for.
+
+The arrival is idempotent per rank (a client that re-sends it after a read timeout counts once:
+see :mod:`lambdanet.stores.redis`), so any skew between the workers shorter than the collective
+deadline is harmless.
 
 Fail fast: when a call of the attempt fails (raises, is killed, times out), whoever sees it
 first — the failing worker itself, or the driver through the executor's ``on_failure`` —
@@ -53,6 +62,7 @@ import time
 
 import numpy as np
 
+from lambdanet.engine.liveness import WAIT_SLICE_S, AttemptLiveness
 from lambdanet.errors import AttemptAborted, DeadlineExceeded
 from lambdanet.ports.tensorstore import FusedExchange, SharedPut, TensorStore
 
@@ -100,7 +110,8 @@ def abort_reason(store: TensorStore, prefix: str) -> str | None:
 class Collective:
     """The collectives of one worker (``rank`` of ``size``) within one round attempt."""
 
-    def __init__(self, store: TensorStore, prefix: str, rank: int, size: int, timeout_s: float) -> None:
+    def __init__(self, store: TensorStore, prefix: str, rank: int, size: int, timeout_s: float,
+                 liveness: AttemptLiveness | None = None) -> None:
         if not 0 <= rank < size:
             raise ValueError(f"rank {rank} is outside 0..{size - 1}")
         self.store = store
@@ -112,6 +123,8 @@ class Collective:
         # the fused step (one round trip) where the store offers it; checked once, not per step
         self._fused = store if isinstance(store, FusedExchange) else None
         self._shared = store if isinstance(store, SharedPut) else None  # parts by reference (memory)
+        self.liveness = liveness  # the peers' heartbeats, looked at between slices of a wait
+        self.peers = [j for j in range(size) if j != rank]
         self.seq = 0
         self._pieces_at = 0  # the last step that wrote reduce-scatter pieces (their keys go with it)
         self.sync_seconds = 0.0  # time spent inside collectives (waits + transfers)
@@ -157,11 +170,20 @@ class Collective:
         if share is not None and part is not None:
             share.put_shared(part_key, part)  # before the arrival, as the fused write would be
             part = None
+        deadline = time.monotonic() + self.timeout_s
+        wait = self.timeout_s if self.liveness is None else min(self.timeout_s, WAIT_SLICE_S)
         if self._fused is not None:  # one round trip on Redis
             got = self._fused.exchange(part_key, part, count_key, self.size, go_key, _TOKEN, old,
-                                       self.timeout_s, read_keys, self.abort)
+                                       wait, read_keys, self.abort, self.rank)
         else:
-            got = self._primitive_step(s, part_key, part, count_key, go_key, bool(old), read_keys)
+            got = self._primitive_step(s, part_key, part, count_key, go_key, bool(old), read_keys, wait)
+        while got is None and (left := deadline - time.monotonic()) > 0:
+            self._watch_peers()  # a hung peer aborts the attempt: the next wait returns the abort
+            wait = min(left, WAIT_SLICE_S)
+            if self._fused is not None:
+                got = self._fused.wait_and_get(go_key, wait, read_keys, self.abort)
+            else:
+                got = self._primitive_wait(go_key, read_keys, wait)
         if got is None:
             raise DeadlineExceeded(
                 f"worker {self.rank} of {self.size} waited {self.timeout_s:g} s at {op} step {s} of "
@@ -174,9 +196,20 @@ class Collective:
             raise AttemptAborted(abort_reason(self.store, self.prefix) or f"attempt {self.prefix} was aborted")
         return list(got[1])
 
+    def _watch_peers(self) -> None:
+        """After an empty slice of a wait: abort the attempt if a peer hung or never started."""
+        if self.liveness is None:
+            return
+        lapsed = self.liveness.lapsed(self.peers)
+        if lapsed:
+            j = min(lapsed)
+            abort_attempt(self.store, self.prefix, f"worker {j}: {lapsed[j]}", self.size)
+
     def _primitive_step(self, s: int, part_key: str, part: np.ndarray | None, count_key: str, go_key: str,
-                        drop_previous: bool, read_keys: list[str]) -> tuple[str, list[np.ndarray]] | None:
-        """One step through the port's primitives (any TensorStore); same result as ``exchange``."""
+                        drop_previous: bool, read_keys: list[str],
+                        wait: float) -> tuple[str, list[np.ndarray]] | None:
+        """One step through the port's primitives (any TensorStore); same result as ``exchange``.
+        (The counter is not idempotent: a store reached this way must not re-send an ``incr``.)"""
         store = self.store
         if part is not None:
             store.put(part_key, part)
@@ -184,10 +217,13 @@ class Collective:
             if drop_previous:
                 store.delete_prefix(f"{self.prefix}:{s - 1}:")
             store.push(go_key, _TOKEN, count=self.size)
-        popped = store.pop_first([self.abort, go_key], self.timeout_s)  # abort first: it wins
+        return self._primitive_wait(go_key, read_keys, wait)
+
+    def _primitive_wait(self, go_key: str, read_keys: list[str], wait: float) -> tuple[str, list[np.ndarray]] | None:
+        popped = self.store.pop_first([self.abort, go_key], wait)  # abort first: it wins
         if popped is None or popped[0] == self.abort:
             return None if popped is None else (self.abort, [])
-        return go_key, store.get_many(read_keys)
+        return go_key, self.store.get_many(read_keys)
 
     # ---- the collectives -----------------------------------------------------------------
     def barrier(self) -> None:

@@ -9,8 +9,11 @@ in-round checkpoint.
    ``ln:{run}:{round}:{attempt}:`` prefix, so a late worker can never touch a retry;
 2. starts K worker calls through the executor (JSON specs, see :mod:`lambdanet.engine.worker`)
    with an ``on_failure`` callback: the first call known to have failed (killed, raised, timed
-   out) aborts the attempt (:func:`~lambdanet.engine.collectives.abort_attempt`), so its peers
-   stop at their next collective instead of waiting out the collective deadline;
+   out, or found hung by its heartbeat — the executor asks an
+   :class:`~lambdanet.engine.liveness.AttemptLiveness` about its running calls and ends a
+   lapsed one: ``"worker 2: no heartbeat for 3 s"``) aborts the attempt
+   (:func:`~lambdanet.engine.collectives.abort_attempt`), so its peers stop at their next
+   collective instead of waiting out the collective deadline;
 3. fails if any call failed — the reason names the worker that failed FIRST and how
    (``"worker 3: exit code -9"``: the attempt's abort reason, else the first failed call that is
    not an :class:`AttemptAborted` echo) — if a worker is missing, or if the workers disagree on
@@ -44,6 +47,7 @@ from lambdanet.config import TrainConfig
 from lambdanet.engine import checkpoints, round_checkpoints
 from lambdanet.engine.accounting import Accounting
 from lambdanet.engine.collectives import abort_attempt, abort_reason
+from lambdanet.engine.liveness import AttemptLiveness
 from lambdanet.engine.requests import (
     DEFAULT_CHECKPOINT_SECONDS,
     DEFAULT_LIVENESS_DEADLINE_S,
@@ -109,7 +113,7 @@ def _fault_for(plan: RoundPlan, rnd: int, attempt: int, worker: int) -> dict[str
 
 
 def _specs(plan: RoundPlan, rnd: int, attempt: int, checkpoint: str, start: int, end: int,
-           try_no: int) -> list[dict[str, Any]]:
+           try_no: int, liveness_s: float) -> list[dict[str, Any]]:
     specs = []
     for k in range(plan.workers):
         spec: dict[str, Any] = {
@@ -118,6 +122,7 @@ def _specs(plan: RoundPlan, rnd: int, attempt: int, checkpoint: str, start: int,
             "objects_url": plan.objects_url, "checkpoint": checkpoint, "start_epoch": start,
             "end_epoch": end, "round_seconds": plan.round_seconds,
             "collective_timeout_s": plan.collective_timeout_s, "checkpoint_seconds": plan.checkpoint_seconds,
+            "start_deadline_s": plan.start_deadline_s, "liveness_deadline_s": liveness_s,
             SPEC_FIELD: plan.cpu_threads,
         }
         fault = _fault_for(plan, rnd, try_no, k)
@@ -258,8 +263,14 @@ def _run_round(plan: RoundPlan, rnd: int, checkpoint: str, start: int, end: int,
             attempt = store.incr(attempts_key(plan.run_id)) - 1
             prefix = attempt_prefix(plan.run_id, rnd, attempt)
             store.put(fence_key(plan.run_id), np.array([rnd, attempt], dtype=np.int64))
-            specs = _specs(plan, rnd, attempt, progress.checkpoint, progress.epoch, end, i)
-            outcomes = executor.run(run_worker, specs, timeout, on_failure=_aborter(store, prefix, plan.workers))
+            # one call in this very process has nobody to watch it and nothing to kill: no heartbeat
+            beat = plan.workers > 1 or not executor.in_process
+            liveness_s = plan.liveness_deadline_s if beat else 0.0
+            specs = _specs(plan, rnd, attempt, progress.checkpoint, progress.epoch, end, i, liveness_s)
+            watch = (AttemptLiveness(store, prefix, plan.workers, plan.start_deadline_s, plan.liveness_deadline_s)
+                     if beat else None)
+            outcomes = executor.run(run_worker, specs, timeout, on_failure=_aborter(store, prefix, plan.workers),
+                                    liveness=watch)
             for o in outcomes:
                 acc.add_call(o.seconds)
                 if o.ok and o.result:

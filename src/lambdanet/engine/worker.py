@@ -8,7 +8,7 @@ spec is plain JSON::
      "config": {…MLPConfig…}, "store_url": "redis://…", "objects_url": "/…/objects",
      "checkpoint": "runs/r-…/checkpoints/round-00002.safetensors",
      "start_epoch": 2000, "end_epoch": 3000, "round_seconds": 300, "collective_timeout_s": 60,
-     "checkpoint_seconds": 2.0}
+     "checkpoint_seconds": 2.0, "start_deadline_s": 120, "liveness_deadline_s": 3}
 
 Steps: check the run's fence (``ln:{run}:fence`` must hold this round and attempt, else
 :class:`StaleAttempt`); claim ``{prefix}:claim:w{k}`` with SET-NX — a second delivery of the
@@ -22,13 +22,19 @@ In-round checkpoints: every ``checkpoint_seconds`` (a collective decision, see
 ``ln:{run}:{round}:ckpt:…`` (:mod:`lambdanet.engine.round_checkpoints`); a retry of the round
 starts from the newest complete one. ``checkpoint_seconds`` absent or <= 0: none.
 
+Liveness (:mod:`lambdanet.engine.liveness`): right after its claim the worker marks itself
+started and renews a heartbeat (time to live ``liveness_deadline_s``; 0 or absent: none) from a
+thread until the call ends; its collectives watch the peers' heartbeats between slices of every
+wait, and the driver watches them through the executor.
+
 Fail fast: when the strategy raises (anything but :class:`AttemptAborted`, which is a peer's
 failure echoed), the worker aborts the attempt with ``"worker k: ExcName: message"``
 (:func:`~lambdanet.engine.collectives.abort_attempt`) before re-raising, so its peers stop at
 their next collective instead of waiting out the collective deadline.
 
 Run as ``python -m lambdanet.engine.worker < spec.json`` it prints the result as JSON.
-A spec field ``fault`` ({"action": "kill"|"raise"|"hang", "after_epochs": N}, ``"once": true``
+A spec field ``fault`` ({"action": "kill"|"stop"|"raise"|"hang", "after_epochs": N}, or
+{"action": "late", "seconds": S}: the call starts S seconds late, like a cold start; ``"once": true``
 for a fault that fires in one attempt of the run only, even across drivers) is honoured only
 when the environment has ``LAMBDANET_FAULTS=1`` (fault-injection tests).
 """
@@ -49,7 +55,8 @@ from lambdanet import adapters
 from lambdanet.config import parse_config
 from lambdanet.engine import checkpoints, round_checkpoints
 from lambdanet.engine.collectives import Collective, abort_attempt
-from lambdanet.engine.requests import DEFAULT_COLLECTIVE_TIMEOUT_S, DEFAULT_ROUND_SECONDS
+from lambdanet.engine.liveness import AttemptLiveness, Heartbeat
+from lambdanet.engine.requests import DEFAULT_COLLECTIVE_TIMEOUT_S, DEFAULT_ROUND_SECONDS, DEFAULT_START_DEADLINE_S
 from lambdanet.engine.strategies import load_strategy
 from lambdanet.engine.strategies.base import RoundContext, State
 from lambdanet.errors import AttemptAborted, StaleAttempt, describe
@@ -89,6 +96,9 @@ def _run_cache(run_id: str) -> dict[str, Any]:
 def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Train one round as worker ``spec["worker"]``; see the module docstring."""
     t_start = time.perf_counter()
+    fault = spec.get("fault") if os.environ.get("LAMBDANET_FAULTS") == "1" else None
+    if fault and fault.get("action") == "late":  # a cold start: nothing of this call exists yet
+        time.sleep(float(fault.get("seconds", 7.0)))
     store = adapters.open_store(spec["store_url"])  # its own client: exact byte counts per call
     try:
         return _run(spec, store, t_start)
@@ -111,7 +121,18 @@ def _run(spec: dict[str, Any], store: TensorStore, t_start: float) -> dict[str, 
                            f"(current: {now})")
     if not store.set_if_absent(f"{prefix}:claim:w{k}", str(os.getpid()).encode()):
         return {"worker": k, "duplicate": True}
+    ttl = float(spec.get("liveness_deadline_s") or 0.0)
+    if ttl <= 0:
+        return _train(spec, store, t_start, prefix, None)
+    liveness = AttemptLiveness(store, prefix, K, float(spec.get("start_deadline_s") or DEFAULT_START_DEADLINE_S), ttl)
+    with Heartbeat(spec["store_url"], prefix, k, ttl):
+        return _train(spec, store, t_start, prefix, liveness)
 
+
+def _train(spec: dict[str, Any], store: TensorStore, t_start: float, prefix: str,
+           liveness: AttemptLiveness | None) -> dict[str, Any]:
+    run_id, rnd, attempt = spec["run_id"], int(spec["round"]), int(spec["attempt"])
+    k, K = int(spec["worker"]), int(spec["workers"])
     try:
         objects = checkpoints.open_objects(spec["objects_url"])
         dataset = checkpoints.read_data(objects, run_id)
@@ -121,7 +142,8 @@ def _run(spec: dict[str, Any], store: TensorStore, t_start: float) -> dict[str, 
         fault = spec.get("fault") if os.environ.get("LAMBDANET_FAULTS") == "1" else None
         if fault and fault.get("once") and not store.set_if_absent(f"ln:{run_id}:fault:{rnd}:w{k}", b"1"):
             fault = None  # a one-shot fault fires in the first attempt that reaches it, whatever its driver
-        comm = Collective(store, prefix, k, K, float(spec.get("collective_timeout_s", DEFAULT_COLLECTIVE_TIMEOUT_S)))
+        comm = Collective(store, prefix, k, K, float(spec.get("collective_timeout_s", DEFAULT_COLLECTIVE_TIMEOUT_S)),
+                          liveness=liveness)
 
         def checkpointer(epochs: int, shard: State, info: dict[str, Any]) -> None:
             round_checkpoints.write(store, run_id, rnd, attempt, k, K, epochs, shard, info)

@@ -51,6 +51,12 @@ does, measured on Lithops 3.8 localhost (v1 and v2; K = 2, one call killed 2 s i
   end never hits it) is reported as ``"process N died without a report from Lithops …"``;
   measured 5.05–5.09 s after the kill.
 
+Liveness (``run(…, liveness=probe)``): every ``CHECK_PERIOD_S`` the probe is asked about the
+calls still pending, and each one it names — a call whose heartbeat lapsed (frozen, hung,
+OOM-killed without its future ever resolving) or that never started — is settled as failed with
+the probe's reason at once: ``run`` stops waiting on its future (Lithops cannot cancel one call;
+the round then shuts the job down, below).
+
 On cloud backends a dead call is whatever Lithops reports (or ``"timed out after N s"``). A
 round where some call never reported shuts the Lithops executor down (killing what is left of
 its job); the next round starts a fresh one.
@@ -77,7 +83,15 @@ from lithops.wait import ALWAYS
 
 from lambdanet.adapters import parse_url
 from lambdanet.errors import ConfigError, URLError, WorkerFailed
-from lambdanet.ports.executor import CallOutcome, FailureCallback, WorkerFunction, report_failure
+from lambdanet.ports.executor import (
+    CHECK_PERIOD_S,
+    CallOutcome,
+    FailureCallback,
+    LivenessProbe,
+    WorkerFunction,
+    ask,
+    report_failure,
+)
 
 LAMBDA_LIMIT_S = 900.0
 LAMBDA_MARGIN_S = 15.0  # keep a call's own timeout this far below the function limit
@@ -300,7 +314,7 @@ class LithopsExecutor:
 
     # ---- the port ------------------------------------------------------------------------------
     def run(self, fn: WorkerFunction, specs: list[dict[str, Any]], timeout_s: float,
-            on_failure: FailureCallback | None = None) -> list[CallOutcome]:
+            on_failure: FailureCallback | None = None, liveness: LivenessProbe | None = None) -> list[CallOutcome]:
         if not specs:
             return []
         fexec = self._executor(len(specs))
@@ -323,10 +337,12 @@ class LithopsExecutor:
             except Exception as exc:
                 raise WorkerFailed(f"Lithops ({self.backend}) could not start the calls: "
                                    f"{_one_line(str(exc), 200)}") from exc
-            return self._collect(fexec, list(futures), alive, t0, call_timeout, on_failure)
+            workers = [int(spec.get("worker", i)) for i, spec in enumerate(specs)]
+            return self._collect(fexec, list(futures), alive, t0, call_timeout, on_failure, liveness, workers)
 
     def _collect(self, fexec: Any, futures: list[Any], alive: list[Path | None], t0: float,
-                 call_timeout: int, on_failure: FailureCallback | None) -> list[CallOutcome]:
+                 call_timeout: int, on_failure: FailureCallback | None, liveness: LivenessProbe | None = None,
+                 workers: list[int] | None = None) -> list[CallOutcome]:
         """Poll the calls until each has an outcome; report every failure the moment it is seen.
 
         One ``wait(return_when=ALWAYS)`` per ``POLL_S`` fetches whatever statuses Lithops' job
@@ -337,6 +353,8 @@ class LithopsExecutor:
         dead_since: dict[int, float] = {}
         wait_error: str | None = None
         deadline = time.monotonic() + call_timeout + WAIT_GRACE_S
+        ranks = workers or list(range(len(futures)))
+        next_check = time.monotonic() + CHECK_PERIOD_S
 
         def settle(i: int, outcome: CallOutcome) -> None:
             outcomes[i] = outcome
@@ -357,6 +375,13 @@ class LithopsExecutor:
                     settle(i, self._outcome(i, futures[i], t0, time.time(), call_timeout, None))
                 elif (dead := _dead_call(alive[i], dead_since, i)) is not None:
                     settle(i, CallOutcome(i, False, error=dead, started_at=t0, ended_at=time.time(),
+                                          extra={"activation_id": getattr(futures[i], "activation_id", None)}))
+            if liveness is not None and time.monotonic() >= next_check:
+                next_check = time.monotonic() + CHECK_PERIOD_S
+                waiting = {ranks[i]: i for i, o in enumerate(outcomes) if o is None}
+                for rank, reason in ask(liveness, list(waiting)).items():  # hung or never started:
+                    i = waiting[rank]  # stop waiting on its future
+                    settle(i, CallOutcome(rank, False, error=reason, started_at=t0, ended_at=time.time(),
                                           extra={"activation_id": getattr(futures[i], "activation_id", None)}))
             time.sleep(POLL_S)
         for i, o in enumerate(outcomes):

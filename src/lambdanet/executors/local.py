@@ -31,7 +31,15 @@ from lambdanet.executors.cpu_budget import (
     requested_threads,
     thread_limits,
 )
-from lambdanet.ports.executor import CallOutcome, FailureCallback, WorkerFunction, report_failure
+from lambdanet.ports.executor import (
+    CHECK_PERIOD_S,
+    CallOutcome,
+    FailureCallback,
+    LivenessProbe,
+    WorkerFunction,
+    ask,
+    report_failure,
+)
 
 
 class LocalExecutor:
@@ -53,7 +61,7 @@ class LocalExecutor:
         return plan_budget(self.name, len(specs), requested_threads(specs))
 
     def run(self, fn: WorkerFunction, specs: list[dict[str, Any]], timeout_s: float,
-            on_failure: FailureCallback | None = None) -> list[CallOutcome]:
+            on_failure: FailureCallback | None = None, liveness: LivenessProbe | None = None) -> list[CallOutcome]:
         results: list[CallOutcome | None] = [None] * len(specs)
         starts = [0.0] * len(specs)
         lock = threading.Lock()
@@ -91,8 +99,16 @@ class LocalExecutor:
             for t in threads:
                 t.start()
             deadline = time.monotonic() + timeout_s
-            for t in threads:
-                t.join(max(0.0, deadline - time.monotonic()))
+            while (left := deadline - time.monotonic()) > 0:
+                running = [i for i, t in enumerate(threads) if t.is_alive() and results[i] is None]
+                if not running:
+                    break
+                threads[running[0]].join(min(left, CHECK_PERIOD_S) if liveness is not None else left)
+                workers = {int(specs[i].get("worker", i)): i for i in running}
+                for worker, reason in ask(liveness, list(workers)).items():  # a thread cannot be
+                    i = workers[worker]  # killed: it is left to finish, its outcome is the lapse
+                    settle(i, CallOutcome(worker=worker, ok=False, error=reason, started_at=starts[i] or time.time(),
+                                          ended_at=time.time()))
         for i, spec in enumerate(specs):
             settle(i, CallOutcome(worker=int(spec.get("worker", i)), ok=False, error=f"timed out after {timeout_s:g} s",
                                   started_at=starts[i] or time.time(), ended_at=time.time()))

@@ -14,6 +14,10 @@ s"``. Every child has its own waiting thread (``Popen.wait``), so the death of a
 — a ``kill -9`` while the others still run — reaches ``on_failure`` within a few tens of
 milliseconds (``Popen.wait``'s poll step), not when the children before it end.
 
+Liveness: with ``liveness=probe`` one more thread asks the probe about the running children
+every ``CHECK_PERIOD_S`` and kills (SIGKILL: it ends a stopped process too) each one it names;
+its outcome's error is the probe's reason (``"no heartbeat for 3 s"``), not the exit code.
+
 The function must be a module-level function (no pickle crosses the boundary, only JSON). The
 children share nothing with the parent but the environment: ``memory://`` stores cannot be
 used (use ``redis://``).
@@ -41,7 +45,15 @@ from typing import Any, Self
 
 from lambdanet.errors import URLError
 from lambdanet.executors.cpu_budget import CpuBudget, budget_env, plan_budget, requested_threads
-from lambdanet.ports.executor import CallOutcome, FailureCallback, WorkerFunction, report_failure
+from lambdanet.ports.executor import (
+    CHECK_PERIOD_S,
+    CallOutcome,
+    FailureCallback,
+    LivenessProbe,
+    WorkerFunction,
+    ask,
+    report_failure,
+)
 
 
 def function_path(fn: WorkerFunction) -> str:
@@ -90,33 +102,50 @@ class ProcessExecutor:
         return plan_budget(self.name, len(specs), requested_threads(specs))
 
     def run(self, fn: WorkerFunction, specs: list[dict[str, Any]], timeout_s: float,
-            on_failure: FailureCallback | None = None) -> list[CallOutcome]:
+            on_failure: FailureCallback | None = None, liveness: LivenessProbe | None = None) -> list[CallOutcome]:
         target = function_path(fn)
         env = budget_env(self.budget(specs), os.environ)
+        workers = [int(spec.get("worker", i)) for i, spec in enumerate(specs)]
         with tempfile.TemporaryDirectory(prefix="lambdanet-calls-") as tmp:
             calls = [self._start(target, spec, Path(tmp) / str(i), env) for i, spec in enumerate(specs)]
             deadline = time.monotonic() + timeout_s
             outcomes: list[CallOutcome | None] = [None] * len(calls)
+            lapsed: dict[int, str] = {}  # call index -> the probe's reason (set before the kill)
+            ended = threading.Event()
 
             def watch(i: int) -> None:
                 """Wait for child ``i`` alone, so its death is reported the moment it happens."""
-                worker = int(specs[i].get("worker", i))
                 try:
-                    outcome = self._wait(calls[i], worker, deadline, timeout_s)
+                    outcome = self._wait(calls[i], workers[i], deadline, timeout_s)
                 except Exception as exc:  # never lose a call's outcome to a bug in the reading
-                    outcome = CallOutcome(worker, False, error=f"cannot read the call's outcome: {exc}",
+                    outcome = CallOutcome(workers[i], False, error=f"cannot read the call's outcome: {exc}",
                                           started_at=calls[i].started, ended_at=time.time())
+                if i in lapsed and not outcome.ok:
+                    outcome = CallOutcome(workers[i], False, error=lapsed[i], started_at=outcome.started_at,
+                                          ended_at=outcome.ended_at)
                 outcomes[i] = outcome
                 report_failure(on_failure, outcome)
 
+            def check_liveness() -> None:
+                """Kill every running child the probe says has lapsed (hung, frozen, never started)."""
+                while not ended.wait(CHECK_PERIOD_S):
+                    running = {workers[i]: i for i, c in enumerate(calls) if c.proc.poll() is None and i not in lapsed}
+                    for worker, reason in ask(liveness, list(running)).items():
+                        i = running[worker]
+                        lapsed[i] = reason
+                        calls[i].proc.kill()
+
             watchers = [threading.Thread(target=watch, args=(i,), name=f"lambdanet-call-{i}", daemon=True)
                         for i in range(len(calls))]
+            if liveness is not None:
+                watchers.append(threading.Thread(target=check_liveness, name="lambdanet-liveness", daemon=True))
             try:
                 for t in watchers:
                     t.start()
-                for t in watchers:
+                for t in watchers[:len(calls)]:
                     t.join()  # each watcher ends by the deadline (it kills a late child)
             finally:  # Ctrl-C or an error here: leave no child behind
+                ended.set()
                 for call in calls:
                     if call.proc.poll() is None:
                         call.proc.kill()

@@ -9,6 +9,12 @@ Usage::
         if not o.ok:
             print(o.worker, o.error)   # "exit code -9", "timed out after 120 s", "ValueError: …"
 
+Liveness: ``run(…, liveness=probe)`` — the executor asks ``probe.lapsed(workers)`` about its
+still-running calls every ``CHECK_PERIOD_S`` (0.25 s) and ends each call it names as failed with
+the reason given (``"no heartbeat for 3 s"``): the process executor kills the child, Lithops
+stops waiting on the future, threads are left to finish on their own. The reason reaches
+``on_failure`` as the outcome's error, as a crash would.
+
 ``run_worker`` is a module-level function ``(spec: dict) -> dict`` taking and returning plain
 JSON-able dicts (so it can cross a process or a cloud function boundary). All K calls run
 *concurrently* — they meet at barriers, so an executor that ran them one after another would
@@ -26,7 +32,7 @@ returned).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -66,6 +72,29 @@ def report_failure(on_failure: FailureCallback | None, outcome: CallOutcome) -> 
         _log.warning("on_failure for worker %s failed: %s: %s", outcome.worker, type(exc).__name__, exc)
 
 
+class LivenessProbe(Protocol):
+    """Which running calls have failed although their process may still exist (hung, frozen,
+    never started) — :class:`lambdanet.engine.liveness.AttemptLiveness` by heartbeats."""
+
+    def lapsed(self, ranks: Collection[int]) -> dict[int, str]:
+        """Of the calls' workers ``ranks``, those that failed, with a one-line reason."""
+
+
+CHECK_PERIOD_S = 0.25  # how often an executor asks a LivenessProbe about its running calls
+
+
+def ask(probe: LivenessProbe | None, ranks: Collection[int]) -> dict[int, str]:
+    """``probe.lapsed(ranks)``; {} without a probe, and {} when the probe cannot tell (its store
+    is unreachable: the calls then fail by their own errors or deadlines)."""
+    if probe is None or not ranks:
+        return {}
+    try:
+        return probe.lapsed(ranks)
+    except Exception as exc:  # a check that cannot run must not end the round
+        _log.warning("liveness check failed: %s: %s", type(exc).__name__, exc)
+        return {}
+
+
 @runtime_checkable
 class Executor(Protocol):
     name: str  # "local", "process", "lithops"
@@ -73,10 +102,11 @@ class Executor(Protocol):
 
     def run(
         self, fn: WorkerFunction, specs: list[dict[str, Any]], timeout_s: float,
-        on_failure: FailureCallback | None = None,
+        on_failure: FailureCallback | None = None, liveness: LivenessProbe | None = None,
     ) -> list[CallOutcome]:
         """Run ``fn(spec)`` for every spec concurrently; one outcome per spec, in order, once all
-        calls ended; ``on_failure(outcome)`` as soon as any call is known to have failed."""
+        calls ended; ``on_failure(outcome)`` as soon as any call is known to have failed;
+        a call ``liveness`` names as lapsed is ended as failed."""
 
     def close(self) -> None:
         """Release pools / processes."""

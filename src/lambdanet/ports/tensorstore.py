@@ -64,7 +64,14 @@ class TensorStore(Protocol):
         """Set ``key`` to ``value`` only if it does not exist; True if this call set it."""
 
     def get_bytes(self, key: str) -> bytes | None:
-        """Return the raw bytes under ``key`` (set by ``set_if_absent``), or None."""
+        """Return the raw bytes under ``key`` (set by ``set_if_absent`` or ``set_expiring``), or None."""
+
+    def set_expiring(self, key: str, value: bytes, ttl_s: float) -> None:
+        """Set ``key`` to ``value`` (overwrites); it vanishes ``ttl_s`` seconds after this call
+        unless set again (a heartbeat: see :mod:`lambdanet.engine.liveness`)."""
+
+    def get_bytes_many(self, keys: list[str]) -> list[bytes | None]:
+        """The raw bytes under ``keys`` in order (None where absent or expired); one round trip."""
 
     def delete_prefix(self, prefix: str) -> int:
         """Delete every key (arrays, counters, lists) starting with ``prefix``; return how many."""
@@ -79,11 +86,17 @@ class FusedExchange(Protocol):
 
     def exchange(self, part_key: str, part: np.ndarray | None, counter: str, size: int, release: str,
                  token: bytes, delete: list[str], timeout_s: float, keys: list[str],
-                 abort: str) -> tuple[str, list[np.ndarray]] | None:
-        """Write ``part`` under ``part_key`` (None: nothing), increment ``counter``; the ``size``-th
-        arrival deletes ``delete`` and pushes ``size`` ``token``s to ``release``. Then wait up to
-        ``timeout_s`` on ``[abort, release]`` (abort first) and pop one item: ``(release, the
-        arrays under keys)`` or ``(abort, [])``; None on timeout."""
+                 abort: str, rank: int) -> tuple[str, list[np.ndarray]] | None:
+        """Write ``part`` under ``part_key`` (None: nothing) and record that ``rank`` arrived at
+        ``counter``; the arrival that completes ``size`` ranks deletes ``delete`` and pushes
+        ``size`` ``token``s to ``release``. The arrival is idempotent per rank: sent twice (a
+        client that retries after a read timeout), it counts once and never pushes twice. Then
+        wait up to ``timeout_s`` on ``[abort, release]`` (abort first) and pop one item:
+        ``(release, the arrays under keys)`` or ``(abort, [])``; None on timeout."""
+
+    def wait_and_get(self, release: str, timeout_s: float, keys: list[str],
+                     abort: str) -> tuple[str, list[np.ndarray]] | None:
+        """The second half of ``exchange`` alone (a wait that goes on after a timed-out slice)."""
 
 
 @runtime_checkable

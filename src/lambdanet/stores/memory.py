@@ -37,12 +37,22 @@ class _Namespace:
         self.counters: dict[str, int] = {}
         self.lists: dict[str, deque[bytes]] = {}
         self.blobs: dict[str, bytes] = {}
+        self.expiry: dict[str, float] = {}  # blob key -> time.monotonic() at which it vanishes
+
+    def blob(self, key: str) -> bytes | None:
+        """The blob under ``key`` unless it expired (an expired one is dropped); hold ``cond``."""
+        until = self.expiry.get(key)
+        if until is not None and time.monotonic() >= until:
+            self.blobs.pop(key, None)
+            del self.expiry[key]
+        return self.blobs.get(key)
 
     def drop(self, key: str) -> int:
         n = 0
         for table in (self.arrays, self.counters, self.lists, self.blobs):
             if table.pop(key, None) is not None:
                 n += 1
+        self.expiry.pop(key, None)
         return n
 
 
@@ -145,18 +155,26 @@ class MemoryStore:
 
     def set_if_absent(self, key: str, value: bytes) -> bool:
         with self._ns.cond:
-            if key in self._ns.blobs:
+            if self._ns.blob(key) is not None:
                 return False
             self._ns.blobs[key] = bytes(value)
         self.bytes_in += len(value)
         return True
 
     def get_bytes(self, key: str) -> bytes | None:
+        return self.get_bytes_many([key])[0]
+
+    def set_expiring(self, key: str, value: bytes, ttl_s: float) -> None:
         with self._ns.cond:
-            value = self._ns.blobs.get(key)
-        if value is not None:
-            self.bytes_out += len(value)
-        return value
+            self._ns.blobs[key] = bytes(value)
+            self._ns.expiry[key] = time.monotonic() + max(0.0, ttl_s)
+        self.bytes_in += len(value)
+
+    def get_bytes_many(self, keys: list[str]) -> list[bytes | None]:
+        with self._ns.cond:
+            values = [self._ns.blob(k) for k in keys]
+        self.bytes_out += sum(len(v) for v in values if v is not None)
+        return values
 
     def delete_prefix(self, prefix: str) -> int:
         ns = self._ns
@@ -187,8 +205,9 @@ class MemoryStore:
 
     def exchange(self, part_key: str, part: np.ndarray | None, counter: str, size: int, release: str,
                  token: bytes, delete: list[str], timeout_s: float, keys: list[str],
-                 abort: str) -> tuple[str, list[np.ndarray]] | None:
-        """``arrive`` then ``wait_and_get`` (one collective step; see ``FusedExchange``)."""
+                 abort: str, rank: int) -> tuple[str, list[np.ndarray]] | None:
+        """``arrive`` then ``wait_and_get`` (one collective step; see ``FusedExchange``). In one
+        process nothing retries an arrival, so a counter suffices (``rank`` is not needed)."""
         self.arrive(part_key, part, counter, size, release, token, delete)
         return self.wait_and_get(release, timeout_s, keys, abort)
 

@@ -17,11 +17,23 @@ round trip (``arrive`` / ``wait_and_get`` are its two halves). Any
 connection or protocol error becomes :class:`StoreUnavailable` naming the URL with its password
 redacted. Query options (``ssl_cert_reqs``, ``ssl_ca_certs``, ``socket_connect_timeout``, …) are
 passed to redis-py. A dropped connection is retried twice within ~0.3 s, then reported.
+
+Waits and retries. redis-py reads every reply with a socket timeout (``SOCKET_TIMEOUT_S``) and, on
+a timeout, sends the command again (its ``Retry``) — for a pipeline, the WHOLE pipeline. So no
+command here ever blocks the server longer than ``WAIT_SLICE_S`` (well below the socket
+timeout): a longer wait is a loop of ``BLPOP``s of at most one slice each. And the one
+non-idempotent step of a collective, the arrival, is made idempotent per rank: a rank is
+``SADD``-ed to the step's arrival set and the release tokens are pushed only by the call whose
+``SADD`` completed the set — a retried arrival counts once. (Before this, a peer more than the
+5 s default socket timeout late made the early ranks' pipelines run twice: the step counter
+reached K without it and they read its missing part.) ``set_expiring`` is ``SET PX``
+(heartbeats), ``get_bytes_many`` one ``MGET``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any, Self, TypeVar
@@ -38,11 +50,17 @@ from lambdanet.errors import StoreUnavailable, URLError
 T = TypeVar("T")
 _GLOB = str.maketrans({c: f"\\{c}" for c in "*?[]\\"})
 
-# KEYS: part, counter, release list, keys to delete…; ARGV: has_part, part, size, token
+SOCKET_TIMEOUT_S = 30.0  # a reply slower than this is a dead connection (redis-py then retries)
+WAIT_SLICE_S = 2.0  # the longest any one command blocks the server (BLPOP): far below the socket timeout
+
+# KEYS: part, arrival set, release list, keys to delete…; ARGV: has_part, part, size, token, rank.
+# Idempotent per rank: a retried script (redis-py re-sends a pipeline after a read timeout) finds
+# its rank in the set already and neither counts again nor pushes the release a second time.
 _ARRIVE = """
 if ARGV[1] == '1' then redis.call('SET', KEYS[1], ARGV[2]) end
-local n = redis.call('INCR', KEYS[2])
-if n == tonumber(ARGV[3]) then
+local added = redis.call('SADD', KEYS[2], ARGV[5])
+local n = redis.call('SCARD', KEYS[2])
+if added == 1 and n == tonumber(ARGV[3]) then
   if #KEYS > 3 then redis.call('UNLINK', unpack(KEYS, 4)) end
   for i = 1, n do redis.call('RPUSH', KEYS[3], ARGV[4]) end
 end
@@ -60,7 +78,8 @@ def connect(url: str) -> redis.Redis:
     if not parts.hostname:
         raise URLError(f"Redis URL {redact(url)!r} has no host (use redis://host:port/db)")
     try:
-        return redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=0,
+        return redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=SOCKET_TIMEOUT_S,
+                                    health_check_interval=0,
                                     retry=Retry(ExponentialBackoff(cap=0.25, base=0.02), 2))
     except (ValueError, TypeError) as exc:
         raise URLError(f"bad Redis URL {redact(url)!r}: {exc}") from None
@@ -77,6 +96,12 @@ def call(fn: Callable[[], T], shown_url: str, what: str) -> T:
         raise StoreUnavailable(f"cannot reach {what} {shown_url} ({exc}); is redis-server running?") from exc
     except redis.RedisError as exc:
         raise StoreUnavailable(f"{what} {shown_url} failed: {exc}") from exc
+
+
+def _slice(deadline: float) -> float:
+    """The next BLPOP's timeout: what is left until ``deadline``, at most one slice, never 0
+    (BLPOP's 0 means "forever"; Redis >= 6 takes fractions)."""
+    return max(0.01, min(WAIT_SLICE_S, deadline - time.monotonic()))
 
 
 class RedisStore:
@@ -124,12 +149,8 @@ class RedisStore:
             self._call(lambda: self._r.rpush(key, *([value] * count)))
 
     def pop_blocking(self, key: str, timeout_s: float) -> bytes | None:
-        if timeout_s <= 0:
-            item = self._call(lambda: self._r.lpop(key))
-            return bytes(item) if item is not None else None  # type: ignore[arg-type]
-        # BLPOP's timeout 0 means "forever": never pass it; Redis >= 6 takes fractions
-        res: Any = self._call(lambda: self._r.blpop([key], timeout=max(0.01, timeout_s)))
-        return None if res is None else bytes(res[1])
+        got = self.pop_first([key], timeout_s)
+        return None if got is None else got[1]
 
     def pop_first(self, keys: list[str], timeout_s: float) -> tuple[str, bytes] | None:
         if timeout_s <= 0:  # no wait: LPOP each list in order
@@ -138,9 +159,28 @@ class RedisStore:
                 if item is not None:
                     return key, bytes(item)
             return None
-        # one BLPOP over every key: Redis serves the first non-empty list in the order given
-        res: Any = self._call(lambda: self._r.blpop(keys, timeout=max(0.01, timeout_s)))
-        return None if res is None else (res[0].decode(), bytes(res[1]))
+        # one BLPOP over every key (Redis serves the first non-empty list in the order given), in
+        # slices: a BLPOP longer than the socket timeout would be cut and re-sent by redis-py
+        deadline = time.monotonic() + timeout_s
+        while True:
+            wait = _slice(deadline)
+            res: Any = self._call(partial(self._r.blpop, keys, timeout=wait))
+            if res is not None:
+                return res[0].decode(), bytes(res[1])
+            if time.monotonic() >= deadline:
+                return None
+
+    def set_expiring(self, key: str, value: bytes, ttl_s: float) -> None:
+        self._call(lambda: self._r.set(key, value, px=max(1, int(ttl_s * 1000))))
+        self.bytes_in += len(value)
+
+    def get_bytes_many(self, keys: list[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        values: Any = self._call(lambda: self._r.mget(keys))
+        out = [None if v is None else bytes(v) for v in values]
+        self.bytes_out += sum(len(v) for v in out if v is not None)
+        return out
 
     def set_if_absent(self, key: str, value: bytes) -> bool:
         done = self._call(lambda: self._r.set(key, value, nx=True))
@@ -171,31 +211,37 @@ class RedisStore:
 
     # ---- fused operations the collectives use (one round trip each) ---------------------
     def arrive(self, part_key: str, part: np.ndarray | None, counter: str, size: int, release: str,
-               token: bytes, delete: list[str]) -> int:
-        """One collective arrival in ONE round trip (a Lua script): write the part, increment the
-        counter; the ``size``-th arrival deletes ``delete`` and pushes ``size`` tokens."""
+               token: bytes, delete: list[str], rank: int = 0) -> int:
+        """One collective arrival in ONE round trip (a Lua script): write the part, add ``rank``
+        to the arrival set ``counter``; the arrival that completes ``size`` ranks deletes
+        ``delete`` and pushes ``size`` tokens. Idempotent per rank. Returns the ranks arrived."""
         blob = tensors.encode(part) if part is not None else b""
         keys = [part_key, counter, release, *delete]
-        args = ["1" if part is not None else "0", blob, size, token]
+        args = ["1" if part is not None else "0", blob, size, token, rank]
         n = int(self._call(lambda: self._arrive(keys=keys, args=args)))
         self.bytes_in += len(blob)
         return n
 
     def exchange(self, part_key: str, part: np.ndarray | None, counter: str, size: int, release: str,
                  token: bytes, delete: list[str], timeout_s: float, keys: list[str],
-                 abort: str) -> tuple[str, list[np.ndarray]] | None:
+                 abort: str, rank: int) -> tuple[str, list[np.ndarray]] | None:
         """``arrive`` + ``wait_and_get`` in ONE round trip: the script, ``BLPOP [abort, release]``
         and ``MGET`` go in one pipeline; Redis runs a connection's commands in order, so the
         ``BLPOP`` waits for the last arrival's tokens (or an abort) and the ``MGET`` for the
-        ``BLPOP``. (``EVAL`` with the script text: never a NOSCRIPT after a server restart.)"""
+        ``BLPOP``. (``EVAL`` with the script text: never a NOSCRIPT after a server restart.) A
+        wait longer than ``WAIT_SLICE_S`` goes on with ``wait_and_get`` slices."""
         blob = tensors.encode(part) if part is not None else b""
         script_keys = [part_key, counter, release, *delete]
 
         def arrive(pipe: Any) -> None:
-            pipe.eval(_ARRIVE, len(script_keys), *script_keys, "1" if part is not None else "0", blob, size, token)
+            pipe.eval(_ARRIVE, len(script_keys), *script_keys, "1" if part is not None else "0", blob, size, token,
+                      rank)
 
-        out = self._pop_then_get(release, timeout_s, keys, abort, first=arrive)
+        deadline = time.monotonic() + timeout_s
+        out = self._pop_then_get(release, _slice(deadline), keys, abort, first=arrive)
         self.bytes_in += len(blob)
+        if out is None and time.monotonic() < deadline:
+            return self.wait_and_get(release, deadline - time.monotonic(), keys, abort)
         return out
 
     def _pop_then_get(self, release: str, timeout_s: float, keys: list[str], abort: str,
@@ -208,7 +254,7 @@ class RedisStore:
             pipe = self._r.pipeline(transaction=False)
             if first is not None:
                 first(pipe)
-            pipe.blpop([abort, release], timeout=max(0.01, timeout_s))
+            pipe.blpop([abort, release], timeout=max(0.01, min(timeout_s, WAIT_SLICE_S)))
             if keys:
                 pipe.mget(keys)
             return pipe.execute()  # type: ignore[no-any-return]
@@ -239,8 +285,13 @@ class RedisStore:
                      abort: str) -> tuple[str, list[np.ndarray]] | None:
         """Pop from ``[abort, release]`` (blocking up to ``timeout_s``), then read ``keys`` — both
         in one pipeline: Redis runs a connection's commands in order, so the ``MGET`` waits for
-        the ``BLPOP``. None if nothing came in time; ``(abort, [])`` if the abort list fired."""
-        return self._pop_then_get(release, timeout_s, keys, abort)
+        the ``BLPOP``. None if nothing came in time; ``(abort, [])`` if the abort list fired.
+        Waits of more than ``WAIT_SLICE_S`` are several pipelines of one slice each."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            out = self._pop_then_get(release, _slice(deadline), keys, abort)
+            if out is not None or time.monotonic() >= deadline:
+                return out
 
     def delete_keys(self, keys: list[str]) -> int:
         return int(self._call(lambda: self._r.unlink(*keys))) if keys else 0

@@ -136,13 +136,17 @@ class RoundContext:
         self.checkpoint_seconds += self.last_checkpoint - t0
 
     def epoch_done(self, epochs_done: int) -> None:
-        """Hook after every epoch: honours a test fault (kill / raise / hang) for this worker."""
+        """Hook after every epoch: honours a test fault (kill / stop / raise / hang) for this worker.
+        ``stop`` is a real ``SIGSTOP`` of the worker's own process (never resumed: a frozen or hung
+        function); only for workers in their own process (``process`` / ``lithops`` executors)."""
         f = self.fault
         if not f or int(f.get("after_epochs", 1)) != epochs_done:
             return
         action = f.get("action")
         if action == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
+        elif action == "stop":
+            os.kill(os.getpid(), signal.SIGSTOP)
         elif action == "raise":
             raise WorkerFailed(f"injected fault in worker {self.rank} after {epochs_done} epochs")
         elif action == "hang":
