@@ -7,7 +7,9 @@
 #   deploy/deploy.sh ... --dry-run      # print every command, values filled in; run nothing
 #
 # Missing --region/--stack/--email are asked for on a terminal; without one the script stops
-# with one "error:" line (exit 2). Re-running it updates the stack in place.
+# with one "error:" line (exit 2). Re-running it updates the stack in place; it never deletes a
+# worker function: the runtime name carries a content hash of the image's inputs, so new content
+# gets new worker functions beside the old ones (a running run keeps its own).
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -25,8 +27,10 @@ usage: deploy/deploy.sh [--region R] [--stack NAME] [--email ADDRESS] [options]
   --workers K            worker functions per training run (default 2)
   --strategy S           neuron | data (default neuron)
   --model NAME           registered model name (default itsacat)
-  --worker-memory MB     memory of Lithops' worker functions (default 2048)
-  --image-tag TAG        runtime image tag (default latest)
+  --worker-memory MB[,MB...]
+                         memory of Lithops' worker functions (default 2048): one function, and
+                         one 7-day log group, per size; the driver's workers use the first
+  --image-tag TAG        runtime image tag prefix (default build); the tag is TAG-<content hash>
   --extras LIST          pip extras baked into the image (default aws,redis,lithops,serve;
                          add torch for the CNN track)
   --execution-timeout S  seconds one durable driver execution may run in all (default 604800 = 7 days)
@@ -39,7 +43,7 @@ EOF
 }
 
 REGION="" STACK="" EMAIL="" WORKERS=2 STRATEGY=neuron MODEL=itsacat WORKER_MEMORY=2048
-IMAGE_TAG=latest EXTRAS=aws,redis,lithops,serve EXECUTION_TIMEOUT=604800 ACCOUNT_ID="" REVISION=""
+IMAGE_TAG=build EXTRAS=aws,redis,lithops,serve EXECUTION_TIMEOUT=604800 ACCOUNT_ID="" REVISION=""
 PYTHON=${PYTHON:-python3}
 while (($#)); do
   case $1 in
@@ -70,10 +74,18 @@ valid_stack "$STACK"
 [[ $EMAIL =~ ^[^@[:space:]]+@[^@[:space:]]+\.[^@[:space:]]+$ ]] || die "--email '$EMAIL' is not an e-mail address"
 int_between "$WORKERS" 1 64 || die "--workers must be 1-64"
 [[ $STRATEGY == neuron || $STRATEGY == data ]] || die "--strategy must be neuron or data"
-int_between "$WORKER_MEMORY" 512 10240 || die "--worker-memory must be 512-10240"
+WORKER_MEMORIES=()
+IFS=, read -r -a memory_list <<<"$WORKER_MEMORY"
+((${#memory_list[@]})) || die "--worker-memory must be 512-10240 (MB), or a list such as 2048,4096"
+for m in "${memory_list[@]}"; do
+  int_between "$m" 512 10240 || die "--worker-memory must be 512-10240 (MB), or a list such as 2048,4096"
+  m=$((10#$m))
+  [[ " ${WORKER_MEMORIES[*]:-} " == *" $m "* ]] || WORKER_MEMORIES+=("$m")
+done
 int_between "$EXECUTION_TIMEOUT" 900 31622400 || die "--execution-timeout must be 900-31622400 seconds"
 [[ $MODEL =~ ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$ ]] || die "--model '$MODEL': 1-64 of A-Z a-z 0-9 _ . - (template's ModelName)"
-[[ $IMAGE_TAG =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] || die "--image-tag '$IMAGE_TAG' is not a valid image tag"
+# the tag gets "-<12 hex>" appended: 115 + 13 = 128, Docker's limit
+[[ $IMAGE_TAG =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,114}$ ]] || die "--image-tag '$IMAGE_TAG': 1-115 of A-Z a-z 0-9 _ . -"
 [[ -z $ACCOUNT_ID || $ACCOUNT_ID =~ ^[0-9]{12}$ ]] || die "--account-id must be 12 digits"
 REVISION=${REVISION:-$(date -u +%Y%m%dT%H%M%SZ)}
 [[ $REVISION =~ ^[A-Za-z0-9._:-]{1,64}$ ]] || die "--revision: 1-64 of A-Z a-z 0-9 . _ : -"
@@ -97,10 +109,15 @@ if [[ -z $ACCOUNT_ID ]]; then
   ACCOUNT_ID=$(capture "<account-id>" aws sts get-caller-identity --query Account --output text)
 fi
 REGISTRY="$ACCOUNT_ID.dkr.ecr.$REGION.amazonaws.com"
-RUNTIME="lambdanet-runtime:$IMAGE_TAG"                 # Lithops' runtime name
+VERSION=$(runtime_version "$EXTRAS") || die "cannot hash the runtime image's inputs"
+TAG="$IMAGE_TAG-$VERSION"                              # a new tag for new content
+RUNTIME="lambdanet-runtime:$TAG"                       # Lithops' runtime name: it names the workers
 REPO="$(lithops_package "$STACK" "$LITHOPS_VERSION")/lambdanet-runtime"  # where Lithops looks for it
-IMAGE="$REGISTRY/$REPO:$IMAGE_TAG"
-WORKER_FUNCTION=$(lithops_worker_name "$STACK" "$RUNTIME" "$WORKER_MEMORY" "$LITHOPS_VERSION")
+IMAGE="$REGISTRY/$REPO:$TAG"
+WORKER_FUNCTIONS=()  # one per memory size; Lithops' own names (deploy/lib.sh)
+for m in "${WORKER_MEMORIES[@]}"; do
+  WORKER_FUNCTIONS+=("$(lithops_worker_name "$STACK" "$RUNTIME" "$m" "$LITHOPS_VERSION")")
+done
 BUCKET="$STACK-$ACCOUNT_ID-$REGION"
 LITHOPS_CONFIG="${TMPDIR:-/tmp}/lambdanet-$STACK-lithops.json"
 
@@ -121,7 +138,7 @@ run aws ecr get-login-password --region "$REGION" "|" docker login --username AW
 run docker tag "$RUNTIME" "$IMAGE"
 run docker push "$IMAGE"
 DIGEST=$(capture "sha256:<image-digest>" aws ecr describe-images --region "$REGION" --repository-name "$REPO" \
-  --image-ids "imageTag=$IMAGE_TAG" --query "imageDetails[0].imageDigest" --output text)
+  --image-ids "imageTag=$TAG" --query "imageDetails[0].imageDigest" --output text)
 IMAGE_URI="$REGISTRY/$REPO@$DIGEST"  # a digest: a new image is a new value, so the functions update
 
 # 3. the stack -------------------------------------------------------------------------------------
@@ -129,8 +146,8 @@ note "deploy the stack (the first time about 15 minutes: NAT gateway and Redis)"
 run aws cloudformation deploy --region "$REGION" --stack-name "$STACK" --template-file deploy/template.yaml \
   --capabilities CAPABILITY_IAM --no-fail-on-empty-changeset \
   --parameter-overrides "RuntimeImageUri=$IMAGE_URI" "LithopsRuntimeName=$RUNTIME" \
-  "LithopsWorkerFunctionName=$WORKER_FUNCTION" "NotificationEmail=$EMAIL" "Workers=$WORKERS" \
-  "Strategy=$STRATEGY" "ModelName=$MODEL" "WorkerMemoryMB=$WORKER_MEMORY" \
+  "NotificationEmail=$EMAIL" "Workers=$WORKERS" \
+  "Strategy=$STRATEGY" "ModelName=$MODEL" "WorkerMemoryMB=${WORKER_MEMORIES[0]}" \
   "DurableExecutionTimeout=$EXECUTION_TIMEOUT" "DriverRevision=$REVISION"
 placeholder_outputs=$(printf '%s\t<%s>\n' BucketName BucketName ApiUrl ApiUrl DriverAliasArn DriverAliasArn)
 OUTPUTS=$(capture "$placeholder_outputs" aws cloudformation describe-stacks --region "$REGION" --stack-name "$STACK" \
@@ -138,12 +155,17 @@ OUTPUTS=$(capture "$placeholder_outputs" aws cloudformation describe-stacks --re
 output() { awk -F'\t' -v k="$1" '$1 == k {print $2}' <<<"$OUTPUTS"; }
 
 # 4. Lithops' worker functions, with the driver's own Lithops config -----------------------------
-note "create Lithops' worker function $WORKER_FUNCTION (its log group, 7 days, is in the stack)"
+#    Each function's log group first, kept 7 days (Lithops has no log setting; without the group,
+#    Lambda makes one that is kept forever). Nothing is deleted: the functions of earlier runtime
+#    versions stay for the runs that use them (teardown.sh removes them all); a function of this
+#    version that exists already runs this same content and is left as it is.
+note "create Lithops' worker functions of runtime $RUNTIME: ${WORKER_FUNCTIONS[*]}"
 run aws lambda get-function-configuration --region "$REGION" --function-name "$STACK-driver" \
   --query Environment.Variables.LAMBDANET_LITHOPS_CONFIG --output text ">" "$LITHOPS_CONFIG"
-# delete first: `lithops runtime deploy` leaves an existing function on its old image
-run lithops runtime delete -b aws_lambda -s aws_s3 -c "$LITHOPS_CONFIG" "$RUNTIME"
-run lithops runtime deploy -b aws_lambda -s aws_s3 -c "$LITHOPS_CONFIG" --memory "$WORKER_MEMORY" --timeout 900 "$RUNTIME"
+run "$PYTHON" deploy/lithops_workers.py log-groups --region "$REGION" --retention-days 7 "${WORKER_FUNCTIONS[@]}"
+for m in "${WORKER_MEMORIES[@]}"; do
+  run lithops runtime deploy -b aws_lambda -s aws_s3 -c "$LITHOPS_CONFIG" --memory "$m" --timeout 900 "$RUNTIME"
+done
 
 # 5. what to do next -------------------------------------------------------------------------------
 note "deployed"

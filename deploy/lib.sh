@@ -112,6 +112,23 @@ sha1() {
   if command -v sha1sum >/dev/null 2>&1; then sha1sum; else shasum -a 1; fi
 }
 
+# runtime_version EXTRAS -> 12 hex: a content hash of what the runtime image is built from
+# (deploy/Dockerfile, pyproject.toml with its pinned dependencies and Lithops, README.md, every
+# file under src/ but Python caches, the pip extras). It versions Lithops' runtime name, so a
+# deploy with other content makes new worker functions beside the old ones, and a deploy of the
+# same content finds its functions already there.
+runtime_version() {
+  local f
+  {
+    printf 'extras=%s\n' "$1"
+    (cd "$REPO_ROOT" && find deploy/Dockerfile pyproject.toml README.md src -type f ! -name '*.pyc' \
+      ! -path '*/__pycache__/*' ! -path '*.egg-info/*' -print | LC_ALL=C sort) |
+      while IFS= read -r f; do
+        printf '%s %s\n' "$(sha1 <"$REPO_ROOT/$f" | cut -c1-40)" "$f"
+      done
+  } | sha1 | cut -c1-12
+}
+
 int_between() {  # VALUE MIN MAX: VALUE is a whole number in [MIN, MAX]
   [[ $1 =~ ^[0-9]{1,9}$ ]] || return 1
   (( 10#$1 >= $2 && 10#$1 <= $3 ))

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The twin of deploy/deploy.sh (docs/deploy.md): remove Lithops' worker functions and data, the
-# ECR repository, the CloudFormation stack (and wait), then the bucket (every version) and the
+# The twin of deploy/deploy.sh (docs/deploy.md): remove Lithops' worker functions (every runtime
+# version and memory size) with their log groups, and Lithops' job data, the ECR repository, the CloudFormation stack (and wait), then the bucket (every version) and the
 # ledger table, which the stack retains on delete.
 #
 #   deploy/teardown.sh --region eu-west-1 --stack lambdanet-demo [--keep-data] [--yes]
@@ -80,22 +80,26 @@ REPO="$(lithops_package "$STACK" "$LITHOPS_VERSION")/lambdanet-runtime"
 BUCKET="$STACK-$ACCOUNT_ID-$REGION"
 LITHOPS_CONFIG="${TMPDIR:-/tmp}/lambdanet-$STACK-lithops.json"
 
-# 1. Lithops' worker functions (every memory and tag of this stack's namespace) and its data.
+# 1. Lithops' worker functions (every runtime version and memory of this stack's namespace), their
+#    log groups (deploy.sh made them, outside the stack) and Lithops' job data.
 #    First: a VPC function left behind keeps network interfaces that block deleting the subnets.
 note "delete Lithops' worker functions and job data (with the driver's Lithops config)"
 if run aws lambda get-function-configuration --region "$REGION" --function-name "$STACK-driver" \
     --query Environment.Variables.LAMBDANET_LITHOPS_CONFIG --output text ">" "$LITHOPS_CONFIG"; then
   run lithops clean -b aws_lambda -s aws_s3 -c "$LITHOPS_CONFIG" || step_failed "lithops clean"
 else
-  step_failed "reading the driver's Lithops config (no driver function?): Lithops' workers not deleted"
+  step_failed "reading the driver's Lithops config (no driver function?): Lithops' job data not deleted"
 fi
+note "delete every worker function $STACK-lithops-worker-* left and every worker log group (any version)"
+run "$PYTHON" deploy/lithops_workers.py clean --region "$REGION" "$STACK" \
+  || step_failed "deleting Lithops' worker functions and log groups"
 
 # 2. the runtime image repository
 note "delete the ECR repository $REPO"
 run aws ecr delete-repository --region "$REGION" --repository-name "$REPO" --force \
   || step_failed "deleting ECR repository $REPO"
 
-# 3. the stack (functions, log groups, Redis, VPC, SNS, roles), and wait for it
+# 3. the stack (driver and serving functions and their log groups, Redis, VPC, SNS, roles), and wait
 note "delete the stack and wait (several minutes: Redis, NAT gateway, Lambda network interfaces)"
 run aws cloudformation delete-stack --region "$REGION" --stack-name "$STACK" || step_failed "delete-stack"
 run aws cloudformation wait stack-delete-complete --region "$REGION" --stack-name "$STACK" \
