@@ -98,10 +98,6 @@ def call(fn: Callable[[], T], shown_url: str, what: str) -> T:
         raise StoreUnavailable(f"{what} {shown_url} failed: {exc}") from exc
 
 
-def _slice(deadline: float) -> float:
-    """The next BLPOP's timeout: what is left until ``deadline``, at most one slice, never 0
-    (BLPOP's 0 means "forever"; Redis >= 6 takes fractions)."""
-    return max(0.01, min(WAIT_SLICE_S, deadline - time.monotonic()))
 
 
 class RedisStore:
@@ -110,6 +106,9 @@ class RedisStore:
     def __init__(self, client: redis.Redis, url: str) -> None:
         self._r = client
         self._arrive = client.register_script(_ARRIVE)
+        # no BLPOP may outlast the socket timeout (a URL option may lower it): at most half of it
+        read_timeout = client.connection_pool.connection_kwargs.get("socket_timeout") or SOCKET_TIMEOUT_S
+        self.wait_slice_s = max(0.01, min(WAIT_SLICE_S, float(read_timeout) / 2))
         self.url = redact(url)
         self.bytes_in = 0
         self.bytes_out = 0
@@ -120,6 +119,11 @@ class RedisStore:
 
     def _call(self, fn: Callable[[], T]) -> T:
         return call(fn, self.url, "the tensor store")
+
+    def _slice(self, deadline: float) -> float:
+        """The next BLPOP's timeout: what is left until ``deadline``, at most one slice, never 0
+        (BLPOP's 0 means "forever"; Redis >= 6 takes fractions)."""
+        return max(0.01, min(self.wait_slice_s, deadline - time.monotonic()))
 
     # ---- arrays ---------------------------------------------------------------------------
     def put(self, key: str, array: np.ndarray) -> None:
@@ -163,7 +167,7 @@ class RedisStore:
         # slices: a BLPOP longer than the socket timeout would be cut and re-sent by redis-py
         deadline = time.monotonic() + timeout_s
         while True:
-            wait = _slice(deadline)
+            wait = self._slice(deadline)
             res: Any = self._call(partial(self._r.blpop, keys, timeout=wait))
             if res is not None:
                 return res[0].decode(), bytes(res[1])
@@ -238,7 +242,7 @@ class RedisStore:
                       rank)
 
         deadline = time.monotonic() + timeout_s
-        out = self._pop_then_get(release, _slice(deadline), keys, abort, first=arrive)
+        out = self._pop_then_get(release, self._slice(deadline), keys, abort, first=arrive)
         self.bytes_in += len(blob)
         if out is None and time.monotonic() < deadline:
             return self.wait_and_get(release, deadline - time.monotonic(), keys, abort)
@@ -254,7 +258,7 @@ class RedisStore:
             pipe = self._r.pipeline(transaction=False)
             if first is not None:
                 first(pipe)
-            pipe.blpop([abort, release], timeout=max(0.01, min(timeout_s, WAIT_SLICE_S)))
+            pipe.blpop([abort, release], timeout=max(0.01, min(timeout_s, self.wait_slice_s)))
             if keys:
                 pipe.mget(keys)
             return pipe.execute()  # type: ignore[no-any-return]
@@ -289,7 +293,7 @@ class RedisStore:
         Waits of more than ``WAIT_SLICE_S`` are several pipelines of one slice each."""
         deadline = time.monotonic() + timeout_s
         while True:
-            out = self._pop_then_get(release, _slice(deadline), keys, abort)
+            out = self._pop_then_get(release, self._slice(deadline), keys, abort)
             if out is not None or time.monotonic() >= deadline:
                 return out
 
