@@ -5,9 +5,11 @@ whose whole process tree died, which Lithops never reports), and a full training
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -148,9 +150,27 @@ def test_full_run_on_lithops_with_redis_matches_reference(home: Path, tmp_path: 
     Y = to_targets(ds.y_train, 2, "sigmoid", "float64")
     ref = reference.train(config, X, Y)
     assert sorted(weights) == sorted(ref.params)
-    for name, value in ref.params.items():
+    for name, value in ref.params.items():  # the plain loop: same numbers up to the sum order
         np.testing.assert_allclose(weights[name], value, rtol=1e-9, atol=1e-12, err_msg=name)
     assert result.final_cost == pytest.approx(ref.costs[-1], rel=1e-9)
+
+    # `lambdanet train` with the same config, K and strategy (threads, memory store): the same bits
+    params = tmp_path / "parameters.json"
+    params.write_text(config.model_dump_json())
+    done = subprocess.run([sys.executable, "-m", "lambdanet", "train", str(data), "--params", str(params),
+                           "--workers", "2", "--strategy", "neuron", "--epochs-per-round", "2", "--store",
+                           "memory://", "--executor", "local", "--json"],
+                          capture_output=True, text=True, timeout=300)  # the same LAMBDANET_HOME
+    assert done.returncode == 0, done.stderr
+    model = json.loads(done.stdout.strip().splitlines()[-1])["model"]
+    cli_services = Services.open(Settings.from_env())
+    try:
+        cli_weights = cli_services.registry.load(model).weights
+    finally:
+        cli_services.close()
+    assert sorted(cli_weights) == sorted(weights)
+    for name, value in cli_weights.items():
+        assert np.array_equal(weights[name], value), name  # bit for bit
 
 
 def pid_worker(spec: dict[str, Any]) -> dict[str, Any]:
