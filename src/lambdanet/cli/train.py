@@ -13,8 +13,10 @@ from lambdanet.cli.common import RichProgress, err_console, open_services, print
 from lambdanet.config import TrainConfig, itsacat_defaults, load_config, parse_config
 from lambdanet.engine.requests import (
     DEFAULT_CHECKPOINT_SECONDS,
+    DEFAULT_LIVENESS_DEADLINE_S,
     DEFAULT_MAX_RETRIES,
     DEFAULT_ROUND_SECONDS,
+    DEFAULT_START_DEADLINE_S,
     TrainRequest,
 )
 from lambdanet.engine.strategies import default_strategy, strategy_names, strategy_path
@@ -104,6 +106,13 @@ def register(app: typer.Typer) -> None:
             None, "--cpu-threads", min=1,
             help="BLAS/OpenMP/torch threads per worker (default: the machine's cores // workers on the local "
                  "and process executors; thread variables you set win)."),
+        start_deadline: float = typer.Option(
+            DEFAULT_START_DEADLINE_S, "--start-deadline",
+            help="Seconds a worker call may take to start (cold starts) before its attempt is retried."),
+        liveness_deadline: float = typer.Option(
+            DEFAULT_LIVENESS_DEADLINE_S, "--liveness-deadline",
+            help="Seconds without a heartbeat after which a started worker counts as hung and its attempt is "
+                 "retried."),
         lithops_config: Path | None = typer.Option(None, "--lithops-config", help="Lithops config file (AWS Lambda…)."),
         device: str | None = typer.Option(
             None, help="cpu | cuda | cuda:N for CNN configs (default: the config's 'device', itself cpu by default)."),
@@ -142,6 +151,8 @@ def register(app: typer.Typer) -> None:
             "max_retries": max_retries,
             "checkpoint_seconds": checkpoint_seconds,
             "cpu_threads": cpu_threads,
+            "start_deadline_s": start_deadline,
+            "liveness_deadline_s": liveness_deadline,
         }
         if lithops_config is not None:  # read by the lithops executor (explicit config, never ~/.lithops)
             if not lithops_config.is_file():
@@ -162,15 +173,31 @@ def register(app: typer.Typer) -> None:
             None, help="Tensor store URL, if it differs from the run's or holds a password (the ledger keeps "
                        "URLs redacted)."),
         executor: str | None = typer.Option(None, help="local | process | lithops (default: the run's)."),
+        wait: bool = typer.Option(
+            True, "--wait/--no-wait",
+            help="When another driver holds the run's lease, wait for it to lapse (at most the lease's time "
+                 "left, 60 s by default) and take the run over; --no-wait exits at once."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON result line last on stdout."),
     ) -> None:
-        """Continue a run whose driver died or was interrupted, from its last checkpoint."""
+        """Continue a run whose driver died or was interrupted, from its last checkpoint.
+
+        If another driver holds the run's lease, one line says which and how long at most this
+        waits: a driver that stopped renewing it (killed, on any host) is taken over once its lease
+        lapses; a live one (seen renewing) ends the command at once (exit 4), the run untouched."""
         from lambdanet.engine.driver import Driver
+        from lambdanet.engine.session import wait_for_lease
+        from lambdanet.errors import LeaseHeld
 
         services = open_services()
         try:
-            result = Driver(services, progress=RichProgress(None if not as_json else False)).resume(
-                run_id, store_url=store, executor=executor)
+            driver = Driver(services, progress=RichProgress(None if not as_json else False))
+            try:
+                result = driver.resume(run_id, store_url=store, executor=executor)
+            except LeaseHeld:
+                if not wait:
+                    raise
+                wait_for_lease(services.ledger, run_id, lambda line: err_console.print(line, markup=False))
+                result = driver.resume(run_id, store_url=store, executor=executor)
         finally:
             services.close()
         err_console.print(f"resumed {run_id}")
