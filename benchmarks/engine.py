@@ -23,18 +23,11 @@ batch (209), lr 0.0075, no early stop, seed 1):
   Redis (:mod:`lambdanet.testing.itsacat_baseline`), a few epochs, seconds per epoch; and the
   per-epoch speed-up of ``neuron`` K=4 redis/process over it.
 
-Cost of one fault (``--fault-cost``): a 1,500-epoch single-round full-batch itsacat run
-(``examples/itsacat/parameters.json``, batch_size 209) undisturbed, then with one worker killed
-(kill -9, the engine's fault hook) a few seconds into the round and late in it — ``neuron`` K = 4
-redis/process and K = 2 redis/lithops-localhost. Rows: wall seconds and worker-seconds of each
-run, the extra over the undisturbed run, the epoch the retry resumed from (in-round checkpoint),
-the epochs done twice, the abort latency (the killed call's end to its last peer's), the restart
-time (from the failed attempt's end to the retry's first epoch: backoff, merge, worker start-up),
-the fault's cost accounted from those (abort + restart + redone epochs at the undisturbed epoch
-time: robust to the machine's noise, unlike the wall-time difference) and the in-round checkpoint
-overhead of the undisturbed run (time the workers spent writing checkpoints / training time)::
+Cost of one fault (``--fault-cost``; :mod:`fault_cost`): the extra wall time of the whole
+``lambdanet train`` process when one of its K = 4 process workers is killed (kill -9) or stopped
+(kill -STOP) early and late in a round, median of interleaved pairs::
 
-    python benchmarks/engine.py --fault-cost
+    python benchmarks/engine.py --fault-cost [--fault-pairs 5] [--fault-epochs 1500]
 
 Handoff overhead (``--handoff``; :mod:`handoff`): a run continued across durable invocations (a
 handoff after every ~10-s round) beside one uninterrupted process::
@@ -76,9 +69,8 @@ def main() -> None:
     ap.add_argument("--fault-cost", action="store_true", help="only the cost-of-one-fault rows (see the docstring)")
     ap.add_argument("--handoff", action="store_true", help="only the handoff-overhead rows (benchmarks/handoff.py)")
     ap.add_argument("--fault-epochs", type=int, default=1500)
-    ap.add_argument("--checkpoint-seconds", type=float, default=None,
-                    help="in-round checkpoint interval of the fault-cost runs (default: RoundPlan's)")
-    ap.add_argument("--kill-early-s", type=float, default=3.0, help="the early kill: about this far into the round")
+    ap.add_argument("--fault-pairs", type=int, default=5, help="fault-cost repetitions (each row: their median)")
+    ap.add_argument("--kill-early-s", type=float, default=3.0, help="the early fault: this long after the claim")
     args = ap.parse_args()
     if args.handoff:
         from handoff import handoff_rows
@@ -86,7 +78,9 @@ def main() -> None:
         print("\n".join(handoff_rows()))
         return
     if args.fault_cost:
-        fault_cost(args)
+        from fault_cost import run_fault_cost
+
+        run_fault_cost(argparse.Namespace(pairs=args.fault_pairs, epochs=args.fault_epochs, early_s=args.kill_early_s))
         return
 
     tmp = Path(tempfile.mkdtemp(prefix="lambdanet-bench-engine-"))
@@ -243,141 +237,6 @@ def with_ratios(row: dict[str, Any], executor: str, k: int, single: float, k1: f
     if executor == "local" and k in TARGETS and vs_k1 is not None:
         target = f"≤ {TARGETS[k]}×: {'met' if vs_k1 <= TARGETS[k] else 'MISSED'}"
     return {**row, "ratio": row["seconds"] / single, "vs_k1": vs_k1, "target": target}
-
-
-class Capture:
-    """An executor that records every call's outcome (worker figures: setup, checkpoints)."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner, self.name = inner, inner.name
-        self.in_process = getattr(inner, "in_process", False)
-        self.outcomes: list[Any] = []
-
-    def run(self, fn: Any, specs: list[dict[str, Any]], timeout_s: float, on_failure: Any = None,
-            liveness: Any = None) -> list[Any]:
-        out = self.inner.run(fn, specs, timeout_s, on_failure=on_failure, liveness=liveness)
-        self.outcomes.append(out)
-        return out
-
-    def close(self) -> None:
-        self.inner.close()
-
-
-def fault_cost(args: argparse.Namespace) -> None:
-    """The cost-of-one-fault rows (see the module docstring)."""
-    tmp = Path(tempfile.mkdtemp(prefix="lambdanet-bench-fault-"))
-    os.environ["LAMBDANET_HOME"] = str(tmp / "home")
-    for var in ("LAMBDANET_LEDGER", "LAMBDANET_OBJECTS", "LAMBDANET_NOTIFIER", "LAMBDANET_STORE"):
-        os.environ.pop(var, None)
-    os.environ["LAMBDANET_FAULTS"] = "1"  # the kill is the engine's fault hook (inherited by the workers)
-    redis_proc, redis_url = start_redis(tmp)
-
-    from lambdanet import adapters
-    from lambdanet.config import parse_config
-    from lambdanet.engine.driver import Driver, TrainRequest
-    from lambdanet.engine.rounds import RoundPlan
-    from lambdanet.services import Services
-    from lambdanet.settings import Settings
-
-    class Quiet:
-        url = "quiet://"
-
-        def notify(self, subject: str, message: str, **fields: object) -> None:
-            pass
-
-    params = json.loads((REPO / "examples" / "itsacat" / "parameters.json").read_text())
-    cfg = parse_config({**params, "epochs": args.fault_epochs, "batch_size": 209, "report_every": 10**9})
-    services = Services.open(Settings.from_env())
-    services.notifier = Quiet()  # type: ignore[assignment]
-    every = float(args.checkpoint_seconds or RoundPlan.__dataclass_fields__["checkpoint_seconds"].default)
-    setups = [("neuron K=4 redis/process", 4, "process")]
-    if not args.no_lithops:
-        setups.append(("neuron K=2 redis/lithops-localhost", 2, "lithops://localhost?version=1"))
-    rows: list[dict[str, Any]] = []
-
-    def train(ex: Capture, k: int, faults: list[dict[str, Any]]) -> tuple[Any, float]:
-        ex.outcomes.clear()
-        t = time.perf_counter()
-        res = Driver(services, executor=ex, faults=faults).train(TrainRequest(
-            data=str(DATA), config=cfg, workers=k, strategy="neuron", store_url=redis_url, executor=ex.name,
-            epochs_per_round=args.fault_epochs, collective_timeout_s=600.0, checkpoint_seconds=every,
-            model_name="bench"))
-        wall = time.perf_counter() - t
-        assert res.status == "completed" and res.epochs_run == args.fault_epochs and res.rounds == 1, res
-        return res, wall
-
-    try:
-        for name, k, url in setups:
-            ex = Capture(adapters.open_executor(url))
-            try:
-                base, base_wall = train(ex, k, [])  # undisturbed twice (2 cores are noisy): the mean
-                calls = [o for o in ex.outcomes[0] if o.ok]
-                again, again_wall = train(ex, k, [])
-                print(f"{name}: undisturbed runs {base_wall:.2f} s and {again_wall:.2f} s", flush=True)
-                base_wall = (base_wall + again_wall) / 2
-                base_worker_s = (base.worker_seconds + again.worker_seconds) / 2
-                train_s = max(float(o.result["train_seconds"]) for o in calls)
-                ck_n = max(int(o.result.get("checkpoints", 0)) for o in calls)
-                ck_s = max(float(o.result.get("checkpoint_seconds", 0.0)) for o in calls)
-                per_epoch = train_s / args.fault_epochs
-                print(f"{name}: undisturbed {base_wall:.2f} s, {per_epoch * 1000:.2f} ms/epoch, {ck_n} in-round "
-                      f"checkpoints ({1000 * ck_s / max(1, ck_n):.2f} ms each, {100 * ck_s / train_s:.2f} % of the "
-                      f"training time)", flush=True)
-                rows.append({"run": name, "kill": "none", "wall_s": base_wall, "worker_s": base_worker_s,
-                             "checkpoints": ck_n, "checkpoint_ms": 1000 * ck_s / max(1, ck_n),
-                             "checkpoint_overhead_pct": 100 * ck_s / train_s, "ms_per_epoch": 1000 * per_epoch})
-                early = max(1, min(args.fault_epochs - 1, round(args.kill_early_s / per_epoch)))
-                late = int(0.9 * args.fault_epochs)
-                for label, after in (("early", early), ("late", late)):
-                    fault = {"round": 1, "attempt": 0, "worker": k - 1, "action": "kill", "after_epochs": after}
-                    res, wall = train(ex, k, [fault])
-                    log = services.ledger.get_run(res.run_id).metrics.get("retry_log") or []
-                    first, retry = ex.outcomes[0], ex.outcomes[-1]
-                    failed_end = max(o.ended_at for o in first)
-                    restart = max(o.started_at + float(o.result.get("setup_seconds", 0.0)) for o in retry) - failed_end
-                    from_epoch = int(log[0]["from_epoch"]) if log else 0
-                    killed_end = next(o.ended_at for o in first if o.worker == k - 1)
-                    detect = max(o.ended_at for o in first) - killed_end  # the peers' abort latency
-                    row = {"run": name, "kill": f"{label}: after epoch {after} (~{after * per_epoch:.1f} s)",
-                           "wall_s": wall, "worker_s": res.worker_seconds, "extra_wall_s": wall - base_wall,
-                           "extra_worker_s": res.worker_seconds - base_worker_s, "from_epoch": from_epoch,
-                           "redone_epochs": after - from_epoch, "restart_s": restart, "detect_s": detect,
-                           "accounted_s": detect + restart + (after - from_epoch) * per_epoch,
-                           "reason": log[0]["reason"] if log else None, "retries": res.retries}
-                    rows.append(row)
-                    print(f"{name}, kill {label} (after epoch {after}): {wall:.2f} s (+{wall - base_wall:.2f} s), "
-                          f"retry from epoch {from_epoch}, reason {row['reason']!r}", flush=True)
-            finally:
-                ex.close()
-    finally:
-        redis_proc.kill()
-        redis_proc.wait()
-        shutil.rmtree(tmp, ignore_errors=True)
-
-    thread_vars = {v: os.environ[v] for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS") if v in os.environ}
-    print()
-    print(f"cost of one fault: itsacat [12288, 20, 7, 5, 1] {cfg.dtype}, full batch (209), {args.fault_epochs} epochs "
-          f"in one round, in-round checkpoints every {every:g} s, collective deadline 600 s, {os.cpu_count()} cores, "
-          f"thread variables: {thread_vars or 'none set'}")
-    print("| run | kill -9 of the last worker | wall s | extra wall s | × undisturbed | worker-s | extra worker-s | "
-          "retry from epoch | epochs redone | abort s | restart s | fault cost s (abort + restart + redone) |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    base_of = {r["run"]: r for r in rows if r["kill"] == "none"}
-    for r in rows:
-        b = base_of[r["run"]]
-        if r["kill"] == "none":
-            print(f"| {r['run']} | none (undisturbed, mean of 2) | {r['wall_s']:.2f} | | 1.00 | "
-                  f"{r['worker_s']:.2f} | | | | | | |")
-            continue
-        print(f"| {r['run']} | {r['kill']} | {r['wall_s']:.2f} | {r['extra_wall_s']:+.2f} | "
-              f"{r['wall_s'] / b['wall_s']:.2f} | {r['worker_s']:.2f} | {r['extra_worker_s']:+.2f} | "
-              f"{r['from_epoch']} | {r['redone_epochs']} | {r['detect_s']:.2f} | {r['restart_s']:.2f} | "
-              f"{r['accounted_s']:.2f} |")
-    for b in base_of.values():
-        print(f"{b['run']}: {b['checkpoints']} in-round checkpoints in the undisturbed run, "
-              f"{b['checkpoint_ms']:.2f} ms each (slowest worker) = {b['checkpoint_overhead_pct']:.2f} % of its "
-              f"training time; {b['ms_per_epoch']:.2f} ms per epoch")
-    print(json.dumps({"fault_cost": rows}, default=float))
 
 
 if __name__ == "__main__":
