@@ -96,3 +96,22 @@ def epochs_done(run: RunRecord, epochs: list[EpochRow] | None = None) -> int | N
         if isinstance(run.metrics.get(key), int):
             return int(run.metrics[key])
     return 0 if epochs is not None else None
+
+
+def retry_lines(retry_log: Any) -> list[str]:
+    """One line per failed attempt of a run (its metric ``retry_log``), with the reason the engine
+    recorded — ``"round 1 attempt 0: worker 2: no heartbeat for 3 s (retried from epoch 140)"``;
+    a driver that went on from an earlier driver's in-round checkpoint says so."""
+    lines: list[str] = []
+    for entry in retry_log if isinstance(retry_log, list) else []:
+        if not isinstance(entry, dict):
+            continue
+        reason = " ".join(str(entry.get("reason") or "no reason recorded").split())
+        where = f"round {entry.get('round')}"
+        if isinstance(entry.get("attempt"), int) and entry["attempt"] >= 0:
+            where += f" attempt {entry['attempt']}"
+            tail = f" (retried from epoch {entry.get('from_epoch')})"
+        else:
+            tail = f" (from epoch {entry.get('from_epoch')})"
+        lines.append(f"{where}: {reason}{tail}")
+    return lines

@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -127,6 +129,42 @@ def test_kill_stop_of_one_of_four_process_workers_is_found_by_its_heartbeat(
     res, watcher = _stopped_run(services, data, redis_server.url, "process", workers=4, stopped=2, after=150)
     _assert_stall_handled(services, res, watcher, stopped=2, workers=4, after=150, data=data)
     assert not psutil.pid_exists(watcher.pid or 0) or psutil.Process(watcher.pid).status() == psutil.STATUS_ZOMBIE
+    # what a user reads: one line with the reason, in `runs show` and in the report
+    log = services.ledger.get_run(res.run_id).metrics["retry_log"]
+    line = (f"round 1 attempt {log[0]['attempt']}: worker 2: no heartbeat for 3 s "
+            f"(retried from epoch {log[0]['from_epoch']})")
+    assert f"retry: {line}" in _cli(home, "runs", "show", res.run_id).splitlines()
+    _cli(home, "report", res.run_id, "--out", str(home / "report.html"))
+    assert line in (home / "report.html").read_text()
+
+
+def _cli(home: Path, *args: str) -> str:
+    """``lambdanet ARGS`` in a subprocess on the test's home; its stdout (exit code 0 asserted)."""
+    done = subprocess.run([sys.executable, "-m", "lambdanet", *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "LAMBDANET_HOME": str(home), "COLUMNS": "400"})
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.mark.redis
+@pytest.mark.timeout(120)
+def test_a_worker_later_than_the_start_deadline_is_retried_with_a_clear_reason(
+        home: Path, data: Path, redis_server: RedisServer, faults_on: None) -> None:
+    """Worker 1 of attempt 0 starts 6 s late (a cold start) and the start deadline is 2 s: the
+    attempt fails with "did not start within 2 s", the retry (no fault) completes the run, and
+    `runs show` says why in one line."""
+    services = open_services()
+    driver = Driver(services, faults=[{"round": 1, "attempt": 0, "worker": 1, "action": "late", "seconds": 6}],
+                    retry_backoff_s=0.05)
+    cfg = config(epochs=30, batch_size=64)
+    res = driver.train(TrainRequest(data=str(data), config=cfg, workers=2, strategy="data", store_url=redis_server.url,
+                                    executor="process", collective_timeout_s=DEADLINE_S, start_deadline_s=2.0))
+    assert res.status == "completed" and res.retries == 1
+    log = services.ledger.get_run(res.run_id).metrics["retry_log"]
+    assert [e["reason"] for e in log] == ["worker 1: did not start within 2 s"]
+    line = f"retry: round 1 attempt {log[0]['attempt']}: worker 1: did not start within 2 s (retried from epoch 0)"
+    assert line in _cli(home, "runs", "show", res.run_id).splitlines()
+    assert max_rel_diff(weights_of(services, res), reference_run(cfg, data).params) <= 1e-9
 
 
 @pytest.mark.redis

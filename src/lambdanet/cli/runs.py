@@ -19,6 +19,7 @@ from rich.table import Table
 from lambdanet.cli.common import err_console, out_console, print_json_line, print_json_lines
 from lambdanet.engine import retention
 from lambdanet.ports.ledger import RunRecord
+from lambdanet.runview import retry_lines
 from lambdanet.services import Services
 from lambdanet.settings import Settings
 
@@ -172,8 +173,11 @@ def register(app: typer.Typer) -> None:
                           f"ended {_when(run.ended_at)}")
         if run.error:
             out_console.print(f"[red]error:[/] {run.error}")
+        for line in retry_lines(run.metrics.get("retry_log")):  # one line per failed attempt, with its reason
+            out_console.print(f"[yellow]retry:[/] {line}", markup=True, highlight=False)
         if run.metrics:
-            out_console.print("  ".join(f"{k}={_fmt(v)}" for k, v in sorted(run.metrics.items())))
+            out_console.print("  ".join(f"{k}={_fmt(v)}" for k, v in sorted(run.metrics.items())
+                                        if k != "retry_log"))
         print_table([
             ("epoch", True, lambda e: str(e.epoch)),
             ("cost", True, lambda e: f"{e.cost:.6f}"),

@@ -26,7 +26,7 @@ from lambdanet.errors import LambdanetError
 from lambdanet.ports.ledger import CallRow, EpochRow, RunRecord
 from lambdanet.report.metrics import Evaluation, evaluate
 from lambdanet.report.timeline import TimelineCall, classify, retried_attempts
-from lambdanet.runview import RunView, clean_json, epochs_done, setting, training_config
+from lambdanet.runview import RunView, clean_json, epochs_done, retry_lines, setting, training_config
 from lambdanet.services import Services
 
 __all__ = ["PhotoPrediction", "RunReport", "clean_json", "collect", "epochs_done", "setting", "summarise",
@@ -137,6 +137,7 @@ def summarise(run: RunRecord, epochs: list[EpochRow], calls: list[CallRow]) -> d
         "wall_seconds": wall,
         "rounds": m.get("rounds", len({c.round for c in calls}) if calls else None),
         "retries": m.get("retries", retried_attempts(calls) if calls else None),
+        "retry_reasons": retry_lines(m.get("retry_log")),
         "worker_calls": m.get("worker_calls", len(calls) if calls else None),
         "worker_seconds": worker_seconds,
         "store_bytes": m.get("store_bytes"),

@@ -122,6 +122,9 @@ def summary_table(s: dict[str, Any]) -> str:
     ]
     if s.get("error"):
         rows.append(("error", "Error", escape(str(s["error"]))))
+    if s.get("retry_reasons"):
+        rows.append(("retry_reasons", "Why attempts were retried",
+                     "<br>".join(escape(str(line)) for line in s["retry_reasons"])))
     body = "".join(
         f'<tr data-key="{key}" data-value="{escape(json.dumps(s.get(key)))}"><th>{label}</th><td>{value}</td></tr>'
         for key, label, value in rows
