@@ -26,6 +26,10 @@ two clocks are compared). Two deadlines, both run settings (``--start-deadline``
   heartbeat lapsed has failed: ``"no heartbeat for 3 s"`` — a stopped (``kill -STOP``), frozen or
   vanished process renews nothing, so its key is gone at most ``ttl_s`` after its last renewal.
 
+Calls in the driver's own process (the ``local`` executor's threads) have no heartbeat: a frozen
+process freezes its driver too, and a hung thread's heartbeat thread would go on beating; their
+collective deadline and the round's timeout still apply.
+
 The driver passes an :class:`AttemptLiveness` to ``Executor.run``: the executor asks it about
 its still-running calls every ``CHECK_PERIOD_S`` and ends a lapsed one as failed (the process
 executor kills it; Lithops stops waiting on its future), which aborts the attempt with that

@@ -263,8 +263,9 @@ def _run_round(plan: RoundPlan, rnd: int, checkpoint: str, start: int, end: int,
             attempt = store.incr(attempts_key(plan.run_id)) - 1
             prefix = attempt_prefix(plan.run_id, rnd, attempt)
             store.put(fence_key(plan.run_id), np.array([rnd, attempt], dtype=np.int64))
-            # one call in this very process has nobody to watch it and nothing to kill: no heartbeat
-            beat = plan.workers > 1 or not executor.in_process
+            # calls in the driver's own process (threads) have no heartbeat: a frozen process freezes
+            # its driver too, and a hung thread's heartbeat thread would go on beating regardless
+            beat = not executor.in_process
             liveness_s = plan.liveness_deadline_s if beat else 0.0
             specs = _specs(plan, rnd, attempt, progress.checkpoint, progress.epoch, end, i, liveness_s)
             watch = (AttemptLiveness(store, prefix, plan.workers, plan.start_deadline_s, plan.liveness_deadline_s)

@@ -22,8 +22,8 @@ In-round checkpoints: every ``checkpoint_seconds`` (a collective decision, see
 ``ln:{run}:{round}:ckpt:…`` (:mod:`lambdanet.engine.round_checkpoints`); a retry of the round
 starts from the newest complete one. ``checkpoint_seconds`` absent or <= 0: none.
 
-Liveness (:mod:`lambdanet.engine.liveness`): right after its claim the worker marks itself
-started and renews a heartbeat (time to live ``liveness_deadline_s``; 0 or absent: none) from a
+Liveness (:mod:`lambdanet.engine.liveness`): right after its claim (and the strategy's import)
+the worker marks itself started and renews a heartbeat (time to live ``liveness_deadline_s``; 0 or absent: none) from a
 thread until the call ends; its collectives watch the peers' heartbeats between slices of every
 wait, and the driver watches them through the executor.
 
@@ -58,7 +58,7 @@ from lambdanet.engine.collectives import Collective, abort_attempt
 from lambdanet.engine.liveness import AttemptLiveness, Heartbeat
 from lambdanet.engine.requests import DEFAULT_COLLECTIVE_TIMEOUT_S, DEFAULT_ROUND_SECONDS, DEFAULT_START_DEADLINE_S
 from lambdanet.engine.strategies import load_strategy
-from lambdanet.engine.strategies.base import RoundContext, State
+from lambdanet.engine.strategies.base import RoundContext, State, Strategy
 from lambdanet.errors import AttemptAborted, StaleAttempt, describe
 from lambdanet.executors.cpu_budget import observed_threads
 from lambdanet.ports.tensorstore import TensorStore
@@ -121,15 +121,22 @@ def _run(spec: dict[str, Any], store: TensorStore, t_start: float) -> dict[str, 
                            f"(current: {now})")
     if not store.set_if_absent(f"{prefix}:claim:w{k}", str(os.getpid()).encode()):
         return {"worker": k, "duplicate": True}
+    try:
+        # imported before the heartbeat starts: loading a large extension (torch) can hold the GIL
+        # for seconds, and until the worker has marked itself started only the start deadline applies
+        strategy = load_strategy(spec["strategy"])
+    except Exception as exc:
+        _abort(store, prefix, K, f"worker {k}: {describe(exc)}")
+        raise
     ttl = float(spec.get("liveness_deadline_s") or 0.0)
     if ttl <= 0:
-        return _train(spec, store, t_start, prefix, None)
+        return _train(spec, store, t_start, prefix, strategy, None)
     liveness = AttemptLiveness(store, prefix, K, float(spec.get("start_deadline_s") or DEFAULT_START_DEADLINE_S), ttl)
     with Heartbeat(spec["store_url"], prefix, k, ttl):
-        return _train(spec, store, t_start, prefix, liveness)
+        return _train(spec, store, t_start, prefix, strategy, liveness)
 
 
-def _train(spec: dict[str, Any], store: TensorStore, t_start: float, prefix: str,
+def _train(spec: dict[str, Any], store: TensorStore, t_start: float, prefix: str, strategy: Strategy[Any],
            liveness: AttemptLiveness | None) -> dict[str, Any]:
     run_id, rnd, attempt = spec["run_id"], int(spec["round"]), int(spec["attempt"])
     k, K = int(spec["worker"]), int(spec["workers"])
@@ -137,7 +144,6 @@ def _train(spec: dict[str, Any], store: TensorStore, t_start: float, prefix: str
         objects = checkpoints.open_objects(spec["objects_url"])
         dataset = checkpoints.read_data(objects, run_id)
         state = checkpoints.read_state(objects, spec["checkpoint"])
-        strategy = load_strategy(spec["strategy"])
         config = parse_config(spec["config"], source="worker spec")
         fault = spec.get("fault") if os.environ.get("LAMBDANET_FAULTS") == "1" else None
         if fault and fault.get("once") and not store.set_if_absent(f"ln:{run_id}:fault:{rnd}:w{k}", b"1"):
