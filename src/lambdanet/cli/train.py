@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -196,7 +197,7 @@ def register(app: typer.Typer) -> None:
             except LeaseHeld:
                 if not wait:
                     raise
-                wait_for_lease(services.ledger, run_id, lambda line: err_console.print(line, markup=False))
+                wait_for_lease(services.ledger, run_id, lambda line: print(line, file=sys.stderr, flush=True))
                 result = driver.resume(run_id, store_url=store, executor=executor)
         finally:
             services.close()

@@ -24,15 +24,28 @@ durable execution) and its execution. Taking the lease over succeeds from an exp
 from an earlier invocation of the same execution (a replay) and from a local process that is
 gone (same host, dead pid); any other live owner means :class:`LeaseHeld`. The new owner also
 aborts the previous owner's in-flight round attempt, so its workers stop at their next collective.
+
+**The lease is short and kept alive.** Its time to live is :data:`DEFAULT_LEASE_TTL_S` (60 s;
+``LAMBDANET_LEASE_TTL_S`` sets another); while a session is open a daemon thread renews it every
+third of that (:class:`_LeaseKeeper`), and :meth:`RunSession.close` stops the thread. So a driver
+that stopped — killed, frozen, cut off from the ledger, on whatever host — is taken over at most
+one TTL after its last renewal, and a live one never is. A renewal that finds the lease taken
+marks the session stale: its next commit raises :class:`StaleDriver` (each commit also renews the
+lease itself, a conditional write on the generation, so the fence never depends on the thread).
+:func:`wait_for_lease` is what ``lambdanet resume`` does when the run's lease is held.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import math
 import os
 import secrets
 import socket
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -58,6 +71,8 @@ from lambdanet.ports.executor import Executor
 from lambdanet.ports.ledger import EpochRow, Lease
 from lambdanet.ports.tensorstore import TensorStore
 from lambdanet.services import Services
+
+log = logging.getLogger("lambdanet.engine.session")
 
 
 @dataclass(frozen=True)
@@ -131,10 +146,85 @@ def round_timeout(req: TrainRequest) -> float:
     return req.round_seconds + 2 * req.collective_timeout_s + STARTUP_GRACE_S
 
 
-def lease_ttl(req: TrainRequest) -> float:
-    """A lease outlives every attempt of one round: renewed at each round, it lapses only when
-    its driver is gone."""
-    return (req.max_retries + 1) * round_timeout(req) + 60.0
+DEFAULT_LEASE_TTL_S = 60.0  # a dead holder blocks its run at most this long after its last renewal
+LEASE_TTL_ENV = "LAMBDANET_LEASE_TTL_S"
+MIN_LEASE_TTL_S, MAX_LEASE_TTL_S = 1.0, 3600.0
+
+
+def lease_ttl() -> float:
+    """The run's lease time to live: ``LAMBDANET_LEASE_TTL_S`` (1 to 3600 s), else 60 s. A live
+    driver renews it every third of it, so it lapses only when its driver stopped."""
+    value = os.environ.get(LEASE_TTL_ENV)
+    if not value:
+        return DEFAULT_LEASE_TTL_S
+    try:
+        ttl = float(value)
+    except ValueError:
+        raise ConfigError(f"{LEASE_TTL_ENV}={value!r} is not a number of seconds") from None
+    if not (math.isfinite(ttl) and MIN_LEASE_TTL_S <= ttl <= MAX_LEASE_TTL_S):
+        raise ConfigError(f"{LEASE_TTL_ENV}={value!r} must be between {MIN_LEASE_TTL_S:g} and "
+                          f"{MAX_LEASE_TTL_S:g} seconds")
+    return ttl
+
+
+class _LeaseKeeper:
+    """Renews a session's lease every third of its TTL from a daemon thread until stopped, or until
+    a renewal finds the lease taken (the session is then stale). A ledger that cannot be reached is
+    tried again at the next period: the lease lapses only if that lasts a whole TTL."""
+
+    def __init__(self, renew: Callable[[], None], period_s: float, name: str) -> None:
+        self._renew = renew
+        self.period_s = period_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period_s):
+            try:
+                self._renew()
+            except StaleDriver:
+                log.warning("%s: the run's lease was taken over; this driver commits nothing more",
+                            self._thread.name)
+                return
+            except LambdanetError as exc:  # the ledger is away: try again next period
+                log.warning("%s: cannot renew the run's lease: %s", self._thread.name, exc)
+            except Exception:  # never let the keeper die silently while the session goes on
+                log.exception("%s: renewing the run's lease failed", self._thread.name)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10.0)
+
+
+def wait_for_lease(ledger: Any, run_id: str, say: Callable[[str], None], *, poll_s: float = 0.5) -> None:
+    """Wait until ``run_id``'s lease can be taken: its holder released it, or stopped renewing it
+    and it lapsed (at most the lease's time left). ``say`` gets one line first: whom it waits for
+    and how long at most. Raises :class:`LeaseHeld` as soon as the holder is seen renewing the
+    lease (it is alive: the run is being driven) or another driver takes it."""
+    first = ledger.get_lease(run_id)
+    now = time.time()
+    if first is None or first.expires_at <= now:
+        return
+    left = first.expires_at - now
+    say(f"run {run_id} is held by driver {first.holder}: waiting at most {math.ceil(left)} s for its "
+        f"lease to lapse (it lapses unless that driver is alive and renews it)")
+    while True:
+        time.sleep(max(0.05, min(poll_s, first.expires_at - time.time())))
+        current = ledger.get_lease(run_id)
+        if current is None:  # released: the holder ended
+            return
+        if current.holder != first.holder or current.generation != first.generation:
+            raise LeaseHeld(f"run {run_id} was taken over by driver {current.holder} while waiting; "
+                            f"it drives the run now")
+        if current.expires_at > first.expires_at:
+            raise LeaseHeld(f"run {run_id} is driven by {current.holder}, which is alive (it renewed its "
+                            f"lease); wait for it to end (`lambdanet runs show {run_id}`)")
+        if current.expires_at <= time.time():
+            return
 
 
 def open_executor(name: str, store_url: str, given: Executor | None = None) -> Executor:
@@ -151,7 +241,8 @@ class RunSession:
     def __init__(self, services: Services, run_id: str, req: TrainRequest, target: str, strategy: Any,
                  executor: Executor, lease: Lease, *, own_executor: bool, progress: ProgressSink | None = None,
                  faults: list[dict[str, Any]] | None = None, retry_backoff_s: float = 0.5,
-                 acc: Accounting | None = None, started_at: float | None = None) -> None:
+                 acc: Accounting | None = None, started_at: float | None = None,
+                 lease_ttl_s: float | None = None) -> None:
         self.services, self.run_id, self.req = services, run_id, req
         self.target, self.strategy, self.executor = target, strategy, executor
         self.lease = lease
@@ -160,6 +251,9 @@ class RunSession:
         self.acc = acc or Accounting(memory_mb=req.lambda_memory_mb or default_memory_mb())
         self.t0 = started_at or time.time()
         self.stale = False
+        self.lease_ttl_s = lease_ttl_s if lease_ttl_s is not None else lease_ttl()
+        self._lease_lock = threading.Lock()
+        self._keeper: _LeaseKeeper | None = None
         self._store: TensorStore | None = None
         self._state: State | None = None  # the last round's merged state (saves a read at finish)
         self._progress_started = False
@@ -191,7 +285,8 @@ class RunSession:
         strategy = load_strategy(target)
         ex = open_executor(req.executor, req.store_url, executor)
         try:
-            lease, previous = cls._acquire(services, run_id, identity, lease_ttl(req))
+            ttl = lease_ttl()
+            lease, previous = cls._acquire(services, run_id, identity, ttl)
         except BaseException:  # LeaseHeld: another driver owns the run; release what was opened
             if executor is None:
                 ex.close()
@@ -199,13 +294,19 @@ class RunSession:
         acc = Accounting.from_metrics(rec.metrics, req.lambda_memory_mb or default_memory_mb())
         session = cls(services, run_id, req, target, strategy, ex, lease, own_executor=executor is None,
                       progress=progress, faults=faults, retry_backoff_s=retry_backoff_s, acc=acc,
-                      started_at=(rec.started_at if since_created else None))
+                      started_at=(rec.started_at if since_created else None), lease_ttl_s=ttl)
         try:
+            session._keep_lease()
             session._prepare(previous)
         except BaseException:
             session.close(cleanup=False)
             raise
         return session
+
+    def _keep_lease(self) -> None:
+        """Renew the lease from a daemon thread every third of its TTL until :meth:`close`."""
+        self._keeper = _LeaseKeeper(self._renew, self.lease_ttl_s / 3, f"lease-keeper {self.run_id}")
+        self._keeper.start()
 
     @staticmethod
     def _acquire(services: Services, run_id: str, identity: DriverIdentity,
@@ -258,11 +359,16 @@ class RunSession:
             self.services.notifier.notify(subject, message, **fields)
 
     def _renew(self) -> None:
-        try:
-            self.lease = self.services.ledger.renew_lease(self.run_id, self.lease, lease_ttl(self.req))
-        except StaleDriver:
-            self.stale = True
-            raise
+        """Extend the lease (the keeper thread, and every commit); StaleDriver once it was taken over."""
+        with self._lease_lock:
+            if self.stale:  # a renewal (maybe the keeper's) already found the lease taken
+                raise StaleDriver(f"run {self.run_id}: this driver ({self.lease.holder}) lost its lease to "
+                                  f"another one")
+            try:
+                self.lease = self.services.ledger.renew_lease(self.run_id, self.lease, self.lease_ttl_s)
+            except StaleDriver:
+                self.stale = True
+                raise
 
     def next_round(self) -> RoundStep:
         """Run and commit the next round (see the module docstring); a finished run returns at once."""
@@ -401,6 +507,9 @@ class RunSession:
     def close(self, *, cleanup: bool = True) -> None:
         """Release what this session holds. A stale driver (taken over) touches nothing of the run;
         ``cleanup=False`` keeps the run's store keys (a durable invocation handing off mid-run)."""
+        if self._keeper is not None:
+            self._keeper.stop()
+            self._keeper = None
         if self.progress is not None and self._progress_started:
             self.progress.finish()
             self._progress_started = False

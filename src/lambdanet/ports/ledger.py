@@ -8,8 +8,8 @@ Usage::
     ledger.update_run("r-…", status="completed", metrics={"test_accuracy": 0.8})
     ledger.get_run("r-…")                  # RunNotFound if unknown
     ledger.claim("s3://b/training_input/x.h5#v1", "r-…")   # True once per key (idempotency)
-    lease = ledger.acquire_lease("r-…", holder="exec-1/inv-7", execution="exec-1", ttl_s=600)
-    ledger.renew_lease("r-…", lease, ttl_s=600)     # StaleDriver once another driver took over
+    lease = ledger.acquire_lease("r-…", holder="exec-1/inv-7", execution="exec-1", ttl_s=60)
+    ledger.renew_lease("r-…", lease, ttl_s=60)      # StaleDriver once another driver took over
     ledger.release_lease("r-…", lease)
 
 Epoch rows are upserts keyed by (run_id, epoch): writing the same epoch twice leaves one row.
@@ -17,7 +17,9 @@ Epoch rows are upserts keyed by (run_id, epoch): writing the same epoch twice le
 Writes are atomic per call; vendor errors become :class:`lambdanet.errors.LedgerUnavailable`.
 
 **The run's lease** decides which driver drives a run (one conditional write per call). A driver
-acquires it before its first round and renews it before it commits each round. Acquiring
+acquires it before its first round, renews it before it commits each round, and keeps it alive
+from a thread every third of its short time to live (60 s by default, see
+:mod:`lambdanet.engine.session`), so an expired lease means a driver that stopped. Acquiring
 succeeds when there is no lease, when it has expired, when it is held by the same *execution*
 (a replay of a durable execution, or a retried invocation, takes over from its own earlier
 invocation) or when the caller names the current holder in ``steal_from`` (a local driver whose
