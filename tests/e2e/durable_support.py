@@ -104,3 +104,62 @@ def reference_weights(params: dict[str, Any], tmp_path: Path) -> dict[str, np.nd
 
 def messages(cloud: dict[str, Any]) -> list[str]:
     return [str(e["Message"]) for e in cloud["envelopes"]()]
+
+
+def versioned(cloud: dict[str, Any]) -> None:
+    """Turn on S3 versioning for the cloud's bucket (every put of a key becomes a new version)."""
+    cloud["s3"].put_bucket_versioning(Bucket=cloud["bucket"], VersioningConfiguration={"Status": "Enabled"})
+
+
+def object_versions(cloud: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """Every stored version of ``key`` (a versioned bucket)."""
+    out = cloud["s3"].list_object_versions(Bucket=cloud["bucket"], Prefix=key)
+    return [v for v in out.get("Versions", []) if v["Key"] == key]
+
+
+def completed_messages(cloud: dict[str, Any]) -> list[str]:
+    return [m for m in messages(cloud) if m.startswith("Training Completed Successfully!")]
+
+
+def the_only_run(epochs: int) -> tuple[str, Any, list[int]]:
+    """The ledger's only run: (run id, record, model versions of its model name); asserts each of
+    its ``epochs`` epoch rows is there once."""
+    svc = services()
+    try:
+        runs = svc.ledger.list_runs()
+        assert len(runs) == 1, [(r.run_id, r.status) for r in runs]
+        run = runs[0]
+        assert [row.epoch for row in svc.ledger.epochs(run.run_id)] == list(range(1, epochs + 1))
+        versions = list(svc.registry.versions(str(run.model).split(":")[0]))
+        return run.run_id, run, versions
+    finally:
+        svc.close()
+
+
+def history(runner: DurableFunctionTestRunner, arn: str) -> list[tuple[str, str]]:
+    """The execution's history as (event type, operation name) pairs, in order."""
+    return [(str(getattr(e.event_type, "value", e.event_type)), str(e.name))
+            for e in runner.get_execution_history(arn).events]
+
+
+class Hang:
+    """A one-shot 'kill' for the in-process runner: the first call of :meth:`here` blocks until the
+    runner's invocation timeout has killed its invocation and the test releases it, then raises —
+    the killed invocation does nothing more, as on Lambda (its late checkpoints would be refused
+    anyway). ``hit`` says whether (and ``note`` what) it fired."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.release = threading.Event()
+        self.hit = False
+        self.note: Any = None
+        self._lock = threading.Lock()
+
+    def here(self, note: Any = None) -> None:
+        with self._lock:
+            if self.hit:
+                return
+            self.hit, self.note = True, note
+        self.release.wait(120)
+        raise RuntimeError("this invocation was killed (test fault)")

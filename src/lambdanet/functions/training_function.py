@@ -15,14 +15,17 @@ small JSON result checkpointed by the service:
 1. ``begin-<i>``: :meth:`lambdanet.functions.upload_trigger.UploadTrigger.begin` — claim
    ``<bucket>/<key>#<version>`` in the ledger (the same event delivered twice starts ONE run;
    the other execution's step answers ``skipped``), read and check ``parameters.json``, write
-   the data snapshot and the first checkpoint;
+   the data snapshot and the first checkpoint. The run id is derived from the claim and this
+   execution's ARN, so the SDK's retry of this step (after an error or a kill that followed the
+   claim: steps run at least once) finds the claim its own and finishes the same run;
 2. ``<run>-round-<n>``: one round of :class:`lambdanet.engine.session.RunSession` (workers on
    Lithops, epoch rows, checkpoint) — the same code ``lambdanet train`` loops over on a laptop;
    the step also decides whether the next round still fits in this invocation, and when it does
    not, the execution waits one second (``<run>-handoff-<n>``): the invocation ends, unbilled, and
    a new one replays the checkpointed steps in milliseconds and trains the next round;
-3. ``<run>-finish``: register the model (once), mark the run completed, notify, then write
-   ``predict_input/params.h5`` and ``training_results/results.json``.
+3. ``<run>-finish``: register the model (once: a replay finds the version this run registered),
+   mark the run completed, notify, then write ``predict_input/params.h5`` and
+   ``training_results/results.json`` (not again when results.json already holds this run's).
 
 An invocation the platform kills mid-round is retried and replayed: its round step runs again
 from the newest in-round checkpoint of that round (else the last committed checkpoint), under a
@@ -206,7 +209,8 @@ class _Invocation:
 
     # ---- the steps' bodies -------------------------------------------------------------------
     def begin(self, bucket: str, key: str, version: str | None) -> dict[str, Any]:
-        result = _trigger(self.services, bucket, self.clock).begin(key, version)
+        # the run id derives from the claim and this execution: a retry of the step continues it
+        result = _trigger(self.services, bucket, self.clock).begin(key, version, execution=self.identity.execution)
         log.info("s3://%s/%s#%s: %s %s %s", bucket, key, version, result.status, result.run_id, result.error or "")
         return result.to_json()
 

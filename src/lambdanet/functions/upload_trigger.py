@@ -30,6 +30,7 @@ Upload ``parameters.json`` before the ``.h5``: the ``.h5`` is what triggers a ru
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -47,6 +48,7 @@ from lambdanet.errors import (
     LambdanetError,
     NotifierUnavailable,
     ObjectNotFound,
+    RunNotFound,
     Unavailable,
 )
 from lambdanet.ports import ObjectStore, RunRecord
@@ -153,20 +155,42 @@ class UploadTrigger:
             return TriggerResult(key, begun.version, "failed", run_id=begun.run_id, error=str(exc))
         return self.publish(key, begun.version, begun.run_id)
 
-    def begin(self, key: str, version: str | None = None) -> TriggerResult:
+    def run_id_for(self, key: str, claim: str, execution: str | None) -> str:
+        """The run id of an upload's claim: a fresh random one without ``execution`` (``lambdanet
+        watch``); derived from the claim and the durable execution with one, so that a retried
+        ``begin`` of that execution finds its own claim (and every other execution a different id).
+        The time in the id is the upload's."""
+        if execution is None:
+            return new_run_id()
+        digest = hashlib.sha256(f"{claim}\n{execution}".encode()).hexdigest()[:12]
+        modified = self.watched.info(key).modified
+        return time.strftime("r-%Y%m%d-%H%M%S-", time.gmtime(modified)) + digest
+
+    def begin(self, key: str, version: str | None = None, *, execution: str | None = None) -> TriggerResult:
         """Claim the upload and start its run: parameters read and checked, data set written as the
         run's snapshot, first checkpoint. ``status``: "started" (then drive ``run_id``), "skipped"
         (another delivery owns it) or "failed" (a bad upload: recorded and notified). This is the
-        durable driver's first step; an infrastructure error raises so that it is retried."""
+        durable driver's first step; an infrastructure error raises so that it is retried.
+
+        ``execution`` (the durable execution's ARN) makes it idempotent per execution: the run id
+        is derived from the claim and the execution, so a retry of the step (after an error or a
+        kill anywhere after the claim) finds the claim its own and finishes what the first attempt
+        left undone — the data snapshot, the first checkpoint, the run's row — or returns what it
+        recorded. Another execution for the same upload version still gets "skipped"."""
         if not is_training_input(key):
             return TriggerResult(key, version or "", "skipped", error="not a training_input/*.h5 object")
         if version is None:
             version = self.watched.info(key).version
-        run_id = new_run_id()
         ledger = self.services.ledger
         claim = self.claim_key(key, version)
+        run_id = self.run_id_for(key, claim, execution)
         if not ledger.claim(claim, run_id):
-            return TriggerResult(key, version, "skipped", run_id=ledger.claimed_by(claim))
+            owner = ledger.claimed_by(claim)
+            if owner != run_id:  # another delivery (execution, watcher) owns this upload version
+                return TriggerResult(key, version, "skipped", run_id=owner)
+            done = self._recorded(key, version, run_id)  # a retry of this execution's own begin
+            if done is not None:
+                return done
         source = f"{redact(self.watched.url)}/{key}"
         started = time.time()
         with tempfile.TemporaryDirectory(prefix="lambdanet-trigger-") as tmp:
@@ -183,14 +207,30 @@ class UploadTrigger:
                                              raw=raw if isinstance(raw, dict) else None)
             from lambdanet.engine.driver import Driver
 
+            # a retry after a kill between the claim and the run's row (the row is Driver.start's
+            # commit point) writes the same data snapshot and first checkpoint again, then the row
             try:
                 Driver(self.services).start(self._request(config, data_path), run_id, source=source)
             except Unavailable:
                 raise
             except LambdanetError as exc:
+                done = self._recorded(key, version, run_id)  # another attempt of this begin made the row
+                if done is not None:
+                    return done
                 # refused while validating, or its data could not be written: the ledger has no row yet
                 return self._fail_before_run(run_id, key, version, source, str(exc), started,
                                              raw=config.model_dump())
+        return TriggerResult(key, version, "started", run_id=run_id)
+
+    def _recorded(self, key: str, version: str, run_id: str) -> TriggerResult | None:
+        """What an earlier attempt of this begin recorded for ``run_id`` (its ledger row: a started
+        run, or an upload that failed its checks), or None when it made no row yet."""
+        try:
+            record = self.services.ledger.get_run(run_id)
+        except RunNotFound:
+            return None
+        if record.status == "failed" and record.metrics.get("trigger_key") == key:  # _fail_before_run's row
+            return TriggerResult(key, version, "failed", run_id=run_id, error=record.error)
         return TriggerResult(key, version, "started", run_id=run_id)
 
     def _read_params(self) -> Any:
@@ -229,6 +269,9 @@ class UploadTrigger:
     def _fail_before_run(self, run_id: str, key: str, version: str, source: str, reason: str,
                          started: float, raw: dict[str, Any] | None) -> TriggerResult:
         now = time.time()
+        done = self._recorded(key, version, run_id)
+        if done is not None:  # recorded (and notified) by an earlier attempt of this begin
+            return done
         self.services.ledger.create_run(RunRecord(
             run_id=run_id, status="failed", kind="cnn" if raw and "model" in raw else "mlp",
             config=raw or {}, data=source,
@@ -258,7 +301,8 @@ class UploadTrigger:
 
     def publish(self, key: str, version: str, run_id: str) -> TriggerResult:
         """Write ``predict_input/params.h5`` (MLP) and then ``training_results/results.json`` for a
-        completed run (idempotent: every object is one atomic put of the same content)."""
+        completed run (idempotent: every object is one atomic put, and none is written again once
+        results.json holds this run's results)."""
         record = self.services.ledger.get_run(run_id)
         if record.status != "completed":
             return TriggerResult(key, version, "failed", run_id=run_id,
@@ -268,17 +312,30 @@ class UploadTrigger:
         return TriggerResult(key, version, "completed", run_id=run_id, model=record.model, outputs=outputs)
 
     def _publish(self, record: RunRecord, key: str, version: str, tmp: Path) -> list[str]:
-        """Write params.h5 (MLP) and then results.json into the watched store."""
+        """Write params.h5 (MLP) and then results.json into the watched store — unless results.json
+        already holds exactly this run's results: it is written last, so both were written by an
+        earlier attempt (a finish step replayed after a kill), and a versioned bucket keeps one
+        version of each."""
+        model = str(record.model or "")
+        registry = self.services.registry
+        mv = registry.load(model)
+        mlp = mv.metadata.get("kind", "mlp") == "mlp"
+        results = self._results(record, key, version)
+        outputs = [PARAMS_H5_KEY, RESULTS_KEY] if mlp else [RESULTS_KEY]
+        with contextlib.suppress(ObjectNotFound):
+            if self.watched.get(RESULTS_KEY) == results:
+                return outputs
+        if mlp:
+            out = registry.export_itsacat_h5(model, tmp / "params.h5")
+            self.watched.put(PARAMS_H5_KEY, out.read_bytes())
+        self.watched.put(RESULTS_KEY, results)
+        return outputs
+
+    def _results(self, record: RunRecord, key: str, version: str) -> bytes:
+        """results.json of a completed run (the same bytes every time it is asked for)."""
         run_id = record.run_id
         model = str(record.model or "")
         metrics = record.metrics
-        outputs: list[str] = []
-        registry = self.services.registry
-        mv = registry.load(model)
-        if mv.metadata.get("kind", "mlp") == "mlp":
-            out = registry.export_itsacat_h5(model, tmp / "params.h5")
-            self.watched.put(PARAMS_H5_KEY, out.read_bytes())
-            outputs.append(PARAMS_H5_KEY)
         epochs = self.services.ledger.epochs(run_id)
         results = {
             "run_id": run_id, "source": key, "version": version, "model": model,
@@ -288,6 +345,4 @@ class UploadTrigger:
             "train_accuracy": metrics.get("train_accuracy"), "test_accuracy": metrics.get("test_accuracy"),
             "costs": [{"epoch": e.epoch, "cost": e.cost} for e in epochs],
         }
-        self.watched.put(RESULTS_KEY, json.dumps(results, indent=1, default=float).encode())
-        outputs.append(RESULTS_KEY)
-        return outputs
+        return json.dumps(results, indent=1, default=float).encode()
