@@ -155,16 +155,16 @@ class UploadTrigger:
             return TriggerResult(key, begun.version, "failed", run_id=begun.run_id, error=str(exc))
         return self.publish(key, begun.version, begun.run_id)
 
-    def run_id_for(self, key: str, claim: str, execution: str | None) -> str:
+    @staticmethod
+    def run_id_for(claim: str, execution: str | None, uploaded_at: float) -> str:
         """The run id of an upload's claim: a fresh random one without ``execution`` (``lambdanet
         watch``); derived from the claim and the durable execution with one, so that a retried
         ``begin`` of that execution finds its own claim (and every other execution a different id).
-        The time in the id is the upload's."""
+        The time in a derived id is the upload's (``uploaded_at``)."""
         if execution is None:
             return new_run_id()
         digest = hashlib.sha256(f"{claim}\n{execution}".encode()).hexdigest()[:12]
-        modified = self.watched.info(key).modified
-        return time.strftime("r-%Y%m%d-%H%M%S-", time.gmtime(modified)) + digest
+        return time.strftime("r-%Y%m%d-%H%M%S-", time.gmtime(uploaded_at)) + digest
 
     def begin(self, key: str, version: str | None = None, *, execution: str | None = None) -> TriggerResult:
         """Claim the upload and start its run: parameters read and checked, data set written as the
@@ -179,11 +179,13 @@ class UploadTrigger:
         recorded. Another execution for the same upload version still gets "skipped"."""
         if not is_training_input(key):
             return TriggerResult(key, version or "", "skipped", error="not a training_input/*.h5 object")
+        info = self.watched.info(key) if version is None or execution is not None else None
         if version is None:
-            version = self.watched.info(key).version
+            assert info is not None
+            version = info.version
         ledger = self.services.ledger
         claim = self.claim_key(key, version)
-        run_id = self.run_id_for(key, claim, execution)
+        run_id = self.run_id_for(claim, execution, info.modified if info is not None else time.time())
         if not ledger.claim(claim, run_id):
             owner = ledger.claimed_by(claim)
             if owner != run_id:  # another delivery (execution, watcher) owns this upload version
@@ -208,7 +210,11 @@ class UploadTrigger:
             from lambdanet.engine.driver import Driver
 
             # a retry after a kill between the claim and the run's row (the row is Driver.start's
-            # commit point) writes the same data snapshot and first checkpoint again, then the row
+            # commit point) writes the same data snapshot and first checkpoint again, then the row;
+            # never once the row exists (the run may have trained on from that checkpoint since)
+            done = self._recorded(key, version, run_id)
+            if done is not None:
+                return done
             try:
                 Driver(self.services).start(self._request(config, data_path), run_id, source=source)
             except Unavailable:
