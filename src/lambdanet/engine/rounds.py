@@ -24,9 +24,10 @@ in-round checkpoint.
 
 In-round checkpoints: workers write their shards every ``checkpoint_seconds``
 (:mod:`lambdanet.engine.round_checkpoints`, keys outside the attempt prefix). A failed attempt is
-retried (fresh attempt number) after a short backoff from the newest COMPLETE in-round
-checkpoint: its shards are merged (``strategy.merge``) and written as a checkpoint object (the
-run's pointer does not move), and the per-epoch costs/seconds/extras it holds are kept, so the
+retried (fresh attempt number) from the newest COMPLETE in-round checkpoint — at once when the
+tensor store answers (a worker failed), after a growing backoff when it does not (an outage):
+its shards are merged (``strategy.merge``) and written as a checkpoint object (the run's pointer
+does not move), and the per-epoch costs/seconds/extras it holds are kept, so the
 :class:`RoundResult` covers every epoch of the round once. ``RoundResult.retries`` and
 ``on_retry(round, attempt, reason, from_epoch)`` say where each retry began. Up to
 ``max_retries`` retries; then :class:`RoundFailed` carries the last reason. The round's in-round
@@ -223,6 +224,15 @@ def _advance(plan: RoundPlan, rnd: int, start: int, progress: _Progress, store: 
     progress.seconds = progress.seconds[:keep] + ck.seconds
 
 
+def _store_answers(store: TensorStore) -> bool:
+    """One round trip: whether the tensor store answers (then a retry can start at once)."""
+    try:
+        store.get_bytes("ln:probe")
+    except Unavailable:
+        return False
+    return True
+
+
 def _pad(extras: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
     return extras[:n] + [{}] * (n - len(extras))
 
@@ -314,7 +324,8 @@ def _run_round(plan: RoundPlan, rnd: int, checkpoint: str, start: int, end: int,
                 retries.append({"round": rnd, "attempt": attempt, "reason": reason, "from_epoch": progress.epoch})
                 if on_retry is not None:
                     on_retry(rnd, attempt, reason, progress.epoch)
-                time.sleep(min(plan.retry_backoff_s * 2**i, 10.0))
+                if not _store_answers(store):  # an outage: give it time; a failed worker needs none
+                    time.sleep(min(plan.retry_backoff_s * 2**i, 10.0))
         finally:
             if prefix is not None:
                 with contextlib.suppress(Unavailable):
