@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from lambdanet.errors import ConfigError
 
@@ -32,6 +32,26 @@ OPTIMIZERS = ("gd", "momentum", "adam")
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+
+MAX_IMAGE_SIDE = 1024
+
+
+def _image_size(value: Any) -> tuple[int, int] | None:
+    """``image_size``: None, an int (a square side) or ``[height, width]``, each side 1…1024."""
+    if value is None:
+        return None
+    sides = [value, value] if isinstance(value, int) and not isinstance(value, bool) else value
+    if (not isinstance(sides, (list, tuple)) or len(sides) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in sides)):
+        raise ValueError(f"image_size: an integer or [height, width] of integers, got {value!r}")
+    if not all(1 <= v <= MAX_IMAGE_SIDE for v in sides):
+        raise ValueError(f"image_size: each side must be 1 to {MAX_IMAGE_SIDE} pixels, got {value!r}")
+    return int(sides[0]), int(sides[1])
+
+
+# every image is brought to this (height, width) before training and prediction; None: the data's own
+ImageSize = Annotated[tuple[int, int] | None, BeforeValidator(_image_size)]
 
 
 class MLPConfig(_Frozen):
@@ -53,6 +73,7 @@ class MLPConfig(_Frozen):
     beta1: float = Field(default=0.9, ge=0, lt=1)  # adam
     beta2: float = Field(default=0.999, ge=0, lt=1)
     epsilon: float = Field(default=1e-8, gt=0)
+    image_size: ImageSize = None
 
     @model_validator(mode="after")
     def _check_layers(self) -> MLPConfig:
@@ -124,6 +145,7 @@ class CNNConfig(_Frozen):
     limit_train: int | None = Field(default=None, gt=0)  # use the first N shuffled samples
     limit_test: int | None = Field(default=None, gt=0)
     device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:[0-9]+)?)$")  # cuda is used only when asked
+    image_size: ImageSize = None
 
     @property
     def kind(self) -> str:
