@@ -58,7 +58,7 @@ def with_(**changes: object) -> dict:
     [
         (with_(epoch=3),
          "parameters.json: unknown key 'epoch' (allowed: epochs, layers, activations, neurons, learning_rate, "
-         "batch_size, threshold, seed, dtype, optimizer, init, report_every, beta, beta1, beta2, epsilon)"),
+         "batch_size, threshold, seed, dtype, optimizer, init, report_every, beta, beta1, beta2, epsilon, image_size)"),
         (with_(epochs=None), "parameters.json: missing required key 'epochs'"),
         (with_(learning_rate=0), "parameters.json: learning_rate: Input should be greater than 0 (got 0)"),
         (with_(learning_rate=-0.1), "parameters.json: learning_rate: Input should be greater than 0 (got -0.1)"),
