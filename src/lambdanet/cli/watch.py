@@ -23,7 +23,7 @@ def _line(result: TriggerResult) -> str:
 def register(app: typer.Typer) -> None:
     @app.command()
     def watch(
-        url: str = typer.Argument(..., help="Folder or s3://bucket[/prefix] holding training_input/."),
+        url: str = typer.Argument(..., help="A folder, s3://bucket or s3://bucket/prefix holding training_input/."),
         once: bool = typer.Option(False, "--once", help="Handle the uploads present now, then exit."),
         interval: float = typer.Option(10.0, "--interval", min=0.1, help="Seconds between scans."),
         workers: int = typer.Option(1, "--workers", "-k", min=1, help="Workers per run."),
