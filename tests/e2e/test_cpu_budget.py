@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -251,3 +252,44 @@ def test_a_cnn_worker_runs_torch_with_the_requested_threads(tmp_path: Path) -> N
     (run,) = ledger_runs(home, [json.loads(proc.stdout.strip().splitlines()[-1])["run_id"]])
     assert [(w["torch"], w["blas"]) for w in seen(run)] == [(1, 1)]
     assert run.metrics["evaluation"]["train_accuracy_method"] == "all_training_images"  # 100 images: all
+
+
+def _competitors(n: int) -> list[subprocess.Popen[bytes]]:
+    """``n`` CPU-bound programs (a busy loop each), as a busy laptop has them."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
+def test_free_cores_counts_the_cores_other_programs_keep_busy() -> None:
+    """One busy program leaves at most CORES - 1 free; as many as there are cores leave the floor
+    of 1. This process's own work never counts (a busy thread here leaves the cores free)."""
+    from lambdanet.executors.cpu_budget import free_cores
+
+    procs = _competitors(1)
+    try:
+        time.sleep(0.3)
+        one = free_cores()
+        procs += _competitors(CORES - 1)
+        time.sleep(0.3)
+        every = free_cores()
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    assert one is not None and one <= max(1, CORES - 1)
+    assert every == 1
+
+
+def test_a_round_on_a_busy_machine_runs_with_the_free_cores_only(tmp_path: Path) -> None:
+    """The main job's shape (K = 1, local executor, no thread variables) beside one CPU-bound
+    program: the worker runs with the cores left free (1 on 2 cores), not with every core — a
+    multithreaded BLAS whose thread has no core spins (the main job took 3x as long)."""
+    procs = _competitors(1)
+    try:
+        time.sleep(0.3)
+        runs, _ = train(tmp_path / "home", small_data(tmp_path), [(1, None)], "local", "memory://", user_env={})
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    worker = seen(runs[0])[0]
+    assert worker["blas"] is not None and worker["blas"] <= max(1, CORES - 1), worker

@@ -26,9 +26,9 @@ from typing import Any, Self
 from lambdanet.errors import URLError, describe
 from lambdanet.executors.cpu_budget import (
     CpuBudget,
-    plan_budget,
     process_limits,
     requested_threads,
+    round_budget,
     thread_limits,
 )
 from lambdanet.ports.executor import (
@@ -58,7 +58,7 @@ class LocalExecutor:
 
     def budget(self, specs: list[dict[str, Any]]) -> CpuBudget:
         """The CPU budget of one ``run`` of ``specs`` (K = len(specs) threads of this process)."""
-        return plan_budget(self.name, len(specs), requested_threads(specs))
+        return round_budget(self.name, len(specs), requested_threads(specs))
 
     def run(self, fn: WorkerFunction, specs: list[dict[str, Any]], timeout_s: float,
             on_failure: FailureCallback | None = None, liveness: LivenessProbe | None = None) -> list[CallOutcome]:

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from lambdanet.errors import URLError
-from lambdanet.executors.cpu_budget import CpuBudget, budget_env, plan_budget, requested_threads
+from lambdanet.executors.cpu_budget import CpuBudget, budget_env, requested_threads, round_budget
 from lambdanet.ports.executor import (
     CHECK_PERIOD_S,
     CallOutcome,
@@ -99,7 +99,7 @@ class ProcessExecutor:
 
     def budget(self, specs: list[dict[str, Any]]) -> CpuBudget:
         """The CPU budget of one ``run`` of ``specs`` (one child per spec)."""
-        return plan_budget(self.name, len(specs), requested_threads(specs))
+        return round_budget(self.name, len(specs), requested_threads(specs))
 
     def run(self, fn: WorkerFunction, specs: list[dict[str, Any]], timeout_s: float,
             on_failure: FailureCallback | None = None, liveness: LivenessProbe | None = None) -> list[CallOutcome]:
