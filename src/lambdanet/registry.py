@@ -7,7 +7,7 @@ Usage::
     registry.set_alias("itsacat", "staging", mv.version)
     registry.promote("itsacat", "staging", "production")      # blue/green: production -> staging's version
     registry.rollback("itsacat", "production")                # undo the alias's last move
-    registry.load("itsacat")            # production alias if set, else the latest version
+    registry.load("itsacat")            # production alias, else the newest trained version (not a tune trial)
     registry.load("itsacat:3"); registry.load("itsacat@staging")
     registry.export_itsacat_h5("itsacat:3", Path("params.h5"))
 
@@ -32,6 +32,11 @@ version whose model.json is not JSON or fails the check — or whose weights are
 unreadable — raises :class:`~lambdanet.errors.ModelCorrupt` (HTTP 500, exit 3), never
 :class:`~lambdanet.errors.ModelNotFound` (404: no such model, version or alias).
 ``ModelVersion.meta`` is the typed metadata, ``ModelVersion.metadata`` the raw JSON object.
+
+**What a bare NAME means** (:meth:`ModelRegistry.default_version`): the ``production`` alias when it
+exists; else the newest version that is not a ``lambdanet tune`` trial (a trial's run marks its
+version with :data:`TRIAL_KEY` in model.json); else, when every version is a trial, the ``staging``
+alias (the study's best). ``NAME@latest`` is the newest version whatever registered it.
 
 Aliases are one JSON document replaced whole (the store's put is atomic), so a reader sees the
 old or the new alias, never a mix; concurrent ``set_alias`` calls from several processes are
@@ -64,6 +69,7 @@ from lambdanet.ports.objects import ObjectStore
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 ALIAS_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 RESERVED_ALIASES = frozenset({"latest"})
+TRIAL_KEY = "tune_trial"  # model.json of a tune trial's version: {"study": NAME, "trial": N}; never a bare default
 HISTORY_LIMIT = 100
 
 
@@ -245,6 +251,7 @@ class ModelRegistry:
         self.cache_size = cache_size
         self._cache: OrderedDict[tuple[str, int], ModelVersion] = OrderedDict()
         self._lock = threading.RLock()
+        self._trials: dict[tuple[str, int], bool] = {}  # (name, version) -> a tune trial's (versions are immutable)
 
     # ---- keys ----------------------------------------------------------------------------------
     @staticmethod
@@ -375,10 +382,42 @@ class ModelRegistry:
                 raise ModelNotFound(f"{self.describe(name)}; no version {version}")
             return name, version
         name = check_name(ref)
-        production = self.aliases(name).get("production")
+        return name, self.default_version(name)[0]
+
+    def default_version(self, name: str) -> tuple[int, str]:
+        """The version a bare ``name`` means and why (see the module docstring): ``(3, "production
+        alias")``, ``(5, "newest version not from a tune trial")`` or ``(2, "staging alias: every
+        version is a tune trial")``; ModelNotFound when there is none."""
+        aliases = self.aliases(check_name(name))
+        production = aliases.get("production")
         if production is not None and self.objects.exists(self._vkey(name, production, "model.json")):
-            return name, production
-        return name, self._latest(name)
+            return production, "production alias"
+        versions = self.versions(name)
+        for version in reversed(versions):
+            if not self._is_trial(name, version):
+                return version, "newest version not from a tune trial"
+        staging = aliases.get("staging")
+        if staging is not None and staging in versions:
+            return staging, "staging alias: every version is a tune trial"
+        if versions:
+            raise ModelNotFound(f"{self.describe(name)}; every version is a tune trial and none is staged yet: "
+                                f"name one ({name}:{versions[-1]}, {name}@latest)")
+        raise ModelNotFound(self.describe(name))
+
+    def _is_trial(self, name: str, version: int) -> bool:
+        key = (name, version)
+        with self._lock:
+            known = self._trials.get(key)
+        if known is None:
+            try:
+                known = isinstance(self.metadata(name, version).get(TRIAL_KEY), dict)
+            except ModelNotFound:
+                return True  # gone meanwhile: not a default
+            except ModelCorrupt:
+                return False  # unreadable: it stays the default, and loading it says what is wrong
+            with self._lock:
+                self._trials[key] = known
+        return known
 
     def _latest(self, name: str) -> int:
         versions = self.versions(name)
