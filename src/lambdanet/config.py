@@ -156,11 +156,20 @@ TrainConfig = MLPConfig | CNNConfig
 
 
 def format_validation_error(exc: ValidationError, source: str, model: type[BaseModel]) -> str:
-    """The first validation problem as one line naming the key and what is allowed."""
-    err = exc.errors()[0]
+    """The first validation problem as one line naming the key and what is allowed. An unknown
+    key comes first (a typo also makes the key it misspells "missing"): it is named, with the
+    known key it is closest to ("did you mean …?"), or the allowed keys where none is close."""
+    import difflib
+
+    errors = exc.errors()
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = ".".join(str(p) for p in err["loc"])
     kind = err["type"]
     if kind == "extra_forbidden":
+        known = list(model.model_fields) if len(err["loc"]) == 1 else []
+        close = difflib.get_close_matches(str(err["loc"][-1]), known, n=1, cutoff=0.75)
+        if close:
+            return f"{source}: unknown key '{loc}' (did you mean '{close[0]}'?)"
         allowed = ", ".join(model.model_fields)
         return f"{source}: unknown key '{loc}' (allowed: {allowed})"
     if kind == "missing":
