@@ -29,6 +29,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from lambdanet.errors import UserInputError
 from lambdanet.services import Services
 from lambdanet.settings import Settings
 
@@ -38,6 +39,17 @@ out_console = Console(highlight=False)
 
 def open_services(**overrides: str | None) -> Services:
     return Services.open(Settings.from_env(**overrides))
+
+
+def resolve_run(services: Services, run: str) -> str:
+    """A run named on the command line: ``latest`` is the newest run in the ledger, anything else
+    a run id (``runs show``, ``report``)."""
+    if run == "latest":
+        runs = services.ledger.list_runs(limit=1)
+        if not runs:
+            raise UserInputError("the ledger has no runs yet: train one with 'lambdanet train DATA'")
+        return str(runs[0].run_id)
+    return run
 
 
 def json_line(payload: Any, allow_nan: bool = True) -> str:

@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
     @models_app.command("export")
     def export(
         ref: str = typer.Argument(..., help="NAME[:VERSION|@ALIAS]"),
-        out: Path = typer.Argument(..., help="Output file."),
+        out: Path = typer.Argument(..., help="The file to write, e.g. params.h5."),
         fmt: str = typer.Option("itsacat-h5", "--format", help="itsacat-h5 (params.h5 with W1..WL, b1..bL)."),
     ) -> None:
         """Export a model version, e.g. to itsacat's params.h5."""
@@ -80,9 +80,9 @@ def register(app: typer.Typer) -> None:
 
     @models_app.command("alias")
     def alias(
-        name: str = typer.Argument(...),
-        alias_name: str = typer.Argument(..., metavar="ALIAS"),
-        version: int = typer.Argument(..., min=1),
+        name: str = typer.Argument(..., help="The model's name in the registry."),
+        alias_name: str = typer.Argument(..., metavar="ALIAS", help="The alias to set, e.g. production."),
+        version: int = typer.Argument(..., min=1, help="The version it points at from now on."),
     ) -> None:
         """Point ALIAS (production, staging, any name) of NAME at VERSION (also: rollback)."""
         services = open_services()
@@ -94,11 +94,12 @@ def register(app: typer.Typer) -> None:
 
     @models_app.command("promote")
     def promote(
-        name: str = typer.Argument(...),
-        source: str = typer.Option("staging", "--from"),
-        target: str = typer.Option("production", "--to"),
+        name: str = typer.Argument(..., help="The model's name in the registry."),
+        source: str = typer.Option("staging", "--from", help="The alias whose version is promoted."),
+        target: str = typer.Option("production", "--to", help="The alias moved to that version."),
     ) -> None:
-        """Blue/green: move TARGET to the version SOURCE points at (servers switch atomically)."""
+        """Blue/green: move the --to alias to the version the --from alias points at (servers switch
+        atomically)."""
         services = open_services()
         try:
             version = services.registry.promote(name, source, target)

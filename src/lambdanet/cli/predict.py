@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -18,6 +20,16 @@ def _read(path: Path) -> bytes:
         raise ImageError(f"{path}: no such file") from None
     except OSError as exc:
         raise ImageError(f"{path}: cannot read it ({exc.strerror})") from None
+
+
+def _decode(path: Path, decode: Callable[[bytes], Any]) -> Any:
+    """The image in ``path``; an error names the file."""
+    try:
+        return decode(_read(path))
+    except ImageError as exc:
+        if str(path) in str(exc):
+            raise
+        raise ImageError(f"{path}: {exc}") from None
 
 
 def register(app: typer.Typer) -> None:
@@ -39,7 +51,7 @@ def register(app: typer.Typer) -> None:
         finally:
             services.close()
         predictor = load_predictor(mv)
-        batch = np.stack([prepare_image(decode_image(_read(p)), predictor.input_shape) for p in images])
+        batch = np.stack([prepare_image(_decode(p, decode_image), predictor.input_shape) for p in images])
         # batch: uint8 (N, H, W, C)
         probs = predictor.predict_proba(batch)  # (N, n_classes)
         results = []

@@ -16,7 +16,7 @@ from typing import Any
 
 import typer
 
-from lambdanet.cli.common import print_json_line
+from lambdanet.cli.common import print_json_line, resolve_run
 from lambdanet.cli.runs import open_read_only
 from lambdanet.errors import UserInputError
 
@@ -65,20 +65,10 @@ def _say(line: str, target: Path | None, as_json: bool) -> None:
     (sys.stderr if quiet_stdout else sys.stdout).write(line + "\n")
 
 
-def _resolve(services: Any, run: str) -> str:
-    """``latest`` is the newest run in the ledger; anything else is a run id."""
-    if run == "latest":
-        runs = services.ledger.list_runs(limit=1)
-        if not runs:
-            raise UserInputError("the ledger has no runs yet: train one with 'lambdanet train DATA'")
-        return str(runs[0].run_id)
-    return run
-
-
 def register(app: typer.Typer) -> None:
     @app.command()
     def report(
-        runs: list[str] | None = typer.Argument(None, metavar="RUN...",
+        runs: list[str] | None = typer.Argument(None, metavar="RUN",
                                                 help="A run id ('latest' = the newest run); several with --compare."),
         out: Path | None = typer.Option(
             None, "--out", "-o",
@@ -115,7 +105,7 @@ def register(app: typer.Typer) -> None:
             raise UserInputError("--images works with one run, not with --compare")
         services = open_read_only()
         try:
-            ids = [_resolve(services, r) for r in runs]
+            ids = [resolve_run(services, r) for r in runs]
             if compare:
                 reports = [collect(services, r) for r in ids]
                 html, payload = render_compare(reports), compare_json(reports)

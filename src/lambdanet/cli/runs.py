@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
-from lambdanet.cli.common import err_console, out_console, print_json_line, print_json_lines
+from lambdanet.cli.common import err_console, out_console, print_json_line, print_json_lines, resolve_run
 from lambdanet.engine import retention
 from lambdanet.ports.ledger import RunRecord
 from lambdanet.runview import retry_lines
@@ -154,12 +154,13 @@ def register(app: typer.Typer) -> None:
 
     @runs_app.command("show")
     def show_run(
-        run_id: str = typer.Argument(...),
+        run_id: str = typer.Argument(..., metavar="RUN", help="A run id, or 'latest' (the newest run)."),
         as_json: bool = typer.Option(False, "--json", help="One JSON object on one stdout line."),
     ) -> None:
         """A run's record and its per-epoch table."""
         services = open_read_only()
         try:
+            run_id = resolve_run(services, run_id)
             run = services.ledger.get_run(run_id)
             epochs = services.ledger.epochs(run_id)
         finally:

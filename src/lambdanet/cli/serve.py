@@ -6,6 +6,9 @@ The defaults of the serving options come from :class:`lambdanet.serve.options.Se
 
 from __future__ import annotations
 
+import errno
+import socket
+
 import typer
 
 from lambdanet.serve.options import DEFAULTS
@@ -70,7 +73,10 @@ def register(app: typer.Typer) -> None:
                                batching=not no_batching, max_request_bytes=max_request_bytes,
                                inline_forward_ms=inline_forward_ms)
         application = create_app(ModelRegistry(objects), options)
-        typer.echo(f"serving {adapters.redact(url)} on http://{host}:{port}/ "
+        sock = listen_socket(host, port)  # before saying where it serves: a busy port is one line
+        bound_port = sock.getsockname()[1]  # --port 0: the port the system chose
+        shown_host = f"[{host}]" if ":" in host else host
+        typer.echo(f"serving {adapters.redact(url)} on http://{shown_host}:{bound_port}/ "
                    f"(docs at /docs{', API key required' if options.api_key else ''})", err=True)
         level = log_level.lower()
         tune_server_process()
@@ -78,5 +84,33 @@ def register(app: typer.Typer) -> None:
         # CPU per request is mostly HTTP and routing, not the forward pass). The access log is off
         # unless asked for: formatting and writing a line per request costs 0.03-0.15 ms of CPU,
         # as much as the MLP's forward pass (Prometheus' /metrics counts every request anyway).
-        uvicorn.run(application, host=host, port=port, log_level=level, http="httptools", loop="uvloop",
-                    access_log=access_log)
+        config = uvicorn.Config(application, host=host, port=bound_port, log_level=level, http="httptools",
+                                loop="uvloop", access_log=access_log)
+        uvicorn.Server(config).run(sockets=[sock])
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (what uvicorn would bind, SO_REUSEADDR included), or
+    one line: :class:`Unavailable` (exit 3) when the port is taken or not ours to take,
+    :class:`ConfigError` (exit 2) when ``host`` is no address of this machine."""
+    from lambdanet.errors import ConfigError, Unavailable
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        where = f"{host}:{port}"
+        if exc.errno == errno.EADDRINUSE:
+            raise Unavailable(f"cannot serve on {where}: the port is already in use (another server?); "
+                              "stop it or pick another --port") from None
+        if exc.errno == errno.EACCES:
+            raise Unavailable(f"cannot serve on {where}: permission denied (ports below 1024 need root); "
+                              "pick another --port") from None
+        if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+            raise ConfigError(f"--host {host}: not an address of this machine ({exc.strerror or exc})") from None
+        raise Unavailable(f"cannot serve on {where}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock

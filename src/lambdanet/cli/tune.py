@@ -80,7 +80,8 @@ def register(app: typer.Typer) -> None:
                                     "dynamodb://table?region=… (default: the --store URL when it is Redis, else "
                                     "file)."),
         pruner: str | None = typer.Option(None, help="median | asha | none (default median)."),
-        study: str | None = typer.Option(None, "--study", help="Study name (default tune-<time>)."),
+        study: str | None = typer.Option(None, "--study",
+                                          help="Study name (default: tune-YYYYmmdd-HHMMSS, the start time in UTC)."),
         resume: bool = typer.Option(False, "--resume", help="Continue the study named by --study."),
         objective: str | None = typer.Option(
             None, help="cost (minimised, default) | accuracy | balanced_accuracy (maximised, ties broken by "
