@@ -84,10 +84,23 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="allow")
 
 
+FIT: Literal["center_crop"] = "center_crop"  # lambdanet.data.images' resize policy (the registry imports no Pillow)
+
+
 class Preprocessing(_Frozen):
-    """How pixels become the network's input: ``x / scale``, then ``- mean``, ``/ std`` per channel."""
+    """How a photo becomes the network's input: decoded (EXIF orientation, RGB), fitted to
+    ``input_shape`` by the resize policy ``fit`` with the ``resize`` filter, then ``x / scale``,
+    ``- mean``, ``/ std`` per channel.
+
+    ``fit`` is the policy of :mod:`lambdanet.data.images`: ``center_crop`` (scale to cover the
+    input size keeping the aspect ratio, cut out the centre — what training on an image folder
+    does). :meth:`ModelRegistry.register` writes it into every new model.json; a model.json
+    without it (registered before it existed) is served the same way; any other value is refused
+    (the version is corrupt for this lambdanet: it would be served with a policy it was not
+    trained with)."""
 
     resize: str = "bilinear"
+    fit: Literal["center_crop"] = FIT
     scale: Annotated[float, Field(gt=0)] = 255.0
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
@@ -320,6 +333,10 @@ class ModelRegistry:
             raise UserInputError(f"model metadata must be a JSON object, not {type(metadata).__name__}")
         meta = copy.deepcopy(metadata)
         meta["name"] = name
+        if meta.get("preprocessing") is None:
+            meta["preprocessing"] = {}
+        if isinstance(meta["preprocessing"], dict):  # the policy it was trained with, recorded
+            meta["preprocessing"].setdefault("fit", FIT)
         meta.setdefault("created_at", time.time())
         meta.pop("version", None)
         try:

@@ -1,6 +1,7 @@
 """Data set readers: itsacat h5, ``.npz`` arrays, and folders of images.
 
 >>> ds = load_dataset("../shared/datasets/catvnoncat/datasets.h5")
+>>> ds = load_dataset("photos/", config)              # the config's image_size and kind apply
 >>> X = to_matrix(ds.x_train, "float32")              # (n_x, m) in [0, 1]
 >>> Y = to_targets(ds.y_train, len(ds.classes), "sigmoid", "float32")   # (1, m)
 
@@ -12,8 +13,14 @@ Supported inputs:
 * **npz** — ``x``/``y`` (optional ``x_test``/``y_test`` and ``classes``); a test set may also
   come from ``<name>_test.npz`` beside ``<name>_train.npz`` or ``<name>.npz``. Loaded with
   ``allow_pickle=False``: object arrays are refused.
-* **a folder** with one sub-folder per class of images (all of one size), or ``train/`` and
-  ``test/`` folders laid out that way.
+* **a folder** with one sub-folder per class of images (any sizes and modes), or ``train/`` and
+  ``test/`` folders laid out that way (:mod:`lambdanet.data.folders`: the image size, the
+  resize policy and the seeded stratified test split of a folder without ``test/``).
+
+With a ``config`` (what :func:`load_dataset` is given by a training run), its ``image_size`` and
+``kind`` decide the size of the images: a folder's as :func:`lambdanet.data.folders.target_size`
+says; h5/npz images are fitted to ``image_size`` when it is set (and to 32x32 for CNN configs)
+with the same resize policy, and kept as they are otherwise.
 
 Images come back as uint8 ``(m, H, W, C)`` (or ``(m, n)`` for flat npz data) and labels as int64
 ``(m,)``. Every problem is one :class:`~lambdanet.errors.DataError` line naming the file, what is
@@ -22,26 +29,58 @@ wrong and what to do.
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from lambdanet.data.archives import extract_archive, is_archive
 from lambdanet.data.dataset import Dataset, check_split, check_test_matches, class_names
-from lambdanet.data.folders import load_folder
+from lambdanet.data.folders import CNN_IMAGE_SIZE, FolderOptions, load_folder, parallel_map
 from lambdanet.errors import DataError
 
-__all__ = ["Dataset", "load_dataset", "to_matrix", "to_targets"]
+__all__ = ["Dataset", "folder_options", "load_dataset", "save_dataset", "to_matrix", "to_targets"]
 
 
 H5_SUFFIXES = (".h5", ".hdf5")
 
 
-def load_dataset(path: str | Path) -> Dataset:
-    """Read a data set from an ``.h5`` / ``.npz`` file or an image folder (see the module doc)."""
+def folder_options(config: Any = None) -> FolderOptions:
+    """The data-path settings of a training config (an MLP or CNN config, or None: not known)."""
+    if config is None:
+        return FolderOptions()
+    size = getattr(config, "image_size", None)
+    return FolderOptions(image_size=tuple(size) if size is not None else None,  # type: ignore[arg-type]
+                         kind=getattr(config, "kind", None))
+
+
+def load_dataset(path: str | Path, config: Any = None) -> Dataset:
+    """Read a data set from an ``.h5`` / ``.npz`` file or an image folder (see the module doc);
+    ``config``: the training config whose ``image_size`` / ``kind`` apply."""
+    options = folder_options(config)
     p = Path(path)
     if p.is_dir():
-        return load_folder(p)
+        return load_folder(p, options)
+    if is_archive(p.name) and p.is_file():
+        return load_archive(p, options)
+    return fit_arrays(_load_file(p), options)
+
+
+def load_archive(p: Path, options: FolderOptions) -> Dataset:
+    """A ``.zip`` / ``.tar`` / ``.tar.gz`` of class folders, extracted safely
+    (:func:`lambdanet.data.archives.extract_archive`) into a temporary folder and read as one."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="lambdanet-archive-") as tmp:
+        root = extract_archive(p, Path(tmp))
+        ds = load_folder(root, options)
+    return dataclasses.replace(ds, source=str(p))
+
+
+def _load_file(p: Path) -> Dataset:
     if not p.exists():
         raise DataError(f"{p}: no such file or folder; pass an itsacat .h5, an .npz or a folder of "
                         f"class sub-folders")
@@ -184,6 +223,50 @@ def _load_npz(p: Path) -> Dataset:
         labelled.append((test_name, ky, y_test))
     classes = class_names(p.name, "classes", data.get("classes"), labelled)
     return Dataset(x_train, y_train, x_test, y_test, classes, str(p))
+
+
+# ---- image size of array data sets ----------------------------------------------------------
+def fit_arrays(ds: Dataset, options: FolderOptions) -> Dataset:
+    """``ds`` with its images fitted to ``options.image_size`` (CNN configs: 32x32) by the resize
+    policy of :mod:`lambdanet.data.images`; unchanged when that is their size or nothing is asked."""
+    size = options.image_size or (CNN_IMAGE_SIZE if options.kind == "cnn" else None)
+    if size is None or (ds.x_train.ndim == 4 and tuple(ds.x_train.shape[1:3]) == tuple(size)):
+        return ds
+    if ds.x_train.ndim != 4:
+        raise DataError(f"{Path(ds.source).name}: image_size {list(size)} needs images (m, H, W, C), but this "
+                        f"data set holds flat samples of shape {ds.x_train.shape}; remove image_size")
+    x_test = None if ds.x_test is None else fit_images(ds.x_test, size)
+    return dataclasses.replace(ds, x_train=fit_images(ds.x_train, size), x_test=x_test)
+
+
+def fit_images(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 (m, h, w, C) -> uint8 (m, H, W, C), each image through :func:`~lambdanet.data.images.fit_image`."""
+    from PIL import Image
+
+    from lambdanet.data.images import fit_image
+
+    grey = x.shape[3] == 1
+
+    def one(i: int) -> np.ndarray:
+        img = Image.fromarray(x[i, :, :, 0] if grey else x[i], mode="L" if grey else "RGB")
+        out = np.asarray(fit_image(img, size), dtype=np.uint8)
+        return out[:, :, np.newaxis] if grey else out
+
+    rows = parallel_map(one, range(x.shape[0]))
+    return np.stack(rows) if rows else np.zeros((0, size[0], size[1], x.shape[3]), np.uint8)
+
+
+def save_dataset(ds: Dataset, path: str | Path) -> Path:
+    """Write ``ds`` as an ``.npz`` that :func:`load_dataset` reads back as the same arrays and
+    class names (``x``, ``y``, ``x_test``, ``y_test``, ``classes``; no pickle)."""
+    arrays: dict[str, np.ndarray] = {"x": ds.x_train, "y": ds.y_train, "classes": np.asarray(list(ds.classes))}
+    if ds.x_test is not None and ds.y_test is not None:
+        arrays.update(x_test=ds.x_test, y_test=ds.y_test)
+    out = Path(path)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
+    out.write_bytes(buf.getvalue())
+    return out
 
 
 # ---- matrices -----------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 >>> p = MLPPredictor(mv)                     # mv: lambdanet.registry.ModelVersion (kind "mlp")
 >>> probs = p.predict_proba(images)          # uint8 (N, H, W, C) -> (N, n_classes)
 
-The model's preprocessing happens here exactly as in training: flatten each image to a column,
+Photos are fitted to ``input_shape`` by the caller (:func:`lambdanet.data.images.photo_to_array`,
+the policy ``preprocessing.fit`` names, read into ``.fit``); the rest of the model's
+preprocessing happens here exactly as in training: flatten each image to a column,
 divide by ``preprocessing.scale`` (255), optionally subtract ``mean`` / divide by ``std`` per
 channel, then the forward pass. A sigmoid model returns ``[1 - p, p]`` per image.
 """
@@ -53,6 +55,7 @@ class MLPPredictor:
                                f"{len(self.layer_dims) - 1} layers; {FIX}")
         self.dtype = np.dtype(md.dtype)
         pre = md.preprocessing
+        self.fit: str = pre.fit  # the resize policy of lambdanet.data.images (center_crop)
         self.scale = float(pre.scale)
         self.mean = None if pre.mean is None else np.asarray(pre.mean, dtype=self.dtype)
         self.std = None if pre.std is None else np.asarray(pre.std, dtype=self.dtype)
@@ -88,7 +91,7 @@ class MLPPredictor:
             x = x[np.newaxis]  # one image
         if x.shape[1:] != self.input_shape:
             raise ImageError(f"images have shape {tuple(x.shape[1:])} but model {self.name}:{self.version} "
-                             f"expects {self.input_shape}; resize them with lambdanet.data.images.prepare_image")
+                             f"expects {self.input_shape}; fit them with lambdanet.data.images.photo_to_array")
         if x.dtype != np.uint8:
             raise ImageError(f"images must be uint8 pixels 0..255, got dtype {x.dtype}")
         n = x.shape[0]

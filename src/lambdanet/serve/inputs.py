@@ -1,9 +1,12 @@
 """Turn what clients send into the uint8 (N, H, W, C) batch a predictor takes.
 
-Three shapes of input, all preprocessed exactly as in training (Pillow resize to the model's
-input; the /255 and any normalisation happen inside the predictor):
+Three shapes of input, all preprocessed exactly as in training (the /255 and any normalisation
+happen inside the predictor):
 
-- an encoded image (PNG, JPEG, …): decoded with EXIF orientation, bombs refused, resized;
+- an encoded image (PNG, JPEG, …): :func:`lambdanet.data.images.photo_to_array` — decoded with
+  EXIF orientation, bombs refused, fitted to the model's input by the resize policy (short side
+  resized, centre cropped; the model's recorded ``preprocessing.fit``), the very function that
+  turns an image folder into training arrays;
 - the raw uint8 C×H×W bytes of the model's input (the CIFAR-10 Lambda's format; 3×32×32 = 3072
   bytes), recognised by their exact length;
 - a v2 tensor named ``input`` (UINT8, or FP32 pixel values in [0, 255]) of shape (N, H, W, C).
@@ -18,7 +21,7 @@ import math
 
 import numpy as np
 
-from lambdanet.data.images import decode_image, prepare_image
+from lambdanet.data.images import photo_to_array
 from lambdanet.errors import ImageError, UserInputError
 
 Shape = tuple[int, int, int]
@@ -41,11 +44,10 @@ def b64decode(text: str, what: str = "data") -> bytes:
 
 
 def image_input(data: bytes, input_shape: Shape, max_pixels: int) -> np.ndarray:
-    """Encoded image bytes -> uint8 (H, W, C) resized as in training."""
+    """Encoded image bytes -> uint8 (H, W, C) as training on an image folder makes it."""
     if not data:
         raise ImageError("the image is empty: send the bytes of a PNG or JPEG file")
-    img = decode_image(data, max_pixels=max_pixels)
-    return prepare_image(img, input_shape)
+    return photo_to_array(data, input_shape, max_pixels=max_pixels)
 
 
 def raw_input(data: bytes, input_shape: Shape) -> np.ndarray:

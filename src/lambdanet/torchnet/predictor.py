@@ -7,7 +7,8 @@ Usage::
     predictor.classes[int(probs[0].argmax())]     # "cat"
 
 Normalisation (``x / 255``, mean 0.5 / std 0.5) happens inside, exactly as in training
-(:func:`lambdanet.torchnet.data.to_tensor`); callers only resize to ``input_shape``.
+(:func:`lambdanet.torchnet.data.to_tensor`); callers only fit photos to ``input_shape``
+(:func:`lambdanet.data.images.photo_to_array`, the policy ``.fit`` names).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class CNNPredictor:
         ref = f"{mv.name}:{mv.version}"
         self.classes: list[str] = list(meta.classes)
         self.input_shape: tuple[int, int, int] = meta.input_shape or (32, 32, 3)
+        self.fit: str = meta.preprocessing.fit  # the resize policy of lambdanet.data.images (center_crop)
         arch = meta.architecture.model
         if meta.kind != "cnn":
             raise ModelCorrupt(f"model {ref} is a {meta.kind} model, not a CNN")
