@@ -1,4 +1,5 @@
-"""``lambdanet watch URL``: train on every new ``training_input/*.h5`` in a folder or bucket."""
+"""``lambdanet watch URL``: train on every new ``training_input/`` upload (``.h5``, ``.npz``, or a
+``.zip`` / ``.tar`` / ``.tar.gz`` of class folders of photos) in a folder or bucket."""
 
 from __future__ import annotations
 
@@ -35,8 +36,9 @@ def register(app: typer.Typer) -> None:
         lithops_config: str | None = typer.Option(None, "--lithops-config", help="Lithops config file."),
         as_json: bool = typer.Option(False, "--json", help="One JSON object per handled upload on stdout."),
     ) -> None:
-        """Start one training run per new training_input/*.h5 (with training_input/parameters.json);
-        write predict_input/params.h5 and training_results/results.json beside them."""
+        """Start one training run per new training_input/ upload — .h5, .npz, or a .zip/.tar/.tar.gz of
+        class folders of photos — with training_input/parameters.json; write predict_input/params.h5
+        and training_results/results.json beside them."""
         if strategy not in strategy_names():
             raise ConfigError(f"--strategy: unknown strategy '{strategy}' (allowed: {', '.join(strategy_names())})")
         watched = adapters.open_objects(url)
@@ -63,7 +65,7 @@ def register(app: typer.Typer) -> None:
         finally:
             services.close()
         if once and not results and not as_json:
-            typer.echo("no new training_input/*.h5")
+            typer.echo("no new training_input/ upload (.h5, .npz, .zip, .tar, .tar.gz)")
         if any(r.status == "failed" for r in results):
             # SystemExit, not typer.Exit: cli.main runs click with standalone_mode=False, which
             # turns typer.Exit into a return value that main() does not pass on

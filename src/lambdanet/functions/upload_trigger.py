@@ -4,17 +4,22 @@ Usage::
 
     services = Services.open()                                   # ledger, registry, notifier
     trigger = UploadTrigger(services, adapters.open_objects("s3://my-bucket"), workers=2)
-    trigger.run_once()            # one run per new training_input/*.h5 (``lambdanet watch --once``)
+    trigger.run_once()            # one run per new training_input/ upload (``lambdanet watch --once``)
     trigger.handle("training_input/datasets.h5", version="3HL4kqtJ…")   # one S3 event's object
     trigger.watch(interval_s=10)  # forever (``lambdanet watch``)
 
-For each ``training_input/<name>.h5`` (any depth, ``.h5``/``.hdf5``) the trigger
+For each ``training_input/<name>.h5`` (any depth; ``.h5``/``.hdf5``, ``.npz``, or a ``.zip`` /
+``.tar`` / ``.tar.gz`` / ``.tgz`` of class folders of photos) the trigger
 
 1. claims ``<watched url>/<key>#<version>`` in the ledger (S3 VersionId or ETag; a folder's
    mtime-size) — the same object version seen twice (two S3 deliveries, two watchers) starts
    one run; a new upload of the same key is a new version and a new run;
 2. reads ``training_input/parameters.json`` (itsacat's format, or a CNN config) and the data
-   set; a missing/invalid file is a *failed run* in the ledger with the reason, and a
+   set — an archive is checked member by member and extracted safely
+   (:mod:`lambdanet.data.archives`: no path out of it, no links, at most 1 GiB uncompressed,
+   images in it), an ``.npz`` is size-checked before it is loaded, and the images are decoded
+   with the config's ``image_size`` (:mod:`lambdanet.data.folders`) into the arrays the run
+   trains on; a missing/invalid file is a *failed run* in the ledger with the reason, and a
    notification, and nothing is written to ``predict_input/`` or ``training_results/``;
 3. starts the run under that same run id (:meth:`begin`: data snapshot and first checkpoint),
    drives it (:meth:`handle` in this process; the training function one round per durable
@@ -24,7 +29,7 @@ For each ``training_input/<name>.h5`` (any depth, ``.h5``/``.hdf5``) the trigger
    ``training_results/results.json`` (run id, start, end, per-epoch cost, metrics, model).
    Each object is written in one atomic put.
 
-Upload ``parameters.json`` before the ``.h5``: the ``.h5`` is what triggers a run.
+Upload ``parameters.json`` before the data: the data file is what triggers a run.
 """
 
 from __future__ import annotations
@@ -58,7 +63,7 @@ INPUT_PREFIX = "training_input/"
 PARAMS_KEY = "training_input/parameters.json"
 PARAMS_H5_KEY = "predict_input/params.h5"
 RESULTS_KEY = "training_results/results.json"
-DATA_SUFFIXES = (".h5", ".hdf5")
+DATA_SUFFIXES = (".h5", ".hdf5", ".npz", ".zip", ".tar", ".tar.gz", ".tgz")
 
 
 def is_training_input(key: str) -> bool:
@@ -86,7 +91,7 @@ class TriggerResult:
 
 
 class UploadTrigger:
-    """Starts one training run per new ``training_input/*.h5`` in a watched object store."""
+    """Starts one training run per new ``training_input/`` data upload in a watched object store."""
 
     def __init__(self, services: Services, watched: ObjectStore, *, workers: int = 1,
                  strategy: str = "neuron", executor: str | None = None, store_url: str | None = None,
@@ -178,7 +183,8 @@ class UploadTrigger:
         left undone — the data snapshot, the first checkpoint, the run's row — or returns what it
         recorded. Another execution for the same upload version still gets "skipped"."""
         if not is_training_input(key):
-            return TriggerResult(key, version or "", "skipped", error="not a training_input/*.h5 object")
+            return TriggerResult(key, version or "", "skipped",
+                                 error="not a training_input/ data object (.h5, .npz, .zip, .tar, .tar.gz)")
         info = self.watched.info(key) if version is None or execution is not None else None
         if version is None:
             assert info is not None
@@ -200,8 +206,7 @@ class UploadTrigger:
             try:
                 raw = self._read_params()
                 config = parse_config(raw, source=PARAMS_KEY)
-                data_path = self._download(key, Path(tmp))
-                self._check_data(data_path)
+                data_path = self._prepare_data(self._download(key, Path(tmp)), config)
             except LambdanetError as exc:
                 if isinstance(exc, Unavailable):
                     raise
@@ -256,11 +261,20 @@ class UploadTrigger:
         return path
 
     @staticmethod
-    def _check_data(path: Path) -> None:
-        from lambdanet.data.readers import load_dataset
+    def _prepare_data(path: Path, config: Any) -> Path:
+        """The upload read as the run will train on it — an archive checked and extracted safely,
+        an ``.npz`` size-checked first, images decoded at the config's ``image_size`` — and
+        written as one ``.npz`` beside it (the driver reads those arrays as they are)."""
+        from lambdanet.data.archives import check_npz_size
+        from lambdanet.data.readers import load_dataset, save_dataset
 
         try:
-            load_dataset(path)
+            if path.name.lower().endswith(".npz"):
+                check_npz_size(path)
+            ds = load_dataset(path, config)
+            out = path.parent / "prepared"
+            out.mkdir()
+            return save_dataset(ds, out / f"{path.name.split('.')[0] or 'data'}.npz")
         except LambdanetError:
             raise
         except Exception as exc:
