@@ -44,7 +44,7 @@ EXTRA_OF: dict[str, str] = {
     "redis": "redis",
     "boto3": "aws", "botocore": "aws", "s3fs": "aws", "fsspec": "aws", "aws_durable_execution_sdk_python": "aws",
     "lithops": "lithops",
-    "torch": "torch", "torchvision": "torch",
+    "torch": "torch", "functorch": "torch", "torchgen": "torch",
     "optuna": "tune", "sqlalchemy": "tune", "alembic": "tune",
     "fastapi": "serve", "starlette": "serve", "uvicorn": "serve", "uvloop": "serve", "httptools": "serve",
     "orjson": "serve", "multipart": "serve", "python_multipart": "serve", "prometheus_client": "serve",
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(code, int) and code:  # typer.Exit(n) comes back as a return value here
             raise SystemExit(code)
     except LambdanetError as exc:
-        found = None if isinstance(exc, MissingExtra) else missing_extra(exc.__cause__)
+        found = missing_extra(exc.__cause__)  # an adapter's or a strategy's import that failed
         if found is not None:
             fail(missing_extra_message(f"'{_command_words(command, args)}'", *found), MissingExtra.exit_code)
         fail(str(exc), exc.exit_code)
