@@ -232,6 +232,8 @@ def fit_arrays(ds: Dataset, options: FolderOptions) -> Dataset:
     size = options.image_size or (CNN_IMAGE_SIZE if options.kind == "cnn" else None)
     if size is None or (ds.x_train.ndim == 4 and tuple(ds.x_train.shape[1:3]) == tuple(size)):
         return ds
+    if ds.x_train.ndim != 4 and options.image_size is None:
+        return ds  # flat samples and a CNN config: the strategy says what it takes
     if ds.x_train.ndim != 4:
         raise DataError(f"{Path(ds.source).name}: image_size {list(size)} needs images (m, H, W, C), but this "
                         f"data set holds flat samples of shape {ds.x_train.shape}; remove image_size")
