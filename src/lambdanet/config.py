@@ -128,24 +128,50 @@ class MLPConfig(_Frozen):
         return [n_inputs, *self.hidden_sizes]
 
 
-class CNNConfig(_Frozen):
-    """A PyTorch CNN on 32x32x3 images (the CIFAR-10 track)."""
+AUGMENTS = ("none", "crop", "flip", "crop+flip")
 
-    model: Literal["lenet", "vgg11_bn"]
+
+def _augment(value: Any) -> Any:
+    """``augment``: one of AUGMENTS; the older booleans read as "crop+flip" (true) / "none" (false)."""
+    if isinstance(value, bool):
+        return "crop+flip" if value else "none"
+    if isinstance(value, str) and value not in AUGMENTS:
+        raise ValueError(f"augment: unknown value {value!r} (allowed: {', '.join(AUGMENTS)})")
+    return value
+
+
+class CNNConfig(_Frozen):
+    """A PyTorch CNN on RGB images (the CIFAR-10 track; any size and number of classes)."""
+
+    model: Literal["lenet", "vgg11_bn", "fast"]
     epochs: int = Field(gt=0)
     batch_size: int = Field(default=100, gt=0)
-    learning_rate: float = Field(default=0.001, gt=0)
+    learning_rate: float = Field(default=0.001, gt=0)  # the peak rate under a schedule
     optimizer: Literal["adam", "sgd"] = "adam"
     momentum: float = Field(default=0.9, ge=0, lt=1)
+    nesterov: bool = False  # SGD only, with momentum > 0
     weight_decay: float = Field(default=0.0, ge=0)
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    # "warmup_decay": per step, linear from 0 to learning_rate over the first `warmup` share of all
+    # steps, then linear down to 0 at the last one — relative to `epochs`, so --epochs rescales it
+    lr_schedule: Literal["constant", "warmup_decay"] = "constant"
+    warmup: float = Field(default=0.0, ge=0, lt=1)
+    tta: Literal["none", "flip"] = "none"  # test-time augmentation: average the logits of x and its mirror
     seed: int = 0
-    augment: bool = False  # random crop (pad 4) + horizontal flip
+    # seeded per (seed, epoch, sample): random crop (zero pad 4) and/or horizontal flip
+    augment: Annotated[Literal["none", "crop", "flip", "crop+flip"], BeforeValidator(_augment)] = "crop+flip"
     threshold: float = Field(default=0.0, ge=0)  # early stop on the epoch's train loss
     report_every: int = Field(default=1, gt=0)
     limit_train: int | None = Field(default=None, gt=0)  # use the first N shuffled samples
     limit_test: int | None = Field(default=None, gt=0)
     device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:[0-9]+)?)$")  # cuda is used only when asked
     image_size: ImageSize = None
+
+    @model_validator(mode="after")
+    def _check_optimizer(self) -> CNNConfig:
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
+            raise ValueError("nesterov: needs optimizer 'sgd' with momentum > 0")
+        return self
 
     @property
     def kind(self) -> str:

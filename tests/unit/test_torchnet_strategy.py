@@ -37,8 +37,14 @@ def test_registered_for_cnn_data() -> None:
 def test_validate_refuses_wrong_images_configs_and_labels() -> None:
     s = TorchDataStrategy()
     s.validate(CFG, 2, _dataset())
-    with pytest.raises(DataError, match=r"32x32 RGB images .* shape \(64, 64, 3\)"):
-        s.validate(CFG, 1, _dataset(shape=(64, 64, 3)))
+    s.validate(CFG, 2, _dataset(shape=(64, 48, 3)))  # any size above the model's smallest
+    with pytest.raises(DataError, match=r"lenet model takes RGB images of at least 16x16 .* shape \(12, 40, 3\)"):
+        s.validate(CFG, 1, _dataset(shape=(12, 40, 3)))
+    vgg = CNNConfig(model="vgg11_bn", epochs=1)
+    with pytest.raises(DataError, match=r"at least 32x32 .* shape \(24, 24, 3\)"):
+        s.validate(vgg, 1, _dataset(shape=(24, 24, 3)))
+    with pytest.raises(DataError, match=r"RGB images .* shape \(32, 32, 1\)"):
+        s.validate(CFG, 1, _dataset(shape=(32, 32, 1)))
     with pytest.raises(DataError, match="label 11 is outside the 10 classes"):
         s.validate(CFG, 1, _dataset(labels=12))
     with pytest.raises(ConfigError, match="trains a CNN config, got MLPConfig"):

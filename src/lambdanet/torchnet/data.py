@@ -107,11 +107,20 @@ class AugmentPlan:
     flip: np.ndarray  # bool (m,)
 
 
-def augment_plan(m: int, seed: int, epoch: int) -> AugmentPlan:
-    """Crop offsets and flips for every sample of an epoch (worker-independent)."""
+def augment_plan(m: int, seed: int, epoch: int, mode: str = "crop+flip") -> AugmentPlan | None:
+    """Crop offsets and flips for every sample of an epoch (worker-independent) — the config's
+    ``augment`` mode: "crop" keeps every flip off, "flip" every crop centred (no shift); the same
+    draws either way, so a mode only masks what the other would do. "none": None."""
+    if mode == "none":
+        return None
     rng = np.random.default_rng([seed, epoch, 1])
     off = rng.integers(0, 2 * PAD + 1, size=(2, m))
-    return AugmentPlan(dy=off[0], dx=off[1], flip=rng.random(m) < 0.5)
+    flip = rng.random(m) < 0.5
+    if "crop" not in mode:
+        off[:] = PAD
+    if "flip" not in mode:
+        flip[:] = False
+    return AugmentPlan(dy=off[0], dx=off[1], flip=flip)
 
 
 def augment(x: np.ndarray, plan: AugmentPlan, index: np.ndarray) -> np.ndarray:

@@ -30,12 +30,14 @@ def model_metadata(
     classes: list[str],
     metrics: dict[str, Any] | None = None,
     run_id: str | None = None,
+    input_shape: tuple[int, ...] | list[int] | None = None,
 ) -> dict[str, Any]:
-    """model.json for a CNN (kind "cnn"); the registry adds name, version and created_at."""
+    """model.json for a CNN (kind "cnn"); the registry adds name, version and created_at.
+    ``input_shape``: (H, W, C) of the images it was trained on (default: CIFAR-10's 32x32x3)."""
     return {
         "kind": "cnn",
         "classes": list(classes),
-        "input_shape": list(INPUT_SHAPE),
+        "input_shape": list(input_shape or INPUT_SHAPE),
         "dtype": "float32",
         "preprocessing": {"resize": "bilinear", "scale": 255.0, "mean": list(MEAN), "std": list(STD)},
         "architecture": {"model": cfg.model},

@@ -1,11 +1,26 @@
-"""The two CNNs of the CIFAR-10 track: a wide LeNet and VGG11 with batch norm.
+"""The CNNs of the image track: a wide LeNet, VGG11 with batch norm, and "fast", an
+airbench-style network for CPU time-to-accuracy — each for any input size (above its minimum)
+and any number of classes.
 
 Usage::
 
-    model = build_model("lenet")          # or "vgg11_bn"
-    logits = model(x)                      # x: float (N, 3, 32, 32) normalised -> (N, 10)
+    model = build_model("lenet")          # or "vgg11_bn", "fast"
+    logits = model(x)                      # x: float (N, 3, H, W) normalised -> (N, n_classes)
 
-Both take normalised float images (N, 3, 32, 32) — see :func:`lambdanet.torchnet.data.to_tensor`.
+All take normalised float images (N, 3, H, W) — see :func:`lambdanet.torchnet.data.to_tensor`.
+The size is taken from the data: an adaptive pooling layer before each classifier brings the last
+feature map to the size the classifier was built for (at 32x32 — CIFAR-10 — it is the identity,
+so the weights and outputs are those of the fixed-size models). :data:`MIN_SIDE` is the smallest
+side each model's convolutions and pools can take.
+
+``fast`` follows the architecture of Keller Jordan's airbench94 (CIFAR-10 to 94 % in 3.3 s on an
+A100, 2024): three conv blocks of widths 64 / 256 / 256, each conv → max-pool → batch norm → GELU
+→ conv → batch norm → GELU, then a global max-pool and a bias-free linear layer scaled by 1/9 —
+about 2 M parameters. It leaves out airbench's data-dependent whitening stem and its lookahead
+weight averaging (a plain 3x3 conv stem of 32 channels instead), so it is trained by the ordinary
+engine loop; its recipe (``examples/cifar10/fast.json``) takes airbench's label smoothing 0.2,
+Nesterov SGD, a warm-up-then-linear-decay learning rate, flip + translate augmentation and flip
+test-time augmentation.
 """
 
 from __future__ import annotations
@@ -17,7 +32,8 @@ from torch import nn
 
 from lambdanet.errors import ConfigError
 
-MODEL_NAMES = ("lenet", "vgg11_bn")
+MODEL_NAMES = ("lenet", "vgg11_bn", "fast")
+MIN_SIDE = {"lenet": 16, "vgg11_bn": 32, "fast": 8}  # the smallest input side each model can take
 VGG11_LAYERS: list[int | str] = [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"]
 
 # torch's module initialisers draw from the process-global RNG; threads of one process (the local
@@ -33,13 +49,14 @@ class WideLeNet(nn.Module):
         self.conv1 = nn.Conv2d(3, 32, 5)
         self.conv2 = nn.Conv2d(32, 64, 5)
         self.pool = nn.MaxPool2d(2, 2)
+        self.fit = nn.AdaptiveAvgPool2d((5, 5))  # any input size: the identity at 32x32
         self.fc1 = nn.Linear(64 * 5 * 5, 120)
         self.fc2 = nn.Linear(120, 84)
         self.fc3 = nn.Linear(84, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(torch.relu(self.conv1(x)))  # (N, 32, 14, 14)
-        x = self.pool(torch.relu(self.conv2(x)))  # (N, 64, 5, 5)
+        x = self.fit(self.pool(torch.relu(self.conv2(x))))  # (N, 64, 5, 5)
         x = torch.flatten(x, 1)  # (N, 1600)
         x = torch.relu(self.fc1(x))  # (N, 120)
         x = torch.relu(self.fc2(x))  # (N, 84)
@@ -61,16 +78,59 @@ class VGG11BN(nn.Module):
                 layers += [nn.Conv2d(channels, out, 3, padding=1), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
                 channels = out
         self.features = nn.Sequential(*layers)
+        self.fit = nn.AdaptiveAvgPool2d(1)  # any input size: the identity at 32x32
         self.classifier = nn.Linear(512, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(x)  # (N, 512, 1, 1)
+        x = self.fit(self.features(x))  # (N, 512, 1, 1)
         return self.classifier(torch.flatten(x, 1))  # (N, n_classes)
+
+
+class _FastBlock(nn.Module):
+    """conv 3x3 → max-pool 2 → BN → GELU → conv 3x3 → BN → GELU (airbench's ConvGroup)."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+        self.pool = nn.MaxPool2d(2)
+        self.norm1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.norm2 = nn.BatchNorm2d(c_out)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.norm1(self.pool(self.conv1(x))))  # (N, c_out, H/2, W/2)
+        return self.act(self.norm2(self.conv2(x)))
+
+
+class FastNet(nn.Module):
+    """airbench94's body for any input size (see the module docstring): stem 3→32, blocks
+    32→64→256→256 (each halves the size), global max-pool, linear 256→n_classes scaled by 1/9."""
+
+    WIDTHS = (64, 256, 256)
+    SCALE = 1 / 9
+
+    def __init__(self, n_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.GELU())
+        blocks: list[nn.Module] = []
+        c_in = 32
+        for width in self.WIDTHS:
+            blocks.append(_FastBlock(c_in, width))
+            c_in = width
+        self.blocks = nn.Sequential(*blocks)
+        self.fit = nn.AdaptiveMaxPool2d(1)
+        self.head = nn.Linear(c_in, n_classes, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.stem(x))  # (N, 256, H/8, W/8)
+        x = torch.flatten(self.fit(x), 1)  # (N, 256)
+        return self.head(x) * self.SCALE  # (N, n_classes)
 
 
 def build_model(name: str, n_classes: int = 10, seed: int | None = None) -> nn.Module:
     """A fresh model; with ``seed`` its initial weights depend only on (name, n_classes, seed)."""
-    classes = {"lenet": WideLeNet, "vgg11_bn": VGG11BN}
+    classes: dict[str, type[nn.Module]] = {"lenet": WideLeNet, "vgg11_bn": VGG11BN, "fast": FastNet}
     if name not in classes:
         raise ConfigError(f"unknown CNN model '{name}' (allowed: {', '.join(MODEL_NAMES)})")
     if n_classes < 2:

@@ -39,8 +39,8 @@ from lambdanet.errors import ConfigError, DataError
 from lambdanet.executors.cpu_budget import user_thread_env
 from lambdanet.torchnet.checkpoint import load_state_arrays, state_arrays
 from lambdanet.torchnet.data import class_names, subset
-from lambdanet.torchnet.export import INPUT_SHAPE, model_metadata, registry_weights
-from lambdanet.torchnet.models import build_model
+from lambdanet.torchnet.export import model_metadata, registry_weights
+from lambdanet.torchnet.models import MIN_SIDE, build_model
 from lambdanet.torchnet.train import (
     EpochStats,
     configure_torch,
@@ -130,9 +130,11 @@ class TorchDataStrategy:
     def validate(self, config: CNNConfig, workers: int, dataset: Dataset) -> None:
         _check(config)
         shape = tuple(dataset.x_train.shape[1:])
-        if shape != tuple(INPUT_SHAPE):
-            raise DataError(f"{dataset.source}: the CNN models take 32x32 RGB images (m, 32, 32, 3), "
-                            f"this data set has samples of shape {shape}")
+        side = MIN_SIDE[config.model]
+        if len(shape) != 3 or shape[2] != 3 or min(shape[:2]) < side:
+            raise DataError(f"{dataset.source}: the {config.model} model takes RGB images of at least "
+                            f"{side}x{side} (m, H, W, 3); this data set has samples of shape {shape} "
+                            f"(set image_size in the config to resize them)")
         if dataset.n_classes < 2:
             raise DataError(f"{dataset.source}: a classifier needs at least 2 classes, found {dataset.n_classes}")
         top = int(dataset.y_train.max()) if len(dataset.y_train) else 0
@@ -204,14 +206,15 @@ class TorchDataStrategy:
         if sampled:  # a shuffled sample: the files are sorted by class
             i = subset(len(y), FINISH_TRAIN_SAMPLES, cfg.seed + 2)
             x, y = x[i], y[i]
-        train_acc = evaluate(model, x, y, dev)
+        train_acc = evaluate(model, x, y, dev, tta=cfg.tta)
         reused = TEST_ACCURACY in state
         test_acc: float | None = None
         if reused:
             test_acc = float(np.asarray(state[TEST_ACCURACY]).reshape(-1)[0])
         elif len(yt):
-            test_acc = evaluate(model, xt, yt, dev)
-        metadata = model_metadata(cfg, class_names(dataset.classes, dataset.n_classes))
+            test_acc = evaluate(model, xt, yt, dev, tta=cfg.tta)
+        metadata = model_metadata(cfg, class_names(dataset.classes, dataset.n_classes),
+                                  input_shape=tuple(dataset.x_train.shape[1:]))
         metadata.pop("metrics")
         metadata.pop("run_id")
         metadata["evaluation"] = {

@@ -126,8 +126,29 @@ def make_optimizer(model: nn.Module, cfg: CNNConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(
-        model.parameters(), lr=cfg.learning_rate, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        model.parameters(), lr=cfg.learning_rate, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+        nesterov=cfg.nesterov,
     )
+
+
+def learning_rate_at(cfg: CNNConfig, epoch: int, batch: int, batches: int) -> float:
+    """The rate of step ``batch`` (0-based) of ``epoch`` (1-based) of ``batches`` steps: the
+    config's ``learning_rate``, or under "warmup_decay" a triangle over all ``epochs × batches``
+    steps — linear from 0 up to it over the ``warmup`` share, then linear down to 0 after the last
+    step. A pure function of the step, so a resumed run steps exactly as an uninterrupted one."""
+    if cfg.lr_schedule == "constant":
+        return cfg.learning_rate
+    total = cfg.epochs * batches
+    step = (epoch - 1) * batches + batch + 1  # 1 … total
+    peak = max(1.0, cfg.warmup * total)
+    if step <= peak:
+        return cfg.learning_rate * step / peak
+    return cfg.learning_rate * max(0.0, (total - step + 1) / max(1.0, total - peak + 1))
+
+
+def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for group in opt.param_groups:
+        group["lr"] = lr
 
 
 def _rank_size(collective: Collective | None) -> tuple[int, int]:
@@ -143,8 +164,18 @@ def _reduce(collective: Collective | None, buf: np.ndarray) -> np.ndarray:
 EVAL_BATCH = 250  # measured on CPU: 250-image batches score LeNet ~20 % faster than 500 (cache-sized)
 
 
+def predict_logits(model: nn.Module, images: torch.Tensor, tta: str = "none") -> torch.Tensor:
+    """``model(images)``; with ``tta="flip"`` the mean of the logits of the images and of their
+    horizontal mirrors (test-time augmentation). ``images``: normalised (b, C, H, W)."""
+    logits = model(images)  # (b, classes)
+    if tta == "flip":
+        logits = (logits + model(torch.flip(images, dims=(3,)))) / 2
+    return logits
+
+
 def evaluate_slice(
-    model: nn.Module, x: np.ndarray, y: np.ndarray, device: torch.device, batch: int = EVAL_BATCH
+    model: nn.Module, x: np.ndarray, y: np.ndarray, device: torch.device, batch: int = EVAL_BATCH,
+    tta: str = "none",
 ) -> tuple[float, float]:
     """(correct count, loss sum) of ``model`` on uint8 images ``x`` (n, H, W, C) and labels ``y``."""
     was_training = model.training
@@ -152,7 +183,7 @@ def evaluate_slice(
     correct, loss = 0.0, 0.0
     with torch.inference_mode():
         for i in range(0, len(y), batch):
-            logits = model(to_tensor(x[i : i + batch], device))  # (b, C)
+            logits = predict_logits(model, to_tensor(x[i : i + batch], device), tta)  # (b, C)
             yb = torch.from_numpy(y[i : i + batch]).to(device)
             loss += float(F.cross_entropy(logits, yb, reduction="sum"))
             correct += float((logits.argmax(1) == yb).sum())
@@ -160,9 +191,10 @@ def evaluate_slice(
     return correct, loss
 
 
-def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, device: str | torch.device = "cpu") -> float:
+def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, device: str | torch.device = "cpu",
+             tta: str = "none") -> float:
     """Accuracy of ``model`` on uint8 images ``x`` (n, H, W, C)."""
-    correct, _ = evaluate_slice(model, x, y, torch.device(device))
+    correct, _ = evaluate_slice(model, x, y, torch.device(device), tta=tta)
     return correct / max(1, len(y))
 
 
@@ -173,14 +205,17 @@ def _batch_images(x: np.ndarray, idx: np.ndarray, plan: AugmentPlan | None, dev:
 
 
 def _local_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: np.ndarray, labels: torch.Tensor,
-                 batches: list[np.ndarray], plan: AugmentPlan | None, dev: torch.device) -> tuple[float, float]:
+                 batches: list[np.ndarray], plan: AugmentPlan | None, dev: torch.device,
+                 cfg: CNNConfig, epoch: int) -> tuple[float, float]:
     """K = 1: the plain loop. Returns (sum of the batch losses, correct count), read once."""
     loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
     correct = torch.zeros((), dtype=torch.int64, device=dev)
-    for idx in batches:
+    for i, idx in enumerate(batches):
         yb = labels[idx]  # (b,)
         logits = model(_batch_images(x, idx, plan, dev))  # (b, C)
-        loss = F.cross_entropy(logits, yb)  # the batch mean
+        loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)  # the batch mean
+        if cfg.lr_schedule != "constant":
+            _set_lr(opt, learning_rate_at(cfg, epoch, i, len(batches)))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -191,11 +226,13 @@ def _local_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: np.ndarray, la
 
 def _parallel_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: np.ndarray, labels: torch.Tensor,
                     batches: list[np.ndarray], plan: AugmentPlan | None, dev: torch.device,
-                    collective: Collective) -> tuple[float, float]:
+                    collective: Collective, cfg: CNNConfig, epoch: int) -> tuple[float, float]:
     """K > 1: each worker its slice of every batch, one all-reduced flat buffer per step."""
     rank, size = collective.rank, collective.size
     loss_total, correct_total = 0.0, 0.0
-    for idx in batches:
+    for i, idx in enumerate(batches):
+        if cfg.lr_schedule != "constant":
+            _set_lr(opt, learning_rate_at(cfg, epoch, i, len(batches)))
         lo, hi = row_block(len(idx), size, rank)
         mine = idx[lo:hi]  # this worker's slice of the batch (np.array_split's blocks)
         opt.zero_grad(set_to_none=True)
@@ -203,7 +240,7 @@ def _parallel_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: np.ndarray,
         if len(mine):
             yb = labels[mine]
             logits = model(_batch_images(x, mine, plan, dev))  # (b, C)
-            batch_loss = F.cross_entropy(logits, yb, reduction="sum")
+            batch_loss = F.cross_entropy(logits, yb, reduction="sum", label_smoothing=cfg.label_smoothing)
             (batch_loss / len(idx)).backward()
             loss_sum, correct = float(batch_loss.detach()), float((logits.detach().argmax(1) == yb).sum())
         buf = _reduce(collective, np.concatenate([flat_grads(model), np.array([loss_sum, correct], np.float32)]))
@@ -243,12 +280,13 @@ def train_epochs(
     model.train()
     for epoch in range(start_epoch + 1, start_epoch + epochs + 1):
         t0 = time.perf_counter()
-        plan = augment_plan(m, cfg.seed, epoch) if cfg.augment else None
+        plan = augment_plan(m, cfg.seed, epoch, cfg.augment)
         batches = minibatches(m, cfg.batch_size, cfg.seed, epoch)
         if collective is None or size == 1:
-            loss_total, correct_total = _local_epoch(model, opt, x, labels, batches, plan, dev)
+            loss_total, correct_total = _local_epoch(model, opt, x, labels, batches, plan, dev, cfg, epoch)
         else:
-            loss_total, correct_total = _parallel_epoch(model, opt, x, labels, batches, plan, dev, collective)
+            loss_total, correct_total = _parallel_epoch(model, opt, x, labels, batches, plan, dev, collective, cfg,
+                                                        epoch)
             buffers = flat_buffers(model)  # batch-norm running statistics: averaged BEFORE the test pass
             if buffers.size:
                 set_flat_buffers(model, _reduce(collective, buffers) / size)
@@ -256,7 +294,7 @@ def train_epochs(
         test_correct, test_loss = 0.0, 0.0
         if test is not None:
             lo, hi = row_block(len(test[1]), size, rank)
-            test_correct, test_loss = evaluate_slice(model, test[0][lo:hi], test[1][lo:hi], dev)
+            test_correct, test_loss = evaluate_slice(model, test[0][lo:hi], test[1][lo:hi], dev, tta=cfg.tta)
         vote = 1.0 if should_stop is not None and should_stop() else 0.0
         tail = _reduce(collective, np.array([test_correct, test_loss, vote], np.float64))
         n_test = len(test[1]) if test is not None else 0

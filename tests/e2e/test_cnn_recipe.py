@@ -1,0 +1,171 @@
+"""The fast CIFAR-10 recipe's parts and CNNs for any input size, through the real engine (Driver,
+local executor, memory store, registry) against plain PyTorch written here:
+
+* the "fast" network trained with label smoothing, Nesterov SGD, the warm-up-and-decay learning
+  rate, flip augmentation and flip test-time augmentation equals a plain loop that does each of
+  these itself (batch order, the documented augmentation draws, the per-step rate triangle,
+  ``F.cross_entropy(label_smoothing=…)``, ``torch.optim.SGD(nesterov=True)``, averaged logits of
+  the image and its mirror) — weights and test accuracy;
+* the ``augment`` modes do what they say (crop: never mirrored; flip: never shifted);
+* a CNN trains on images that are not 32x32, and the model records the size it was trained on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from lambdanet.config import CNNConfig, parse_config
+from lambdanet.engine.driver import Driver, TrainRequest
+from lambdanet.errors import ConfigError
+from lambdanet.services import Services
+from lambdanet.settings import Settings
+from lambdanet.testing.cnn import cifar_subset, write_cifar_subset
+from lambdanet.torchnet.data import PAD, augment, augment_plan
+from lambdanet.torchnet.models import build_model, count_parameters
+
+
+@pytest.fixture
+def services(home: Path):
+    s = Services.open(Settings.from_env(notifier_url="console://"))
+    yield s
+    s.close()
+
+
+def _images(x: np.ndarray) -> torch.Tensor:
+    """uint8 (n, H, W, 3) -> float (n, 3, H, W): x / 255, minus 0.5, over 0.5."""
+    t = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).to(torch.float32)
+    return (t / 255.0 - 0.5) / 0.5
+
+
+def _rate(cfg: CNNConfig, step: int, total: int) -> float:
+    """The documented triangle: up from 0 over the first ``warmup`` share of the steps, then down."""
+    peak = max(1.0, cfg.warmup * total)
+    if step <= peak:
+        return cfg.learning_rate * step / peak
+    return cfg.learning_rate * (total - step + 1) / (total - peak + 1)
+
+
+FAST = CNNConfig(model="fast", epochs=2, batch_size=50, optimizer="sgd", learning_rate=0.05, momentum=0.9,
+                 nesterov=True, weight_decay=5e-4, label_smoothing=0.2, lr_schedule="warmup_decay", warmup=0.3,
+                 augment="flip", tta="flip", seed=4)
+
+
+def test_fast_recipe_k1_equals_a_plain_pytorch_loop(services: Services, tmp_path: Path) -> None:
+    data = write_cifar_subset(tmp_path / "cifar", n_train=200, n_test=100)
+    res = Driver(services).train(TrainRequest(data=str(data), config=FAST, model_name="fast", workers=1,
+                                              strategy="data", store_url="memory://fast-recipe", executor="local"))
+    assert res.status == "completed" and res.epochs_run == 2
+    got = {k: np.asarray(v) for k, v in services.registry.load(res.model).weights.items()}
+
+    x, y, xt, yt = cifar_subset(n_train=200, n_test=100)
+    torch.set_num_threads(1)
+    model = build_model("fast", n_classes=10, seed=FAST.seed)
+    opt = torch.optim.SGD(model.parameters(), lr=FAST.learning_rate, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    m = len(y)
+    steps = -(-m // FAST.batch_size)
+    model.train()
+    for epoch in (1, 2):
+        perm = np.random.default_rng([FAST.seed, epoch]).permutation(m)
+        rng = np.random.default_rng([FAST.seed, epoch, 1])
+        rng.integers(0, 2 * PAD + 1, size=(2, m))  # the crop draws come first; "flip" never uses them
+        mirrored = rng.random(m) < 0.5
+        for i in range(steps):
+            idx = perm[i * FAST.batch_size:(i + 1) * FAST.batch_size]
+            xb = x[idx].copy()
+            xb[mirrored[idx]] = xb[mirrored[idx]][:, :, ::-1]
+            loss = F.cross_entropy(model(_images(xb)), torch.from_numpy(y[idx].astype(np.int64)), label_smoothing=0.2)
+            for group in opt.param_groups:
+                group["lr"] = _rate(FAST, (epoch - 1) * steps + i + 1, 2 * steps)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    want = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    assert sorted(got) == sorted(want)
+    for name, value in want.items():
+        np.testing.assert_allclose(got[name], value, rtol=1e-4, atol=1e-5, err_msg=name)
+    model.eval()
+    with torch.no_grad():
+        images = _images(xt)
+        logits = (model(images) + model(torch.flip(images, dims=(3,)))) / 2  # flip test-time augmentation
+    test_acc = float((logits.argmax(1).numpy() == yt).mean())
+    assert res.test_accuracy == pytest.approx(test_acc, abs=1.5 / len(yt))
+    test_loss = float(F.cross_entropy(logits, torch.from_numpy(yt.astype(np.int64))))  # of the averaged logits
+    last = services.ledger.epochs(res.run_id)[-1]
+    assert last.extra["test_loss"] == pytest.approx(test_loss, rel=1e-4)
+
+
+def test_the_augment_modes() -> None:
+    x = np.random.default_rng(0).integers(0, 256, size=(64, 8, 8, 3), dtype=np.uint8)
+    idx = np.arange(64)
+    assert augment_plan(64, seed=1, epoch=2, mode="none") is None
+    flip_plan = augment_plan(64, seed=1, epoch=2, mode="flip")
+    crop_plan = augment_plan(64, seed=1, epoch=2, mode="crop")
+    assert flip_plan is not None and crop_plan is not None
+    flipped = augment(x, flip_plan, idx)
+    for k in range(64):  # "flip": the image or its mirror, never shifted
+        assert np.array_equal(flipped[k], x[k]) or np.array_equal(flipped[k], x[k][:, ::-1])
+    assert any(not np.array_equal(flipped[k], x[k]) for k in range(64))
+    cropped = augment(x, crop_plan, idx)
+    padded = np.pad(x, ((0, 0), (PAD, PAD), (PAD, PAD), (0, 0)))
+    for k in range(64):  # "crop": some 8x8 window of the zero-padded image, never mirrored
+        windows = [padded[k, dy:dy + 8, dx:dx + 8] for dy in range(2 * PAD + 1) for dx in range(2 * PAD + 1)]
+        assert any(np.array_equal(cropped[k], w) for w in windows)
+        assert not np.array_equal(cropped[k], x[k][:, ::-1]) or np.array_equal(x[k], x[k][:, ::-1])
+
+
+def test_augment_values_and_the_old_booleans() -> None:
+    base = {"model": "lenet", "epochs": 1}
+    assert parse_config(base).augment == "crop+flip"  # the default for CNN configs
+    assert parse_config({**base, "augment": True}).augment == "crop+flip"
+    assert parse_config({**base, "augment": False}).augment == "none"
+    with pytest.raises(ConfigError, match=r"augment: unknown value 'rotate' \(allowed: none, crop, flip, crop\+flip\)"):
+        parse_config({**base, "augment": "rotate"})
+    with pytest.raises(ConfigError, match="nesterov: needs optimizer 'sgd' with momentum > 0"):
+        parse_config({**base, "nesterov": True})
+
+
+def test_the_models_take_any_size_and_the_fast_net_has_airbench_s_size() -> None:
+    for name, side in (("lenet", 16), ("vgg11_bn", 32), ("fast", 8)):
+        model = build_model(name, n_classes=7, seed=0).eval()
+        with torch.no_grad():
+            for h, w in ((side, side), (side + 16, 2 * side + 8)):
+                assert tuple(model(torch.zeros(2, 3, h, w)).shape) == (2, 7)
+    assert 1.9e6 < count_parameters(build_model("fast", n_classes=10)) < 2.1e6  # airbench94: ~2 M
+
+
+def test_a_cnn_trains_on_images_that_are_not_32x32(services: Services, tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    path = tmp_path / "odd.npz"
+    np.savez(path, x=rng.integers(0, 256, (60, 40, 48, 3), dtype=np.uint8), y=np.arange(60) % 3,
+             x_test=rng.integers(0, 256, (15, 40, 48, 3), dtype=np.uint8), y_test=np.arange(15) % 3,
+             classes=np.array(["a", "b", "c"]))
+    cfg = CNNConfig(model="fast", epochs=1, batch_size=20, optimizer="sgd", learning_rate=0.01)
+    res = Driver(services).train(TrainRequest(data=str(path), config=cfg, model_name="odd", workers=1,
+                                              strategy="data", store_url="memory://odd", executor="local"))
+    assert res.status == "completed"
+    meta = services.registry.load(res.model).metadata
+    assert meta["input_shape"] == [40, 48, 3] and meta["classes"] == ["a", "b", "c"]
+
+
+def test_flip_test_time_augmentation_scores_the_mean_logits_of_image_and_mirror() -> None:
+    """LeNet (no global pooling: a mirror changes its logits) scored with ``tta="flip"`` gives the
+    loss and hits of the averaged logits computed here — not those of the image alone."""
+    from lambdanet.torchnet.train import evaluate_slice
+
+    _, _, xt, yt = cifar_subset(n_train=200, n_test=100)
+    model = build_model("lenet", n_classes=10, seed=1).eval()
+    labels = torch.from_numpy(yt.astype(np.int64))
+    with torch.no_grad():
+        images = _images(xt)
+        alone = model(images)
+        mean = (alone + model(torch.flip(images, dims=(3,)))) / 2
+    want_loss = float(F.cross_entropy(mean, labels, reduction="sum"))
+    assert abs(want_loss - float(F.cross_entropy(alone, labels, reduction="sum"))) > 1e-3  # a mirror matters here
+    correct, loss = evaluate_slice(model, xt, yt, torch.device("cpu"), tta="flip")
+    assert loss == pytest.approx(want_loss, rel=1e-5)
+    assert correct == float((mean.argmax(1) == labels).sum())
