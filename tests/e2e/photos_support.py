@@ -39,7 +39,7 @@ def make_photo_folder(root: Path) -> Path:
         d.mkdir(parents=True, exist_ok=True)
         seed = 100 * k
 
-        def rgb(w: int, h: int, i: int) -> Image.Image:
+        def rgb(w: int, h: int, i: int, cls: str = cls, seed: int = seed) -> Image.Image:
             return Image.fromarray(_pixels(cls, w, h, seed + i))
 
         rgb(40, 30, 0).save(d / "a_rgb.png")
@@ -83,7 +83,7 @@ def expected_input(path: Path | bytes, size: int) -> np.ndarray:
     w, h = img.size
     new = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)
     img = img.resize(new, Image.Resampling.BILINEAR)
-    top, left = int(round((new[1] - size) / 2.0)), int(round((new[0] - size) / 2.0))
+    top, left = round((new[1] - size) / 2.0), round((new[0] - size) / 2.0)  # as torchvision's CenterCrop
     return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
 

@@ -16,7 +16,8 @@ Checked for every member *before anything is written*, each problem one
   all, added up from the sizes the archive declares (a tar's headers are read one by one and the
   count stops at the limit, so a compressed tar is never inflated past it); a zip member is
   never written past its declared size either;
-* **duplicate names**, and an archive that holds **no images** at all.
+* **duplicate names**, and an archive that holds **no images** at all (no member named
+  ``.jpg``, ``.png``, … outside hidden files and ``__MACOSX/``).
 
 Tar members are extracted with ``tarfile``'s ``filter="data"`` on top of these checks; macOS's
 ``__MACOSX/`` folders are skipped. When the archive holds one folder that holds the class folders
@@ -96,6 +97,19 @@ def _bomb(archive: str, total: int, limit: int) -> DataError:
                      f"first")
 
 
+def _no_images(archive: str, files: int) -> DataError:
+    from lambdanet.data.folders import IMAGE_SUFFIXES
+
+    return DataError(f"{archive}: holds no images ({files} file(s), none named {', '.join(IMAGE_SUFFIXES)}); "
+                     f"archive one folder per class of photos")
+
+
+def _is_image(rel: PurePosixPath) -> bool:
+    from lambdanet.data.folders import IMAGE_SUFFIXES
+
+    return not rel.name.startswith(".") and rel.suffix.lower() in IMAGE_SUFFIXES
+
+
 def _too_many(archive: str) -> DataError:
     return DataError(f"{archive}: holds more than {MAX_ARCHIVE_MEMBERS} members; nothing was extracted — "
                      f"split it into smaller archives")
@@ -145,6 +159,8 @@ def _extract_zip(path: Path, dest: Path, limit: int) -> None:
                 if total > limit:
                     raise _bomb(archive, total, limit)
                 plan.append((info, rel))
+            if not any(_is_image(rel) for _, rel in plan):
+                raise _no_images(archive, len(plan))
             for info, rel in plan:  # every member checked: now write
                 target = dest.joinpath(*rel.parts)
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -194,6 +210,8 @@ def _extract_tar(path: Path, dest: Path, limit: int) -> None:
                     raise _bomb(archive, total, limit)
                 m.name = rel.as_posix()
                 members.append(m)
+            if not any(_is_image(PurePosixPath(m.name)) for m in members if m.isfile()):
+                raise _no_images(archive, sum(1 for m in members if m.isfile()))
             tf.extractall(dest, members=members, filter="data")
     except DataError:
         _empty(dest)
@@ -215,15 +233,9 @@ def _empty(dest: Path) -> None:
 
 def data_root(archive: str, dest: Path) -> Path:
     """The folder of ``dest`` that holds the class folders: ``dest``, or the single folder it holds
-    when that holds folders itself (``photos/cat/…``). DataError when there is no image at all."""
+    when that holds folders itself (``photos/cat/…``)."""
     from lambdanet.data.folders import IMAGE_SUFFIXES, _subdirs
 
-    images = [f for f in dest.rglob("*")
-              if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_SUFFIXES]
-    if not images:
-        files = sum(1 for f in dest.rglob("*") if f.is_file())
-        raise DataError(f"{archive}: holds no images ({files} file(s), none named {', '.join(IMAGE_SUFFIXES)}); "
-                        f"archive one folder per class of photos")
     root = dest
     while True:
         subs = _subdirs(root)
