@@ -8,7 +8,10 @@ Usage::
 
 Routes: the Open Inference Protocol v2 (:mod:`lambdanet.serve.v2`), ``POST /predict``,
 ``GET /image?image=URL`` (itsacat), the photo page ``GET /``, ``GET /models``, ``GET /metrics``,
-OpenAPI docs at ``/docs``, and the report's dashboard router (``/runs``) when it is installed.
+OpenAPI docs at ``/docs`` (Swagger UI) and ``/redoc``, and the report's dashboard router (``/runs``)
+when it is installed. The docs pages load their JavaScript and CSS from the app itself (the
+assets the ``fastapi-offline`` package ships, under ``/docs/assets/``), never from a CDN: they work
+without internet.
 Every error is ``{"error": "one line"}`` with the status of its :mod:`lambdanet.errors` class.
 """
 
@@ -106,6 +109,46 @@ class ServeApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
+DOCS_ASSETS = "/docs/assets"
+
+
+def _install_docs(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI) and ``/redoc`` with their assets served from the app (FastAPI's
+    "self-hosting JavaScript and CSS for docs"), so they render with no internet."""
+    from importlib.resources import files
+    from pathlib import Path
+
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+    from fastapi.responses import HTMLResponse
+    from fastapi.staticfiles import StaticFiles
+
+    folder = Path(str(files("fastapi_offline") / "static"))  # swagger-ui-bundle.js, swagger-ui.css, redoc…
+    app.mount(DOCS_ASSETS, StaticFiles(directory=folder), name="docs-assets")
+    openapi_url = app.openapi_url or "/openapi.json"
+    oauth2_redirect = "/docs/oauth2-redirect"
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=root + openapi_url, title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url=root + oauth2_redirect,
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png")
+
+    @app.get(oauth2_redirect, include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(openapi_url=root + openapi_url, title=f"{app.title} - ReDoc",
+                              redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+                              redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png", with_google_fonts=False)
+
+
 def _include_dashboard(app: FastAPI) -> None:
     try:
         from lambdanet.serve.dashboard import router as dashboard_router
@@ -135,13 +178,15 @@ def create_app(registry: ModelRegistry, options: ServeOptions | None = None, **o
         models.close()
 
     app = ServeApp(title="lambdanet prediction service", version=__version__, lifespan=lifespan,
-                  description="Open Inference Protocol v2, /predict, itsacat's /image, a photo page.")
+                  description="Open Inference Protocol v2, /predict, itsacat's /image, a photo page.",
+                  docs_url=None, redoc_url=None)  # _install_docs serves them, assets included
     app.state.options = options
     app.state.models = models
     app.state.metrics = metrics
     app.state.registry = registry
     app.state.fetcher = UrlFetcher(options.fetch_max_bytes, options.fetch_timeout_s, policy=options.url_policy)
     _install_error_handlers(app)
+    _install_docs(app)
 
     from lambdanet.serve import routes, v2
 
