@@ -130,15 +130,16 @@ def test_one_corrupt_file_is_one_line_naming_it(photos: Path, tmp_path: Path) ->
     import shutil
 
     bad = shutil.copytree(photos, tmp_path / "photos")
-    good = (bad / "cat" / "a_rgb.png").read_bytes()
     jpeg = io.BytesIO()
-    Image.open(io.BytesIO(good)).save(jpeg, "JPEG")
-    (bad / "cat" / "broken.jpg").write_bytes(jpeg.getvalue()[:200])  # truncated
-    with pytest.raises(DataError) as info:
-        load_dataset(bad)
-    msg = str(info.value)
-    assert msg.startswith("cat/broken.jpg: cannot decode the image: the file is truncated")
-    assert msg.endswith("; remove or replace the file") and "\n" not in msg
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(jpeg, "JPEG")
+    data = jpeg.getvalue()
+    for cut in (200, len(data) * 2 // 3):  # in the header; the header whole but the pixels cut
+        (bad / "cat" / "broken.jpg").write_bytes(data[:cut])
+        with pytest.raises(DataError) as info:
+            load_dataset(bad)
+        msg = str(info.value)
+        assert msg.startswith("cat/broken.jpg: cannot decode the image: the file is truncated"), msg
+        assert msg.endswith("; remove or replace the file") and "\n" not in msg
     (bad / "cat" / "broken.jpg").unlink()
     (bad / "dog" / "notes.jpg").write_text("not a photo")
     with pytest.raises(DataError, match=r"^dog/notes\.jpg: not an image \(Pillow cannot identify it\)"):
