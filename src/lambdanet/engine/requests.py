@@ -55,10 +55,14 @@ class TrainRequest:
 
 
 class ProgressSink(Protocol):
+    """Where a driver reports a run's progress: ``start`` once, then ``update`` for every epoch
+    in order, each once — while a round runs from a thread of the driver (live progress, about a
+    second behind the workers), the rest when the round commits — then ``finish``."""
+
     def start(self, total_epochs: int, done_epochs: int) -> None: ...
 
     def update(self, epoch: int, cost: float) -> None:
-        """``epoch`` is 1-based (the number of epochs done)."""
+        """``epoch`` is 1-based (the number of epochs done); called from one thread at a time."""
 
     def finish(self) -> None: ...
 

@@ -32,11 +32,24 @@ does not move), and the per-epoch costs/seconds/extras it holds are kept, so the
 ``on_retry(round, attempt, reason, from_epoch)`` say where each retry began. Up to
 ``max_retries`` retries; then :class:`RoundFailed` carries the last reason. The round's in-round
 checkpoints are deleted when it ends.
+
+Live progress (:class:`LiveEpochs`): while a round runs, a thread of the driver reads the round's
+newest complete in-round checkpoint every :data:`LIVE_POLL_S` — its pointer and worker 0's small
+JSON part, which holds the attempt's per-epoch costs, seconds and extras (every strategy's
+per-epoch figures are the same on every worker) — and hands the epochs it has not handed yet, in
+order and each once, to ``on_epochs``. So the driver sees a round's epochs at most about
+``checkpoint_seconds`` plus a quarter second after the workers did them, at the price of two
+small store reads a quarter second and nothing in the workers (they write these checkpoints
+anyway). The rows are a prefix of what the round will commit: a retry starts from the newest
+complete in-round checkpoint or earlier, and training is deterministic per epoch.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,6 +57,7 @@ from typing import Any
 
 import numpy as np
 
+from lambdanet import adapters
 from lambdanet.config import TrainConfig
 from lambdanet.engine import checkpoints, round_checkpoints
 from lambdanet.engine.accounting import Accounting
@@ -64,6 +78,12 @@ from lambdanet.ports.tensorstore import TensorStore
 
 State = dict[str, np.ndarray]
 STARTUP_GRACE_S = 120.0  # process start, imports, data load — on top of the round budget
+LIVE_POLL_S = 0.25  # how often the driver looks for the running round's newest epochs
+
+# one epoch of a running round: (epoch number, 1-based and absolute; cost; seconds; extras)
+EpochFigures = tuple[int, float, float, dict[str, Any]]
+
+log = logging.getLogger("lambdanet.engine.rounds")
 
 
 @dataclass
@@ -224,6 +244,96 @@ def _advance(plan: RoundPlan, rnd: int, start: int, progress: _Progress, store: 
     progress.seconds = progress.seconds[:keep] + ck.seconds
 
 
+class LiveEpochs:
+    """The epochs of a running round as the workers publish them (see the module docstring):
+    a daemon thread reads the round's newest complete in-round checkpoint (its pointer, then worker
+    0's JSON part) every ``poll_s`` with a store client of its own, and calls ``on_epochs`` with the
+    epochs after the last ones it handed, contiguous and in order — each epoch once per round,
+    across the round's attempts. :meth:`keep` adds the figures a retry took over (the epochs before
+    the checkpoint it starts from), so a checkpoint the thread did not see leaves no gap.
+    :meth:`stop` joins the thread: nothing is handed after it returns. ``on_epochs`` runs in the
+    thread; what it raises is logged, never raised."""
+
+    def __init__(self, store_url: str, run_id: str, rnd: int, start: int,
+                 on_epochs: Callable[[list[EpochFigures]], None], poll_s: float = LIVE_POLL_S) -> None:
+        self.store_url, self.run_id, self.rnd = store_url, run_id, rnd
+        self.on_epochs = on_epochs
+        self.poll_s = poll_s
+        self.handed = start  # the epochs up to here are out (committed before the round, or handed)
+        self._seen: tuple[int, int] | None = None  # (attempt, epochs) of the last checkpoint read
+        self._known: dict[int, tuple[float, float, dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"live-epochs {run_id} round {rnd}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def keep(self, start: int, costs: list[float], seconds: list[float], extras: list[dict[str, Any]]) -> None:
+        """Figures of epochs ``start + 1 …`` (a retry's kept epochs), handed at the next poll."""
+        self._add(start, costs, seconds, extras)
+
+    def _add(self, start: int, costs: list[float], seconds: list[float], extras: list[dict[str, Any]]) -> None:
+        with self._lock:
+            for i, cost in enumerate(costs):
+                epoch = start + i + 1
+                if epoch > self.handed:
+                    self._known[epoch] = (float(cost), float(seconds[i]) if i < len(seconds) else 0.0,
+                                          dict(extras[i]) if i < len(extras) and isinstance(extras[i], dict) else {})
+
+    def _run(self) -> None:
+        store: TensorStore | None = None
+        try:
+            while not self._stop.wait(self.poll_s):
+                try:
+                    if store is None:
+                        store = adapters.open_store(self.store_url)
+                    self._read(store)
+                    self._hand()
+                except Exception as exc:  # live figures are nice to have: the commit writes them all
+                    log.debug("live epochs of run %s round %d: %s", self.run_id, self.rnd, exc)
+        finally:
+            if store is not None:
+                with contextlib.suppress(Exception):
+                    store.close()
+
+    def _read(self, store: TensorStore) -> None:
+        """The newest complete in-round checkpoint's figures, when it is one not read yet."""
+        try:
+            attempt, epochs = (int(v) for v in store.get(round_checkpoints.latest_key(self.run_id, self.rnd)))
+        except KeyError:
+            return
+        if (attempt, epochs) == self._seen or epochs <= self.handed:
+            return
+        raw = store.get_bytes(f"{round_checkpoints.prefix(self.run_id, self.rnd, attempt, epochs)}:w0:meta")
+        if raw is None:  # replaced by a newer one meanwhile: read that at the next poll
+            return
+        info = json.loads(raw)
+        self._seen = (attempt, epochs)
+        self._add(int(info["start_epoch"]), list(info.get("costs") or []), list(info.get("seconds") or []),
+                  list(info.get("extras") or []))
+
+    def _hand(self) -> None:
+        with self._lock:
+            out: list[EpochFigures] = []
+            epoch = self.handed + 1
+            while epoch in self._known:
+                out.append((epoch, *self._known.pop(epoch)))
+                epoch += 1
+            if out:
+                self.handed = out[-1][0]
+        if out:
+            try:
+                self.on_epochs(out)
+            except Exception:
+                log.exception("live epochs of run %s round %d: the receiver failed", self.run_id, self.rnd)
+
+
 def _store_answers(store: TensorStore) -> bool:
     """One round trip: whether the tensor store answers (then a retry can start at once)."""
     try:
@@ -239,19 +349,28 @@ def _pad(extras: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
 
 def run_round(plan: RoundPlan, rnd: int, checkpoint: str, start: int, end: int, *, executor: Executor,
               store: TensorStore, ledger: Ledger, acc: Accounting,
-              on_retry: Any = None) -> RoundResult:
+              on_retry: Any = None,
+              on_epochs: Callable[[list[EpochFigures]], None] | None = None) -> RoundResult:
     """Run round ``rnd`` (epochs ``start … end-1``) from ``checkpoint``; retries included (each
-    from the newest in-round checkpoint). ``on_retry(round, attempt, reason, from_epoch)``."""
+    from the newest in-round checkpoint). ``on_retry(round, attempt, reason, from_epoch)``;
+    ``on_epochs(figures)``: the round's epochs while it runs, from a thread (:class:`LiveEpochs`),
+    never after this returns."""
+    live = LiveEpochs(plan.store_url, plan.run_id, rnd, start, on_epochs) if on_epochs is not None else None
+    if live is not None:
+        live.start()
     try:
         return _run_round(plan, rnd, checkpoint, start, end, executor=executor, store=store, ledger=ledger,
-                          acc=acc, on_retry=on_retry)
+                          acc=acc, on_retry=on_retry, live=live)
     finally:
+        if live is not None:
+            live.stop()
         with contextlib.suppress(Unavailable):
             round_checkpoints.delete_round(store, plan.run_id, rnd)
 
 
 def _run_round(plan: RoundPlan, rnd: int, checkpoint: str, start: int, end: int, *, executor: Executor,
-               store: TensorStore, ledger: Ledger, acc: Accounting, on_retry: Any) -> RoundResult:
+               store: TensorStore, ledger: Ledger, acc: Accounting, on_retry: Any,
+               live: LiveEpochs | None = None) -> RoundResult:
     timeout = plan.round_seconds + 2 * plan.collective_timeout_s + STARTUP_GRACE_S
     reason = ""
     progress = _Progress(checkpoint, start)
@@ -259,6 +378,8 @@ def _run_round(plan: RoundPlan, rnd: int, checkpoint: str, start: int, end: int,
     # a driver that stopped mid-round (a killed invocation, a crashed process) may have left an
     # in-round checkpoint of this very round: go on from there rather than from its first epoch
     _advance(plan, rnd, start, progress, store)
+    if live is not None:
+        live.keep(start, progress.costs, progress.seconds, progress.extras)
     if progress.epoch > start and on_retry is not None:
         on_retry(rnd, -1, "continued from an in-round checkpoint left by an earlier driver", progress.epoch)
     for i in range(plan.max_retries + 1):
@@ -321,6 +442,8 @@ def _run_round(plan: RoundPlan, rnd: int, checkpoint: str, start: int, end: int,
             if i < plan.max_retries:
                 acc.retries += 1
                 _advance(plan, rnd, start, progress, store)
+                if live is not None:
+                    live.keep(start, progress.costs, progress.seconds, progress.extras)
                 retries.append({"round": rnd, "attempt": attempt, "reason": reason, "from_epoch": progress.epoch})
                 if on_retry is not None:
                     on_retry(rnd, attempt, reason, progress.epoch)

@@ -19,6 +19,16 @@ advances from the pointer, so a step re-run after a killed invocation trains the
 whatever was really committed; training is deterministic per epoch (mini-batches are seeded by
 the epoch), so the final weights do not depend on where rounds or invocations were cut.
 
+**Live progress.** While a round runs, the epochs its workers have done reach the driver about
+once a second (:class:`lambdanet.engine.rounds.LiveEpochs`, from the round's in-round
+checkpoints); the session writes them to the ledger as provisional rows (``extra["provisional"]
+= True``: ``lambdanet runs show`` and the dashboard see them), moves the progress sink and sends
+the ``report_every`` notifications they reach. The commit stays the source of truth: it writes
+the round's rows again (same (run, epoch) keys: replaced, never duplicated), and a round given up
+(failed, interrupted) drops the rows past the committed epochs. Each epoch's notification is sent
+once: the last epoch notified is kept in the run's metrics (``notified_epoch``), so neither a
+retried attempt nor a resumed run sends it again.
+
 **Who drives.** A :class:`DriverIdentity` names the holder (one process, or one invocation of a
 durable execution) and its execution. Taking the lease over succeeds from an expired lease,
 from an earlier invocation of the same execution (a replay) and from a local process that is
@@ -54,7 +64,7 @@ from lambdanet.engine import checkpoints
 from lambdanet.engine.accounting import Accounting, default_memory_mb
 from lambdanet.engine.collectives import abort_attempt
 from lambdanet.engine.requests import EngineSettings, ProgressSink, RunResult, TrainRequest, request_from_record
-from lambdanet.engine.rounds import STARTUP_GRACE_S, RoundPlan, run_round
+from lambdanet.engine.rounds import STARTUP_GRACE_S, EpochFigures, RoundPlan, run_round
 from lambdanet.engine.strategies import load_strategy, strategy_path
 from lambdanet.engine.strategies.base import State
 from lambdanet.engine.worker import attempt_prefix, fence_key
@@ -70,6 +80,7 @@ from lambdanet.errors import (
 from lambdanet.ports.executor import Executor
 from lambdanet.ports.ledger import EpochRow, Lease
 from lambdanet.ports.tensorstore import TensorStore
+from lambdanet.registry import TRIAL_KEY
 from lambdanet.services import Services
 
 log = logging.getLogger("lambdanet.engine.session")
@@ -257,6 +268,8 @@ class RunSession:
         self._store: TensorStore | None = None
         self._state: State | None = None  # the last round's merged state (saves a read at finish)
         self._progress_started = False
+        self.notified_epoch = 0  # the last epoch whose "Training update!" was sent (metrics.notified_epoch)
+        self._shown = 0  # the last epoch the progress sink was given
         self.plan = RoundPlan(
             run_id=run_id, workers=req.workers, strategy=strategy, strategy_target=target, config=req.config,
             config_json=req.config.model_dump(), store_url=req.store_url, objects_url=services.objects.url,
@@ -295,6 +308,8 @@ class RunSession:
         session = cls(services, run_id, req, target, strategy, ex, lease, own_executor=executor is None,
                       progress=progress, faults=faults, retry_backoff_s=retry_backoff_s, acc=acc,
                       started_at=(rec.started_at if since_created else None), lease_ttl_s=ttl)
+        notified = rec.metrics.get("notified_epoch")
+        session.notified_epoch = int(notified) if isinstance(notified, int | float) else 0
         try:
             session._keep_lease()
             session._prepare(previous)
@@ -384,6 +399,7 @@ class RunSession:
         if self.progress is not None and not self._progress_started:
             self.progress.start(config.epochs, done)
             self._progress_started = True
+            self._shown = done
         t0 = time.perf_counter()
         rnd += 1
         per_round = req.epochs_per_round or self.strategy.default_epochs_per_round(config)
@@ -398,11 +414,17 @@ class RunSession:
             self._notify("Training retry", f"Round {r} attempt {attempt} failed: {reason}; retrying from epoch "
                          f"{retry_log[-1]['from_epoch']}", run_id=run_id, event="retry", round=r)
 
+        def on_epochs(figures: list[EpochFigures]) -> None:  # the round's epochs while it runs (a thread)
+            self._live_epochs(rnd, figures)
+
         try:
             res = run_round(self.plan, rnd, pointer["file"], done, end, executor=self.executor, store=self.store,
-                            ledger=ledger, acc=self.acc, on_retry=on_retry)
+                            ledger=ledger, acc=self.acc, on_retry=on_retry, on_epochs=on_epochs)
         except RoundFailed as exc:
             self._fail(rnd, done, exc, retry_log)
+        except BaseException:
+            self._drop_live_rows(done)  # Ctrl-C, a lost store…: the round is given up here
+            raise
         self._renew()  # a driver replaced while its round ran commits nothing
         acc = self.acc
         acc.rounds += 1
@@ -411,23 +433,57 @@ class RunSession:
         lr = float(getattr(config, "learning_rate", 0.0))
         rows = [EpochRow(run_id, done + i + 1, c, lr, s, {"round": rnd, **extras[i]})
                 for i, (c, s) in enumerate(zip(res.costs, res.seconds, strict=True))]
-        ledger.upsert_epochs(run_id, rows)  # one ledger call per round
-        for row in rows:
-            if row.epoch % config.report_every == 0:
-                self._notify("Training update!", f"Training update! Cost after epoch {row.epoch} = "
-                             f"{row.cost:.6f}", run_id=run_id, event="progress", epoch=row.epoch, cost=row.cost)
-            if self.progress is not None:
-                self.progress.update(row.epoch, row.cost)
+        ledger.upsert_epochs(run_id, rows)  # one ledger call per round; replaces the round's live rows
+        self._report(rows)
         done += len(rows)
         last_cost = rows[-1].cost if rows else pointer.get("last_cost")
         self._state = res.state
         checkpoints.write_checkpoint(objects, run_id, rnd, done, res.state, stop_reason=res.stop_reason,
                                      last_cost=last_cost)
         ledger.update_run(run_id, metrics={**acc.to_metrics(), "epochs_done": done,
-                                           **self._retry_metrics(retry_log)})
+                                           "notified_epoch": self.notified_epoch, **self._retry_metrics(retry_log)})
         finished = done >= config.epochs or res.stop_reason is not None
         return RoundStep(rnd, done, config.epochs, finished, round(time.perf_counter() - t0, 4),
                          res.stop_reason, last_cost)
+
+    def _report(self, rows: list[EpochRow]) -> bool:
+        """The notifications (every ``report_every`` epochs) and progress of the epochs not reported
+        yet; True when a notification was sent."""
+        every = self.req.config.report_every
+        sent = False
+        for row in rows:
+            if row.epoch % every == 0 and row.epoch > self.notified_epoch:
+                self._notify("Training update!", f"Training update! Cost after epoch {row.epoch} = "
+                             f"{row.cost:.6f}", run_id=self.run_id, event="progress", epoch=row.epoch, cost=row.cost)
+                self.notified_epoch = row.epoch
+                sent = True
+            if self.progress is not None and row.epoch > self._shown:
+                self.progress.update(row.epoch, row.cost)
+                self._shown = row.epoch
+        return sent
+
+    def _live_epochs(self, rnd: int, figures: list[EpochFigures]) -> None:
+        """The running round's newest epochs (from :class:`~lambdanet.engine.rounds.LiveEpochs`'
+        thread): provisional ledger rows, the progress sink, the notifications they reach."""
+        if self.stale:  # taken over: the new driver reports this run
+            return
+        lr = float(getattr(self.req.config, "learning_rate", 0.0))
+        rows = [EpochRow(self.run_id, epoch, cost, lr, seconds, {"round": rnd, **extra, "provisional": True})
+                for epoch, cost, seconds, extra in figures]
+        ledger = self.services.ledger
+        with contextlib.suppress(LambdanetError):  # the commit writes every row anyway
+            ledger.upsert_epochs(self.run_id, rows)
+        if self._report(rows):  # remembered at once: a driver that dies now must not send it again
+            with contextlib.suppress(LambdanetError):
+                ledger.update_run(self.run_id, metrics={"notified_epoch": self.notified_epoch})
+
+    def _drop_live_rows(self, done: int) -> None:
+        """A round given up: the provisional rows past the committed epochs go (a resumed run writes
+        them again)."""
+        if self.stale:
+            return
+        with contextlib.suppress(LambdanetError):
+            self.services.ledger.delete_epochs(self.run_id, after=done)
 
     def _retry_metrics(self, retry_log: list[dict[str, Any]]) -> dict[str, Any]:
         if not retry_log:
@@ -437,8 +493,10 @@ class RunSession:
 
     def _fail(self, rnd: int, done: int, exc: RoundFailed, retry_log: list[dict[str, Any]]) -> None:
         reason = f"round {rnd} failed after {exc.attempts} attempt(s): {exc.reason}"
+        self._drop_live_rows(done)
         self.services.ledger.update_run(self.run_id, status="failed", stop_reason="error", error=reason,
                                         ended_at=time.time(), metrics={**self.acc.to_metrics(), "epochs_done": done,
+                                                                       "notified_epoch": self.notified_epoch,
                                                                        **self._retry_metrics(retry_log)})
         self._notify("Training Failed!", f"Training Failed! Run {self.run_id}: {reason}. Resume with "
                      f"`lambdanet resume {self.run_id}`", run_id=self.run_id, event="failed", error=reason)
@@ -472,7 +530,7 @@ class RunSession:
         done = int(pointer["epochs_done"])
         metrics = {"train_accuracy": fin.train_accuracy, "test_accuracy": fin.test_accuracy, "final_cost": last_cost}
         mv = self._registered() or services.registry.register(
-            req.model_name, fin.weights, {**fin.metadata, "metrics": metrics, "run_id": run_id})
+            req.model_name, fin.weights, {**fin.metadata, "metrics": metrics, "run_id": run_id, **self._trial_mark()})
         model = f"{mv.name}:{mv.version}"
         services.ledger.update_run(run_id, status="completed", stop_reason=stop_reason, model=model,
                                    ended_at=time.time(), error=None,
@@ -493,6 +551,14 @@ class RunSession:
             worker_seconds=round(acc.worker_seconds, 3), estimated_cost_usd=acc.estimated_cost_usd(),
             stop_reason=stop_reason,
         )
+
+    def _trial_mark(self) -> dict[str, Any]:
+        """``{TRIAL_KEY: {"study", "trial"}}`` for a ``lambdanet tune`` trial's run (its metrics name
+        the study): the registry never makes such a version a bare name's default."""
+        run_metrics = self.services.ledger.get_run(self.run_id).metrics
+        if run_metrics.get("study") is None:
+            return {}
+        return {TRIAL_KEY: {"study": str(run_metrics["study"]), "trial": run_metrics.get("trial")}}
 
     def _registered(self) -> Any:
         """The model version this run already registered (a finish step re-run after its invocation

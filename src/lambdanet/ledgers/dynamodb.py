@@ -320,6 +320,27 @@ class DynamoLedger:
             for it in self._query_run(run_id, "epoch#")
         ]
 
+    def delete_epochs(self, run_id: str, after: int) -> int:
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": Key("pk").eq(f"run#{run_id}")
+            & Key("sk").between(f"epoch#{int(after) + 1:09d}", "epoch#999999999"),
+            "ConsistentRead": True, "ProjectionExpression": "pk, sk",
+        }
+        keys: list[dict[str, Any]] = []
+        while True:
+            out = self._call(self.table.query, **kwargs)
+            keys.extend({"pk": it["pk"], "sk": it["sk"]} for it in out.get("Items", []))
+            if "LastEvaluatedKey" not in out:
+                break
+            kwargs["ExclusiveStartKey"] = out["LastEvaluatedKey"]
+        try:
+            with self.table.batch_writer() as batch:
+                for key in keys:
+                    batch.delete_item(Key=key)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise self._fail(exc) from exc
+        return len(keys)
+
     # ---- calls ---------------------------------------------------------------------------------
     def record_calls(self, run_id: str, rows: list[CallRow]) -> None:
         self._batch_put([

@@ -314,6 +314,11 @@ class SqliteLedger:
         return [EpochRow(run_id, int(e), float_or_nan(c), float_or_nan(lr), float_or_nan(s), json.loads(x))
                 for e, c, lr, s, x in rows]
 
+    def delete_epochs(self, run_id: str, after: int) -> int:
+        with self._tx() as conn:
+            return int(conn.execute("DELETE FROM epochs WHERE run_id = ? AND epoch > ?",
+                                    (run_id, int(after))).rowcount)
+
     # ---- calls ---------------------------------------------------------------------------------
     def record_calls(self, run_id: str, rows: list[CallRow]) -> None:
         params = [

@@ -12,7 +12,10 @@ Usage::
     ledger.renew_lease("r-…", lease, ttl_s=60)      # StaleDriver once another driver took over
     ledger.release_lease("r-…", lease)
 
-Epoch rows are upserts keyed by (run_id, epoch): writing the same epoch twice leaves one row.
+Epoch rows are upserts keyed by (run_id, epoch): writing the same epoch twice leaves one row. A
+driver writes a round's rows while the round runs (live progress, ``extra["provisional"] = True``)
+and again when it commits the round, which replaces them; ``delete_epochs(run_id, after=N)`` drops
+the rows past epoch N (a round given up: failed or interrupted).
 ``update_run`` merges ``metrics`` into the stored dict and overwrites the other fields given.
 Writes are atomic per call; vendor errors become :class:`lambdanet.errors.LedgerUnavailable`.
 
@@ -117,6 +120,9 @@ class Ledger(Protocol):
 
     def epochs(self, run_id: str) -> list[EpochRow]:
         """Ordered by epoch."""
+
+    def delete_epochs(self, run_id: str, after: int) -> int:
+        """Drop the rows of epochs > ``after``; returns how many there were."""
 
     def record_calls(self, run_id: str, rows: list[CallRow]) -> None: ...
 
