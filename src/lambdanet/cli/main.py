@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -93,9 +94,31 @@ def missing_extra(exc: BaseException | None) -> tuple[str, str] | None:
     return None
 
 
+def pip_install(extra: str) -> str:
+    """The command that adds ``extra`` to this install: ``pip install 'lambdanet[extra]'``, or,
+    for an install from a clone (``pip install -e .``), the same from the clone's folder (the
+    package is not on an index under that name)."""
+    import json
+    from importlib.metadata import distributions
+    from urllib.parse import unquote, urlsplit
+
+    for dist in distributions(name="lambdanet"):  # a source tree's egg-info may come first
+        try:
+            origin = json.loads(dist.read_text("direct_url.json") or "{}")
+        except ValueError:
+            continue
+        url = str(origin.get("url", ""))
+        if url.startswith("file://") and isinstance(origin.get("dir_info"), dict):
+            editable = "-e " if origin["dir_info"].get("editable") else ""
+            return f"pip install {editable}'{unquote(urlsplit(url).path)}[{extra}]'"
+    return f"pip install 'lambdanet[{extra}]'"
+
+
+_PIP_HINT = re.compile(r"pip install 'lambdanet\[(\w+)\]'")
+
+
 def missing_extra_message(what: str, package: str, extra: str) -> str:
-    return (f"{what} needs the '{extra}' extra (the '{package}' package is not installed): "
-            f"pip install 'lambdanet[{extra}]'")
+    return f"{what} needs the '{extra}' extra (the '{package}' package is not installed): {pip_install(extra)}"
 
 
 def _register_all() -> None:
@@ -120,7 +143,7 @@ def _register_stub(command: str, package: str, extra: str) -> None:
     def stub() -> None:
         raise MissingExtra(missing_extra_message(f"'lambdanet {command}'", package, extra))
 
-    app.command(command, help=f"(needs: pip install 'lambdanet[{extra}]')",
+    app.command(command, help=f"(needs the '{extra}' extra: {pip_install(extra)})",
                 context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(stub)
 
 
@@ -219,7 +242,10 @@ def main(argv: list[str] | None = None) -> None:
         found = missing_extra(exc.__cause__)  # an adapter's or a strategy's import that failed
         if found is not None:
             fail(missing_extra_message(f"'{_command_words(command, args)}'", *found), MissingExtra.exit_code)
-        fail(str(exc), exc.exit_code)
+        message = str(exc)
+        if isinstance(exc, MissingExtra):  # the install command that works for this install
+            message = _PIP_HINT.sub(lambda m: pip_install(m.group(1)), message)
+        fail(message, exc.exit_code)
     except ModuleNotFoundError as exc:  # an optional extra's package, imported by the command
         found = missing_extra(exc)
         if found is None:
