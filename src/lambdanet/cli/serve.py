@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import socket
+from typing import Any
 
 import typer
 
@@ -86,7 +87,21 @@ def register(app: typer.Typer) -> None:
         # as much as the MLP's forward pass (Prometheus' /metrics counts every request anyway).
         config = uvicorn.Config(application, host=host, port=bound_port, log_level=level, http="httptools",
                                 loop="uvloop", access_log=access_log)
-        uvicorn.Server(config).run(sockets=[sock])
+        server_on_socket(config).run(sockets=[sock])
+
+
+def server_on_socket(config: Any) -> Any:
+    """uvicorn's server for a socket bound beforehand, with its "Uvicorn running on …" line (which
+    uvicorn leaves to whoever bound the socket). uvicorn is imported here: it is the serve extra's."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if sockets and self.started:
+                self._log_started_message(sockets)
+
+    return Server(config)
 
 
 def listen_socket(host: str, port: int) -> socket.socket:
