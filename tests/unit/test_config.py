@@ -109,5 +109,5 @@ def test_cnn_config_family() -> None:
     cfg = parse_config({"model": "lenet", "epochs": 10, "batch_size": 100, "learning_rate": 0.001,
                         "optimizer": "adam", "seed": 0})
     assert isinstance(cfg, CNNConfig) and cfg.kind == "cnn"
-    with pytest.raises(ConfigError, match=r"model: Input should be 'lenet' or 'vgg11_bn' \(got 'resnet'\)"):
+    with pytest.raises(ConfigError, match=r"model: Input should be 'lenet', 'vgg11_bn' or 'fast' \(got 'resnet'\)"):
         parse_config({"model": "resnet", "epochs": 1})
