@@ -6,7 +6,10 @@ optionally ``LAMBDANET_API_KEY``. API Gateway REST API (payload v1) and HTTP API
 events are both understood; binary bodies arrive base64-encoded and are decoded by Mangum.
 
 The app and its model cache are built on the first event and kept for the life of the warm
-container. Micro-batching is off: a Lambda container handles one event at a time.
+container. Micro-batching is off: a Lambda container handles one event at a time. Photos are
+fitted to the model's input exactly as ``lambdanet serve`` and training on an image folder do
+(:func:`lambdanet.data.images.photo_to_array`: EXIF orientation, short side resized, centre
+cropped — the version's recorded ``preprocessing.fit``).
 """
 
 from __future__ import annotations
