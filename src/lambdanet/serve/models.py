@@ -11,11 +11,18 @@ Blue/green: a reference (``itsacat``, ``itsacat@production``) is resolved at mos
 ``(name, version)`` and never reloaded. Moving an alias therefore switches the next requests to
 the new version at once; requests already holding the old version finish on it; no request
 fails during the switch. Up to ``max_versions`` versions stay loaded (least recently used out).
+
+A bare ``name`` resolves as everywhere (:meth:`ModelRegistry.default_version
+<lambdanet.registry.ModelRegistry.default_version>`: the ``production`` alias, else the newest
+version not from a tune trial). At start-up (the first :meth:`ModelManager.get`, which the app's
+warm-up makes) the manager logs one line per model name saying which version it resolves to and
+why, e.g. ``model catvnoncat -> catvnoncat:7 (newest version not from a tune trial)``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -24,11 +31,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lambdanet.errors import ModelNotFound
+from lambdanet.errors import LambdanetError, ModelNotFound
 from lambdanet.predictor import Predictor, load_predictor
 from lambdanet.registry import ModelRegistry
 from lambdanet.serve.batching import MicroBatcher
 from lambdanet.serve.options import ServeOptions
+
+# uvicorn's own error log: lines there print with the server's (at its --log-level); silent elsewhere
+log = logging.getLogger("uvicorn.error")
 
 
 @dataclass(frozen=True)
@@ -57,8 +67,33 @@ class ModelManager:
         self._served: OrderedDict[tuple[str, int], ServedModel] = OrderedDict()
         self._loading: dict[tuple[str, int], asyncio.Future[ServedModel]] = {}
         self._lock = threading.Lock()
+        self._announced = False
 
     # ---- references ------------------------------------------------------------------------
+    def resolutions(self) -> list[str]:
+        """One line per model name: the version a bare name resolves to and why."""
+        lines = []
+        for name in self.registry.models():
+            try:
+                version, why = self.registry.default_version(name)
+                lines.append(f"model {name} -> {name}:{version} ({why})")
+            except LambdanetError as exc:
+                lines.append(f"model {name} -> none: {exc}")
+        return lines
+
+    def announce(self) -> None:
+        """Log :meth:`resolutions` once (the first :meth:`get`: the app's start-up warm-up)."""
+        if self._announced:
+            return
+        self._announced = True
+        try:
+            lines = self.resolutions()
+        except LambdanetError as exc:
+            log.warning("cannot list the registry's models: %s", exc)
+            return
+        for line in lines:
+            log.info("%s", line)
+
     def default_name(self) -> str:
         """The only model, else the first by name; cached like aliases."""
         now = time.monotonic()
@@ -128,6 +163,8 @@ class ModelManager:
         return await asyncio.shield(pending)
 
     async def get(self, ref: str | None) -> ServedModel:
+        if not self._announced:
+            await asyncio.to_thread(self.announce)
         name, version = await asyncio.to_thread(self.resolve, ref) if self._stale(ref) else self.resolve(ref)
         return await self.get_version(name, version)
 

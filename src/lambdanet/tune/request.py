@@ -51,8 +51,9 @@ class TuneRequest:
     store_url: str = "memory://"
     storage: str = "file"  # "file" (under LAMBDANET_HOME) | redis://…
     pruner: str = "median"
-    # "cost" (minimised) | "accuracy" | "balanced_accuracy" (maximised, ties broken by cost), on validation
-    objective: str = "cost"
+    # on the validation split: "balanced_accuracy" (default: the mean of the classes' recalls, so a
+    # majority-class predictor scores 1 / C) | "accuracy" (maximised, ties broken by cost) | "cost" (minimised)
+    objective: str = "balanced_accuracy"
     validation_fraction: float = 0.2
     seed: int = 0  # the sampler's and the split's seed
     epochs_per_round: int | None = None  # None: ceil(epochs / 10), at most 1000
