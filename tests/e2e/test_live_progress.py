@@ -234,3 +234,30 @@ def test_a_failed_round_drops_its_live_rows_and_the_resumed_run_notifies_each_ep
     assert resumed.error is None and resumed.result is not None and resumed.result.status == "completed"
     _assert_one_committed_row_per_epoch(services, failed.run_id)
     _assert_each_update_once(notes)  # the resumed driver did not send the failed round's again
+
+
+def _ledger(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    from lambdanet.ledgers.sqlite import SqliteLedger
+
+    if kind == "sqlite":
+        return SqliteLedger.from_url(f"sqlite:///{tmp_path / 'ledger.db'}")
+    from lambdanet.ledgers.dynamodb import DynamoLedger
+
+    endpoint = request.getfixturevalue("moto_server")
+    return DynamoLedger.from_url(f"dynamodb://live{time.time_ns()}?region=us-east-1&endpoint_url={endpoint}")
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("dynamodb", marks=pytest.mark.aws)])
+def test_delete_epochs_drops_the_rows_past_an_epoch_of_one_run_only(kind: str, request: pytest.FixtureRequest,
+                                                                     tmp_path: Path) -> None:
+    from lambdanet.ports.ledger import EpochRow, RunRecord
+
+    ledger = _ledger(kind, request, tmp_path)
+    for run in ("r-a", "r-b"):
+        ledger.create_run(RunRecord(run_id=run, status="running", kind="mlp", config={}, data="d"))
+        ledger.upsert_epochs(run, [EpochRow(run, e, 1.0 / e, 0.01, 0.1, {"provisional": True}) for e in range(1, 31)])
+    assert ledger.delete_epochs("r-a", after=12) == 18
+    assert [r.epoch for r in ledger.epochs("r-a")] == list(range(1, 13))
+    assert [r.epoch for r in ledger.epochs("r-b")] == list(range(1, 31))  # another run's rows stay
+    assert ledger.delete_epochs("r-a", after=12) == 0
+    ledger.close()
