@@ -106,7 +106,9 @@ def _shown_size(root: Path, f: Path) -> tuple[int, int]:
     try:
         with Image.open(f) as img:  # lazy: reads the header, no pixels
             w, h = img.size
-            orientation = img.getexif().get(0x0112, 1)
+            # a PNG's getexif() decodes the whole image when the header has no eXIf chunk: skip it
+            lazy = img.format != "PNG" or "exif" in img.info
+            orientation = img.getexif().get(0x0112, 1) if lazy else 1
     except OSError as exc:
         if not isinstance(exc, UnidentifiedImageError) and not f.is_file():
             raise DataError(f"{f.relative_to(root)}: cannot read it ({exc.__class__.__name__})") from None
