@@ -311,9 +311,6 @@ CLI_CASES: list[CliCase] = [
     CliCase("data-missing-path", lambda c: ["train", str(c.work / "nope.h5"), "--params", str(c.params)]),
     # image folders
     CliCase("folder-empty", _train_on(lambda w: _folder(w / "empty-folder", {}))),
-    CliCase("folder-mixed-sizes", _train_on(lambda w: _folder(w / "mixed", {
-        "cat": {"a.png": _png_bytes(8, 8), "b.png": _png_bytes(8, 8, 1)},
-        "dog": {"c.png": _png_bytes(16, 12, 2)}}))),
     CliCase("folder-corrupt-image", _train_on(lambda w: _folder(w / "corrupt", {
         "cat": {"a.png": _png_bytes(8, 8)}, "dog": {"b.png": b"not a png at all"}}))),
     CliCase("folder-no-images", _train_on(lambda w: _folder(w / "noimages", {

@@ -84,8 +84,8 @@ def register(app: typer.Typer) -> None:
                                           help="Study name (default: tune-YYYYmmdd-HHMMSS, the start time in UTC)."),
         resume: bool = typer.Option(False, "--resume", help="Continue the study named by --study."),
         objective: str | None = typer.Option(
-            None, help="cost (minimised, default) | accuracy | balanced_accuracy (maximised, ties broken by "
-                       "cost), on the validation split."),
+            None, help="balanced_accuracy (default) | accuracy (maximised, ties broken by cost) | cost "
+                       "(minimised), on the validation split."),
         validation_fraction: float | None = typer.Option(None, "--validation-fraction",
                                                          help="Held-out share of the training set (default 0.2)."),
         seed: int | None = typer.Option(None, help="Seed of the sampler and of the validation split (default 0)."),

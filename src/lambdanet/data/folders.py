@@ -10,10 +10,10 @@ order. Every image is decoded and brought to one size with the resize policy of
 :mod:`lambdanet.data.images` (short side resized, centre cropped) by a pool of threads (Pillow
 decodes and resizes without holding the GIL, so the pool uses every core).
 
-**The size** (:func:`target_size`): ``image_size`` when the config sets it; else 32x32 for a CNN
-config (the size the CNN models take); else the images' own size when they all share one of at
-most 64x64 pixels (a folder of CIFAR-10 or catvnoncat images keeps its pixels); else 32x32
-(:data:`DEFAULT_IMAGE_SIZE`).
+**The size** (:func:`target_size`): ``image_size`` when the config sets it; else the images' own
+size when they all share one of at most 64x64 pixels (a folder of CIFAR-10 or catvnoncat images
+keeps its pixels); else 32x32 (:data:`DEFAULT_IMAGE_SIZE`) — for MLP and CNN configs alike (the
+CNNs take any size above their smallest, see :data:`lambdanet.torchnet.models.MIN_SIDE`).
 
 **The test set**: the images of ``test/`` when there is one; else a seeded, stratified split of
 the class folders: ``round(test_fraction * n)`` images of each class of ``n`` images (at most
@@ -42,8 +42,7 @@ from lambdanet.data.images import MAX_PIXELS, decode_image, photo_to_array
 from lambdanet.errors import DataError, ImageError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jfif", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-DEFAULT_IMAGE_SIZE = (32, 32)  # (H, W) of a folder whose images differ in size (and of CNN configs)
-CNN_IMAGE_SIZE = (32, 32)  # what the CNN models take (until they take any size)
+DEFAULT_IMAGE_SIZE = (32, 32)  # (H, W) of a folder whose images differ in size
 KEEP_OWN_SIZE_UP_TO = 64  # images that all share one size with both sides <= this keep it
 DEFAULT_TEST_FRACTION = 0.2
 SPLIT_SEED = 0
@@ -128,8 +127,6 @@ def target_size(sizes: Sequence[tuple[int, int]], options: FolderOptions) -> tup
     """The (H, W) every image of the folder is brought to (see the module doc)."""
     if options.image_size is not None:
         return options.image_size
-    if options.kind == "cnn":
-        return CNN_IMAGE_SIZE
     own = set(sizes)
     if len(own) == 1:
         h, w = next(iter(own))

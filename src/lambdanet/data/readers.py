@@ -19,7 +19,7 @@ Supported inputs:
 
 With a ``config`` (what :func:`load_dataset` is given by a training run), its ``image_size`` and
 ``kind`` decide the size of the images: a folder's as :func:`lambdanet.data.folders.target_size`
-says; h5/npz images are fitted to ``image_size`` when it is set (and to 32x32 for CNN configs)
+says; h5/npz images are fitted to ``image_size`` when it is set
 with the same resize policy, and kept as they are otherwise.
 
 Images come back as uint8 ``(m, H, W, C)`` (or ``(m, n)`` for flat npz data) and labels as int64
@@ -39,7 +39,7 @@ import numpy as np
 
 from lambdanet.data.archives import extract_archive, is_archive
 from lambdanet.data.dataset import Dataset, check_split, check_test_matches, class_names
-from lambdanet.data.folders import CNN_IMAGE_SIZE, FolderOptions, load_folder, parallel_map
+from lambdanet.data.folders import FolderOptions, load_folder, parallel_map
 from lambdanet.errors import DataError
 
 __all__ = ["Dataset", "folder_options", "load_dataset", "save_dataset", "to_matrix", "to_targets"]
@@ -227,13 +227,11 @@ def _load_npz(p: Path) -> Dataset:
 
 # ---- image size of array data sets ----------------------------------------------------------
 def fit_arrays(ds: Dataset, options: FolderOptions) -> Dataset:
-    """``ds`` with its images fitted to ``options.image_size`` (CNN configs: 32x32) by the resize
-    policy of :mod:`lambdanet.data.images`; unchanged when that is their size or nothing is asked."""
-    size = options.image_size or (CNN_IMAGE_SIZE if options.kind == "cnn" else None)
+    """``ds`` with its images fitted to ``options.image_size`` by the resize policy of
+    :mod:`lambdanet.data.images`; unchanged when that is their size or nothing is asked."""
+    size = options.image_size
     if size is None or (ds.x_train.ndim == 4 and tuple(ds.x_train.shape[1:3]) == tuple(size)):
         return ds
-    if ds.x_train.ndim != 4 and options.image_size is None:
-        return ds  # flat samples and a CNN config: the strategy says what it takes
     if ds.x_train.ndim != 4:
         raise DataError(f"{Path(ds.source).name}: image_size {list(size)} needs images (m, H, W, C), but this "
                         f"data set holds flat samples of shape {ds.x_train.shape}; remove image_size")

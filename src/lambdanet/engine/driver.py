@@ -101,7 +101,7 @@ class Driver:
             executor.close()
         from lambdanet.data.readers import load_dataset
 
-        dataset = load_dataset(req.data)
+        dataset = load_dataset(req.data, req.config)  # image_size applies to folders, archives and arrays
         strategy = load_strategy(target)
         strategy.validate(req.config, req.workers, dataset)
         self._check_store(req.store_url)

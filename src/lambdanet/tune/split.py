@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -53,13 +54,14 @@ class ValidationSplit:
     n_classes: int
 
     @classmethod
-    def prepare(cls, data: str, fraction: float, seed: int, folder: Path) -> ValidationSplit:
+    def prepare(cls, data: str, fraction: float, seed: int, folder: Path, config: Any = None) -> ValidationSplit:
         """The split of ``data``, written on first use (the only read of ``data`` before the study
-        ends), read back from ``folder`` after that."""
+        ends), read back from ``folder`` after that. ``config``: the base config (its
+        ``image_size`` fits the images before the split)."""
         from lambdanet.data.readers import load_dataset
 
         if not ((folder / "train.npz").exists() and (folder / "validation.npz").exists()):
-            write_split(load_dataset(data), fraction, seed, folder)
+            write_split(load_dataset(data, config), fraction, seed, folder)
         return cls.load(folder)
 
     @classmethod

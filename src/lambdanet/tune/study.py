@@ -116,7 +116,7 @@ class Tuner:
     def _prepare_data(self) -> ValidationSplit:
         req = self.req
         split = ValidationSplit.prepare(req.data, req.validation_fraction, req.seed,
-                                        study_folder(self.services.settings.home, req.study))
+                                        study_folder(self.services.settings.home, req.study), req.base_config)
         # the base config and the engine settings against the data, before any trial
         load_strategy(strategy_path(req.base_config.kind, req.strategy_name)).validate(
             req.base_config, req.workers, split.train)
@@ -278,7 +278,7 @@ class Tuner:
         """The test set, read now for the first time, scored with the best trial's final state."""
         from lambdanet.data.readers import load_dataset
 
-        full = load_dataset(self.req.data)
+        full = load_dataset(self.req.data, config)
         if full.x_test is None or full.y_test is None:
             return None
         pointer = checkpoints.read_pointer(self.services.objects, run_id)
