@@ -57,11 +57,18 @@ def test_template_wires_what_the_code_expects() -> None:
     assert {"AWS::S3::Bucket", "AWS::Lambda::Function", "AWS::ElastiCache::CacheCluster", "AWS::DynamoDB::Table",
             "AWS::SNS::Topic", "AWS::SNS::Subscription", "AWS::ApiGatewayV2::Api", "AWS::EC2::NatGateway",
             "AWS::IAM::Role"} <= types
-    # the trigger: training_input/*.h5 -> the driver function running lambdanet.functions.training_function.handler
-    notif = res["DataBucket"]["Properties"]["NotificationConfiguration"]["LambdaConfigurations"][0]
-    rules = {r["Name"]: r["Value"] for r in notif["Filter"]["S3Key"]["Rules"]}
-    assert rules == {"prefix": "training_input/", "suffix": ".h5"}
-    assert notif["Function"] == {"Ref": "DriverAlias"}  # qualified: the driver is a durable function
+    # the trigger: training_input/ + every data suffix the code takes -> the driver function running
+    # lambdanet.functions.training_function.handler
+    from lambdanet.functions.upload_trigger import DATA_SUFFIXES
+
+    suffixes = []
+    for notif in res["DataBucket"]["Properties"]["NotificationConfiguration"]["LambdaConfigurations"]:
+        rules = {r["Name"]: r["Value"] for r in notif["Filter"]["S3Key"]["Rules"]}
+        assert rules["prefix"] == "training_input/" and set(rules) == {"prefix", "suffix"}
+        assert notif["Function"] == {"Ref": "DriverAlias"}  # qualified: the driver is a durable function
+        suffixes.append(rules["suffix"])
+    assert sorted(suffixes) == sorted(DATA_SUFFIXES)
+    assert not any(a != b and a.endswith(b) for a in suffixes for b in suffixes)  # S3 refuses overlaps
     driver = res["DriverFunction"]["Properties"]
     assert driver["ImageConfig"]["Command"] == ["lambdanet.functions.training_function.handler"]
     assert driver["Timeout"] <= 900
@@ -156,7 +163,7 @@ def test_driver_is_a_durable_function_invoked_through_its_alias() -> None:
     assert version["DeletionPolicy"] == version["UpdateReplacePolicy"] == "Retain"  # running executions replay on it
     assert "${DriverRevision}" in _sub_text(version["Properties"]["Description"])  # a new revision publishes
     notif = res["DataBucket"]["Properties"]["NotificationConfiguration"]["LambdaConfigurations"]
-    assert [n["Function"] for n in notif] == [{"Ref": "DriverAlias"}]
+    assert notif and all(n["Function"] == {"Ref": "DriverAlias"} for n in notif)
     permission = res["S3InvokeDriverPermission"]["Properties"]
     assert permission["FunctionName"] == {"Ref": "DriverAlias"} and permission["Principal"] == "s3.amazonaws.com"
     assert "S3InvokeDriverPermission" in [res["DataBucket"]["DependsOn"]]

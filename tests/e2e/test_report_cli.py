@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
-from lambdanet.data.images import decode_image, prepare_image
+from lambdanet.data.images import photo_to_array
 from lambdanet.data.readers import load_dataset
 from lambdanet.nn import mlp
 from lambdanet.ports.ledger import RunRecord
@@ -113,7 +113,7 @@ def test_report_numbers_match_independent_computation(world: World, tmp_path: Pa
     photos = {p["data-name"]: p for p in doc.with_class("photo")}
     assert set(photos) == {p.name for p in IMAGES.iterdir()}
     for path in IMAGES.iterdir():
-        x = prepare_image(decode_image(path.read_bytes()), (64, 64, 3))[None]  # (1, 64, 64, 3)
+        x = photo_to_array(path.read_bytes(), (64, 64, 3))[None]  # (1, 64, 64, 3): what serve and predict answer with
         p = mlp.predict_proba(built.params, (x.reshape(1, -1).T / 255.0).astype(np.float32), built.activations)
         assert photos[path.name]["data-label"] == exp["classes"][int(p[0, 0] > 0.5)]
 

@@ -170,11 +170,9 @@ def _fit(images: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
     """uint8 (m, H, W, C) resized to the model's input shape where it differs."""
     if images.ndim == 4 and tuple(images.shape[1:]) == tuple(shape):
         return images
-    from PIL import Image
+    from lambdanet.data.readers import fit_images
 
-    from lambdanet.data.images import prepare_image
-
-    return np.stack([prepare_image(Image.fromarray(img), shape) for img in images])
+    return fit_images(images, (int(shape[0]), int(shape[1])))  # the training data path's resize policy
 
 
 def predict_in_chunks(predictor: Any, images: np.ndarray, chunk: int = 2000) -> np.ndarray:
@@ -195,15 +193,16 @@ def predict_photos(predictor: Any, folder: Path) -> list[PhotoPrediction]:
     decoded gets an ``error`` line instead of a label."""
     from PIL import Image
 
-    from lambdanet.data.images import decode_image, prepare_image
+    from lambdanet.data.images import decode_image, photo_to_array
 
     out: list[PhotoPrediction] = []
     for path in list_photos(folder):
         photo = PhotoPrediction(name=path.name)
         out.append(photo)
         try:
-            img = decode_image(path.read_bytes())
-            x = prepare_image(img, tuple(predictor.input_shape))[None]  # (1, H, W, C)
+            data = path.read_bytes()
+            img = decode_image(data)
+            x = photo_to_array(data, tuple(predictor.input_shape))[None]  # (1, H, W, C), fitted as serve fits it
             proba = np.asarray(predictor.predict_proba(x))[0]  # (C,)
         except LambdanetError as exc:
             photo.error = f"{path.name}: {exc}"
