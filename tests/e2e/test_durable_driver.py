@@ -103,6 +103,7 @@ def test_the_same_event_twice_while_the_first_runs_starts_one_run(
     assert [o["status"] for o in outcomes] == ["completed", "skipped"]
     run_id, _, _ = _one_run()
     assert outcomes[0]["run_id"] == outcomes[1]["run_id"] == run_id
+    assert f"is already claimed by run {run_id}" in outcomes[1]["error"]  # the lost claim says why, in one line
     _assert_outputs_once(cloud, run_id)
 
 

@@ -195,7 +195,9 @@ class UploadTrigger:
         if not ledger.claim(claim, run_id):
             owner = ledger.claimed_by(claim)
             if owner != run_id:  # another delivery (execution, watcher) owns this upload version
-                return TriggerResult(key, version, "skipped", run_id=owner)
+                return TriggerResult(key, version, "skipped", run_id=owner,
+                                     error=f"{key}#{version} is already claimed by run {owner} (another delivery "
+                                           f"of the same upload trains it)")
             done = self._recorded(key, version, run_id)  # a retry of this execution's own begin
             if done is not None:
                 return done
