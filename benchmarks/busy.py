@@ -1,7 +1,7 @@
 """The main job on a busy machine: ``lambdanet train`` beside one competing CPU-bound program,
 against its quiet time, in the default environment (no thread variables set).
 
-    python benchmarks/busy.py                  # 1000 epochs, 3 interleaved repeats (about 4 minutes)
+    python benchmarks/busy.py                  # 1000 epochs, 5 interleaved repeats (about 6 minutes)
     python benchmarks/busy.py --epochs 3799 --repeats 5
 
 Each run is the README's main job (``examples/itsacat/parameters.json``, batch 64) cut to
@@ -62,13 +62,18 @@ def one_run(home: Path, epochs: int, busy: bool, every_core: bool) -> tuple[floa
             competitor.wait()
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-2000:])
-    return wall, json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    shown = subprocess.run([sys.executable, "-m", "lambdanet", "runs", "show", result["run_id"], "--json"],
+                           capture_output=True, text=True, env=env, timeout=120)
+    run = json.loads(shown.stdout.strip().splitlines()[-1])["run"]
+    result["blas_threads"] = [w.get("blas") for w in run["metrics"].get("worker_threads") or []]
+    return wall, result
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--epochs", type=int, default=1000)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     configs = [("quiet, default", False, False), ("quiet, every core", False, True),
                ("busy, default", True, False), ("busy, every core", True, True)]
@@ -78,7 +83,8 @@ def main() -> None:
             for name, busy, every_core in configs:
                 wall, result = one_run(Path(tmp) / "home", args.epochs, busy, every_core)
                 walls[name].append(wall)
-                print(f"rep {rep + 1}: {name}: {wall:.2f} s (final cost {result['final_cost']})", flush=True)
+                print(f"rep {rep + 1}: {name}: {wall:.2f} s, BLAS threads {result['blas_threads']} "
+                      f"(final cost {result['final_cost']})", flush=True)
     med = {name: statistics.median(w) for name, w in walls.items()}
     busy_ratio = med["busy, default"] / med["quiet, default"]
     quiet_ratio = med["quiet, default"] / med["quiet, every core"]

@@ -84,3 +84,19 @@ def open_services() -> Services:
 def weights_of(services: Services, result: RunResult) -> dict[str, np.ndarray]:
     assert result.model is not None
     return dict(services.registry.load(result.model).weights)
+
+
+class RecordingSink:
+    """A progress sink that records the epochs it is given (``update`` follows each commit's rows)."""
+
+    def __init__(self) -> None:
+        self.epochs: list[int] = []
+
+    def start(self, total_epochs: int, done_epochs: int) -> None:
+        pass
+
+    def update(self, epoch: int, cost: float) -> None:
+        self.epochs.append(epoch)
+
+    def finish(self) -> None:
+        pass

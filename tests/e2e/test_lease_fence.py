@@ -14,27 +14,14 @@ from lambdanet.engine.driver import Driver, TrainRequest
 from lambdanet.engine.session import DriverIdentity, RunSession
 from lambdanet.errors import StaleDriver
 from lambdanet.executors.local import LocalExecutor
-from tests.e2e.engine_support import config, open_services, small_data
+from tests.e2e.engine_support import RecordingSink, config, open_services, small_data
 
 pytestmark = pytest.mark.aws
 
 CFG = config(epochs=6, batch_size=64, optimizer="adam", learning_rate=0.01)
 
 
-class Committed:
-    """A progress sink: the epochs its session committed (``update`` follows each commit's rows)."""
-
-    def __init__(self) -> None:
-        self.epochs: list[int] = []
-
-    def start(self, total_epochs: int, done_epochs: int) -> None:
-        pass
-
-    def update(self, epoch: int, cost: float) -> None:
-        self.epochs.append(epoch)
-
-    def finish(self) -> None:
-        pass
+Committed = RecordingSink
 
 
 class TakeOverWhenRoundTwoReturns:

@@ -24,7 +24,7 @@ from lambdanet.engine.driver import Driver, RunResult, TrainRequest
 from lambdanet.errors import RunFailed
 from lambdanet.services import Services
 from tests.conftest import RedisServer
-from tests.e2e.engine_support import config, open_services, small_data
+from tests.e2e.engine_support import RecordingSink, config, open_services, small_data
 
 EPOCHS = 1200  # one round of them (~8 s here)
 EVERY = 25  # report_every: a "Training update!" every 25 epochs
@@ -57,20 +57,7 @@ class Notes:
         return [int(n["epoch"]) for n in self.sent if n.get("event") == "progress"]
 
 
-class Sink:
-    """A progress sink that records the epochs it is given."""
-
-    def __init__(self) -> None:
-        self.epochs: list[int] = []
-
-    def start(self, total_epochs: int, done_epochs: int) -> None:
-        pass
-
-    def update(self, epoch: int, cost: float) -> None:
-        self.epochs.append(epoch)
-
-    def finish(self) -> None:
-        pass
+Sink = RecordingSink
 
 
 @dataclass

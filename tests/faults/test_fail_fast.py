@@ -22,19 +22,9 @@ from lambdanet.engine.driver import Driver, TrainRequest
 from lambdanet.errors import RunFailed
 from lambdanet.services import Services
 from tests.conftest import RedisServer
-from tests.e2e.engine_support import config, max_rel_diff, open_services, reference_run, small_data, weights_of
+from tests.e2e.engine_support import config, max_rel_diff, open_services, reference_run, weights_of
 
 DEADLINE_S = 600.0  # the collective deadline: never waited out here (pytest timeouts are far below)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return small_data(tmp_path_factory.mktemp("cats16"))
-
-
-@pytest.fixture
-def faults_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LAMBDANET_FAULTS", "1")  # inherited by worker processes and Lithops' runners
 
 
 def _retry_log(services: Services, run_id: str) -> list[dict[str, Any]]:

@@ -34,21 +34,11 @@ from lambdanet.errors import AttemptAborted
 from lambdanet.services import Services
 from lambdanet.stores.redis import RedisStore
 from tests.conftest import RedisServer
-from tests.e2e.engine_support import config, max_rel_diff, open_services, reference_run, small_data, weights_of
+from tests.e2e.engine_support import config, max_rel_diff, open_services, reference_run, weights_of
 
 DEADLINE_S = 600.0  # the collective deadline: never waited out here
 LIVENESS_S = 3.0  # the default liveness deadline
 CFG = config(epochs=300, batch_size=64, optimizer="adam", learning_rate=0.01)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return small_data(tmp_path_factory.mktemp("cats16"))
-
-
-@pytest.fixture
-def faults_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LAMBDANET_FAULTS", "1")  # inherited by worker processes and Lithops' runners
 
 
 class StopWatcher(threading.Thread):
