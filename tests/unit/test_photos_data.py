@@ -95,7 +95,7 @@ def test_split_is_stratified_seeded_and_kept_when_folders_say_so(photos: Path, t
     assert tt.x_train.shape[1:] == (32, 32, 3)  # sizes 8, 9, 10: they differ -> the default
 
 
-def test_the_size_comes_from_image_size_then_kind_then_the_data(photos: Path, tmp_path: Path) -> None:
+def test_the_size_comes_from_image_size_then_the_data(photos: Path, tmp_path: Path) -> None:
     wide = parse_config({**MLP.model_dump(), "image_size": [24, 40]})
     ds = load_dataset(photos, wide)
     assert ds.x_train.shape[1:] == (24, 40, 3)
@@ -110,14 +110,16 @@ def test_the_size_comes_from_image_size_then_kind_then_the_data(photos: Path, tm
         square(tmp_path / "same100" / ("a" if i % 2 else "b") / f"{i}.png", 100, 40 * i)
     assert load_dataset(tmp_path / "same48").input_shape == (48, 48, 3)  # shared and <= 64: kept
     assert load_dataset(tmp_path / "same48", MLP).input_shape == (48, 48, 3)
-    assert load_dataset(tmp_path / "same48", CNN).input_shape == (32, 32, 3)  # CNN configs: 32 x 32
+    assert load_dataset(tmp_path / "same48", CNN).input_shape == (48, 48, 3)  # CNN configs alike (any size)
     assert load_dataset(tmp_path / "same100").input_shape == (32, 32, 3)  # shared but large: 32 x 32
 
-    # arrays (npz / h5) keep their size unless image_size or a CNN config asks for another
+    # arrays (npz / h5) keep their size unless image_size asks for another
     arrays = load_dataset(tmp_path / "same48")
     npz = save_dataset(arrays, tmp_path / "same48.npz")
     assert load_dataset(npz).input_shape == (48, 48, 3)
-    fitted = load_dataset(npz, CNN)
+    assert load_dataset(npz, CNN).input_shape == (48, 48, 3)
+    small = parse_config({**CNN.model_dump(), "image_size": 32})
+    fitted = load_dataset(npz, small)
     assert fitted.input_shape == (32, 32, 3)
     np.testing.assert_array_equal(fitted.x_train[0], expected_input(_png(Image.fromarray(arrays.x_train[0])), 32))
     flat = tmp_path / "flat.npz"
