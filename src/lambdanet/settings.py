@@ -14,10 +14,29 @@ Each default can be replaced by a URL through an environment variable or a CLI o
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from lambdanet.errors import ConfigError
+
+
+def seconds_env(name: str, low: float = 0.0, high: float = math.inf) -> float | None:
+    """The number of seconds in ``$name`` (None when unset or empty), within ``low`` (exclusive
+    when 0) … ``high``; anything else is one :class:`ConfigError` line naming the variable."""
+    value = os.environ.get(name)
+    if not value:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} is not a number of seconds") from None
+    if not math.isfinite(number) or number <= 0 or number < low or number > high:
+        bounds = f"between {low:g} and {high:g}" if math.isfinite(high) else "positive"
+        raise ConfigError(f"{name}={value!r} must be {bounds} seconds")
+    return number
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,7 @@ from lambdanet.ports.ledger import EpochRow, Lease
 from lambdanet.ports.tensorstore import TensorStore
 from lambdanet.registry import TRIAL_KEY
 from lambdanet.services import Services
+from lambdanet.settings import seconds_env
 
 log = logging.getLogger("lambdanet.engine.session")
 
@@ -165,17 +166,8 @@ MIN_LEASE_TTL_S, MAX_LEASE_TTL_S = 1.0, 3600.0
 def lease_ttl() -> float:
     """The run's lease time to live: ``LAMBDANET_LEASE_TTL_S`` (1 to 3600 s), else 60 s. A live
     driver renews it every third of it, so it lapses only when its driver stopped."""
-    value = os.environ.get(LEASE_TTL_ENV)
-    if not value:
-        return DEFAULT_LEASE_TTL_S
-    try:
-        ttl = float(value)
-    except ValueError:
-        raise ConfigError(f"{LEASE_TTL_ENV}={value!r} is not a number of seconds") from None
-    if not (math.isfinite(ttl) and MIN_LEASE_TTL_S <= ttl <= MAX_LEASE_TTL_S):
-        raise ConfigError(f"{LEASE_TTL_ENV}={value!r} must be between {MIN_LEASE_TTL_S:g} and "
-                          f"{MAX_LEASE_TTL_S:g} seconds")
-    return ttl
+    ttl = seconds_env(LEASE_TTL_ENV, MIN_LEASE_TTL_S, MAX_LEASE_TTL_S)
+    return DEFAULT_LEASE_TTL_S if ttl is None else ttl
 
 
 class _LeaseKeeper:

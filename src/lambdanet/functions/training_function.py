@@ -50,7 +50,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import Callable
@@ -67,7 +66,7 @@ from lambdanet.engine.session import DriverIdentity, RunSession
 from lambdanet.errors import LambdanetError, LeaseHeld, RunFailed, UserInputError
 from lambdanet.functions.upload_trigger import TriggerResult, UploadTrigger, is_training_input
 from lambdanet.services import Services
-from lambdanet.settings import Settings
+from lambdanet.settings import Settings, seconds_env
 
 log = logging.getLogger("lambdanet.functions.training_function")
 
@@ -103,19 +102,6 @@ def _int_env(name: str, default: int | None) -> int | None:
         raise UserInputError(f"{name}={value!r} is not an integer") from None
 
 
-def _float_env(name: str) -> float | None:
-    value = os.environ.get(name)
-    if not value:
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        raise UserInputError(f"{name}={value!r} is not a number") from None
-    if not math.isfinite(number) or number <= 0:
-        raise UserInputError(f"{name}={value!r} must be a positive number")
-    return number
-
-
 @dataclass(frozen=True)
 class InvocationClock:
     """How long this invocation may still run: the function's remaining time, or
@@ -129,7 +115,7 @@ class InvocationClock:
         limit = LAMBDA_LIMIT_S
         if lambda_context is not None:
             limit = min(limit, lambda_context.get_remaining_time_in_millis() / 1000.0)
-        configured = _float_env("LAMBDANET_INVOCATION_SECONDS")
+        configured = seconds_env("LAMBDANET_INVOCATION_SECONDS")
         if configured is not None:
             limit = min(limit, configured)
         margin = min(30.0, 0.1 * limit)  # the step's own checkpoint, the wait, Lambda's shutdown
@@ -141,7 +127,7 @@ class InvocationClock:
 
     def round_seconds(self) -> float:
         """The round budget: a third of the invocation, at most 300 s (``LAMBDANET_ROUND_SECONDS``)."""
-        return _float_env("LAMBDANET_ROUND_SECONDS") or min(300.0, self.limit_s / 3)
+        return seconds_env("LAMBDANET_ROUND_SECONDS") or min(300.0, self.limit_s / 3)
 
 
 def _test_faults() -> list[dict[str, Any]]:
