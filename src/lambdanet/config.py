@@ -166,6 +166,9 @@ class CNNConfig(_Frozen):
     limit_test: int | None = Field(default=None, gt=0)
     device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:[0-9]+)?)$")  # cuda is used only when asked
     image_size: ImageSize = None
+    # "bf16": forward passes (training and scoring) under bfloat16 autocast; weights, gradients and
+    # the optimizer stay float32. Pays on CPUs with AMX and on GPUs; slower on other CPUs
+    precision: Literal["fp32", "bf16"] = "fp32"
 
     @model_validator(mode="after")
     def _check_optimizer(self) -> CNNConfig:

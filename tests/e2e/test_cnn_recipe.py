@@ -55,9 +55,13 @@ FAST = CNNConfig(model="fast", epochs=2, batch_size=50, optimizer="sgd", learnin
                  augment="flip", tta="flip", seed=4)
 
 
-def test_fast_recipe_k1_equals_a_plain_pytorch_loop(services: Services, tmp_path: Path) -> None:
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_fast_recipe_k1_equals_a_plain_pytorch_loop(services: Services, tmp_path: Path, precision: str) -> None:
+    """bf16: the plain loop runs each forward pass under ``torch.autocast(bfloat16)`` with the
+    model in channels_last, the loss in float32 — the recipe's documented numerics."""
     data = write_cifar_subset(tmp_path / "cifar", n_train=200, n_test=100)
-    res = Driver(services).train(TrainRequest(data=str(data), config=FAST, model_name="fast", workers=1,
+    config = FAST.model_copy(update={"precision": precision})
+    res = Driver(services).train(TrainRequest(data=str(data), config=config, model_name="fast", workers=1,
                                               strategy="data", store_url="memory://fast-recipe", executor="local"))
     assert res.status == "completed" and res.epochs_run == 2
     got = {k: np.asarray(v) for k, v in services.registry.load(res.model).weights.items()}
@@ -65,6 +69,9 @@ def test_fast_recipe_k1_equals_a_plain_pytorch_loop(services: Services, tmp_path
     x, y, xt, yt = cifar_subset(n_train=200, n_test=100)
     torch.set_num_threads(1)
     model = build_model("fast", n_classes=10, seed=FAST.seed)
+    half = precision == "bf16"
+    if half:
+        model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=FAST.learning_rate, momentum=0.9, nesterov=True, weight_decay=5e-4)
     m = len(y)
     steps = -(-m // FAST.batch_size)
@@ -78,7 +85,9 @@ def test_fast_recipe_k1_equals_a_plain_pytorch_loop(services: Services, tmp_path
             idx = perm[i * FAST.batch_size:(i + 1) * FAST.batch_size]
             xb = x[idx].copy()
             xb[mirrored[idx]] = xb[mirrored[idx]][:, :, ::-1]
-            loss = F.cross_entropy(model(_images(xb)), torch.from_numpy(y[idx].astype(np.int64)), label_smoothing=0.2)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=half):
+                logits = model(_images(xb)).float()
+            loss = F.cross_entropy(logits, torch.from_numpy(y[idx].astype(np.int64)), label_smoothing=0.2)
             for group in opt.param_groups:
                 group["lr"] = _rate(FAST, (epoch - 1) * steps + i + 1, 2 * steps)
             opt.zero_grad()
@@ -89,9 +98,9 @@ def test_fast_recipe_k1_equals_a_plain_pytorch_loop(services: Services, tmp_path
     for name, value in want.items():
         np.testing.assert_allclose(got[name], value, rtol=1e-4, atol=1e-5, err_msg=name)
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=half):
         images = _images(xt)
-        logits = (model(images) + model(torch.flip(images, dims=(3,)))) / 2  # flip test-time augmentation
+        logits = ((model(images) + model(torch.flip(images, dims=(3,)))) / 2).float()  # flip test-time augmentation
     test_acc = float((logits.argmax(1).numpy() == yt).mean())
     assert res.test_accuracy == pytest.approx(test_acc, abs=1.5 / len(yt))
     test_loss = float(F.cross_entropy(logits, torch.from_numpy(yt.astype(np.int64))))  # of the averaged logits

@@ -65,3 +65,22 @@ def test_weights_file_is_safetensors(registry: ModelRegistry, trained) -> None:
 
     arrays = load(blob)
     assert arrays["fc3.weight"].shape == (10, 84)
+
+
+def test_a_model_scored_with_flip_tta_is_served_with_it(registry: ModelRegistry, trained) -> None:
+    """The same weights registered with ``tta: "flip"`` answer the softmax of the mean logits of
+    each image and its mirror (computed here with a plain module), as the test pass scored them."""
+    from lambdanet.torchnet.models import build_model
+
+    mv = registry.load("cifar-lenet")
+    meta = {k: v for k, v in mv.metadata.items() if k not in ("name", "version", "created_at")}
+    meta["config"] = {**meta["config"], "tta": "flip"}
+    registry.register("cifar-lenet-tta", mv.weights, meta)
+    x = cifar_subset(n_train=100, n_test=50)[2][:8]
+    model = build_model("lenet", n_classes=10).eval()
+    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in mv.weights.items()})
+    images = (torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
+    with torch.no_grad():
+        want = torch.softmax((model(images) + model(torch.flip(images, dims=(3,)))) / 2, dim=1).numpy()
+    np.testing.assert_allclose(load_predictor(registry.load("cifar-lenet-tta")).predict_proba(x), want, atol=1e-6)
+    assert not np.allclose(load_predictor(mv).predict_proba(x), want, atol=1e-4)  # without tta: the image alone

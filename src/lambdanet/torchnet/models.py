@@ -34,6 +34,9 @@ from lambdanet.errors import ConfigError
 
 MODEL_NAMES = ("lenet", "vgg11_bn", "fast")
 MIN_SIDE = {"lenet": 16, "vgg11_bn": 32, "fast": 8}  # the smallest input side each model can take
+# the models whose bf16 training is faster with channels_last weights (docs/benchmarks.md: "fast"
+# gains; lenet loses and vgg11_bn does not change, so they keep the default layout)
+CHANNELS_LAST = frozenset({"fast"})
 VGG11_LAYERS: list[int | str] = [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"]
 
 # torch's module initialisers draw from the process-global RNG; threads of one process (the local

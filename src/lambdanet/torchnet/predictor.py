@@ -8,7 +8,9 @@ Usage::
 
 Normalisation (``x / 255``, mean 0.5 / std 0.5) happens inside, exactly as in training
 (:func:`lambdanet.torchnet.data.to_tensor`); callers only fit photos to ``input_shape``
-(:func:`lambdanet.data.images.photo_to_array`, the policy ``.fit`` names).
+(:func:`lambdanet.data.images.photo_to_array`, the policy ``.fit`` names). A model trained with
+``tta: "flip"`` is answered as it was scored: the mean logits of each image and its mirror.
+Serving computes in float32 whatever the training ``precision`` (bf16 pays only on some CPUs).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from lambdanet.registry import ModelVersion
 from lambdanet.torchnet.checkpoint import load_state_tensors
 from lambdanet.torchnet.data import to_tensor
 from lambdanet.torchnet.models import build_model
-from lambdanet.torchnet.train import resolve_device
+from lambdanet.torchnet.train import predict_logits, resolve_device
 
 
 class CNNPredictor:
@@ -37,6 +39,7 @@ class CNNPredictor:
         self.classes: list[str] = list(meta.classes)
         self.input_shape: tuple[int, int, int] = meta.input_shape or (32, 32, 3)
         self.fit: str = meta.preprocessing.fit  # the resize policy of lambdanet.data.images (center_crop)
+        self.tta = "flip" if meta.config.get("tta") == "flip" else "none"  # test-time augmentation, as scored
         arch = meta.architecture.model
         if meta.kind != "cnn":
             raise ModelCorrupt(f"model {ref} is a {meta.kind} model, not a CNN")
@@ -70,6 +73,6 @@ class CNNPredictor:
         out = []
         with self._lock, torch.inference_mode():
             for i in range(0, len(x), self.batch_size):
-                logits = self.model(to_tensor(x[i : i + self.batch_size], self.device))  # (b, C)
+                logits = predict_logits(self.model, to_tensor(x[i : i + self.batch_size], self.device), self.tta)
                 out.append(torch.softmax(logits, dim=1).to("cpu", torch.float32).numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)

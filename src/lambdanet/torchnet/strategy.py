@@ -48,6 +48,7 @@ from lambdanet.torchnet.train import (
     make_optimizer,
     resolve_device,
     train_epochs,
+    training_layout,
     usable_cores,
 )
 
@@ -114,7 +115,7 @@ def _shard(model: torch.nn.Module, opt: torch.optim.Optimizer, last: EpochStats 
 
 def _model(cfg: CNNConfig, dataset: Dataset, state: State | None, dev: torch.device,
            with_optimizer: bool) -> tuple[torch.nn.Module, torch.optim.Optimizer | None]:
-    model = build_model(cfg.model, n_classes=dataset.n_classes, seed=cfg.seed).to(dev)
+    model = training_layout(build_model(cfg.model, n_classes=dataset.n_classes, seed=cfg.seed).to(dev), cfg)
     opt = make_optimizer(model, cfg) if with_optimizer else None
     if state is not None:
         load_state_arrays(state, model, opt)
@@ -206,13 +207,13 @@ class TorchDataStrategy:
         if sampled:  # a shuffled sample: the files are sorted by class
             i = subset(len(y), FINISH_TRAIN_SAMPLES, cfg.seed + 2)
             x, y = x[i], y[i]
-        train_acc = evaluate(model, x, y, dev, tta=cfg.tta)
+        train_acc = evaluate(model, x, y, dev, tta=cfg.tta, precision=cfg.precision)
         reused = TEST_ACCURACY in state
         test_acc: float | None = None
         if reused:
             test_acc = float(np.asarray(state[TEST_ACCURACY]).reshape(-1)[0])
         elif len(yt):
-            test_acc = evaluate(model, xt, yt, dev, tta=cfg.tta)
+            test_acc = evaluate(model, xt, yt, dev, tta=cfg.tta, precision=cfg.precision)
         metadata = model_metadata(cfg, class_names(dataset.classes, dataset.n_classes),
                                   input_shape=tuple(dataset.x_train.shape[1:]))
         metadata.pop("metrics")

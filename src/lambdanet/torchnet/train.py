@@ -46,6 +46,7 @@ from lambdanet.engine.strategies.base import row_block
 from lambdanet.errors import ConfigError
 from lambdanet.torchnet.data import AugmentPlan, augment, augment_plan, minibatches, to_tensor
 from lambdanet.torchnet.flat import flat_buffers, flat_grads, set_flat_buffers, set_flat_grads
+from lambdanet.torchnet.models import CHANNELS_LAST
 
 
 @runtime_checkable
@@ -122,6 +123,23 @@ def configure_torch(threads: int | None = None, device: str | torch.device = "cp
     torch.set_num_threads(max(1, threads if threads is not None else usable_cores()))
 
 
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[object]:
+    """The forward pass's numeric context: bfloat16 autocast for ``precision == "bf16"`` (weights,
+    gradients and optimizer state stay float32), else nothing."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def training_layout(model: nn.Module, cfg: CNNConfig) -> nn.Module:
+    """``model`` in the memory layout that trains it fastest: channels_last for the models in
+    :data:`~lambdanet.torchnet.models.CHANNELS_LAST` under bf16 (measured: docs/benchmarks.md),
+    unchanged otherwise. The weights' values are the same either way."""
+    if cfg.precision == "bf16" and cfg.model in CHANNELS_LAST:
+        return model.to(memory_format=torch.channels_last)
+    return model
+
+
 def make_optimizer(model: nn.Module, cfg: CNNConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -175,7 +193,7 @@ def predict_logits(model: nn.Module, images: torch.Tensor, tta: str = "none") ->
 
 def evaluate_slice(
     model: nn.Module, x: np.ndarray, y: np.ndarray, device: torch.device, batch: int = EVAL_BATCH,
-    tta: str = "none",
+    tta: str = "none", precision: str = "fp32",
 ) -> tuple[float, float]:
     """(correct count, loss sum) of ``model`` on uint8 images ``x`` (n, H, W, C) and labels ``y``."""
     was_training = model.training
@@ -183,7 +201,8 @@ def evaluate_slice(
     correct, loss = 0.0, 0.0
     with torch.inference_mode():
         for i in range(0, len(y), batch):
-            logits = predict_logits(model, to_tensor(x[i : i + batch], device), tta)  # (b, C)
+            with autocast(precision, device):
+                logits = predict_logits(model, to_tensor(x[i : i + batch], device), tta).float()  # (b, C)
             yb = torch.from_numpy(y[i : i + batch]).to(device)
             loss += float(F.cross_entropy(logits, yb, reduction="sum"))
             correct += float((logits.argmax(1) == yb).sum())
@@ -192,9 +211,9 @@ def evaluate_slice(
 
 
 def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, device: str | torch.device = "cpu",
-             tta: str = "none") -> float:
+             tta: str = "none", precision: str = "fp32") -> float:
     """Accuracy of ``model`` on uint8 images ``x`` (n, H, W, C)."""
-    correct, _ = evaluate_slice(model, x, y, torch.device(device), tta=tta)
+    correct, _ = evaluate_slice(model, x, y, torch.device(device), tta=tta, precision=precision)
     return correct / max(1, len(y))
 
 
@@ -212,7 +231,8 @@ def _local_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: np.ndarray, la
     correct = torch.zeros((), dtype=torch.int64, device=dev)
     for i, idx in enumerate(batches):
         yb = labels[idx]  # (b,)
-        logits = model(_batch_images(x, idx, plan, dev))  # (b, C)
+        with autocast(cfg.precision, dev):
+            logits = model(_batch_images(x, idx, plan, dev)).float()  # (b, C)
         loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)  # the batch mean
         if cfg.lr_schedule != "constant":
             _set_lr(opt, learning_rate_at(cfg, epoch, i, len(batches)))
@@ -239,7 +259,8 @@ def _parallel_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: np.ndarray,
         loss_sum, correct = 0.0, 0.0
         if len(mine):
             yb = labels[mine]
-            logits = model(_batch_images(x, mine, plan, dev))  # (b, C)
+            with autocast(cfg.precision, dev):
+                logits = model(_batch_images(x, mine, plan, dev)).float()  # (b, C)
             batch_loss = F.cross_entropy(logits, yb, reduction="sum", label_smoothing=cfg.label_smoothing)
             (batch_loss / len(idx)).backward()
             loss_sum, correct = float(batch_loss.detach()), float((logits.detach().argmax(1) == yb).sum())
@@ -294,7 +315,8 @@ def train_epochs(
         test_correct, test_loss = 0.0, 0.0
         if test is not None:
             lo, hi = row_block(len(test[1]), size, rank)
-            test_correct, test_loss = evaluate_slice(model, test[0][lo:hi], test[1][lo:hi], dev, tta=cfg.tta)
+            test_correct, test_loss = evaluate_slice(model, test[0][lo:hi], test[1][lo:hi], dev, tta=cfg.tta,
+                                                      precision=cfg.precision)
         vote = 1.0 if should_stop is not None and should_stop() else 0.0
         tail = _reduce(collective, np.array([test_correct, test_loss, vote], np.float64))
         n_test = len(test[1]) if test is not None else 0
