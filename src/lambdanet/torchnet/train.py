@@ -136,7 +136,7 @@ def training_layout(model: nn.Module, cfg: CNNConfig) -> nn.Module:
     :data:`~lambdanet.torchnet.models.CHANNELS_LAST` under bf16 (measured: docs/benchmarks.md),
     unchanged otherwise. The weights' values are the same either way."""
     if cfg.precision == "bf16" and cfg.model in CHANNELS_LAST:
-        return model.to(memory_format=torch.channels_last)
+        return model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch stubs omit memory_format
     return model
 
 
