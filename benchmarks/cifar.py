@@ -1,0 +1,265 @@
+"""CIFAR-10 time to accuracy: the shipped CNN recipes through ``lambdanet train`` beside a plain
+PyTorch script of the same recipe, in one run.
+
+    python benchmarks/cifar.py                         # fast (10 epochs), fast --epochs 2, lenet
+    python benchmarks/cifar.py --recipes fast@2,fast@2x2   # the K = 2 check: 2 epochs, K = 1 and K = 2
+    python benchmarks/cifar.py --recipes vgg11_bn      # VGG11-bn's 30 epochs (over an hour here)
+    python benchmarks/cifar.py --quick                 # a check: 5,000 / 1,000 images, 1 epoch each
+
+A recipe is ``NAME[@EPOCHS][xK]``: ``examples/cifar10/NAME.json``, optionally ``--epochs EPOCHS``
+(the schedule rescales) and ``--workers K`` (``data`` strategy, the default local executor and
+memory store). For each, two fresh processes on the same ``.npz`` files:
+
+* ``lambdanet train TRAIN.npz -p NAME.json --json`` with a fresh ``LAMBDANET_HOME`` (the data
+  snapshot, checkpoints, ledger, the registry — a user's first run);
+* :data:`PLAIN_SCRIPT`: what a user writes without lambdanet — the same network definition
+  (imported: the loop is what is compared, not the layers), the same optimizer, schedule, label
+  smoothing, crop + flip augmentation, bf16 autocast / channels_last where the recipe says,
+  flip test-time augmentation; torch's defaults otherwise, numpy's ``default_rng`` per epoch.
+
+Columns: epochs, the process's wall time, training images/s (images x epochs over the epochs'
+seconds — each epoch's training and its test pass, from the ledger for lambdanet and timed in the
+script for plain), final test accuracy. Target: lambdanet's images/s >= 0.95x the plain script's.
+Accuracy targets on this machine: fast >= 0.92 in <= 40 minutes and >= 0.80 at 2 epochs,
+VGG11-bn >= 0.90; K = 2 within 0.5 point of K = 1. Nothing here sets a thread variable. NOTE: the
+shared CIFAR-10 copy is JPEG-compressed (shared/datasets/cifar10/README.txt): expect about 2
+points below figures on the original pixels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CIFAR = ROOT.parent / "shared" / "datasets" / "cifar10"
+RECIPES = ROOT / "examples" / "cifar10"
+SPEED_TARGET = 0.95
+TARGETS = {"fast": (0.92, 40 * 60), "fast@2": (0.80, None), "vgg11_bn": (0.90, None)}
+
+# argv: train.npz test.npz config.json epochs. Prints one JSON line.
+PLAIN_SCRIPT = r'''
+import json, sys, time
+t0 = time.perf_counter()
+import numpy as np, torch, torch.nn.functional as F
+from lambdanet.torchnet.models import build_model  # the network only; the loop below is plain PyTorch
+train, test, cfg_path, epochs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+cfg = json.load(open(cfg_path))
+bs, seed, half = cfg.get("batch_size", 100), cfg.get("seed", 0), cfg.get("precision") == "bf16"
+with np.load(train) as z:
+    x, y = z["x"], torch.from_numpy(z["y"].astype(np.int64))
+with np.load(test) as z:
+    xt, yt = z["x"], torch.from_numpy(z["y"].astype(np.int64))
+model = build_model(cfg["model"], n_classes=10, seed=seed)
+if half and cfg["model"] == "fast":
+    model = model.to(memory_format=torch.channels_last)
+if cfg.get("optimizer", "adam") == "sgd":
+    opt = torch.optim.SGD(model.parameters(), lr=cfg["learning_rate"], momentum=cfg.get("momentum", 0.9),
+                          nesterov=cfg.get("nesterov", False), weight_decay=cfg.get("weight_decay", 0.0))
+else:
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.get("learning_rate", 1e-3), weight_decay=cfg.get("weight_decay", 0.0))
+steps = -(-len(y) // bs)
+total, peak = epochs * steps, max(1.0, cfg.get("warmup", 0.0) * epochs * steps)
+if cfg.get("lr_schedule") == "warmup_decay":  # up linearly over the warm-up steps, then down to 0
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / peak if s + 1 <= peak else (total - s) / (total - peak + 1))
+else:
+    sched = None
+augment, smoothing, tta = cfg.get("augment", "crop+flip"), cfg.get("label_smoothing", 0.0), cfg.get("tta") == "flip"
+
+def images(a):  # uint8 (n, H, W, 3) -> float (n, 3, H, W), x / 255 normalised with mean = std = 0.5
+    return (torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
+
+def jitter(a, rng):  # random crop of the 4-pixel zero-padded image and/or a horizontal flip
+    n, h, w, _ = a.shape
+    padded = np.pad(a, ((0, 0), (4, 4), (4, 4), (0, 0)))
+    dy, dx = rng.integers(0, 9, size=(2, n)) if "crop" in augment else np.full((2, n), 4)
+    rows, cols = dy[:, None] + np.arange(h), dx[:, None] + np.arange(w)
+    if "flip" in augment:
+        flip = rng.random(n) < 0.5
+        cols[flip] = cols[flip][:, ::-1]
+    return padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+epoch_seconds, accuracy = [], None
+t1 = time.perf_counter()
+for epoch in range(1, epochs + 1):
+    e0 = time.perf_counter()
+    model.train()
+    rng = np.random.default_rng([seed, epoch])
+    perm = rng.permutation(len(y))
+    for i in range(0, len(y), bs):
+        idx = perm[i:i + bs]
+        xb = x[idx] if augment == "none" else jitter(x[idx], rng)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=half):
+            logits = model(images(xb)).float()
+        loss = F.cross_entropy(logits, y[idx], label_smoothing=smoothing)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+    model.eval()
+    correct = 0
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=half):
+        for i in range(0, len(yt), 250):
+            xb = images(xt[i:i + 250])
+            logits = model(xb) + model(torch.flip(xb, dims=(3,))) if tta else model(xb)
+            correct += int((logits.argmax(1) == yt[i:i + 250]).sum())
+    accuracy = correct / len(yt)
+    epoch_seconds.append(time.perf_counter() - e0)
+print(json.dumps({"test_accuracy": accuracy, "epoch_seconds": epoch_seconds, "load_seconds": t1 - t0}))
+'''
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str  # examples/cifar10/<name>.json
+    epochs: int | None  # None: the recipe's own
+    workers: int
+
+    @property
+    def label(self) -> str:
+        return self.name + (f"@{self.epochs}" if self.epochs else "") + (f"x{self.workers}" if self.workers > 1 else "")
+
+
+def parse_recipe(text: str) -> Recipe:
+    m = re.fullmatch(r"([a-z0-9_]+)(?:@(\d+))?(?:x(\d+))?", text.strip())
+    if m is None or not (RECIPES / f"{m.group(1)}.json").is_file():
+        known = ", ".join(sorted(p.stem for p in RECIPES.glob("*.json")))
+        raise SystemExit(f"recipe '{text}': expected NAME[@EPOCHS][xK] with NAME one of {known}")
+    return Recipe(m.group(1), int(m.group(2)) if m.group(2) else None, int(m.group(3) or 1))
+
+
+@dataclass(frozen=True)
+class Row:
+    side: str
+    epochs: int
+    wall_s: float
+    images_per_s: float
+    test_accuracy: float
+
+
+def _run(cmd: list[str], env: dict[str, str]) -> tuple[float, dict[str, Any]]:
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=6 * 3600)
+    seconds = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[:5])} … failed (exit {r.returncode}): {r.stderr.strip()[-1500:]}")
+    return seconds, json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def _ledger_epoch_seconds(home: Path, run_id: str) -> list[float]:
+    """The run's epoch seconds (each epoch's training and its test pass) from its ledger."""
+    os.environ["LAMBDANET_HOME"] = str(home)
+    from lambdanet.services import Services
+    from lambdanet.settings import Settings
+
+    services = Services.open(Settings.from_env(notifier_url="console://"))
+    try:
+        return [r.seconds for r in services.ledger.epochs(run_id)]
+    finally:
+        services.close()
+
+
+def lambdanet_row(recipe: Recipe, config: Path, data: tuple[Path, Path], n_train: int, epochs: int,
+                  tmp: Path) -> Row:
+    home = tmp / f"home-{recipe.label}"
+    cmd = [sys.executable, "-m", "lambdanet", "train", str(data[0]), "-p", str(config), "--epochs", str(epochs),
+           "--workers", str(recipe.workers), "--model", f"bench-{recipe.name}", "--json"]
+    wall, out = _run(cmd, {**os.environ, "LAMBDANET_HOME": str(home)})
+    seconds = _ledger_epoch_seconds(home, out["run_id"])
+    return Row(f"lambdanet train (K={recipe.workers})", len(seconds), wall, n_train * len(seconds) / sum(seconds),
+               float(out["test_accuracy"]))
+
+
+def plain_row(config: Path, data: tuple[Path, Path], n_train: int, epochs: int, tmp: Path) -> Row:
+    script = tmp / "plain_recipe.py"
+    script.write_text(PLAIN_SCRIPT)
+    wall, out = _run([sys.executable, str(script), str(data[0]), str(data[1]), str(config), str(epochs)],
+                     dict(os.environ))
+    seconds = out["epoch_seconds"]
+    return Row("plain PyTorch script", len(seconds), wall, n_train * len(seconds) / sum(seconds),
+               float(out["test_accuracy"]))
+
+
+def verdict(recipe: Recipe, epochs: int, row: Row) -> str:
+    key = recipe.name if recipe.epochs is None else f"{recipe.name}@{epochs}"
+    if key not in TARGETS:
+        return ""
+    accuracy, seconds = TARGETS[key]
+    met = row.test_accuracy >= accuracy and (seconds is None or row.wall_s <= seconds)
+    within = "" if seconds is None else f" in <= {seconds / 60:.0f} min"
+    return f"target >= {accuracy:.2f}{within}: {'met' if met else 'MISSED'}"
+
+
+def subset_files(limit: int, limit_test: int, tmp: Path) -> tuple[Path, Path]:
+    """The first ``limit`` / ``limit_test`` images of a seeded shuffle (the files are sorted by class)."""
+    folder = tmp / "data"
+    folder.mkdir()
+    out = []
+    for split, n in (("train", limit), ("test", limit_test)):
+        with np.load(CIFAR / f"cifar10_{split}.npz") as z:
+            x, y = z["x"], z["y"]
+        idx = np.random.default_rng(0).permutation(len(y))[:n]
+        out.append(folder / f"cifar10_{split}.npz")
+        np.savez(out[-1], x=x[idx], y=y[idx])
+    return out[0], out[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    ap.add_argument("--recipes", default="fast,fast@2,lenet", help="comma-separated NAME[@EPOCHS][xK]")
+    ap.add_argument("--quick", action="store_true", help="5,000 train / 1,000 test images, 1 epoch each")
+    ap.add_argument("--skip-plain", action="store_true", help="only the lambdanet rows")
+    args = ap.parse_args(argv)
+    recipes = [parse_recipe(r) for r in args.recipes.split(",") if r.strip()]
+    tmp = Path(tempfile.mkdtemp(prefix="lambdanet-bench-cifar-"))
+    try:
+        data = subset_files(5_000, 1_000, tmp) if args.quick else (CIFAR / "cifar10_train.npz",
+                                                                   CIFAR / "cifar10_test.npz")
+        with np.load(data[0]) as z:
+            n_train = len(z["y"])
+        threads = [v for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS") if v in os.environ]
+        print(f"CIFAR-10 (JPEG copy) from {data[0].parent}: {n_train} training images; {os.cpu_count()} cores; "
+              f"thread variables set by the user: {', '.join(threads) or 'none'}")
+        print(f"{'recipe':<12} {'side':<24} {'epochs':>6} {'wall':>9} {'images/s':>9} {'ratio':>6} "
+              f"{'test acc':>8}")
+        for n, recipe in enumerate(recipes):
+            config = RECIPES / f"{recipe.name}.json"
+            epochs = 1 if args.quick else recipe.epochs or int(json.loads(config.read_text())["epochs"])
+            sides = ["lambdanet", "plain"] if n % 2 == 0 else ["plain", "lambdanet"]  # alternate who goes first
+            rows: dict[str, Row] = {}
+            for side in sides:
+                if side == "plain" and (args.skip_plain or recipe.workers > 1):
+                    continue
+                rows[side] = (lambdanet_row(recipe, config, data, n_train, epochs, tmp) if side == "lambdanet"
+                              else plain_row(config, data, n_train, epochs, tmp))
+            plain = rows.get("plain")
+            for side in ("lambdanet", "plain"):
+                if side not in rows:
+                    continue
+                row = rows[side]
+                ratio = f"{row.images_per_s / plain.images_per_s:5.2f}x" if plain and side == "lambdanet" else ""
+                mark = verdict(recipe, epochs, row) if side == "lambdanet" and not args.quick else ""
+                if ratio:
+                    mark = f"speed >= {SPEED_TARGET:.2f}x: {'met' if row.images_per_s >= SPEED_TARGET * plain.images_per_s else 'MISSED'}; {mark}"
+                print(f"{recipe.label:<12} {row.side:<24} {row.epochs:>6} {row.wall_s / 60:8.1f}m "
+                      f"{row.images_per_s:9.0f} {ratio:>6} {row.test_accuracy:8.4f}  {mark}", flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
