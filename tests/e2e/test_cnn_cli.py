@@ -11,9 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-pytest.importorskip("torch")
-
+import torch
 from PIL import Image
 
 from lambdanet.testing.cnn import cifar_subset
@@ -69,7 +67,6 @@ def test_bad_cnn_config_is_one_line_exit_2(workdir: Path, home: Path, config: di
 
 
 def test_device_cuda_without_cuda_is_one_line_exit_2(workdir: Path, home: Path) -> None:
-    import torch
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")

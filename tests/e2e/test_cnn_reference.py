@@ -18,17 +18,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
 
-torch = pytest.importorskip("torch")
-
-from torch import nn  # noqa: E402
-from torch.nn import functional as F  # noqa: E402
-
-from lambdanet.config import CNNConfig  # noqa: E402
-from lambdanet.engine.driver import Driver, TrainRequest  # noqa: E402
-from lambdanet.services import Services  # noqa: E402
-from lambdanet.settings import Settings  # noqa: E402
-from lambdanet.testing.cnn import cifar_subset, write_cifar_subset  # noqa: E402
+from lambdanet.config import CNNConfig
+from lambdanet.engine.driver import Driver, TrainRequest
+from lambdanet.services import Services
+from lambdanet.settings import Settings
+from lambdanet.testing.cnn import cifar_subset, write_cifar_subset
 
 
 @pytest.fixture

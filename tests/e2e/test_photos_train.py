@@ -160,7 +160,6 @@ def test_serve_and_the_serving_lambda_give_the_training_path_probabilities(
 
 
 def test_a_cnn_trains_on_the_folder_and_predict_matches_its_training_path(photos: Path, tmp_path: Path) -> None:
-    pytest.importorskip("torch")
     home = tmp_path / "home"
     result = train(home, photos, "cnn.json", "photos-cnn")
     mv = ModelRegistry(FolderStore(home / "objects")).load("photos-cnn")

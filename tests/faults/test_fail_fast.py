@@ -82,7 +82,6 @@ def test_kill_9_of_one_of_four_process_workers_retries_from_an_in_round_checkpoi
 @pytest.mark.timeout(240)
 def test_kill_9_of_one_of_two_lithops_workers_retries_from_an_in_round_checkpoint(
         home: Path, data: Path, redis_server: RedisServer, faults_on: None) -> None:
-    pytest.importorskip("lithops")
     services = open_services()
     res = _kill_run(services, data, redis_server.url, "lithops://localhost", workers=2, killed=1, after=150)
     assert res.status == "completed" and res.rounds == 1 and res.retries == 1
@@ -143,7 +142,6 @@ def test_in_round_checkpoint_resumes_to_identical_weights(home: Path, data: Path
 @pytest.mark.timeout(300)
 def test_torch_data_strategy_in_round_checkpoint_resumes_to_identical_weights(
         home: Path, tmp_path: Path, faults_on: None) -> None:
-    pytest.importorskip("torch")
     from lambdanet.config import CNNConfig
     from lambdanet.testing.cnn import cifar_subset
 

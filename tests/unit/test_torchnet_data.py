@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from lambdanet.errors import DataError  # noqa: E402
-from lambdanet.torchnet.data import (  # noqa: E402
+from lambdanet.errors import DataError
+from lambdanet.torchnet.data import (
     CIFAR10_CLASSES,
     augment,
     augment_plan,
@@ -17,7 +16,7 @@ from lambdanet.torchnet.data import (  # noqa: E402
     minibatches,
     to_tensor,
 )
-from tests.conftest import CIFAR10  # noqa: E402
+from tests.conftest import CIFAR10
 
 
 def test_load_subset_is_shuffled_across_classes() -> None:

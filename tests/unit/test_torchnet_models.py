@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from lambdanet.errors import ConfigError  # noqa: E402
-from lambdanet.torchnet.flat import (  # noqa: E402
+from lambdanet.errors import ConfigError
+from lambdanet.torchnet.flat import (
     flat_buffers,
     flat_grads,
     flat_params,
@@ -17,7 +16,7 @@ from lambdanet.torchnet.flat import (  # noqa: E402
     set_flat_grads,
     set_flat_params,
 )
-from lambdanet.torchnet.models import build_model, count_parameters  # noqa: E402
+from lambdanet.torchnet.models import build_model, count_parameters
 
 
 def test_lenet_forward_shape_and_size() -> None:

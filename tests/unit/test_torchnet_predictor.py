@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from lambdanet.errors import ImageError  # noqa: E402
-from lambdanet.objects.folder import FolderStore  # noqa: E402
-from lambdanet.predictor import Predictor, load_predictor  # noqa: E402
-from lambdanet.registry import ModelRegistry  # noqa: E402
-from lambdanet.testing.cnn import cifar_subset, train_tiny_lenet  # noqa: E402
-from lambdanet.torchnet.data import CIFAR10_CLASSES  # noqa: E402
+from lambdanet.errors import ImageError
+from lambdanet.objects.folder import FolderStore
+from lambdanet.predictor import Predictor, load_predictor
+from lambdanet.registry import ModelRegistry
+from lambdanet.testing.cnn import cifar_subset, train_tiny_lenet
+from lambdanet.torchnet.data import CIFAR10_CLASSES
 
 
 @pytest.fixture(scope="module")

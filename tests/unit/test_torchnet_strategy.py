@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from lambdanet.config import CNNConfig, MLPConfig, itsacat_defaults  # noqa: E402
-from lambdanet.data.dataset import Dataset  # noqa: E402
-from lambdanet.engine.strategies import get_strategy  # noqa: E402
-from lambdanet.errors import ConfigError, DataError  # noqa: E402
-from lambdanet.torchnet.data import subset  # noqa: E402
-from lambdanet.torchnet.strategy import (  # noqa: E402
+from lambdanet.config import CNNConfig, MLPConfig, itsacat_defaults
+from lambdanet.data.dataset import Dataset
+from lambdanet.engine.strategies import get_strategy
+from lambdanet.errors import ConfigError, DataError
+from lambdanet.torchnet.data import subset
+from lambdanet.torchnet.strategy import (
     FINISH_TRAIN_SAMPLES,
     TEST_ACCURACY,
     TEST_LOSS,

@@ -8,18 +8,17 @@ import uuid
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from lambdanet.config import CNNConfig  # noqa: E402
-from lambdanet.engine.collectives import Collective  # noqa: E402
-from lambdanet.errors import ConfigError, DataError  # noqa: E402
-from lambdanet.stores.memory import MemoryStore  # noqa: E402
-from lambdanet.testing.cnn import cifar_subset  # noqa: E402
-from lambdanet.torchnet.checkpoint import load_bytes, load_state_arrays, save_bytes, state_arrays  # noqa: E402
-from lambdanet.torchnet.flat import flat_params  # noqa: E402
-from lambdanet.torchnet.models import build_model  # noqa: E402
-from lambdanet.torchnet.train import (  # noqa: E402
+from lambdanet.config import CNNConfig
+from lambdanet.engine.collectives import Collective
+from lambdanet.errors import ConfigError, DataError
+from lambdanet.stores.memory import MemoryStore
+from lambdanet.testing.cnn import cifar_subset
+from lambdanet.torchnet.checkpoint import load_bytes, load_state_arrays, save_bytes, state_arrays
+from lambdanet.torchnet.flat import flat_params
+from lambdanet.torchnet.models import build_model
+from lambdanet.torchnet.train import (
     TrainOutcome,
     configure_torch,
     make_optimizer,
