@@ -262,6 +262,41 @@ def test_resume_after_the_tune_driver_is_killed(home: Path, files: dict[str, Pat
     check_staging(home, out)
 
 
+@pytest.mark.parametrize("objective", ["cost", "balanced_accuracy"])
+def test_best_trial_is_the_best_completed_trial_and_gets_staging(home: Path, files: dict[str, Path],
+                                                                 objective: str) -> None:
+    """The study's best trial is the best of its COMPLETED trials by the objective's direction
+    (cost: lowest; accuracies: highest), computed here from the trials' own ledger rows, and the
+    alias ``staging`` points at that trial's model version (a worst-trial mutant must fail)."""
+    space = {"learning_rate": {"log_uniform": [1e-4, 0.1]}, "neurons.layer1": {"int": [2, 12]}}
+    files["space"].write_text(json.dumps(space))
+    study = f"best-{objective.replace('_', '-')}"
+    res = cli(home, *tune_args(files, study, "--trials", "5", "--pruner", "none", "--objective", objective))
+    assert res.returncode == 0, res.stderr
+    out = last_json(res.stdout)
+    runs = check_trial_runs(home, study, 5, "local")
+    done = [r for r in runs if r.metrics["outcome"] == "completed"]
+    values = {r.run_id: float(r.metrics["objective_value"]) for r in done}
+    assert len(set(values.values())) >= 2, f"the trials scored alike ({values}): best and worst are one"
+    pick = min if objective == "cost" else max
+    best_value = pick(values.values())
+    assert out["objective"] == objective and out["completed"] == len(done)
+    assert out["best_value"] == pytest.approx(best_value)
+    best = next(r for r in runs if r.run_id == out["best_run"])
+    assert values[best.run_id] == pytest.approx(best_value)  # the named run is a best one, not just the value
+    assert out["best_trial"] == best.metrics["trial"] and out["best_params"] == best.metrics["params"]
+    assert out["model"] == best.model
+    services = Services.open(Settings.from_env())
+    try:
+        name, version = best.model.split(":")
+        assert services.registry.aliases(name)["staging"] == int(version)
+        staged = services.registry.load(f"{name}@staging")
+        assert staged.metadata["run_id"] == best.run_id
+        assert services.ledger.get_run(best.run_id).metrics["best_of_study"] == study
+    finally:
+        services.close()
+
+
 def _quiet_runs(home: Path, study: str) -> list[RunRecord]:
     try:
         return study_runs(home, study)
