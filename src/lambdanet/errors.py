@@ -68,10 +68,6 @@ class Forbidden(URLError):
     http_status = 403
 
 
-class Unauthorized(UserInputError):
-    http_status = 401
-
-
 class PayloadTooLarge(UserInputError):
     http_status = 413
 

@@ -128,8 +128,6 @@ def _register_all() -> None:
         try:
             module = importlib.import_module(f"lambdanet.cli.{name}")
         except ModuleNotFoundError as exc:
-            if exc.name == f"lambdanet.cli.{name}":
-                continue  # command group not built yet
             found = missing_extra(exc)
             if found is None:
                 raise
