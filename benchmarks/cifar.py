@@ -5,6 +5,7 @@ PyTorch script of the same recipe, in one run.
     python benchmarks/cifar.py --recipes fast@2,fast@2x2   # the K = 2 check: 2 epochs, K = 1 and K = 2
     python benchmarks/cifar.py --recipes vgg11_bn      # VGG11-bn's 30 epochs (over an hour here)
     python benchmarks/cifar.py --quick                 # a check: 5,000 / 1,000 images, 1 epoch each
+    python benchmarks/cifar.py --precision             # training steps/s: fp32, bf16, channels_last, compile
 
 A recipe is ``NAME[@EPOCHS][xK]``: ``examples/cifar10/NAME.json``, optionally ``--epochs EPOCHS``
 (the schedule rescales) and ``--workers K`` (``data`` strategy, the default local executor and
@@ -20,6 +21,11 @@ memory store). For each, two fresh processes on the same ``.npz`` files:
 Columns: epochs, the process's wall time, training images/s (images x epochs over the epochs'
 seconds — each epoch's training and its test pass, from the ledger for lambdanet and timed in the
 script for plain), final test accuracy. Target: lambdanet's images/s >= 0.95x the plain script's.
+``--precision`` times training steps alone (random batches, SGD with Nesterov momentum, label
+smoothing) for each model: a plain float32 PyTorch step (the reference) beside bf16 autocast,
+bf16 + channels_last and ``torch.compile`` — what decided each recipe's ``precision`` and
+:data:`lambdanet.torchnet.models.CHANNELS_LAST` (lambdanet's choice is marked).
+
 Accuracy targets on this machine: fast >= 0.92 in <= 40 minutes and >= 0.80 at 2 epochs,
 VGG11-bn >= 0.90; K = 2 within 0.5 point of K = 1. Nothing here sets a thread variable. NOTE: the
 shared CIFAR-10 copy is JPEG-compressed (shared/datasets/cifar10/README.txt): expect about 2
@@ -219,12 +225,67 @@ def subset_files(limit: int, limit_test: int, tmp: Path) -> tuple[Path, Path]:
     return out[0], out[1]
 
 
+PRECISION_MODES = ("fp32", "bf16", "bf16+channels_last", "fp32+compile")
+
+
+def step_images_per_s(name: str, mode: str, batch: int, steps: int) -> float:
+    """Images/s of ``steps`` training steps of model ``name`` in ``mode`` (after 2 warm-up steps)."""
+    import torch
+    import torch.nn.functional as F
+
+    from lambdanet.torchnet.models import build_model
+
+    model = build_model(name, seed=0)
+    x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
+    if "channels_last" in mode:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+    forward = torch.compile(model) if "compile" in mode else model
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode.startswith("bf16")):
+            loss = F.cross_entropy(forward(x).float(), y, label_smoothing=0.2)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    for _ in range(2):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps * batch / (time.perf_counter() - t0)
+
+
+def precision_table() -> None:
+    """Training-step images/s per model and numeric mode, beside the plain float32 step."""
+    from lambdanet.config import CNNConfig, parse_config
+    from lambdanet.torchnet.models import CHANNELS_LAST
+
+    print(f"{'model':<10} {'mode':<20} {'images/s':>9} {'x fp32':>7}")
+    for name, batch, steps in (("lenet", 100, 40), ("fast", 256, 6), ("vgg11_bn", 128, 4)):
+        recipe = parse_config(json.loads((RECIPES / f"{name}.json").read_text()), source=name)
+        assert isinstance(recipe, CNNConfig)
+        ours = "fp32" if recipe.precision == "fp32" else ("bf16+channels_last" if name in CHANNELS_LAST else "bf16")
+        reference = None
+        for mode in PRECISION_MODES:
+            rate = step_images_per_s(name, mode, batch, steps)
+            reference = reference or rate
+            mark = "  <- the recipe (examples/cifar10)" if mode == ours else ""
+            print(f"{name:<10} {mode:<20} {rate:9.0f} {rate / reference:6.2f}x{mark}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--recipes", default="fast,fast@2,lenet", help="comma-separated NAME[@EPOCHS][xK]")
     ap.add_argument("--quick", action="store_true", help="5,000 train / 1,000 test images, 1 epoch each")
     ap.add_argument("--skip-plain", action="store_true", help="only the lambdanet rows")
+    ap.add_argument("--precision", action="store_true", help="training-step images/s per numeric mode, then exit")
     args = ap.parse_args(argv)
+    if args.precision:
+        precision_table()
+        return 0
     recipes = [parse_recipe(r) for r in args.recipes.split(",") if r.strip()]
     tmp = Path(tempfile.mkdtemp(prefix="lambdanet-bench-cifar-"))
     try:
