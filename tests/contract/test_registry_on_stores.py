@@ -10,6 +10,7 @@ import pytest
 from lambdanet.errors import ModelNotFound
 from lambdanet.ports import ObjectStore
 from lambdanet.registry import ModelRegistry
+from tests.unit.test_registry import flip_between_two_of_three, flip_transitions
 
 
 def _weights(seed: int) -> dict[str, np.ndarray]:
@@ -55,3 +56,12 @@ def test_racing_registrations_get_distinct_versions(objects: ObjectStore) -> Non
     assert sorted(got) == [1, 2, 3, 4]
     reg = ModelRegistry(objects)
     assert {reg.metadata("race", v)["run_id"] for v in got} == {f"r-{i}" for i in range(4)}
+
+
+def test_alias_flip_never_shows_a_third_version(objects: ObjectStore) -> None:
+    """On every store: while ``production`` flips between versions 1 and 2 of three, a reader of
+    the bare name (which means the newest version, 3, when no production alias exists) reads
+    every state the flips leave and sees only 1 and 2."""
+    seen, errors = flip_between_two_of_three(objects, flips=6)
+    assert errors == [] and set(seen) == {1, 2}, (errors, sorted(set(seen)))
+    assert flip_transitions(seen, 6) == [2, 1, 2, 1, 2, 1]

@@ -224,52 +224,97 @@ def test_a_version_without_model_json_is_invisible_and_skipped(reg: ModelRegistr
     assert reg.versions("m") == [1, 3]
 
 
-def test_alias_switch_is_atomic_for_readers(reg: ModelRegistry) -> None:
-    """A reader loading "m" in a loop while the alias flips 1 -> 2 -> 1 … sees every flip and
-    nothing else: no error, no third version, each version with its own weights."""
-    w1, w2 = _weights(1), _weights(2)
-    reg.register("m", w1, _meta())
-    reg.register("m", w2, _meta())
-    reg.set_alias("m", "production", 1)
+class WatchedAliases:
+    """An object store (any, wrapped) whose every write of ``models/<name>/aliases.json`` waits until
+    a reader thread has finished a read that began after that write: the reader then sees EVERY
+    state of the aliases a writer leaves behind, however briefly it lasts (a flip done as remove
+    then add has a moment without the alias, which a free-running reader would rarely catch)."""
+
+    def __init__(self, inner: Any, name: str, timeout_s: float = 10.0) -> None:
+        self.inner, self.key, self.timeout_s = inner, f"models/{name}/aliases.json", timeout_s
+        self.cond = threading.Condition()
+        self.writes = 0  # writes of the aliases so far
+        self.read_up_to = 0  # the reader finished a read that began after this many writes
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self.inner, attr)
+
+    def put(self, key: str, data: bytes) -> None:
+        self.inner.put(key, data)
+        if key != self.key:
+            return
+        with self.cond:
+            self.writes += 1
+            n = self.writes
+            self.cond.notify_all()
+            if not self.cond.wait_for(lambda: self.read_up_to >= n, timeout=self.timeout_s):
+                raise AssertionError(f"the reader did not read the aliases after write {n}")
+
+    def reading(self) -> int:
+        """How many writes came before the read that begins now."""
+        with self.cond:
+            return self.writes
+
+    def read_done(self, began_after: int) -> None:
+        with self.cond:
+            self.read_up_to = max(self.read_up_to, began_after)
+            self.cond.notify_all()
+
+
+def flip_between_two_of_three(objects: Any, flips: int = 12) -> tuple[list[int], list[str]]:
+    """Versions 1, 2 and 3 of "m"; ``production`` flips 1 -> 2 -> 1 … while a reader thread
+    resolves and loads the bare name "m" in a loop (production, else the newest version: 3).
+    Returns what the reader saw (one entry per read) and its errors."""
+    weights = {v: _weights(v) for v in (1, 2, 3)}
+    setup = ModelRegistry(objects)
+    for v in (1, 2, 3):
+        assert setup.register("m", weights[v], _meta(run_id=f"r-{v}")).version == v
+    setup.set_alias("m", "production", 1)
+    watched = WatchedAliases(objects, "m")
+    reg = ModelRegistry(watched)  # type: ignore[arg-type]  # the flips wait for the reader
     stop = threading.Event()
     seen: list[int] = []
-    latest = threading.Condition()
     errors: list[str] = []
 
     def read() -> None:
-        reader = ModelRegistry(reg.objects)
+        reader = ModelRegistry(objects, cache_size=0)  # the store itself, not the watched wrapper
         while not stop.is_set():
+            began_after = watched.reading()
             try:
                 mv = reader.load("m")
-                want = w1 if mv.version == 1 else w2
-                if not np.array_equal(mv.weights["W1"], want["W1"]):
+                if not np.array_equal(mv.weights["W1"], weights[mv.version]["W1"]):
                     errors.append(f"version {mv.version} came with other weights")
+                seen.append(mv.version)
             except Exception as exc:
                 errors.append(repr(exc))
-                continue
-            with latest:
-                seen.append(mv.version)
-                latest.notify_all()
+            watched.read_done(began_after)
 
-    t = threading.Thread(target=read)
+    t = threading.Thread(target=read, daemon=True)
     t.start()
-    flips = [2 if i % 2 == 0 else 1 for i in range(30)]
     try:
-        for version in flips:
-            reg.set_alias("m", "production", version)
-
-            def reader_saw(v: int = version) -> bool:
-                return bool(seen) and seen[-1] == v
-
-            with latest:  # the reader must see this version before the next flip
-                assert latest.wait_for(reader_saw, timeout=10), f"the reader never saw version {version}"
+        for i in range(flips):
+            reg.set_alias("m", "production", 2 if i % 2 == 0 else 1)
     finally:
         stop.set()
-        t.join()
+        t.join(timeout=30)
+    return seen, errors
+
+
+def flip_transitions(seen: list[int], flips: int) -> list[int]:
+    """The versions the reader saw, each run of equal reads once; the last ``flips`` of them (the
+    first read may come before or after the first flip)."""
+    runs = [v for i, v in enumerate(seen) if i == 0 or seen[i - 1] != v]
+    return runs[-flips:]
+
+
+def test_alias_flip_never_shows_the_fallback_version(reg: ModelRegistry) -> None:
+    """Three versions, the alias flipping between 1 and 2: a reader of the bare name sees 1 or 2
+    and never 3 — the newest version, what the name means while no production alias exists (a
+    flip done as remove-then-add would show it)."""
+    seen, errors = flip_between_two_of_three(reg.objects, flips=12)
     assert errors == []
-    assert set(seen) == {1, 2}
-    transitions = [v for i, v in enumerate(seen) if i == 0 or seen[i - 1] != v]
-    assert transitions[-len(flips):] == flips  # every flip was seen, in order
+    assert set(seen) == {1, 2}, f"the reader saw versions {sorted(set(seen))}"
+    assert flip_transitions(seen, 12) == [2, 1] * 6  # every flip was read, in order (the watched store waits)
 
 
 def test_export_itsacat_h5(reg: ModelRegistry, tmp_path: Path) -> None:
