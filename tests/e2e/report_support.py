@@ -1,27 +1,20 @@
-"""Build a finished (or still running) itsacat run directly, without the engine: train with the
-reference trainer, write the run, its epoch rows and worker calls to the SQLite ledger of
-``LAMBDANET_HOME`` and register the model — exactly the records the report reads."""
+"""Helpers of the report tests: the itsacat data and a small config, the CLI in a subprocess, an
+HTML reader for the report's data-* attributes, and a real engine run paced for a live dashboard.
+Every run the report tests read is written by the engine (no hand-made ledger rows)."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import time
-import uuid
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 
-from lambdanet.config import parse_config
-from lambdanet.data.readers import load_dataset, to_matrix, to_targets
-from lambdanet.nn import mlp, reference
-from lambdanet.ports.ledger import CallRow, EpochRow, RunRecord
-from lambdanet.services import Services
-from lambdanet.settings import Settings
+from lambdanet.data.readers import load_dataset
 from tests.conftest import CATVNONCAT, REPO
 
 DATA = CATVNONCAT / "datasets.h5"
@@ -32,6 +25,9 @@ SUBPROCESS_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
 
 @dataclass
 class BuiltRun:
+    """A finished engine run as the report tests read it back: its model's weights and the
+    per-epoch costs of the ledger."""
+
     run_id: str
     model_ref: str
     params: dict[str, np.ndarray]
@@ -42,66 +38,6 @@ class BuiltRun:
 def small_config(epochs: int = 300) -> dict:
     return {"epochs": epochs, "layers": 2, "activations": {"layer1": "relu", "layer2": "sigmoid"},
             "neurons": {"layer1": 7, "layer2": 1}, "learning_rate": 0.0075, "batch_size": 1000, "seed": 1}
-
-
-def build_run(services: Services, epochs: int = 300, retry: bool = True, model_name: str = "itsacat") -> BuiltRun:
-    """Train, then write the ledger rows and the registered model of a completed 2-worker run."""
-    cfg = parse_config(small_config(epochs))
-    ds = load_dataset(DATA)
-    X = to_matrix(ds.x_train, "float32")  # (12288, 209)
-    Y = to_targets(ds.y_train, 2, "sigmoid", "float32")  # (1, 209)
-    Xt = to_matrix(ds.x_test, "float32")  # (12288, 50)
-    acc_at: dict[int, float] = {}
-
-    t0 = time.time()
-    result = reference.train(cfg, X, Y)
-    wall = time.time() - t0
-    acts = cfg.activation_list
-    test_acc = float(np.mean((mlp.predict_proba(result.params, Xt, acts)[0] > 0.5) == ds.y_test))
-    train_acc = float(np.mean((mlp.predict_proba(result.params, X, acts)[0] > 0.5) == ds.y_train))
-    acc_at[len(result.costs)] = test_acc
-
-    run_id = f"r-{uuid.uuid4().hex[:10]}"
-    now = time.time()
-    services.ledger.create_run(RunRecord(
-        run_id=run_id, status="running", kind="mlp", data=str(DATA), model=model_name, created_at=now - wall - 1,
-        started_at=now - wall,
-        config={"config": cfg.model_dump(), "workers": 2, "strategy": "neuron", "executor": "local",
-                "store_url": "redis://:secret@127.0.0.1:6379/0"},
-    ))
-    rows = [EpochRow(run_id, i + 1, c, cfg.learning_rate, wall / len(result.costs),
-                     {"test_accuracy": acc_at[i + 1]} if i + 1 in acc_at else {})
-            for i, c in enumerate(result.costs)]
-    services.ledger.upsert_epochs(run_id, rows)
-    calls = []
-    n_rounds = 3
-    for r in range(n_rounds):
-        attempts = (0, 1) if (retry and r == 1) else (0,)
-        for a in attempts:
-            for w in range(2):
-                start = now - wall + (r + 0.5 * a) * wall / n_rounds + 0.01 * w
-                ok = not (retry and r == 1 and a == 0 and w == 1)
-                calls.append(CallRow(run_id, r, a, w, start, start + wall / n_rounds * (0.4 if not ok else 0.9), ok,
-                                     None if ok else "exit code -9"))
-    services.ledger.record_calls(run_id, calls)
-    weights = {k: np.asarray(v, dtype=np.float32) for k, v in result.params.items()}
-    mv = services.registry.register(model_name, weights, {
-        "kind": "mlp", "classes": list(ds.classes), "input_shape": [64, 64, 3], "dtype": "float32",
-        "preprocessing": {"resize": "bilinear", "scale": 255.0, "mean": None, "std": None},
-        "architecture": {"layer_dims": cfg.layer_dims(12288), "activations": acts},
-        "config": cfg.model_dump(), "run_id": run_id,
-        "metrics": {"train_accuracy": train_acc, "test_accuracy": test_acc, "final_cost": result.costs[-1]},
-    })
-    ref = f"{mv.name}:{mv.version}"
-    services.ledger.update_run(
-        run_id, status="completed", model=ref, ended_at=time.time(), stop_reason=result.stop_reason,
-        metrics={"epochs_run": result.epochs_run, "final_cost": result.costs[-1], "train_accuracy": train_acc,
-                 "test_accuracy": test_acc, "wall_seconds": wall, "workers": 2, "strategy": "neuron",
-                 "rounds": n_rounds, "retries": 1 if retry else 0, "worker_calls": len(calls),
-                 "worker_seconds": sum(c.ended_at - c.started_at for c in calls), "store_bytes": 123456,
-                 "estimated_cost_usd": 0.000042},
-    )
-    return BuiltRun(run_id, ref, weights, acts, result.costs)
 
 
 def cli(home: Path, *args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
@@ -126,29 +62,6 @@ class Elements(HTMLParser):
 
     def with_class(self, cls: str) -> list[dict[str, str]]:
         return [a for _, a in self.items if cls in a.get("class", "").split()]
-
-
-def build_run_in_subprocess(home: Path, epochs: int = 300, retry: bool = True) -> BuiltRun:
-    """:func:`build_run` in a fresh interpreter (single-threaded BLAS) writing to ``home``; the
-    weights are read back from the registry."""
-    code = ("import json; from lambdanet.services import Services; from tests.e2e.report_support import build_run; "
-            f"s = Services.open(); b = build_run(s, epochs={epochs}, retry={retry}); "
-            "print(json.dumps({'run_id': b.run_id, 'model': b.model_ref, 'costs': b.costs}))")
-    env = {**SUBPROCESS_ENV, **os.environ, "LAMBDANET_HOME": str(home),
-           "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
-    if res.returncode != 0:
-        raise RuntimeError(f"build_run failed: {res.stderr[-2000:]}")
-    out = json.loads(res.stdout.strip().splitlines()[-1])
-    services = Services.open(Settings(
-        home=home, ledger_url=f"sqlite:///{home / 'ledger.db'}", objects_url=str(home / "objects"),
-        notifier_url="console://", store_url="memory://", executor="local"))
-    try:
-        mv = services.registry.load(out["model"])
-        return BuiltRun(out["run_id"], out["model"], dict(mv.weights),
-                        list(mv.metadata["architecture"]["activations"]), out["costs"])
-    finally:
-        services.close()
 
 
 class PacedProgress:

@@ -1,9 +1,12 @@
-"""``lambdanet report`` on a trained itsacat run: the numbers in the HTML and the JSON equal the
-ones this test computes itself from the model's predictions; bad input ends in one clear line."""
+"""``lambdanet report`` on real engine runs of itsacat (``lambdanet train``; the Driver with an injected
+worker fault, on a password-protected redis; a run started and never driven): the numbers in the
+HTML and the JSON equal the ones this test computes itself — from a forward pass written here and
+from the ledger's rows; bad input ends in one clear line."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,13 +16,18 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
+from lambdanet.config import parse_config
 from lambdanet.data.images import photo_to_array
 from lambdanet.data.readers import load_dataset
-from lambdanet.nn import mlp
-from lambdanet.ports.ledger import RunRecord
+from lambdanet.engine.driver import Driver, TrainRequest
+from lambdanet.ports.ledger import CallRow
 from lambdanet.services import Services
-from tests.conftest import IMAGES
-from tests.e2e.report_support import DATA, BuiltRun, Elements, build_run_in_subprocess, cli, small_config
+from tests.conftest import IMAGES, RedisServer
+from tests.e2e.report_support import DATA, BuiltRun, Elements, cli, small_config
+
+# the fault of the faulty run: worker 0 raises one epoch into round 2's first try (the engine retries the round)
+FAULT = {"round": 2, "attempt": 0, "worker": 0, "action": "raise", "after_epochs": 1}
+GB_SECOND_USD, REQUEST_USD = 0.0000166667, 0.20 / 1_000_000  # AWS Lambda x86 us-east-1, as published
 
 
 @contextmanager
@@ -43,7 +51,17 @@ def services_at(home: Path) -> Iterator[Services]:
 class World(NamedTuple):
     home: Path
     trained: BuiltRun  # a real run: `lambdanet train` (2 workers, neuron strategy, 3 rounds)
-    built: BuiltRun  # written directly, with a failed worker call and a retried round
+    faulty: BuiltRun  # a real run (the engine's Driver) whose round 2 failed once and was retried
+    fresh: str  # a real run started (Driver.start: created, data and checkpoint 0 written) and never driven
+    redis_password: str  # the faulty run's store is a redis-server with this password
+
+
+def _built(services: Services, run_id: str) -> BuiltRun:
+    run = services.ledger.get_run(run_id)
+    assert run.status == "completed" and run.model, (run.status, run.error)
+    mv = services.registry.load(run.model)
+    costs = [e.cost for e in services.ledger.epochs(run_id)]
+    return BuiltRun(run_id, run.model, dict(mv.weights), list(mv.metadata["architecture"]["activations"]), costs)
 
 
 @pytest.fixture(scope="module")
@@ -55,19 +73,48 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
               "--model", "itsacat", "--json")
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout.strip().splitlines()[-1])
+    password = "secret-pw-4711"
+    with pytest.MonkeyPatch.context() as mp, RedisServer(tmp_path_factory.mktemp("redis-pw"),
+                                                         password=password) as redis:
+        mp.setenv("LAMBDANET_HOME", str(home))
+        mp.setenv("LAMBDANET_FAULTS", "1")  # the workers honour the driver's fault spec
+        services = Services.open()
+        request = TrainRequest(data=str(DATA), config=parse_config(small_config(60)), model_name="itsacat",
+                               workers=2, strategy="neuron", store_url=redis.url, epochs_per_round=20)
+        faulty = Driver(services, faults=[FAULT], retry_backoff_s=0.0).train(request)
+        fresh = Driver(services).start(request)
+        try:
+            return World(home, _built(services, out["run_id"]), _built(services, faulty.run_id), fresh, password)
+        finally:
+            services.close()
+
+
+def ledger_calls(home: Path, run_id: str) -> list[CallRow]:
     with services_at(home) as services:
-        mv = services.registry.load(out["model"])
-        costs = [e.cost for e in services.ledger.epochs(out["run_id"])]
-        trained = BuiltRun(out["run_id"], out["model"], dict(mv.weights),
-                           list(mv.metadata["architecture"]["activations"]), costs)
-    return World(home, trained, build_run_in_subprocess(home, epochs=120))
+        return services.ledger.calls(run_id)
+
+
+def forward(params: dict[str, np.ndarray], X: np.ndarray, activations: list[str]) -> np.ndarray:
+    """P(cat) for each column of X (n_x, m): the MLP's forward pass written out here in float64,
+    A_l = g_l(W_l A_{l-1} + b_l) — not lambdanet's own code."""
+    A = X.astype(np.float64)
+    for layer, act in enumerate(activations, start=1):
+        Z = params[f"W{layer}"].astype(np.float64) @ A + params[f"b{layer}"].astype(np.float64)
+        if act == "relu":
+            A = np.maximum(Z, 0.0)
+        elif act == "sigmoid":
+            A = 1.0 / (1.0 + np.exp(-Z))
+        else:
+            raise AssertionError(f"the test's forward pass has no {act}")
+    return A[0]
 
 
 def expected(built: BuiltRun) -> dict:
     """The test set's confusion counts and rates, computed here from the model's own outputs."""
     ds = load_dataset(DATA)
-    X = (ds.x_test.reshape(len(ds.x_test), -1).T / 255.0).astype(np.float32)  # (12288, 50)
-    p_cat = mlp.predict_proba(built.params, X, built.activations)[0]  # (50,)
+    X = ds.x_test.reshape(len(ds.x_test), -1).T / 255.0  # (12288, 50)
+    p_cat = forward(built.params, X, built.activations)  # (50,)
+    assert np.min(np.abs(p_cat - 0.5)) > 1e-4  # no prediction hangs on float32 vs float64 rounding
     pred = (p_cat > 0.5).astype(int)
     y = ds.y_test.astype(int)
     tp = int(((pred == 1) & (y == 1)).sum())
@@ -80,6 +127,19 @@ def expected(built: BuiltRun) -> dict:
     return {"TP": tp, "TN": tn, "FP": fp, "FN": fn, "precision": ratio(tp, tp + fp),
             "specificity": ratio(tn, tn + fp), "sensitivity": ratio(tp, tp + fn), "accuracy": (tp + tn) / len(y),
             "errors": sorted(int(i) for i in np.flatnonzero(pred != y)), "classes": ds.classes}
+
+
+def from_calls(calls: list[CallRow]) -> dict:
+    """What the ledger's call rows say, computed here: rounds, retried round attempts (a round's
+    first try is its smallest attempt id), failed and retried calls, worker-seconds and the
+    Lambda price of those calls (each billed to the millisecond, rounded up)."""
+    first = {r: min(c.attempt for c in calls if c.round == r) for r in {c.round for c in calls}}
+    retried = [c for c in calls if c.attempt != first[c.round]]
+    seconds = [max(0.0, c.ended_at - c.started_at) for c in calls]
+    billed_ms = sum(max(1, math.ceil(s * 1000)) for s in seconds)
+    return {"rounds": len(first), "retries": len({(c.round, c.attempt) for c in retried}),
+            "failed": [c for c in calls if not c.ok], "retried": retried, "worker_seconds": sum(seconds),
+            "cost_usd": billed_ms / 1000 * 2048 / 1024 * GB_SECOND_USD + len(calls) * REQUEST_USD}
 
 
 def test_report_numbers_match_independent_computation(world: World, tmp_path: Path) -> None:
@@ -114,8 +174,8 @@ def test_report_numbers_match_independent_computation(world: World, tmp_path: Pa
     assert set(photos) == {p.name for p in IMAGES.iterdir()}
     for path in IMAGES.iterdir():
         x = photo_to_array(path.read_bytes(), (64, 64, 3))[None]  # (1, 64, 64, 3): what serve and predict answer with
-        p = mlp.predict_proba(built.params, (x.reshape(1, -1).T / 255.0).astype(np.float32), built.activations)
-        assert photos[path.name]["data-label"] == exp["classes"][int(p[0, 0] > 0.5)]
+        p = forward(built.params, x.reshape(1, -1).T / 255.0, built.activations)
+        assert photos[path.name]["data-label"] == exp["classes"][int(p[0] > 0.5)]
 
     (line,) = res.stdout.splitlines()  # one JSON object on one line
     data = json.loads(line)
@@ -125,28 +185,49 @@ def test_report_numbers_match_independent_computation(world: World, tmp_path: Pa
     assert [e["epoch"] for e in data["epochs"]] == list(range(1, len(built.costs) + 1))
     assert data["epochs"][-1]["cost"] == pytest.approx(built.costs[-1])
     assert {p["name"] for p in data["photos"]} == set(photos) and all(p["error"] is None for p in data["photos"])
+    calls = ledger_calls(home, built.run_id)
+    led = from_calls(calls)
+    assert (led["rounds"], led["retries"], led["failed"]) == (3, 0, [])  # 300 epochs, 100 a round, no fault
     summary = data["summary"]
-    assert (summary["workers"], summary["strategy"], summary["rounds"], summary["retries"]) == (2, "neuron", 3, 0)
+    assert (summary["workers"], summary["strategy"]) == (2, "neuron")  # what `lambdanet train` was told
+    assert (summary["rounds"], summary["retries"], summary["worker_calls"]) == (3, 0, len(calls))
     assert summary["epochs_run"] == 300 and summary["stop_reason"] == "epoch_limit"
-    assert summary["worker_seconds"] > 0 and summary["estimated_cost_usd"] > 0
-    assert len(data["calls"]) == 6 and len({c["round"] for c in data["calls"]}) == 3
+    assert summary["worker_seconds"] == pytest.approx(led["worker_seconds"], abs=0.01)
+    assert summary["estimated_cost_usd"] == pytest.approx(led["cost_usd"], rel=0.01)
+    assert summary["store_bytes"] > 0  # the workers' traffic (not in the ledger's rows: only its sign here)
+    assert [(c["round"], c["attempt"], c["worker"], c["ok"]) for c in data["calls"]] == \
+        [(c.round, c.attempt, c.worker, c.ok) for c in calls]
     assert sorted(c["worker"] for c in data["calls"]) == [0, 0, 0, 1, 1, 1]
-    assert all(c["ok"] for c in data["calls"])
 
 
 def test_timeline_marks_failed_and_retried_calls(world: World, tmp_path: Path) -> None:
-    home, built = world.home, world.built
+    """The faulty run's failed and retried calls, as the ledger's call rows say, are the ones the
+    report's JSON and timeline mark; the store's password never reaches the report."""
+    home, built = world.home, world.faulty
+    calls = ledger_calls(home, built.run_id)
+    led = from_calls(calls)
+    # the fault happened, where it was injected: round 2's first try failed, and only that round was tried again
+    assert led["failed"] and {(c.round, c.attempt) for c in led["failed"]} == {(2, min(c.attempt for c in calls
+                                                                                    if c.round == 2))}
+    assert led["retries"] == 1 and {c.round for c in led["retried"]} == {2}
+    assert FAULT["worker"] in {c.worker for c in led["failed"]}
     out = tmp_path / "r.html"
     res = cli(home, "report", built.run_id, "--out", str(out), "--json")
     assert res.returncode == 0, res.stderr
     data = json.loads(res.stdout)
-    assert data["summary"]["retries"] == 1 and data["summary"]["workers"] == 2
-    assert len(data["calls"]) == 8 and [c["worker"] for c in data["calls"] if not c["ok"]] == [1]
+    assert data["summary"]["retries"] == led["retries"] and data["summary"]["workers"] == 2
+    assert data["summary"]["rounds"] == led["rounds"] == 3 and data["summary"]["worker_calls"] == len(calls)
+    assert len(data["calls"]) == len(calls)
+    assert sorted(c["worker"] for c in data["calls"] if not c["ok"]) == sorted(c.worker for c in led["failed"])
+    assert sorted((c["round"], c["attempt"], c["worker"]) for c in data["calls"] if c["retry"]) == \
+        sorted((c.round, c.attempt, c.worker) for c in led["retried"])
     text = out.read_text()
     doc = Elements(text)
-    assert doc.find(id="timeline")[0]["data-calls"] == "8"
-    assert len(doc.with_class("failed")) == 1 and len(doc.with_class("retry")) == 2
-    assert "secret" not in text and "secret" not in res.stdout  # the redis password is redacted
+    assert doc.find(id="timeline")[0]["data-calls"] == str(len(calls))
+    assert len(doc.with_class("failed")) == len(led["failed"])
+    assert len(doc.with_class("retry")) == len([c for c in led["retried"] if c.ok])
+    assert world.redis_password not in text and world.redis_password not in res.stdout  # redacted
+    assert "***" in data["summary"]["store"]
 
 
 def test_unknown_run_is_one_line_exit_2(world: World, tmp_path: Path) -> None:
@@ -177,21 +258,20 @@ def test_bad_photos_get_a_message_and_the_rest_renders(world: World, tmp_path: P
 
 
 def test_run_without_epochs_renders_with_a_note(world: World, tmp_path: Path) -> None:
-    home = world.home
+    home, fresh = world.home, world.fresh
     with services_at(home) as services:
-        services.ledger.create_run(RunRecord(run_id="r-fresh", status="running", kind="mlp", data=str(DATA),
-                                             config={"epochs": 50}, model="itsacat", created_at=1.0))
+        assert services.ledger.epochs(fresh) == [] and services.ledger.get_run(fresh).status == "running"
     out = tmp_path / "r.html"
-    res = cli(home, "report", "r-fresh", "--out", str(out), "--json")
+    res = cli(home, "report", fresh, "--out", str(out), "--json")
     assert res.returncode == 0, res.stderr
     text = out.read_text()
-    assert "No epochs recorded yet for run r-fresh" in text and "no registered model yet" in text
+    assert f"No epochs recorded yet for run {fresh}" in text and "no registered model yet" in text
     data = json.loads(res.stdout)
     assert data["epochs"] == [] and data["test"] is None and len(data["notes"]) == 2
 
 
 def test_compare_two_runs(world: World, tmp_path: Path) -> None:
-    home, built, other = world.home, world.trained, world.built
+    home, built, other = world.home, world.trained, world.faulty
     out = tmp_path / "c.html"
     res = cli(home, "report", "--compare", built.run_id, other.run_id, "--out", str(out), "--json")
     assert res.returncode == 0, res.stderr
@@ -199,7 +279,7 @@ def test_compare_two_runs(world: World, tmp_path: Path) -> None:
     assert [r["run_id"] for r in runs] == [built.run_id, other.run_id]
     assert runs[0]["test_accuracy"] == pytest.approx(expected(built)["accuracy"])
     assert runs[1]["test_accuracy"] == pytest.approx(expected(other)["accuracy"])
-    assert [len(r["costs"]) for r in runs] == [300, len(other.costs)]
+    assert [len(r["costs"]) for r in runs] == [300, 60] == [len(built.costs), len(other.costs)]
     doc = Elements(out.read_text())
     assert [a["data-run"] for tag, a in doc.items if tag == "th" and "data-run" in a] == [built.run_id, other.run_id]
     res = cli(home, "report", built.run_id, other.run_id)
