@@ -28,6 +28,7 @@ ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "softmax")
 HIDDEN_ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid")
 OUTPUT_ACTIVATIONS = ("sigmoid", "softmax")
 OPTIMIZERS = ("gd", "momentum", "adam")
+COMPRESSIONS = ("none", "fp16", "bf16")  # the ``data`` strategy's collective payloads (``compress``)
 
 
 class _Frozen(BaseModel):
@@ -54,6 +55,28 @@ def _image_size(value: Any) -> tuple[int, int] | None:
 ImageSize = Annotated[tuple[int, int] | None, BeforeValidator(_image_size)]
 
 
+def _sync_every(value: Any) -> Any:
+    """``sync_every``: an integer >= 1 (a float with no fractional part is taken as one)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"sync_every: must be an integer >= 1 (local steps between averages), got {value!r}")
+    return value
+
+
+def _compress(value: Any) -> Any:
+    if value not in COMPRESSIONS:
+        raise ValueError(f"compress: unknown value {value!r} (allowed: {', '.join(COMPRESSIONS)})")
+    return value
+
+
+# the ``data`` strategy's communication options (docs/engine.md, "Communication-efficient data
+# training"): H local steps between parameter averages (1: every step, today's exact path) and
+# the number format of what crosses the store
+SyncEvery = Annotated[int, BeforeValidator(_sync_every)]
+Compress = Annotated[Literal["none", "fp16", "bf16"], BeforeValidator(_compress)]
+
+
 class MLPConfig(_Frozen):
     """A fully connected network trained with numpy (itsacat's parameters.json)."""
 
@@ -74,6 +97,8 @@ class MLPConfig(_Frozen):
     beta2: float = Field(default=0.999, ge=0, lt=1)
     epsilon: float = Field(default=1e-8, gt=0)
     image_size: ImageSize = None
+    sync_every: SyncEvery = 1  # ``data`` strategy: local steps between parameter averages
+    compress: Compress = "none"  # ``data`` strategy: fp16 / bf16 collective payloads
 
     @model_validator(mode="after")
     def _check_layers(self) -> MLPConfig:
@@ -169,6 +194,8 @@ class CNNConfig(_Frozen):
     # "bf16": forward passes (training and scoring) under bfloat16 autocast; weights, gradients and
     # the optimizer stay float32. Pays on CPUs with AMX and on GPUs; slower on other CPUs
     precision: Literal["fp32", "bf16"] = "fp32"
+    sync_every: SyncEvery = 1  # local steps between parameter averages (1: all-reduce every step)
+    compress: Compress = "none"  # fp16 / bf16 collective payloads
 
     @model_validator(mode="after")
     def _check_optimizer(self) -> CNNConfig:

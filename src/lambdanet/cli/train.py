@@ -12,17 +12,11 @@ import typer
 
 from lambdanet.cli.common import RichProgress, err_console, open_services, print_json_line
 from lambdanet.config import TrainConfig, itsacat_defaults, load_config, parse_config
-from lambdanet.engine.requests import (
-    DEFAULT_CHECKPOINT_SECONDS,
-    DEFAULT_LIVENESS_DEADLINE_S,
-    DEFAULT_MAX_RETRIES,
-    DEFAULT_ROUND_SECONDS,
-    DEFAULT_START_DEADLINE_S,
-    TrainRequest,
-)
+from lambdanet.engine.requests import RunSettings, TrainRequest
 from lambdanet.engine.strategies import default_strategy, strategy_names, strategy_path
 from lambdanet.errors import ConfigError
 
+DEFAULTS = RunSettings()  # the engine's defaults, written once in lambdanet.engine.requests
 
 def check_strategy(kind: str, strategy: str) -> str:
     """``strategy`` if the registry has it for ``kind``; one ConfigError line naming the valid ones."""
@@ -88,19 +82,19 @@ def register(app: typer.Typer) -> None:
         learning_rate: float | None = typer.Option(None, "--learning-rate", help="Override 'learning_rate'."),
         seed: int | None = typer.Option(None, help="Override 'seed'."),
         model: str | None = typer.Option(None, "--model", help="Registry name (default: the data folder's name)."),
-        workers: int = typer.Option(TrainRequest.workers, "--workers", "-k", min=1, help="Number of workers K."),
+        workers: int = typer.Option(DEFAULTS.workers, "--workers", "-k", min=1, help="Number of workers K."),
         strategy: str | None = typer.Option(
             None, help=f"{' | '.join(strategy_names())} (neuron: model parallel, data: data parallel); "
                        "default neuron for MLPs, data for CNNs."),
         store: str | None = typer.Option(None, help="Tensor store URL: memory:// | redis://host:port/db."),
         executor: str | None = typer.Option(None, help="local | process | lithops."),
         epochs_per_round: int | None = typer.Option(None, "--epochs-per-round", min=1),
-        round_seconds: float = typer.Option(DEFAULT_ROUND_SECONDS, "--round-seconds",
+        round_seconds: float = typer.Option(DEFAULTS.round_seconds, "--round-seconds",
                                             help="Seconds budget per round."),
-        max_retries: int = typer.Option(DEFAULT_MAX_RETRIES, "--max-retries", min=0,
+        max_retries: int = typer.Option(DEFAULTS.max_retries, "--max-retries", min=0,
                                         help="Retries of a failed round before the run fails."),
         checkpoint_seconds: float = typer.Option(
-            DEFAULT_CHECKPOINT_SECONDS, "--checkpoint-seconds",
+            DEFAULTS.checkpoint_seconds, "--checkpoint-seconds",
             help="Workers checkpoint inside a round this often, so a failed worker costs at most about "
                  "this much work."),
         cpu_threads: int | None = typer.Option(
@@ -108,15 +102,21 @@ def register(app: typer.Typer) -> None:
             help="BLAS/OpenMP/torch threads per worker (default: the machine's cores // workers on the local "
                  "and process executors; thread variables you set win)."),
         start_deadline: float = typer.Option(
-            DEFAULT_START_DEADLINE_S, "--start-deadline",
+            DEFAULTS.start_deadline_s, "--start-deadline",
             help="Seconds a worker call may take to start (cold starts) before its attempt is retried."),
         liveness_deadline: float = typer.Option(
-            DEFAULT_LIVENESS_DEADLINE_S, "--liveness-deadline",
+            DEFAULTS.liveness_deadline_s, "--liveness-deadline",
             help="Seconds without a heartbeat after which a started worker counts as hung and its attempt is "
                  "retried."),
         lithops_config: Path | None = typer.Option(None, "--lithops-config", help="Lithops config file (AWS Lambda…)."),
         device: str | None = typer.Option(
             None, help="cpu | cuda | cuda:N for CNN configs (default: the config's 'device', itself cpu by default)."),
+        sync_every: str | None = typer.Option(
+            None, "--sync-every", metavar="H",
+            help="Override 'sync_every': data strategy, local steps between parameter averages (1: every step)."),
+        compress: str | None = typer.Option(
+            None, "--compress", metavar="none|fp16|bf16",
+            help="Override 'compress': data strategy, 16-bit collective payloads with error feedback."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON result line last on stdout."),
     ) -> None:
         """Train a model on DATA and register it (embedded defaults: no services needed)."""
@@ -124,45 +124,27 @@ def register(app: typer.Typer) -> None:
 
         if strategy is not None and strategy not in strategy_names():  # before reading any file
             raise ConfigError(f"--strategy: unknown strategy '{strategy}' (allowed: {', '.join(strategy_names())})")
-        if not 0 < round_seconds < float("inf"):
-            raise ConfigError(f"--round-seconds must be a positive number of seconds, got {round_seconds:g}")
-        if not 0 < checkpoint_seconds < float("inf"):
-            raise ConfigError(f"--checkpoint-seconds must be a positive number of seconds, got {checkpoint_seconds:g}")
-        if device is not None and re.fullmatch(r"cpu|cuda(:[0-9]+)?", device) is None:
-            raise ConfigError(f"--device: unknown device '{device}' (allowed: cpu, cuda, cuda:N)")
-        overrides = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed}
+        # every engine setting checked once, here, before any file is read
+        settings = RunSettings(workers=workers, epochs_per_round=epochs_per_round, round_seconds=round_seconds,
+                               max_retries=max_retries, checkpoint_seconds=checkpoint_seconds, cpu_threads=cpu_threads,
+                               start_deadline_s=start_deadline, liveness_deadline_s=liveness_deadline, device=device)
+        overrides = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
+                     # text, so that a bad value is the config's one line ("sync_every: must be …")
+                     "sync_every": int(sync_every) if re.fullmatch(r"-?[0-9]+", sync_every or "") else sync_every,
+                     "compress": compress}
         config = build_config(params, overrides)
-        if config.kind == "cnn":
-            if device is not None:  # reaches every worker and resumes
-                config = config.model_copy(update={"device": device})
-        elif device not in (None, "cpu"):
-            raise ConfigError("--device: the numpy MLP runs on the CPU only; --device is for CNN configs")
         strategy = check_strategy(config.kind, strategy or default_strategy(config.kind))
+        # the request applies --device to a CNN config (it reaches every worker and resumes)
+        request = TrainRequest.of(settings.replace(strategy=strategy), data=data, config=config,
+                                  model_name=model or default_model_name(data))
         services = open_services(store_url=store, executor=executor)
-        request_args: dict[str, Any] = {
-            "data": data,
-            "config": config,
-            "model_name": model or default_model_name(data),
-            "workers": workers,
-            "strategy": strategy,
-            "store_url": services.settings.store_url,
-            "executor": services.settings.executor,
-            "epochs_per_round": epochs_per_round,
-            "round_seconds": round_seconds,
-            "max_retries": max_retries,
-            "checkpoint_seconds": checkpoint_seconds,
-            "cpu_threads": cpu_threads,
-            "start_deadline_s": start_deadline,
-            "liveness_deadline_s": liveness_deadline,
-        }
+        request = request.replace(store_url=services.settings.store_url, executor=services.settings.executor)
         if lithops_config is not None:  # read by the lithops executor (explicit config, never ~/.lithops)
             if not lithops_config.is_file():
                 raise ConfigError(f"--lithops-config: {lithops_config}: no such file")
             os.environ["LAMBDANET_LITHOPS_CONFIG"] = str(lithops_config.resolve())
         try:
-            result = Driver(services, progress=RichProgress(None if not as_json else False)).train(
-                TrainRequest(**request_args)
-            )
+            result = Driver(services, progress=RichProgress(None if not as_json else False)).train(request)
         finally:
             services.close()
         _finish(result, as_json)

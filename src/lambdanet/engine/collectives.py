@@ -54,11 +54,20 @@ instead of K-1 parts. Every element is still added in worker order: the same bit
 one-step form.
 With K = 1 every collective returns at once without touching the store. The driver deletes
 whatever is left of an attempt with ``delete_prefix`` when the attempt ends.
+
+Compressed payloads (the ``data`` strategy's ``compress``): :func:`compress` turns a float
+array into its wire form — ``fp16``: IEEE half (``float16``), ``bf16``: the top 16 bits of the
+float32 value rounded to nearest even, carried as ``uint16`` (numpy has no bfloat16) — half the
+bytes of float32; :func:`decompress` reads it back exactly. ``reduce_scatter(wire, bounds,
+decode=…)`` sums the *decoded* pieces (in the strategy's float dtype, worker order), never the
+16-bit numbers themselves. Error feedback (carrying what the rounding dropped into the next
+payload) is the caller's: :func:`with_feedback`.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -76,6 +85,38 @@ def _ordered_sum(parts: list[np.ndarray]) -> np.ndarray:
     for p in parts[2:]:
         total += p
     return total
+
+
+def compress(x: np.ndarray, kind: str) -> np.ndarray:
+    """The wire form of float array ``x``: ``fp16`` -> float16; ``bf16`` -> uint16 holding the top
+    16 bits of ``x`` as float32, rounded to nearest even (float64 input goes to float32 first);
+    ``none`` -> ``x`` itself."""
+    if kind == "fp16":
+        return np.asarray(x).astype(np.float16)
+    if kind == "bf16":
+        u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+        return ((u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)).astype(np.uint16)
+    if kind == "none":
+        return x
+    raise ValueError(f"unknown compression {kind!r} (allowed: none, fp16, bf16)")
+
+
+def decompress(wire: np.ndarray, kind: str, dtype: np.dtype | type | str) -> np.ndarray:
+    """The values of a :func:`compress` wire array, as ``dtype`` (exact: every 16-bit value is a
+    float32 / float64)."""
+    if kind == "bf16":
+        return (np.asarray(wire).astype(np.uint32) << np.uint32(16)).view(np.float32).astype(dtype, copy=False)
+    return np.asarray(wire).astype(dtype, copy=False)
+
+
+def with_feedback(x: np.ndarray, residual: np.ndarray, kind: str) -> np.ndarray:
+    """Error feedback: the wire form of ``x + residual``; ``residual`` (same shape, updated in
+    place) becomes what the rounding dropped, ``(x + residual) - decompress(wire)``, and is added
+    to the next payload — so nothing is lost for good, only delayed."""
+    y = x + residual
+    wire = compress(y, kind)
+    np.subtract(y, decompress(wire, kind, y.dtype), out=residual)
+    return wire
 
 
 def block_bounds(n: int, size: int) -> list[int]:
@@ -270,20 +311,24 @@ class Collective:
         self.sync_seconds += time.perf_counter() - t0
         return total
 
-    def reduce_scatter(self, flat: np.ndarray, bounds: list[int], hold: bool = False) -> np.ndarray:
+    def reduce_scatter(self, flat: np.ndarray, bounds: list[int], hold: bool = False,
+                       decode: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
         """Block ``rank`` of the sum of every worker's ``flat`` (1-D, the same length everywhere),
         added in worker order: ``sum_j flat_j[bounds[rank]:bounds[rank + 1]]``. ``bounds`` are
         the K + 1 block edges (:func:`block_bounds`). Worker k writes block j of its ``flat`` for
         every other worker j and sums the K copies of block k — it adds 1/K of the numbers and
         moves (K-1)/K of a part. K = 1 returns ``flat`` itself. ``hold`` as in :meth:`all_gather`,
-        for ``flat``."""
+        for ``flat``. ``decode``: ``flat`` is a wire form (:func:`compress`); every piece, this
+        worker's too, is decoded before the (worker-order) sum."""
         if self.size == 1:
-            return flat
+            return flat if decode is None else decode(flat)
         t0 = time.perf_counter()
         k = self.rank
         pieces = [flat[bounds[j]:bounds[j + 1]] for j in range(self.size)]  # views, (n_j,)
         got = self._step("reduce_scatter", None, [j for j in range(self.size) if j != k], pieces, hold)
         got.insert(k, pieces[k])
+        if decode is not None:
+            got = [decode(g) for g in got]
         mine = _ordered_sum(got)  # (n_k,): block k of the total, in worker order
         self.sync_seconds += time.perf_counter() - t0
         return mine
