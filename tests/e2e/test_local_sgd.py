@@ -211,3 +211,94 @@ def test_redis_processes_equal_the_plain_loop(home: Path, data: Path, redis_serv
     import redis
 
     assert redis.Redis(port=redis_server.port).keys(f"ln:{res.run_id}:*") == []
+
+
+# ---- the torch CNN ------------------------------------------------------------------------------
+def plain_cnn_local_sgd(cfg: Any, x: np.ndarray, y: np.ndarray, K: int) -> dict[str, np.ndarray]:
+    """K LeNets, each its own torch optimizer on np.array_split's block k of every mini-batch (mean
+    loss of its slice); every ``sync_every`` steps of an epoch and at its end the flat parameters
+    are averaged as in :func:`plain_local_sgd` (residuals float32, kept across epochs)."""
+    import torch
+    import torch.nn.functional as F
+
+    from lambdanet.torchnet.data import augment, augment_plan, to_tensor
+    from lambdanet.torchnet.data import minibatches as cnn_batches
+    from lambdanet.torchnet.models import build_model
+    from lambdanet.torchnet.train import make_optimizer as torch_optimizer
+
+    models = [build_model(cfg.model, n_classes=10, seed=cfg.seed) for _ in range(K)]
+    opts = [torch_optimizer(model, cfg) for model in models]
+
+    def flat(model: torch.nn.Module) -> np.ndarray:
+        return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).numpy().copy()
+
+    def load(model: torch.nn.Module, values: np.ndarray) -> None:
+        at = 0
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(torch.from_numpy(values[at:at + p.numel()]).view(p.shape))
+                at += p.numel()
+
+    rnd = ROUND.get(cfg.compress)
+    n = flat(models[0]).size
+    e = [np.zeros(n, np.float32) for _ in range(K)]
+    b = np.zeros(n, np.float32)
+    labels = torch.from_numpy(y.astype(np.int64))
+    for epoch in range(1, cfg.epochs + 1):
+        plan = augment_plan(len(y), cfg.seed, epoch, cfg.augment)
+        batches = cnn_batches(len(y), cfg.batch_size, cfg.seed, epoch)
+        anchor = flat(models[0])
+        for i, idx in enumerate(batches):
+            for k, part in enumerate(np.array_split(idx, K)):
+                images = to_tensor(x[part] if plan is None else augment(x[part], plan, part))
+                loss = F.cross_entropy(models[k](images), labels[part], label_smoothing=cfg.label_smoothing)
+                opts[k].zero_grad(set_to_none=True)
+                loss.backward()
+                opts[k].step()
+            if (i + 1) % cfg.sync_every and i + 1 < len(batches):
+                continue
+            sent = []
+            for k in range(K):
+                d = flat(models[k]) - anchor
+                if rnd is not None:
+                    t = d + e[k]
+                    d = rnd(t)
+                    e[k] = t - d
+                sent.append(d)
+            s = sent[0] + sent[1]
+            for d in sent[2:]:
+                s += d
+            avg = s / K
+            if rnd is not None:
+                t = avg + b
+                avg = rnd(t)
+                b = t - avg
+            anchor = anchor + avg
+            for model in models:
+                load(model, anchor)
+    return {key: v.detach().numpy() for key, v in models[0].state_dict().items()}
+
+
+@pytest.mark.timeout(300)
+def test_cnn_local_sgd_equals_the_plain_loop_and_resumes_exactly(home: Path, tmp_path: Path) -> None:
+    """LeNet, K = 2, SGD with momentum (local buffers), H = 3 over 4 steps per epoch, fp16: two
+    epochs in one round equal two rounds bit for bit (worker 1's momentum and both residuals cross
+    the checkpoint), and the plain loop within float32 tolerance (threads differ)."""
+    from lambdanet.config import CNNConfig
+    from lambdanet.testing.cnn import cifar_subset, write_cifar_subset
+
+    data_file = write_cifar_subset(tmp_path, 200, 40)
+    cfg = CNNConfig(model="lenet", epochs=2, batch_size=50, optimizer="sgd", learning_rate=0.05, momentum=0.9,
+                    augment="crop+flip", seed=3, sync_every=3, compress="fp16")
+    services = open_services()
+    runs = {}
+    for name, per_round in (("cnn-one", 2), ("cnn-cut", 1)):
+        runs[name] = Driver(services).train(TrainRequest(
+            data=str(data_file), config=cfg, model_name=name, workers=2, strategy="data",
+            store_url=f"memory://{name}", executor="local", epochs_per_round=per_round))
+        assert runs[name].status == "completed"
+    assert (runs["cnn-one"].rounds, runs["cnn-cut"].rounds) == (1, 2)
+    one, cut = weights_of(services, runs["cnn-one"]), weights_of(services, runs["cnn-cut"])
+    assert_same_weights(cut, one)
+    x, y, _, _ = cifar_subset(n_train=200, n_test=40)
+    assert max_rel_diff(one, plain_cnn_local_sgd(cfg, x, y, 2)) <= 1e-4

@@ -359,3 +359,28 @@ class Collective:
         if self.size == 1:
             return flag
         return bool(self.all_reduce(np.array([1.0 if flag else 0.0]))[0] > 0)
+
+
+def average(comm: Collective, delta: np.ndarray, kind: str = "none", residual: np.ndarray | None = None,
+            block_residual: np.ndarray | None = None) -> np.ndarray:
+    """The mean over the workers of ``delta`` (1-D, the same length everywhere), the same bits on
+    every worker: a ``reduce_scatter`` (block k summed in worker order by worker k, divided by K)
+    and an ``all_gather`` of the blocks. ``kind`` fp16 / bf16: both legs carry :func:`compress`'d
+    numbers with error feedback — ``residual`` (the length of ``delta``) for this worker's
+    payload, ``block_residual`` (its block's length) for its averaged block; both are updated in
+    place and must persist from one call to the next (and across checkpoints) to stay exact."""
+    K = comm.size
+    if K == 1:
+        return delta
+    bounds = block_bounds(delta.size, K)
+    if kind == "none":
+        return np.concatenate(comm.all_gather(comm.reduce_scatter(delta, bounds) / K))
+    if residual is None or block_residual is None:
+        raise ValueError("average: a compressed average needs both residuals")
+    dtype = delta.dtype
+
+    def decode(wire: np.ndarray) -> np.ndarray:
+        return decompress(wire, kind, dtype)
+
+    mine = comm.reduce_scatter(with_feedback(delta, residual, kind), bounds, decode=decode)
+    return np.concatenate([decode(p) for p in comm.all_gather(with_feedback(mine / K, block_residual, kind))])

@@ -17,6 +17,13 @@ The run's train accuracy (``finish``) is the final model scored on the training 
 at most :data:`FINISH_TRAIN_SAMPLES` images, else on a fixed shuffled sample of that many (the
 CIFAR-10 files are sorted by class); ``model.json``'s ``evaluation`` says which.
 
+Local SGD / compression (``sync_every`` > 1 or ``compress``, K > 1; see
+:mod:`lambdanet.torchnet.train`): the workers hold one model at every epoch's end but each its own
+optimizer state, so worker k > 0 also hands back ``local.{k}.optim.*`` and, compressed, every
+worker its error-feedback residuals ``ef.{k}`` / ``ef.block.{k}``; :meth:`TorchDataStrategy.merge`
+keeps them all, and worker k resumes from its own (worker 0's optimizer state where a checkpoint
+has none for it).
+
 Device: ``ctx.device`` if the engine's RoundContext has one, else ``config.device`` (set by
 ``lambdanet train --device``), else ``cpu``; ``cuda`` on a machine without CUDA is
 a one-line :class:`ConfigError` (raised by ``validate`` before the run starts).
@@ -43,8 +50,10 @@ from lambdanet.torchnet.export import model_metadata, registry_weights
 from lambdanet.torchnet.models import MIN_SIDE, build_model
 from lambdanet.torchnet.train import (
     EpochStats,
+    LocalSync,
     configure_torch,
     evaluate,
+    local_sgd,
     make_optimizer,
     resolve_device,
     train_epochs,
@@ -113,6 +122,38 @@ def _shard(model: torch.nn.Module, opt: torch.optim.Optimizer, last: EpochStats 
     return shard
 
 
+def _own_state(state: State, rank: int) -> State:
+    """``state`` with worker ``rank``'s own optimizer state (``local.{rank}.optim.*``) in place of
+    worker 0's, when the checkpoint has one."""
+    mine = f"local.{rank}."
+    own = {key[len(mine):]: v for key, v in state.items() if key.startswith(f"{mine}optim.")}
+    if rank == 0 or not own:
+        return state
+    return {**{key: v for key, v in state.items() if not key.startswith("optim.")}, **own}
+
+
+def _local_sync(state: State, rank: int) -> LocalSync:
+    """The error-feedback residuals of worker ``rank`` saved in ``state`` (None where absent)."""
+    res, block = state.get(f"ef.{rank}"), state.get(f"ef.block.{rank}")
+    return LocalSync(None if res is None else np.array(res, np.float32),
+                     None if block is None else np.array(block, np.float32))
+
+
+def _worker_shard(cfg: CNNConfig, rank: int, size: int, model: torch.nn.Module, opt: torch.optim.Optimizer,
+                  last: EpochStats | None, sync: LocalSync) -> State:
+    """What worker ``rank`` hands back: worker 0 the whole state; under local SGD the others their
+    own optimizer state, and every worker its residuals."""
+    shard = _shard(model, opt, last) if rank == 0 else {}
+    if size > 1 and local_sgd(cfg):
+        if rank > 0:
+            shard.update({f"local.{rank}.{key}": v for key, v in state_arrays(model, opt).items()
+                          if key.startswith("optim.")})
+        if sync.residual is not None and sync.block_residual is not None:
+            shard[f"ef.{rank}"] = sync.residual.copy()
+            shard[f"ef.block.{rank}"] = sync.block_residual.copy()
+    return shard
+
+
 def _model(cfg: CNNConfig, dataset: Dataset, state: State | None, dev: torch.device,
            with_optimizer: bool) -> tuple[torch.nn.Module, torch.optim.Optimizer | None]:
     model = training_layout(build_model(cfg.model, n_classes=dataset.n_classes, seed=cfg.seed).to(dev), cfg)
@@ -156,8 +197,9 @@ class TorchDataStrategy:
         dev = resolve_device(device_name(cfg, ctx))
         configure_torch(threads=worker_threads(ctx), device=dev)
         x, y, xt, yt = arrays(ctx.cache, cfg, ctx.dataset)
-        model, opt = _model(cfg, ctx.dataset, ctx.state, dev, with_optimizer=True)
+        model, opt = _model(cfg, ctx.dataset, _own_state(ctx.state, ctx.rank), dev, with_optimizer=True)
         assert opt is not None
+        sync = _local_sync(ctx.state, ctx.rank)
         extras: list[dict[str, Any]] = []
         costs: list[float] = []
         seconds: list[float] = []
@@ -175,15 +217,16 @@ class TorchDataStrategy:
             # in-round checkpoint: a collective decision after every epoch (CNN epochs are long); the
             # state is complete here (BN buffers averaged, the step taken); never after the last epoch
             if done < epochs and not (cfg.threshold > 0 and stats.loss <= cfg.threshold) and ctx.decide(done, 1)[1]:
-                ctx.save_checkpoint(done, _shard(model, opt, stats) if ctx.rank == 0 else {}, costs, seconds, extras)
+                ctx.save_checkpoint(done, _worker_shard(cfg, ctx.rank, ctx.size, model, opt, stats, sync), costs,
+                                    seconds, extras)
 
         out = train_epochs(
             model, opt, x, y, cfg, ctx.end_epoch - ctx.start_epoch,
             ctx.comm if ctx.size > 1 else None,
             start_epoch=ctx.start_epoch, device=dev, test=(xt, yt) if len(yt) else None,
-            should_stop=lambda: time.monotonic() - ctx.started >= ctx.budget_s, on_epoch=on_epoch,
+            should_stop=lambda: time.monotonic() - ctx.started >= ctx.budget_s, on_epoch=on_epoch, sync=sync,
         )
-        shard = _shard(model, opt, last[0] if last else None) if ctx.rank == 0 else {}
+        shard = _worker_shard(cfg, ctx.rank, ctx.size, model, opt, last[0] if last else None, sync)
         return CNNRoundReport(
             costs=[e.loss for e in out.epochs],
             seconds=[e.seconds for e in out.epochs],
@@ -193,8 +236,9 @@ class TorchDataStrategy:
         )
 
     def merge(self, config: CNNConfig, shards: list[State]) -> State:
-        """Every worker holds the same state; worker 0's is the one written."""
-        return dict(shards[0])
+        """Worker 0's state (every worker holds the same model), plus what the others hand back
+        under local SGD (their optimizer state and residuals, under their own keys)."""
+        return {key: v for shard in shards for key, v in shard.items()}
 
     def finish(self, config: CNNConfig, state: State, dataset: Dataset) -> FinishedModel:
         """Train accuracy on (a sample of) the training set; test accuracy from the last epoch's

@@ -21,6 +21,14 @@ K = 1 and K = 2 see the same inputs and reach the same weights within float32 to
 models without batch norm; with batch norm each worker normalises over its own slice, as
 PyTorch's DistributedDataParallel does without SyncBatchNorm).
 
+Local SGD / compression (``sync_every`` H > 1 or ``compress`` fp16 / bf16, K > 1): each worker
+steps its own optimizer (its momentum / Adam moments stay local) with the mean gradient of its
+slice, and after every H-th step of the epoch and after its last one the parameters are averaged
+(:func:`lambdanet.engine.collectives.average` of ``w_k - w_sync``, 16-bit with error feedback
+when compressed; the residuals live in :class:`LocalSync`). A period restarts every epoch, so
+every epoch ends with one model on every worker (the test pass and the checkpoints see it); the
+epoch's loss and correct count are one small all-reduce at its end.
+
 At the end of every epoch (K > 1) batch-norm running statistics are averaged over the workers
 first, so the test pass scores exactly the state that is checkpointed; then one all-reduce adds
 up the test-set slices' correct counts and loss sums and carries each worker's "stop" vote (a
@@ -42,10 +50,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from lambdanet.config import CNNConfig
+from lambdanet.engine.collectives import Collective as EngineCollective
+from lambdanet.engine.collectives import average, block_bounds
 from lambdanet.engine.strategies.base import row_block
 from lambdanet.errors import ConfigError
 from lambdanet.torchnet.data import AugmentPlan, augment, augment_plan, minibatches, to_tensor
-from lambdanet.torchnet.flat import flat_buffers, flat_grads, set_flat_buffers, set_flat_grads
+from lambdanet.torchnet.flat import (
+    flat_buffers,
+    flat_grads,
+    flat_params,
+    set_flat_buffers,
+    set_flat_grads,
+    set_flat_params,
+)
 from lambdanet.torchnet.models import CHANNELS_LAST
 
 
@@ -74,6 +91,20 @@ class EpochStats:
 
     def to_json(self) -> dict[str, float | int | None]:
         return asdict(self)
+
+
+@dataclass
+class LocalSync:
+    """One worker's error-feedback residuals under ``compress`` (float32, the flat parameters' length
+    and this worker's block of it); None until the first average, or as loaded from a checkpoint."""
+
+    residual: np.ndarray | None = None
+    block_residual: np.ndarray | None = None
+
+
+def local_sgd(cfg: CNNConfig) -> bool:
+    """Whether a K > 1 run takes local steps and averages parameters (else: all-reduced gradients)."""
+    return cfg.sync_every > 1 or cfg.compress != "none"
 
 
 @dataclass
@@ -272,6 +303,43 @@ def _parallel_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: np.ndarray,
     return loss_total, correct_total
 
 
+def _local_sgd_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: np.ndarray, labels: torch.Tensor,
+                     batches: list[np.ndarray], plan: AugmentPlan | None, dev: torch.device,
+                     collective: Collective, cfg: CNNConfig, epoch: int, sync: LocalSync) -> tuple[float, float]:
+    """K > 1, local SGD: each worker steps on its slice; every ``sync_every`` steps and at the
+    epoch's end ``w := w_sync + mean_k (w_k - w_sync)``."""
+    if not isinstance(collective, EngineCollective):
+        raise ConfigError("sync_every / compress need the engine's collectives (reduce-scatter, all-gather)")
+    rank, size = collective.rank, collective.size
+    anchor = flat_params(model)  # (P,): w_sync, the same on every worker at the epoch's start
+    if cfg.compress != "none" and (sync.residual is None or sync.residual.shape != anchor.shape):
+        bounds = block_bounds(anchor.size, size)
+        sync.residual = np.zeros_like(anchor)
+        sync.block_residual = np.zeros(bounds[rank + 1] - bounds[rank], anchor.dtype)
+    loss_total, correct_total = 0.0, 0.0
+    for i, idx in enumerate(batches):
+        if cfg.lr_schedule != "constant":
+            _set_lr(opt, learning_rate_at(cfg, epoch, i, len(batches)))
+        lo, hi = row_block(len(idx), size, rank)
+        mine = idx[lo:hi]
+        if len(mine):  # a worker with no sample in this batch takes no step
+            opt.zero_grad(set_to_none=True)
+            yb = labels[mine]
+            with autocast(cfg.precision, dev):
+                logits = model(_batch_images(x, mine, plan, dev)).float()  # (b, C)
+            batch_loss = F.cross_entropy(logits, yb, reduction="sum", label_smoothing=cfg.label_smoothing)
+            (batch_loss / len(mine)).backward()
+            opt.step()
+            loss_total += float(batch_loss.detach()) / len(idx)
+            correct_total += float((logits.detach().argmax(1) == yb).sum())
+        if (i + 1) % cfg.sync_every == 0 or i + 1 == len(batches):
+            anchor += average(collective, flat_params(model) - anchor, cfg.compress, sync.residual,
+                              sync.block_residual)
+            set_flat_params(model, anchor)
+    tail = _reduce(collective, np.array([loss_total, correct_total], np.float64))
+    return float(tail[0]), float(tail[1])
+
+
 def train_epochs(
     model: nn.Module,
     opt: torch.optim.Optimizer,
@@ -286,12 +354,14 @@ def train_epochs(
     test: tuple[np.ndarray, np.ndarray] | None = None,
     should_stop: Callable[[], bool] | None = None,
     on_epoch: Callable[[EpochStats], None] | None = None,
+    sync: LocalSync | None = None,
 ) -> TrainOutcome:
     """Train epochs ``start_epoch + 1 … start_epoch + epochs`` (fewer on threshold/budget stop).
 
     ``x``: uint8 (m, H, W, C), ``y``: int64 (m,) — the FULL training set on every worker (each
     takes its own slice of every mini-batch). ``should_stop`` is asked after every epoch; if any
-    worker says yes, all stop (reason "budget").
+    worker says yes, all stop (reason "budget"). ``sync``: the residuals of a compressed local-SGD
+    run (kept across calls by the caller; a fresh one when None).
     """
     rank, size = _rank_size(collective)
     dev = torch.device(device)
@@ -305,6 +375,10 @@ def train_epochs(
         batches = minibatches(m, cfg.batch_size, cfg.seed, epoch)
         if collective is None or size == 1:
             loss_total, correct_total = _local_epoch(model, opt, x, labels, batches, plan, dev, cfg, epoch)
+        elif local_sgd(cfg):
+            sync = sync if sync is not None else LocalSync()
+            loss_total, correct_total = _local_sgd_epoch(model, opt, x, labels, batches, plan, dev, collective, cfg,
+                                                         epoch, sync)
         else:
             loss_total, correct_total = _parallel_epoch(model, opt, x, labels, batches, plan, dev, collective, cfg,
                                                         epoch)

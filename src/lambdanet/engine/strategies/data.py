@@ -53,7 +53,7 @@ import time
 import numpy as np
 
 from lambdanet.config import MLPConfig
-from lambdanet.engine.collectives import block_bounds, decompress, with_feedback
+from lambdanet.engine.collectives import average, block_bounds
 from lambdanet.engine.strategies import mlp_common
 from lambdanet.engine.strategies.base import RoundContext, RoundReport, State, columns, row_block
 from lambdanet.nn import mlp
@@ -229,19 +229,8 @@ class LocalSGD:
 
     def sync(self) -> None:
         """Average the workers' parameters: ``w_sync += mean_k Δ_k`` (compressed with feedback)."""
-        comm, K, kind, dtype = self.ctx.comm, self.K, self.cfg.compress, self.flat.dtype
-        delta = self.flat - self.anchor  # (n,): Δ_k
-        if kind == "none":
-            mine = comm.reduce_scatter(delta, self.bounds)  # block k of Σ_j Δ_j
-            parts = comm.all_gather(mine / K)
-        else:
-            def decode(wire: np.ndarray) -> np.ndarray:
-                return decompress(wire, kind, dtype)
-
-            mine = comm.reduce_scatter(with_feedback(delta, self.residual, kind), self.bounds, decode=decode)
-            parts = [decode(p) for p in comm.all_gather(with_feedback(mine / K, self.block_residual, kind))]
-        for j, part in enumerate(parts):
-            self.anchor[self.bounds[j]:self.bounds[j + 1]] += part
+        self.anchor += average(self.ctx.comm, self.flat - self.anchor, self.cfg.compress, self.residual,
+                               self.block_residual)
         self.flat[:] = self.anchor
         self.synced = True
 
