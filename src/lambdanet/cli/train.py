@@ -130,7 +130,8 @@ def register(app: typer.Typer) -> None:
                                start_deadline_s=start_deadline, liveness_deadline_s=liveness_deadline, device=device)
         overrides = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
                      # text, so that a bad value is the config's one line ("sync_every: must be …")
-                     "sync_every": int(sync_every) if re.fullmatch(r"-?[0-9]+", sync_every or "") else sync_every,
+                     "sync_every": int(sync_every) if sync_every and re.fullmatch(r"-?[0-9]+", sync_every)
+                     else sync_every,
                      "compress": compress}
         config = build_config(params, overrides)
         strategy = check_strategy(config.kind, strategy or default_strategy(config.kind))
