@@ -36,7 +36,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-_COMMAND_MODULES = ("train", "runs", "models", "predict", "serve", "report", "watch", "tune")
+_COMMAND_MODULES = ("train", "runs", "models", "predict", "serve", "report", "watch", "tune", "plan")
 
 # The optional extras of pyproject.toml: each importable package -> its extra (a test checks that
 # every requirement of every extra is here). Transitive ones (starlette, botocore) are listed

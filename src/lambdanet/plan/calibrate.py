@@ -1,0 +1,361 @@
+"""Calibration of ``lambdanet plan``: what the model needs measured on this machine, and cached.
+
+>>> work, dataset = describe("datasets.h5", config)           # Workload: P, N, B, epochs…
+>>> measured = calibrate(work, config, dataset, shape, "memory://")    # Measured, cached
+
+- **compute**: a few real training epochs / batches of the config through lambdanet's own
+  trainers (:func:`lambdanet.nn.reference.run_epoch` for an MLP, :func:`lambdanet.torchnet.train.
+  train_epochs` for a CNN) on the run's data, at the threads each of K workers gets (the engine's
+  CPU budget, :func:`lambdanet.executors.cpu_budget.plan_budget`) and on one thread; and the
+  scoring of a sample (forward only);
+- **store**: K threads run the run's sync through the engine's :class:`~lambdanet.engine.
+  collectives.Collective` against the store URL given — a one-number all-reduce (the latency of
+  one collective step) and one sync of the run's payload (from which a bandwidth follows);
+- **executor**: the start of one round of K no-op calls (``process``: one worker process's
+  start and imports; ``lithops``: a round of Lithops' ``ping``; ``local``: threads, nothing).
+
+Figures are cached in ``$LAMBDANET_HOME/plan/calibration.json``, each keyed by what it depends
+on (config, data file, CPU model and count, threads; store scheme, K and payload; executor and
+K), so a second ``plan`` of the same config is instant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lambdanet import adapters
+from lambdanet.config import CNNConfig, MLPConfig, TrainConfig
+from lambdanet.data.dataset import Dataset
+from lambdanet.data.readers import load_dataset, to_matrix, to_targets
+from lambdanet.engine.strategies import get_strategy
+from lambdanet.executors.cpu_budget import CpuBudget, available_cores, plan_budget, process_limits, thread_limits
+from lambdanet.plan.model import Measured, RunShape, Workload, sync_payload, sync_shape
+from lambdanet.settings import Settings
+
+CACHE_VERSION = 1
+TARGET_SECONDS = 0.6  # how long each compute measurement runs (after a warm-up)
+
+
+def cpu_model() -> str:
+    """This CPU's model name (``/proc/cpuinfo``), else the platform's processor string."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _data_bytes(path: Path) -> int:
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size if path.exists() else 0
+
+
+def describe(data: str, config: TrainConfig, strategy: str, workers: int,
+             epochs_per_round: int | None = None) -> tuple[Workload, Dataset]:
+    """The workload of ``config`` on ``data`` (read with the engine's reader, checked by the
+    strategy as a run would be) and the data set itself."""
+    dataset = load_dataset(data, config)
+    strat = get_strategy(config.kind, strategy)
+    strat.validate(config, workers, dataset)
+    per_round = epochs_per_round or strat.default_epochs_per_round(config)
+    n_test = 0 if dataset.y_test is None else len(dataset.y_test)
+    if isinstance(config, MLPConfig):
+        dims = config.layer_dims(int(np.prod(dataset.input_shape)))
+        params = sum(dims[i - 1] * dims[i] + dims[i] for i in range(1, len(dims)))
+        return Workload(kind="mlp", model="mlp " + "-".join(map(str, dims)), params=params,
+                        train_samples=len(dataset.y_train), test_samples=n_test, batch_size=config.batch_size,
+                        epochs=config.epochs, epochs_per_round=per_round, first_width=dims[1],
+                        param_bytes=np.dtype(config.dtype).itemsize, data_bytes=_data_bytes(Path(data))), dataset
+    from lambdanet.torchnet.models import build_model, count_parameters
+
+    n = len(dataset.y_train) if config.limit_train is None else min(config.limit_train, len(dataset.y_train))
+    if config.limit_test is not None:
+        n_test = min(n_test, config.limit_test)
+    params = count_parameters(build_model(config.model, n_classes=dataset.n_classes))
+    return Workload(kind="cnn", model=config.model, params=params, train_samples=n, test_samples=n_test,
+                    batch_size=config.batch_size, epochs=config.epochs, epochs_per_round=per_round,
+                    data_bytes=_data_bytes(Path(data))), dataset
+
+
+# ---- the cache ---------------------------------------------------------------------------------
+def _cache_path() -> Path:
+    return Settings.from_env().home / "plan" / "calibration.json"
+
+
+def _key(**parts: Any) -> str:
+    text = json.dumps({"v": CACHE_VERSION, "cpu": cpu_model(), "cores": available_cores(), **parts},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def cached(key: str, measure: Callable[[], dict[str, float]]) -> dict[str, float]:
+    """The figures stored under ``key``, else ``measure()``'s (then stored). A cache that cannot
+    be read or written is measured around, never an error."""
+    path = _cache_path()
+    try:
+        table = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(table, dict):
+            table = {}
+    except (OSError, ValueError):
+        table = {}
+    if isinstance(table.get(key), dict):
+        return {k: float(v) for k, v in table[key].items()}
+    figures = measure()
+    table[key] = figures
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(table, indent=1, sort_keys=True), encoding="utf-8")
+        tmp.replace(path)
+    except OSError:
+        pass
+    return figures
+
+
+# ---- compute ----------------------------------------------------------------------------------
+def _timed_loop(step: Callable[[], int]) -> float:
+    """Seconds per sample of ``step`` (which returns the samples it trained): one warm-up call,
+    then calls until TARGET_SECONDS have passed (at least 2)."""
+    step()
+    samples, t0, calls = 0, time.perf_counter(), 0
+    while calls < 2 or time.perf_counter() - t0 < TARGET_SECONDS:
+        samples += step()
+        calls += 1
+    return (time.perf_counter() - t0) / max(1, samples)
+
+
+def _mlp_compute(config: MLPConfig, dataset: Dataset, share: int = 1) -> dict[str, float]:
+    """Seconds per sample of training (and scoring) a 1/``share`` slice of the data."""
+    from lambdanet.nn import mlp, reference
+    from lambdanet.nn.optimizers import make_optimizer
+
+    X = to_matrix(dataset.x_train, config.dtype)  # (n_x, m)
+    Y = to_targets(dataset.y_train, dataset.n_classes, config.activation_list[-1], config.dtype)
+    m = math.ceil(X.shape[1] / share)
+    X, Y = np.asfortranarray(X[:, :m]), Y[:, :m]
+    batch = max(1, math.ceil(config.batch_size / share))  # a worker's slice of every mini-batch
+    acts = config.activation_list
+    params = mlp.init_params(config.layer_dims(X.shape[0]), acts, config.init, config.seed, config.dtype)
+    opt = make_optimizer(config)
+    epoch = iter(range(10**9))
+
+    def train() -> int:
+        reference.run_epoch(params, opt, X, Y, acts, batch, config.seed, next(epoch))
+        return m
+
+    def score() -> int:
+        mlp.predict_proba(params, X, acts)
+        return m
+
+    return {"sample_seconds": _timed_loop(train), "eval_sample_seconds": _timed_loop(score)}
+
+
+def _cnn_compute(config: CNNConfig, dataset: Dataset, threads: int) -> dict[str, float]:
+    import torch
+
+    from lambdanet.torchnet.models import build_model
+    from lambdanet.torchnet.train import configure_torch, evaluate, make_optimizer, train_epochs, training_layout
+
+    configure_torch(threads)
+    model = training_layout(build_model(config.model, n_classes=dataset.n_classes, seed=config.seed), config)
+    opt = make_optimizer(model, config)
+    n = min(len(dataset.y_train), 2 * config.batch_size)  # two batches a call
+    x, y = dataset.x_train[:n], dataset.y_train[:n].astype(np.int64)
+    one = config.model_copy(update={"epochs": 1, "threshold": 0.0, "lr_schedule": "constant"})
+
+    def train() -> int:
+        train_epochs(model, opt, x, y, one, 1)
+        return n
+
+    def score() -> int:
+        with torch.no_grad():
+            evaluate(model, x, y, tta=config.tta)
+        return n
+
+    return {"sample_seconds": _timed_loop(train), "eval_sample_seconds": _timed_loop(score)}
+
+
+def measure_compute(config: TrainConfig, dataset: Dataset, threads: int, together: int = 1) -> dict[str, float]:
+    """Seconds per training sample and per scored sample on ``threads`` threads (BLAS, OpenMP,
+    torch held there by the engine's own limits). ``together`` > 1: that many copies run at once
+    in threads, each on its 1/``together`` slice of the data and of every mini-batch, as the local
+    executor's workers do (they share the cores, the memory bus and the interpreter); the slowest
+    copy's figures count."""
+    budget = CpuBudget(threads=threads, source="request", workers=together, cores=available_cores())
+
+    def one() -> dict[str, float]:
+        with thread_limits(budget):
+            if isinstance(config, MLPConfig):
+                return _mlp_compute(config, dataset, together)
+            return _cnn_compute(config, dataset, threads)
+
+    with process_limits(budget):
+        if together == 1:
+            return one()
+        results: list[dict[str, float]] = []
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                results.append(one())
+            except BaseException as exc:  # reported below, in the caller's thread
+                errors.append(exc)
+
+        pool = [threading.Thread(target=run, daemon=True) for _ in range(together)]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+        if errors:
+            raise errors[0]
+        return {k: max(r[k] for r in results) for k in results[0]}
+
+
+def measure_data_load(data: str, config: TrainConfig) -> float:
+    t0 = time.perf_counter()
+    load_dataset(data, config)
+    return time.perf_counter() - t0
+
+
+# ---- the store --------------------------------------------------------------------------------
+def _sync_seconds(store_url: str, workers: int, elements: int, itemsize: int, reps: int, sharded: bool) -> float:
+    """Seconds of one all-reduce of ``elements`` numbers among ``workers`` threads on the store."""
+    import secrets
+
+    from lambdanet.engine.collectives import Collective, block_bounds
+
+    store = adapters.open_store(store_url)
+    prefix = f"ln:plan-{secrets.token_hex(6)}:0:0"
+    dtype = np.float16 if itemsize == 2 else np.float64 if itemsize == 8 else np.float32
+    times = [0.0] * workers
+    errors: list[BaseException] = []
+
+    def run(rank: int) -> None:
+        try:
+            comm = Collective(store, prefix, rank, workers, timeout_s=60)
+            flat = np.ones(elements, dtype)
+            bounds = block_bounds(elements, workers)
+            comm.barrier()
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                if sharded:
+                    comm.all_gather(comm.reduce_scatter(flat, bounds, hold=True), hold=True)
+                else:
+                    comm.all_reduce(flat)
+            times[rank] = time.perf_counter() - t0
+        except BaseException as exc:  # reported below, in the caller's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(k,), daemon=True) for k in range(workers)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        store.delete_prefix(prefix)
+        close = getattr(store, "close", None)
+        if close is not None:
+            close()
+    if errors:
+        raise errors[0]
+    return max(times) / reps
+
+
+def measure_store(store_url: str, work: Workload, shape: RunShape) -> dict[str, float]:
+    """Latency of one collective step and the bandwidth of the run's sync, K threads on the store."""
+    K = shape.workers
+    if K == 1:
+        return {"store_latency_s": 0.0, "store_bytes_s": 1e9}
+    latency = _sync_seconds(store_url, K, 1, 8, 100, sharded=False)  # one step, a tiny payload
+    per_sync, steps = sync_payload(work, shape)
+    elements, itemsize, _ = sync_shape(work, shape)
+    once = _sync_seconds(store_url, K, elements, itemsize, 1, sharded=steps == 2)
+    reps = max(2, min(50, int(TARGET_SECONDS / max(once, 1e-6))))
+    seconds = _sync_seconds(store_url, K, elements, itemsize, reps, sharded=steps == 2)
+    moving = max(seconds - steps * latency, 1e-9)
+    return {"store_latency_s": latency, "store_bytes_s": max(1.0, per_sync / K / moving)}
+
+
+# ---- the executor -----------------------------------------------------------------------------
+def measure_round_start(executor: str, workers: int) -> float:
+    """Seconds to start one round of K calls: 0 for threads; a worker process's start and imports
+    (x ceil(K / cores)) for ``process``; a round of Lithops' no-op ``ping`` for ``lithops``."""
+    if executor == "local":
+        return 0.0
+    if executor == "process":
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import lambdanet.engine.worker"], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return (time.perf_counter() - t0) * math.ceil(workers / available_cores())
+    from lambdanet.executors.lithops import ping
+
+    ex = adapters.open_executor(executor if "://" in executor else "lithops://localhost")
+    try:
+        ex.run(ping, [{"worker": i} for i in range(workers)], timeout_s=120)  # the first job warms up
+        t0 = time.perf_counter()
+        ex.run(ping, [{"worker": i} for i in range(workers)], timeout_s=120)
+        return time.perf_counter() - t0
+    finally:
+        ex.close()
+
+
+# ---- all of it --------------------------------------------------------------------------------
+def calibrate(data: str, config: TrainConfig, dataset: Dataset, work: Workload, shape: RunShape,
+              store_url: str, executor_url: str = "local", progress: Callable[[str], None] | None = None) -> Measured:
+    """Every measured figure of the plan of ``work`` run as ``shape`` (cached)."""
+    say = progress or (lambda _line: None)
+    scheme = executor_url.split(":", 1)[0]
+    # here: the engine's share per worker (Lithops' calls are not limited: every core); on Lambda one
+    # thread, which the function's vCPUs scale
+    local = shape.target == "local"
+    threads = (plan_budget(scheme, shape.workers).threads or available_cores()) if local else 1
+    config_key = json.dumps(config.model_dump(mode="json"), sort_keys=True)
+    path = Path(data)
+    data_key = [str(path.resolve()), _data_bytes(path), path.stat().st_mtime if path.exists() else 0]
+
+    # this machine: the workers' compute measured side by side (at most 2 per core; more time-slice)
+    together = min(shape.workers, 2 * available_cores()) if shape.target == "local" else 1
+
+    def compute(n: int, copies: int) -> dict[str, float]:
+        say(f"calibrating: a few training steps, {copies} worker(s) of {n} thread(s)")
+        return measure_compute(config, dataset, n, copies)
+
+    at_t = cached(_key(what="compute", config=config_key, data=data_key, threads=threads, together=together),
+                  lambda: compute(threads, together))
+    at_1 = cached(_key(what="compute", config=config_key, data=data_key, threads=1, together=1),
+                  lambda: compute(1, 1))
+    load = cached(_key(what="data", data=data_key, config=config_key),
+                  lambda: {"data_load_seconds": measure_data_load(data, config)})
+    figures: dict[str, float] = {}
+    if shape.target == "local":
+        store_scheme = store_url.split(":", 1)[0]
+        sync_key = [shape.workers, shape.strategy, shape.compress, work.params, work.first_width, work.batch_size]
+
+        def store() -> dict[str, float]:
+            say(f"calibrating: {shape.workers} workers' syncs on {store_scheme}://")
+            return measure_store(store_url, work, shape)
+
+        figures.update(cached(_key(what="store", store=store_scheme, sync=sync_key), store))
+        figures.update(cached(_key(what="executor", executor=scheme, workers=shape.workers),
+                              lambda: {"round_start_s": measure_round_start(executor_url, shape.workers)}))
+    return Measured(cpu=cpu_model(), cores=available_cores(), threads=threads, together=together,
+                    sample_seconds=at_t["sample_seconds"], sample_seconds_1=at_1["sample_seconds"],
+                    eval_sample_seconds=at_t["eval_sample_seconds"], data_load_seconds=load["data_load_seconds"],
+                    **figures)
