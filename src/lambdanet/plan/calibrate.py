@@ -41,7 +41,7 @@ from lambdanet.config import CNNConfig, MLPConfig, TrainConfig
 from lambdanet.data.dataset import Dataset
 from lambdanet.data.readers import load_dataset, to_matrix, to_targets
 from lambdanet.engine.strategies import get_strategy
-from lambdanet.executors.cpu_budget import CpuBudget, available_cores, plan_budget, process_limits, thread_limits
+from lambdanet.executors.cpu_budget import CpuBudget, available_cores, process_limits, round_budget, thread_limits
 from lambdanet.plan.model import Measured, RunShape, Workload, sync_payload, sync_shape
 from lambdanet.settings import Settings
 
@@ -322,10 +322,10 @@ def calibrate(data: str, config: TrainConfig, dataset: Dataset, work: Workload, 
     """Every measured figure of the plan of ``work`` run as ``shape`` (cached)."""
     say = progress or (lambda _line: None)
     scheme = executor_url.split(":", 1)[0]
-    # here: the engine's share per worker (Lithops' calls are not limited: every core); on Lambda one
-    # thread, which the function's vCPUs scale
+    # here: the engine's share per worker, of the cores free now, as a round measures it at its start
+    # (Lithops' calls are not limited: every core); on Lambda one thread, which the vCPUs scale
     local = shape.target == "local"
-    threads = (plan_budget(scheme, shape.workers).threads or available_cores()) if local else 1
+    threads = (round_budget(scheme, shape.workers).threads or available_cores()) if local else 1
     config_key = json.dumps(config.model_dump(mode="json"), sort_keys=True)
     path = Path(data)
     data_key = [str(path.resolve()), _data_bytes(path), path.stat().st_mtime if path.exists() else 0]
