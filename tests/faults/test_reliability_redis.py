@@ -28,7 +28,7 @@ import pytest
 from lambdanet.ports.executor import CallOutcome
 from tests.conftest import RedisServer
 from tests.security.reliability_counts import record
-from tests.security.reliability_kit import CONFIG, Job, Outcome, assert_same_weights, live_workers, paused
+from tests.security.reliability_kit import CONFIG, Job, Outcome, assert_same_run, live_workers, paused
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 TALLY: Counter[str] = Counter()
@@ -51,7 +51,7 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> Job:
 
 @pytest.fixture(scope="module")
 def reference(job: Job) -> Outcome:
-    return job.train("memory://", "local")
+    return job.reference()  # a plain numpy loop (reliability_kit.numpy_reference)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -62,7 +62,7 @@ def test_redis_restarted_mid_run(seed: int, job: Job, reference: Outcome, tmp_pa
         TALLY["redis_restarts_injected"] += 1
         assert out.status == "completed"
         assert out.epochs == list(range(1, EPOCHS + 1))
-        assert_same_weights(out.weights, reference.weights)
+        assert_same_run(out, reference)
         if out.retries >= 1:
             break
         # every worker's writes may already be in the store when it is wiped only in a window of
@@ -166,7 +166,7 @@ def test_duplicate_and_late_deliveries_change_nothing(seed: int, job: Job, refer
     with RedisServer(tmp_path / "redis") as server:
         out = job.train(server.url, "process", executor_object=executor)
     assert out.status == "completed" and out.epochs == list(range(1, EPOCHS + 1))
-    assert_same_weights(out.weights, reference.weights)
+    assert_same_run(out, reference)
     assert executor.duplicates >= 3 and executor.duplicate_answers == executor.duplicates
     assert executor.stale >= 2 and executor.stale_refused == executor.stale
     TALLY["duplicate_calls_delivered"] += executor.duplicates

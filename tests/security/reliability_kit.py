@@ -3,10 +3,10 @@ job run in-process through the real :class:`~lambdanet.engine.driver.Driver`, it
 ledger rows, and a killer that SIGKILLs worker processes at random moments.
 
     job = Job(tmp_path)                                   # tiny data + config (4 epochs, 2 rounds)
-    ref = job.train("memory://", "local")                 # the undisturbed reference
+    ref = job.reference()                                 # a plain numpy loop written here, not lambdanet
     out = job.train(redis.url, "process", faults=[{"round": 1, "worker": 0, "action": "kill",
                                                   "after_epochs": 1}])
-    assert_same_weights(out.weights, ref.weights)
+    assert_same_run(out, ref)                             # epochs, costs and weights (float32 tolerance)
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ class Outcome:
     weights: dict[str, np.ndarray]
     epochs: list[int]
     failed_calls: list[str]
+    costs: list[float] = field(default_factory=list)  # per epoch, in the ledger's order
+    calls: list[Any] = field(default_factory=list)  # the ledger's CallRows
     result: Any = None
 
 
@@ -58,6 +60,10 @@ class Job:
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         self.data = tiny_npz(self.root / "data.npz", m=48)
+
+    def reference(self) -> Outcome:
+        """What the job must train: :func:`numpy_reference` of its data and config."""
+        return numpy_reference(self.data, self.config)
 
     def services(self, home: Path) -> Any:
         from lambdanet.services import Services
@@ -92,19 +98,94 @@ class Job:
             services.close()
 
 
+def numpy_reference(data: Path, config: dict[str, Any]) -> Outcome:
+    """The job trained by a plain numpy loop written here, not by lambdanet: the same init
+    (``RandomState(seed).randn(n_l, n_{l-1}) / sqrt(n_{l-1})`` layer by layer, zero biases), the
+    same batches (a permutation from ``default_rng([seed, epoch])`` cut into ``batch_size``), the
+    same update (binary cross-entropy of a relu -> sigmoid net, Adam with bias correction), in
+    float32. ``epochs`` holds 1..E and ``costs`` each epoch's mean batch cost."""
+    known = {"layers": 2, "activations": {"layer1": "relu", "layer2": "sigmoid"}, "optimizer": "adam"}
+    assert {k: config[k] for k in known} == known and config.get("dtype", "float32") == "float32", config
+    assert config.get("init", "deep") == "deep" and not config.get("threshold"), config
+    seed = int(config.get("seed", 1))
+    lr, mb, n_h = float(config["learning_rate"]), int(config["batch_size"]), int(config["neurons"]["layer1"])
+    b1, b2, eps = float(config.get("beta1", 0.9)), float(config.get("beta2", 0.999)), float(config.get("epsilon", 1e-8))
+    with np.load(data) as f:
+        x, y = f["x"], f["y"]
+    m = len(x)
+    X = (x.reshape(m, -1).T.astype(np.float32) / np.float32(255))  # (n_x, m)
+    Y = y.reshape(1, m).astype(np.float32)  # (1, m)
+    rng = np.random.RandomState(seed)
+    W1 = (rng.randn(n_h, X.shape[0]) / np.sqrt(X.shape[0])).astype(np.float32)
+    W2 = (rng.randn(1, n_h) / np.sqrt(n_h)).astype(np.float32)
+    p = {"W1": W1, "b1": np.zeros((n_h, 1), np.float32), "W2": W2, "b2": np.zeros((1, 1), np.float32)}
+    mom = {k: np.zeros_like(v) for k, v in p.items()}
+    vel = {k: np.zeros_like(v) for k, v in p.items()}
+    t, costs = 0, []
+    for epoch in range(int(config["epochs"])):
+        order = np.random.default_rng([seed, epoch]).permutation(m) if mb < m else np.arange(m)
+        batch_costs = []
+        for i in range(0, m, mb):
+            idx = order[i:i + mb]
+            Xb, Yb, n = X[:, idx], Y[:, idx], len(idx)
+            Z1 = p["W1"] @ Xb + p["b1"]
+            A1 = np.maximum(Z1, 0)
+            A2 = 1 / (1 + np.exp(-(p["W2"] @ A1 + p["b2"])))
+            P = np.clip(A2, 1e-7, 1 - 1e-7)
+            batch_costs.append(float(-np.sum(Yb * np.log(P) + (1 - Yb) * np.log(1 - P)) / n))
+            dZ2 = A2 - Yb
+            dZ1 = (p["W2"].T @ dZ2) * (Z1 > 0)
+            grads = {"W1": dZ1 @ Xb.T / n, "b1": dZ1.sum(axis=1, keepdims=True) / n,
+                     "W2": dZ2 @ A1.T / n, "b2": dZ2.sum(axis=1, keepdims=True) / n}
+            t += 1
+            for k, g in grads.items():
+                mom[k] = b1 * mom[k] + (1 - b1) * g
+                vel[k] = b2 * vel[k] + (1 - b2) * g * g
+                p[k] = (p[k] - lr * (mom[k] / (1 - b1**t)) / (np.sqrt(vel[k] / (1 - b2**t)) + eps)).astype(np.float32)
+        costs.append(sum(batch_costs) / len(batch_costs))
+    return Outcome(run_id="numpy", status="completed", retries=0, weights=p,
+                   epochs=list(range(1, int(config["epochs"]) + 1)), failed_calls=[], costs=costs)
+
+
+def call_of_try(calls: list[Any], rnd: int, try_no: int, worker: int) -> Any:
+    """The ledger's row of ``worker``'s call in the ``try_no``-th attempt of round ``rnd`` (0 =
+    the round's first: its smallest attempt id; attempt ids are run-wide), or None."""
+    attempts = sorted({c.attempt for c in calls if c.round == rnd})
+    if try_no >= len(attempts):
+        return None
+    return next((c for c in calls if (c.round, c.attempt, c.worker) == (rnd, attempts[try_no], worker)), None)
+
+
 def outcome(services: Any, run_id: str, result: Any = None) -> Outcome:
     rec = services.ledger.get_run(run_id)
     weights = services.registry.load(rec.model).weights if rec.model and ":" in rec.model else {}
     return Outcome(run_id=run_id, status=rec.status, retries=int(rec.metrics.get("retries", 0) or 0),
                    weights={k: np.array(v) for k, v in weights.items()},
                    epochs=[row.epoch for row in services.ledger.epochs(run_id)],
-                   failed_calls=[c.error or "" for c in services.ledger.calls(run_id) if not c.ok], result=result)
+                   failed_calls=[c.error or "" for c in services.ledger.calls(run_id) if not c.ok],
+                   costs=[row.cost for row in services.ledger.epochs(run_id)], calls=services.ledger.calls(run_id),
+                   result=result)
 
 
-def assert_same_weights(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
-    assert sorted(a) == sorted(b) and a, (sorted(a), sorted(b))
-    for k in a:
-        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+RTOL = 1e-5  # float32, different summation orders: the engine lands within ~4e-7 of the numpy loop
+
+
+def assert_same_weights(got: dict[str, np.ndarray], want: dict[str, np.ndarray], rtol: float = RTOL) -> None:
+    """Each parameter within ``rtol`` of the reference, relative to its largest entry (one Adam
+    step more or less moves them by ~learning_rate: 5000 times that)."""
+    assert sorted(got) == sorted(want) and want, (sorted(got), sorted(want))
+    for k in want:
+        scale = max(float(np.max(np.abs(want[k]))), 1e-30)
+        diff = float(np.max(np.abs(got[k].astype(np.float64) - want[k].astype(np.float64))))
+        assert diff <= rtol * scale, f"{k}: max |got - want| = {diff:.3g}, {diff / scale:.3g} of max |want|"
+
+
+def assert_same_run(out: Outcome, ref: Outcome, rtol: float = RTOL) -> None:
+    """``out`` (an engine run, read back from its ledger and registry) trained what ``ref`` (the
+    numpy loop) did: each epoch once, the same epoch costs and weights within ``rtol``."""
+    assert out.epochs == ref.epochs, f"epochs in the ledger: {out.epochs}"
+    np.testing.assert_allclose(out.costs, ref.costs, rtol=rtol, atol=rtol, err_msg="epoch costs")
+    assert_same_weights(out.weights, ref.weights, rtol)
 
 
 WORKER_MARKER = "lambdanet.executors.process"  # in the command line of every process-executor call
