@@ -102,7 +102,8 @@ def run_part(part: str, args: argparse.Namespace) -> None:
     for H, compress in SETTINGS:
         row = train(part, args, H, compress, args.workers)
         rows.append(row)
-        print(f"   ran H={H:<2} {compress:<4}  {row['wall_s']:.1f} s", file=sys.stderr, flush=True)
+        print(f"   ran H={H:<2} {compress:<4}  {row['wall_s']:.1f} s, {row['bytes_per_epoch']:,.0f} bytes/epoch, "
+              f"train {row['train']:.2f} %, test {row['test']:.2f} %", file=sys.stderr, flush=True)
     ref = rows[0]
     print(f"{'H':>3} {'compress':>8} {'bytes/epoch':>14} {'reference':>14} {'ratio':>7} {'train %':>8} "
           f"{'test %':>7} {'Δtest':>6} {'ref test':>8}")
