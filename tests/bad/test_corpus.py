@@ -596,12 +596,43 @@ def _raw_request(corpus: Corpus, method: str, path: str, body: bytes, headers: d
 HTTP_XFAIL: dict[str, str] = {}
 
 
+@dataclass
+class HttpResult:
+    response: httpx.Response | None  # None: sending it raised (``error``)
+    error: str | None
+    alive_after: bool  # the server process was alive after this case
+    good_after: str | None  # None: a good request right after it got its 200; else what went wrong
+
+
+@pytest.fixture(scope="module")
+def http_results(corpus: Corpus, client: httpx.Client) -> dict[str, HttpResult]:
+    """Every HTTP case sent once, in table order, each followed by a good request (the server keeps
+    serving); the tests below judge the answers. A module fixture, so that every bad request has
+    been sent before whichever test reads the results — the final state check included."""
+    out: dict[str, HttpResult] = {}
+    for case in HTTP_CASES:
+        try:
+            r, err = _send(client, case, corpus), None
+        except Exception as exc:  # judged by the case's test
+            r, err = None, repr(exc)
+        alive = corpus.proc is not None and corpus.proc.poll() is None
+        try:
+            _good_request(client)
+            good = None
+        except Exception as exc:
+            good = repr(exc)
+        out[case.id] = HttpResult(r, err, alive, good)
+    return out
+
+
 @pytest.mark.parametrize("case", [
     pytest.param(c, id=c.id, marks=[pytest.mark.xfail(strict=True, reason=HTTP_XFAIL[c.id])]
                  if c.id in HTTP_XFAIL else []) for c in HTTP_CASES])
-def test_http_case(case: HttpCase, corpus: Corpus, client: httpx.Client) -> None:
+def test_http_case(case: HttpCase, http_results: dict[str, HttpResult]) -> None:
     TALLY["tried:http"] += 1
-    r = _send(client, case, corpus)
+    res = http_results[case.id]
+    assert res.response is not None, res.error
+    r = res.response
     if case.expect == "accept":
         assert r.status_code == 200, r.text
         assert r.json()["label"] in ("a", "b")
@@ -615,8 +646,8 @@ def test_http_case(case: HttpCase, corpus: Corpus, client: httpx.Client) -> None
         assert isinstance(doc.get("error"), str) and doc["error"].strip()
         assert "\n" not in doc["error"] and "Traceback" not in doc["error"]
         TALLY["rejected:http"] += 1
-    assert corpus.proc is not None and corpus.proc.poll() is None, "the server died"
-    _good_request(client)  # the process keeps serving
+    assert res.alive_after, "the server died"
+    assert res.good_after is None, res.good_after  # the process keeps serving
 
 
 # ---- in-process calls: address checks, object keys, names ---------------------------------------
@@ -704,7 +735,12 @@ def test_redirect_chain_checked_in_process() -> None:
 
 
 # ---- after everything: still serving, nothing saved changed --------------------------------------
-def test_zz_state_unchanged_and_still_serving(corpus: Corpus, client: httpx.Client) -> None:
+def test_zz_state_unchanged_and_still_serving(corpus: Corpus, client: httpx.Client,
+                                              cli_results: dict[str, subprocess.CompletedProcess[str]],
+                                              http_results: dict[str, HttpResult]) -> None:
+    """After every CLI and HTTP case (its fixtures run them all first, whatever the test order):
+    still serving, nothing saved changed."""
+    assert len(cli_results) == len(CLI_CASES) and len(http_results) == len(HTTP_CASES)
     _good_request(client)
     assert corpus.proc is not None and corpus.proc.poll() is None
     after = snapshot(corpus.home)
@@ -717,5 +753,4 @@ def test_zz_state_unchanged_and_still_serving(corpus: Corpus, client: httpx.Clie
     assert good.returncode == 0, good.stderr
     (prediction,) = (json.loads(line) for line in good.stdout.splitlines())  # one object per image
     assert prediction["model"] == f"{MODEL}:1"
-    total = sum(v for k, v in TALLY.items() if k.startswith("tried:"))
-    assert total >= 40
+    assert len(CLI_CASES) + len(HTTP_CASES) >= 40

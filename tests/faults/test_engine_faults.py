@@ -76,18 +76,22 @@ def test_worker_killed_mid_round_is_retried_to_the_same_weights(
 
 
 class DuplicatingExecutor:
-    """Delivers every spec twice at once (as Lambda's async retries may), through a real executor."""
+    """Delivers every spec twice at once (as Lambda's async retries may), through a real executor;
+    keeps every round's outcomes (``answers``)."""
 
     name = "duplicating"
 
     def __init__(self, inner: Executor) -> None:
         self.inner = inner
         self.in_process = inner.in_process
+        self.answers: list[list[CallOutcome]] = []
 
     def run(self, fn: WorkerFunction, specs: list[dict[str, Any]], timeout_s: float,
             on_failure: Any = None, liveness: Any = None) -> list[CallOutcome]:
-        return self.inner.run(fn, specs + [dict(s) for s in specs], timeout_s, on_failure=on_failure,
-                              liveness=liveness)
+        outcomes = self.inner.run(fn, specs + [dict(s) for s in specs], timeout_s, on_failure=on_failure,
+                                  liveness=liveness)
+        self.answers.append(list(outcomes))
+        return outcomes
 
     def close(self) -> None:
         self.inner.close()
@@ -99,12 +103,27 @@ def test_duplicate_delivery_changes_nothing(home: Path, data: Path, ref_params: 
     from lambdanet import adapters
 
     services = open_services()
-    driver = Driver(services, executor=DuplicatingExecutor(adapters.open_executor("local")))
+    executor = DuplicatingExecutor(adapters.open_executor("local"))
+    driver = Driver(services, executor=executor)
     res = driver.train(TrainRequest(data=str(data), config=CFG, workers=3, strategy="data",
                                     store_url=redis_server.url, epochs_per_round=3))
     assert res.status == "completed" and res.retries == 0
     assert res.worker_calls == 2 * 2 * 3  # every call delivered twice, all of them counted
     assert max_rel_diff(weights_of(services, res), ref_params) <= 1e-9
+    # each round: of the two deliveries of each worker's spec, one trained and one answered "duplicate"
+    assert len(executor.answers) == 2
+    for outcomes in executor.answers:
+        assert all(o.ok for o in outcomes), outcomes
+        duplicate = sorted(o.worker for o in outcomes if (o.result or {}).get("duplicate") is True)
+        trained = sorted(o.worker for o in outcomes if not (o.result or {}).get("duplicate"))
+        assert duplicate == trained == [0, 1, 2], outcomes
+        assert all((o.result or {}).get("epochs") == 3 for o in outcomes if not (o.result or {}).get("duplicate"))
+    # the ledger's timeline holds the calls that trained, each worker once per round, with their times
+    calls = services.ledger.calls(res.run_id)
+    assert sorted((c.round, c.worker) for c in calls) == [(r, k) for r in (1, 2) for k in range(3)]
+    trained_times = sorted((o.started_at, o.ended_at) for outcomes in executor.answers for o in outcomes
+                           if not (o.result or {}).get("duplicate"))
+    assert sorted((c.started_at, c.ended_at) for c in calls) == trained_times
 
 
 DRIVER_SCRIPT = """
