@@ -28,7 +28,8 @@ def build_handler(registry_url: str | None = None) -> Any:
 
     from lambdanet import adapters
     from lambdanet.registry import ModelRegistry
-    from lambdanet.serve.app import ServeOptions, create_app
+    from lambdanet.serve.app import create_app
+    from lambdanet.serve.options import ServeOptions
 
     url = registry_url or os.environ.get("LAMBDANET_REGISTRY")
     if not url:

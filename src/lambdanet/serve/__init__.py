@@ -7,7 +7,9 @@
 - :mod:`lambdanet.serve.batching` — micro-batching of concurrent requests (adaptive, FIFO)
 - :mod:`lambdanet.serve.options` — ``ServeOptions``: every serving option, its default written once
 - :mod:`lambdanet.serve.process` — the server process's own settings (BLAS threads, GC, GIL)
-- :mod:`lambdanet.serve.middleware` — metrics, API key, body limit, the direct inference routes
+- :mod:`lambdanet.serve.rules` — the serving rules, each written once: API key, body limit, metrics, errors
+- :mod:`lambdanet.serve.middleware` — ``ServingRules``: the one middleware applying them to every request
+- :mod:`lambdanet.serve.inference` — ``InferenceRoutes``: ``/predict`` and ``…/infer`` without FastAPI's router
 - :mod:`lambdanet.serve.urlguard` — the SSRF guard of ``/image?image=URL``
 - the AWS Lambda handler (API Gateway via Mangum) is :mod:`lambdanet.functions.serving_function`
 """

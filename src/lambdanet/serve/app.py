@@ -18,7 +18,6 @@ Every error is ``{"error": "one line"}`` with the status of its :mod:`lambdanet.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -28,85 +27,31 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
+from fastapi.telemetry import TelemetryConfig
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Receive, Scope, Send
 
 from lambdanet import __version__
 from lambdanet.errors import LambdanetError
 from lambdanet.registry import ModelRegistry
-from lambdanet.serve.middleware import (
-    ApiKeyMiddleware,
-    BodyLimitMiddleware,
-    InferenceRoutes,
-    MetricsMiddleware,
-    ServeMetrics,
-    error_response,
-)
+from lambdanet.serve.inference import InferenceRoutes
+from lambdanet.serve.middleware import ServingRules
 from lambdanet.serve.models import ModelManager
 from lambdanet.serve.options import ServeOptions
+from lambdanet.serve.rules import ServeMetrics, error_for
 from lambdanet.serve.urlguard import UrlFetcher
 
 log = logging.getLogger("lambdanet.serve")
 
 
-def _error(status: int, message: str) -> Response:
-    return error_response(status, message)
+async def _answer_error(request: Request, exc: Exception) -> Response:
+    return error_for(exc, request.scope)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(LambdanetError)
-    async def lambdanet_error(request: Request, exc: LambdanetError) -> Response:
-        return _error(exc.http_status, str(exc))
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
-        parts = []
-        for err in exc.errors():
-            where = ".".join(str(x) for x in err.get("loc", ()) if x not in ("query", "path", "body"))
-            parts.append(f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg", "invalid")))
-        return _error(400, "; ".join(parts) or "invalid request")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        message = exc.detail if exc.status_code != 404 else f"not found: {request.url.path}"
-        return _error(exc.status_code, str(message))
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return _error(500, f"internal error ({type(exc).__name__}); see the server log")
-
-
-class ServeApp(FastAPI):
-    """FastAPI, with a front door for the inference routes: ``POST /predict`` and ``…/infer`` go
-    straight to :class:`~lambdanet.serve.middleware.InferenceRoutes`, every other request
-    through FastAPI (its middleware, router and error handlers). While FastAPI's own
-    OpenTelemetry instrumentation is on (an OpenTelemetry provider is configured), inference
-    requests take FastAPI's path too, so they keep their spans; that is re-checked every
-    second, as the check itself costs microseconds per request."""
-
-    inference: InferenceRoutes | None = None
-    _telemetry_on = False
-    _telemetry_checked_at = float("-inf")
-
-    def _native_telemetry_on(self) -> bool:
-        now = time.monotonic()
-        if now - self._telemetry_checked_at >= 1.0:
-            self._telemetry_on = self._native_telemetry.enabled()
-            self._telemetry_checked_at = now
-        return self._telemetry_on
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        inference = self.inference
-        if inference is not None and scope["type"] == "http" and "fastapi.telemetry" not in scope:
-            if self.root_path:
-                scope["root_path"] = self.root_path
-            found = inference.match(scope)
-            if found is not None and not self._native_telemetry_on():
-                scope["app"] = self  # what Starlette sets: handlers read request.app.state
-                await inference.serve(scope, receive, send, found)
-                return
-        await super().__call__(scope, receive, send)
+    """FastAPI's exception handlers answer as the serving rules do (one mapping:
+    :func:`lambdanet.serve.rules.error_for`)."""
+    for kind in (LambdanetError, RequestValidationError, StarletteHTTPException, Exception):
+        app.add_exception_handler(kind, _answer_error)
 
 
 DOCS_ASSETS = "/docs/assets"
@@ -159,8 +104,11 @@ def _include_dashboard(app: FastAPI) -> None:
     app.include_router(dashboard_router)
 
 
-def create_app(registry: ModelRegistry, options: ServeOptions | None = None, **overrides: Any) -> ServeApp:
-    """The ASGI app serving ``registry`` (``overrides`` replace fields of ``options``)."""
+def create_app(registry: ModelRegistry, options: ServeOptions | None = None, *,
+               telemetry: TelemetryConfig | None = None, **overrides: Any) -> FastAPI:
+    """The ASGI app serving ``registry`` (``overrides`` replace fields of ``options``).
+    ``telemetry``: FastAPI's own OpenTelemetry settings (``FastAPI(telemetry=…)``; default: the
+    global providers, when one is configured)."""
     options = options or ServeOptions()
     if overrides:
         options = replace(options, **overrides)
@@ -177,9 +125,10 @@ def create_app(registry: ModelRegistry, options: ServeOptions | None = None, **o
         yield
         models.close()
 
-    app = ServeApp(title="lambdanet prediction service", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="lambdanet prediction service", version=__version__, lifespan=lifespan,
                   description="Open Inference Protocol v2, /predict, itsacat's /image, a photo page.",
-                  docs_url=None, redoc_url=None)  # _install_docs serves them, assets included
+                  docs_url=None, redoc_url=None,  # _install_docs serves them, assets included
+                  telemetry=telemetry)
     app.state.options = options
     app.state.models = models
     app.state.metrics = metrics
@@ -194,16 +143,15 @@ def create_app(registry: ModelRegistry, options: ServeOptions | None = None, **o
     app.include_router(routes.router)
     _include_dashboard(app)
 
-    declared = {route.path: route for route in (*routes.router.routes, *v2.router.routes)
-                if isinstance(route, APIRoute)}
-    app.inference = InferenceRoutes({
-        InferenceRoutes.PREDICT: (declared[InferenceRoutes.PREDICT], routes.predict),
-        InferenceRoutes.INFER: (declared[InferenceRoutes.INFER], v2.infer_request),
-        InferenceRoutes.INFER_VERSION: (declared[InferenceRoutes.INFER_VERSION], v2.infer_request)},
-        metrics, options.api_key, options.max_request_bytes)
-    # every other route, outermost first at request time: metrics, the API key, the body limit
-    app.add_middleware(BodyLimitMiddleware, max_bytes=options.max_request_bytes)
-    if options.api_key:
-        app.add_middleware(ApiKeyMiddleware, api_key=options.api_key)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    inference = None
+    if options.direct_inference:
+        declared = {route.path: route for route in (*routes.router.routes, *v2.router.routes)
+                    if isinstance(route, APIRoute)}
+        inference = InferenceRoutes({
+            InferenceRoutes.PREDICT: (declared[InferenceRoutes.PREDICT], routes.predict),
+            InferenceRoutes.INFER: (declared[InferenceRoutes.INFER], v2.infer_request),
+            InferenceRoutes.INFER_VERSION: (declared[InferenceRoutes.INFER_VERSION], v2.infer_request)})
+    # the one middleware: every serving rule, for every route (lambdanet.serve.middleware)
+    app.add_middleware(ServingRules, metrics=metrics, api_key=options.api_key,
+                       max_bytes=options.max_request_bytes, inference=inference)
     return app

@@ -39,6 +39,9 @@ class ServeOptions:
     alias_ttl_s: float = 0.5
     preload: bool = True
     url_policy: AddressPolicy | None = None  # tests only: which addresses /image may contact
+    # POST /predict and …/infer called straight from the serving-rules middleware, without
+    # FastAPI's router (lambdanet.serve.inference); False: through the router, as every other route
+    direct_inference: bool = True
 
     @classmethod
     def from_env(cls, **overrides: Any) -> ServeOptions:

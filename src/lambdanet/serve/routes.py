@@ -24,8 +24,8 @@ from starlette.datastructures import QueryParams, UploadFile
 
 from lambdanet.errors import Forbidden, UserInputError
 from lambdanet.serve.inputs import b64decode, bytes_input, image_input, offload, png_data_url
-from lambdanet.serve.middleware import raw_header
 from lambdanet.serve.models import ServedModel
+from lambdanet.serve.rules import raw_header
 
 router = APIRouter()
 
@@ -104,7 +104,7 @@ def _predict_query(query_string: bytes) -> tuple[str | None, bool]:
 @router.post("/predict", summary="Classify one image (upload, base64 JSON or raw C×H×W bytes)",
              openapi_extra=_PREDICT_DOC, response_class=JSONResponse)
 async def predict(request: Request) -> Response:
-    # the hot path: served by middleware.InferenceRoutes without FastAPI's router; parameters are
+    # the hot path: served by inference.InferenceRoutes without FastAPI's router; parameters are
     # read by hand (documented in _PREDICT_DOC): FastAPI's parameter and response validation would
     # cost more than the forward pass of an MLP
     model, preview = _predict_query(request.scope["query_string"])

@@ -25,8 +25,8 @@ from fastapi.responses import JSONResponse, Response
 from lambdanet import __version__ as _pkg_version
 from lambdanet.errors import UserInputError
 from lambdanet.serve.inputs import b64decode, image_input, offload, tensor_input
-from lambdanet.serve.middleware import raw_header
 from lambdanet.serve.models import ServedModel, top_label
+from lambdanet.serve.rules import raw_header
 
 router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"])
 
@@ -227,7 +227,7 @@ async def infer_version(name: str, version: str, request: Request) -> Response:
 
 
 async def infer_request(request: Request, name: str, version: str | None) -> Response:
-    """The hot path (served by middleware.InferenceRoutes without FastAPI's router)."""
+    """The hot path (served by inference.InferenceRoutes without FastAPI's router)."""
     served = await _served(request, name, version)
     options = request.app.state.options
     async with served.batcher.request() as submit:
