@@ -1,5 +1,6 @@
 """kill -9 of the driver (``lambdanet train``) at random points, then ``lambdanet resume``: the
-same weights as an undisturbed run, and every epoch exactly once in the ledger.
+weights and epoch costs of a plain numpy training loop (``reliability_kit.numpy_reference``), and
+every epoch exactly once in the ledger.
 
 Each seed (``LAMBDANET_DRIVER_SEEDS``, default 4) trains through the real CLI with a checkpoint
 every epoch, waits until a random number of epochs is checkpointed, waits a further random
@@ -25,7 +26,7 @@ import pytest
 
 from tests.conftest import RedisServer
 from tests.security.reliability_counts import record
-from tests.security.reliability_kit import Job, Outcome, assert_same_weights, outcome
+from tests.security.reliability_kit import Job, Outcome, assert_same_run, numpy_reference, outcome
 from tests.security.seed import LAMBDANET, cli_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
@@ -48,12 +49,8 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> Job:
 
 @pytest.fixture(scope="module")
 def references(job: Job) -> dict[int, Outcome]:
-    """The undisturbed run for each epoch count (computed once)."""
-    out = {}
-    for epochs in sorted(set(EPOCHS.values())):
-        job.config = {**job.config, "epochs": epochs}
-        out[epochs] = job.train("memory://", "local")
-    return out
+    """What each epoch count must train: a plain numpy loop (reliability_kit.numpy_reference)."""
+    return {epochs: numpy_reference(job.data, {**job.config, "epochs": epochs}) for epochs in set(EPOCHS.values())}
 
 
 @pytest.fixture(scope="module")
@@ -111,5 +108,5 @@ def test_driver_killed_then_resumed(seed: int, job: Job, references: dict[int, O
         services.close()
     assert out.status == "completed"
     assert out.epochs == list(range(1, epochs + 1)), f"ledger epochs {out.epochs}"
-    assert_same_weights(out.weights, references[epochs].weights)
+    assert_same_run(out, references[epochs])
     TALLY["survived"] += 1
