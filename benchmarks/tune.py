@@ -89,7 +89,7 @@ def predicts_both_classes(services: Any, study: str, result: dict[str, Any]) -> 
         return None
     config = parse_config(result["best_config"])
     pointer = checkpoints.read_pointer(services.objects, result["best_run"])
-    state = checkpoints.read_state(services.objects, pointer["file"])
+    state = checkpoints.read_state(services.objects, pointer.file)
     params = {k[6:]: np.asarray(v) for k, v in state.items() if k.startswith("param.")}
     valid = load_dataset(services.settings.home / "studies" / study / "validation.npz")
     AL = mlp.predict_proba(params, to_matrix(valid.x_train, config.dtype), config.activation_list)  # (1, m)
@@ -118,7 +118,7 @@ def itsacat_baseline(study: str, epochs: int | None) -> dict[str, Any]:
         wall = time.perf_counter() - t0
         pointer = checkpoints.read_pointer(services.objects, res.run_id)
         assert pointer is not None
-        state = checkpoints.read_state(services.objects, pointer["file"])
+        state = checkpoints.read_state(services.objects, pointer.file)
         valid = load_dataset(folder / "validation.npz")
         full = load_dataset(DATA)
         v = evaluate(config, state, valid.x_train, valid.y_train, valid.n_classes)

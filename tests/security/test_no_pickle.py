@@ -301,7 +301,7 @@ def test_checkpoints_are_safetensors(tmp_path: Path) -> None:
     objects = FolderStore(tmp_path / "objects")
     state = {"W1": np.arange(6, dtype=np.float32).reshape(2, 3), "t": np.array([3], np.int64)}
     pointer = checkpoints.write_checkpoint(objects, "r-1", 1, 5, state)
-    loaded = st_load(objects.get(pointer["file"]))
+    loaded = st_load(objects.get(pointer.file))
     assert sorted(loaded) == ["W1", "t"]
     np.testing.assert_array_equal(loaded["W1"], state["W1"])
 

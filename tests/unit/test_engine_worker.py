@@ -36,7 +36,7 @@ def setup_run(tmp_path: Path, data: Path, cfg: Any) -> dict[str, Any]:
     adapters.open_store(store_url).put(fence_key(run_id), np.array([1, 0]))
     return {"run_id": run_id, "round": 1, "attempt": 0, "worker": 0, "workers": 1,
             "strategy": strategy_path("mlp", "neuron"), "config": cfg.model_dump(), "store_url": store_url,
-            "objects_url": objects_url, "checkpoint": ptr["file"], "start_epoch": 0, "end_epoch": 2,
+            "objects_url": objects_url, "checkpoint": ptr.file, "start_epoch": 0, "end_epoch": 2,
             "round_seconds": 300, "collective_timeout_s": 5}
 
 
@@ -52,7 +52,7 @@ def test_worker_trains_its_round_and_a_duplicate_changes_nothing(tmp_path: Path,
     W1 = store.get(out_key(prefix, 0, "param.W1")).copy()
     np.testing.assert_allclose(W1, ref.params["W1"], rtol=1e-12)
     again = run_worker(dict(spec))
-    assert again == {"worker": 0, "duplicate": True}
+    assert again["worker"] == 0 and again["duplicate"] is True and again["epochs"] == 0
     np.testing.assert_array_equal(store.get(out_key(prefix, 0, "param.W1")), W1)
 
 
@@ -214,3 +214,18 @@ def test_in_round_checkpoints_in_the_store() -> None:
     assert ck is not None and ck.epochs == 26
     assert store.get_bytes(f"{rc.prefix('r1', 3, 0, 18)}:w0:meta") is None  # the previous one is gone
     assert rc.delete_round(store, "r1", 3) > 0 and rc.read_latest(store, "r1", 3, 2) is None
+
+
+@pytest.mark.parametrize(("every_s", "written"), [(1e-9, 3), (3600.0, 0)])
+def test_the_checkpoint_setting_reaches_the_round_and_the_result_says_what_writing_took(
+        tmp_path: Path, data: Path, every_s: float, written: int) -> None:
+    """``checkpoint_seconds`` (the run's setting) is how often the round checkpoints: with K = 1 a
+    checkpoint is due after every epoch but the last when it is tiny, never in a short round when
+    it is an hour; ``checkpoint_write_seconds`` is the time writing them took, a separate figure."""
+    spec = setup_run(tmp_path, data, config(epochs=4))
+    res = run_worker({**spec, "end_epoch": 4, "checkpoint_seconds": every_s})
+    assert res["epochs"] == 4 and res["checkpoints"] == written
+    assert (res["checkpoint_write_seconds"] > 0) == (written > 0)
+    if written:  # the round's newest complete in-round checkpoint: [attempt, epochs done]
+        latest = adapters.open_store(spec["store_url"]).get(f"ln:{spec['run_id']}:1:ckpt:latest")
+        assert [int(v) for v in latest] == [0, 3]

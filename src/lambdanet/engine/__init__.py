@@ -3,17 +3,29 @@ tensor store.
 
 Modules:
 
-* :mod:`~lambdanet.engine.driver` — :class:`Driver` (``train(TrainRequest)``, ``resume(run_id)``),
-  :class:`TrainRequest`, :class:`RunResult`, :class:`ProgressSink`;
+* :mod:`~lambdanet.engine.driver` — :class:`Driver` (``train(TrainRequest)``, ``resume(run_id)``);
+* :mod:`~lambdanet.engine.requests` — every engine setting written once with its default and its
+  check (``WorkerSettings`` < ``RunSettings`` < :class:`TrainRequest` = settings + data + config,
+  and ``EngineSettings``, what a run records), :class:`RunResult`, :class:`ProgressSink`;
+* :mod:`~lambdanet.engine.messages` — what crosses a boundary, as frozen pydantic models (JSON,
+  no pickle): ``WorkerSpec``, ``WorkerResult``, ``Fault``, ``Retry``, ``CheckpointPointer``,
+  ``RoundStep``;
+* :mod:`~lambdanet.engine.session` — one run driven round by round under the run's lease
+  (``RunSession.next_round() -> RoundStep``), what ``lambdanet train`` loops over and the durable
+  Lambda driver runs one step per round;
 * :mod:`~lambdanet.engine.rounds` — one round: fence, K calls, merge of the shards, retries;
-* :mod:`~lambdanet.engine.worker` — ``run_worker(spec) -> dict``, what every executor runs;
-* :mod:`~lambdanet.engine.collectives` — barrier / all_gather / all_reduce / broadcast over any
-  TensorStore (worker-order sums, deadlines, per-step key cleanup);
+* :mod:`~lambdanet.engine.worker` — ``run_worker(spec) -> result`` (a WorkerSpec and a
+  WorkerResult as JSON), what every executor runs;
+* :mod:`~lambdanet.engine.collectives` — barrier / all_gather / all_reduce / reduce_scatter /
+  broadcast over any TensorStore (worker-order sums, deadlines, per-step key cleanup);
+* :mod:`~lambdanet.engine.liveness` — worker heartbeats and the start / liveness deadlines;
 * :mod:`~lambdanet.engine.strategies` — the strategy registry and the ``neuron`` / ``data``
   strategies for the numpy MLP;
 * :mod:`~lambdanet.engine.checkpoints` — the run's data reference ``runs/<id>/data.json`` to a
   content-addressed snapshot ``datasets/<sha256>.npz``, safetensors checkpoints and
-  their pointer;
+  their pointer; :mod:`~lambdanet.engine.round_checkpoints` — in-round checkpoints in the store;
+* :mod:`~lambdanet.engine.retention` — ``lambdanet runs delete`` / ``gc``: the objects of
+  finished runs and the snapshots no run uses;
 * :mod:`~lambdanet.engine.accounting` — worker calls, worker-seconds, store bytes, Lambda cost.
 
 Plugging in a strategy (e.g. the PyTorch data-parallel CNN)
@@ -46,7 +58,7 @@ order in each process, so two workers would lay out the buffer differently.)
 After each epoch it calls ``ctx.epoch_done(n)`` and stops when ``ctx.out_of_time(n)`` says so
 (a collective decision) or when the (all-reduced, hence identical) cost reaches the threshold.
 It returns ``RoundReport(costs, seconds, stop_reason, shard, extras)`` (``extras``: optional
-JSON-able dicts, one per epoch, merged into the ledger's ``EpochRow.extra``); for a data-parallel strategy
+JSON dicts, one per epoch, merged into the ledger's ``EpochRow.extra``); for a data-parallel strategy
 worker 0's shard is the whole state and the others return ``{}``. Checkpoints, rounds, retries,
 the ledger, notifications, the registry and accounting are the engine's job.
 """

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,7 +61,7 @@ class Accounting:
         req = _env_float("LAMBDANET_LAMBDA_REQUEST_USD", REQUEST_USD * 1_000_000) / 1_000_000
         return gb_s * price + self.worker_calls * req
 
-    def to_metrics(self) -> dict[str, Any]:
+    def to_metrics(self) -> dict[str, float]:
         return {
             "worker_calls": self.worker_calls,
             "worker_seconds": round(self.worker_seconds, 6),
@@ -74,7 +75,7 @@ class Accounting:
         }
 
     @classmethod
-    def from_metrics(cls, metrics: dict[str, Any], memory_mb: int) -> Accounting:
+    def from_metrics(cls, metrics: Mapping[str, Any], memory_mb: int) -> Accounting:
         return cls(
             memory_mb=int(metrics.get("lambda_memory_mb", memory_mb)),
             worker_calls=int(metrics.get("worker_calls", 0)),

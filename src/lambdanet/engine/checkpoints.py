@@ -10,7 +10,8 @@ Layout::
          "sha256": "<sha256>", "bytes": 181…,
          "source": "../shared/datasets/cifar10"}
     runs/<run_id>/checkpoints/round-00003.safetensors   params + optimizer state after round 3
-    runs/<run_id>/checkpoint.json                   the pointer, written after the file:
+    runs/<run_id>/checkpoint.json                   the pointer (:class:`~lambdanet.engine.messages.CheckpointPointer`),
+                                                    written after the file:
         {"round": 3, "epochs_done": 3000, "file": "runs/…/round-00003.safetensors",
          "stop_reason": null, "last_cost": 0.093}
     runs/<run_id>/checkpoints/round-00004-e0003412.safetensors
@@ -40,7 +41,7 @@ import io
 import json
 import re
 import threading
-from typing import Any
+from typing import TypeVar
 
 import numpy as np
 from safetensors.numpy import load as st_load
@@ -48,6 +49,7 @@ from safetensors.numpy import save as st_save
 
 from lambdanet import adapters
 from lambdanet.data.dataset import Dataset
+from lambdanet.engine.messages import CheckpointPointer
 from lambdanet.errors import DataError, ObjectNotFound
 from lambdanet.ports.objects import ObjectStore
 
@@ -57,6 +59,7 @@ SNAPSHOTS = "datasets/"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _HASH_VERSION = b"lambdanet data snapshot v1\n"  # changes if the canonical form ever does
 
+_V = TypeVar("_V")
 _LOCK = threading.Lock()
 _LOAD_LOCK = threading.Lock()
 _OBJECTS: dict[str, ObjectStore] = {}
@@ -260,7 +263,7 @@ def _load_npz(objects: ObjectStore, key: str, size: int | None) -> Dataset:
     return ds
 
 
-def _remember(cache: dict[tuple[str, str], Any], key: tuple[str, str], value: Any, most: int) -> None:
+def _remember(cache: dict[tuple[str, str], _V], key: tuple[str, str], value: _V, most: int) -> None:
     """Put ``value`` in ``cache`` (caller holds _LOCK), dropping the oldest entries beyond ``most``."""
     cache.pop(key, None)
     cache[key] = value
@@ -269,20 +272,26 @@ def _remember(cache: dict[tuple[str, str], Any], key: tuple[str, str], value: An
 
 
 # ---- checkpoints ----------------------------------------------------------------------------
-def read_pointer(objects: ObjectStore, run_id: str) -> dict[str, Any] | None:
+def read_pointer(objects: ObjectStore, run_id: str) -> CheckpointPointer | None:
+    key = pointer_key(run_id)
     try:
-        return json.loads(objects.get(pointer_key(run_id)))  # type: ignore[no-any-return]
+        raw = objects.get(key)
     except ObjectNotFound:
         return None
+    try:
+        return CheckpointPointer.from_json(json.loads(raw))
+    except ValueError as exc:  # pydantic's ValidationError is one
+        raise DataError(f"{key} is not a checkpoint pointer ({exc})") from None
 
 
-def write_checkpoint(objects: ObjectStore, run_id: str, round_no: int, epochs_done: int, state: State,
-                     **info: Any) -> dict[str, Any]:
+def write_checkpoint(objects: ObjectStore, run_id: str, round_no: int, epochs_done: int, state: State, *,
+                     stop_reason: str | None = None, last_cost: float | None = None) -> CheckpointPointer:
     """Write the state file, then the pointer; drop checkpoint files older than the last KEEP."""
     key = checkpoint_key(run_id, round_no)
     objects.put(key, st_save({k: np.ascontiguousarray(v) for k, v in state.items()}))
-    pointer = {"round": round_no, "epochs_done": epochs_done, "file": key, **info}
-    objects.put(pointer_key(run_id), json.dumps(pointer).encode())
+    pointer = CheckpointPointer(round=round_no, epochs_done=epochs_done, file=key, stop_reason=stop_reason,
+                                last_cost=last_cost)
+    objects.put(pointer_key(run_id), json.dumps(pointer.to_json()).encode())  # NaN stays NaN: a diverged cost
     with _LOCK:
         _STATES[(objects.url, key)] = state
     files = sorted(objects.list(f"runs/{run_id}/checkpoints/"))

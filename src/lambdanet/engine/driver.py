@@ -9,8 +9,9 @@ Usage::
     result = Driver(services, progress).train(req)      # RunResult; .to_json() for --json
     Driver(services).resume("r-20261125-0930-ab12cd")    # after a crash / Ctrl-C / failure
 
-``train`` = :meth:`Driver.start` + :meth:`Driver.drive`. ``start`` validates the request
-(strategy, store vs executor, data vs config) before anything is written; creates the run
+``train`` = :meth:`Driver.start` + :meth:`Driver.drive`. ``start`` checks what a request cannot
+check by itself (strategy, model name, store vs executor, data vs config — its settings were
+checked when it was made) before anything is written; creates the run
 (status ``running``, config + engine settings with redacted URLs); writes the data (its
 content-addressed snapshot ``datasets/<sha256>.npz`` unless a run on the same data wrote it
 already, and the run's reference ``runs/<id>/data.json``) and the initial checkpoint. ``drive``
@@ -29,11 +30,12 @@ final weights as an uninterrupted run.
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Iterable, Mapping
 
 from lambdanet import adapters
 from lambdanet.engine import checkpoints
 from lambdanet.engine.accounting import default_memory_mb
+from lambdanet.engine.messages import Fault
 from lambdanet.engine.requests import (
     ProgressSink,
     RunResult,
@@ -44,7 +46,7 @@ from lambdanet.engine.requests import (
 )
 from lambdanet.engine.session import DriverIdentity, RunSession, open_executor
 from lambdanet.engine.strategies import load_strategy, strategy_path
-from lambdanet.errors import ConfigError, RunFailed, UserInputError
+from lambdanet.errors import RunFailed, UserInputError
 from lambdanet.ports.executor import Executor
 from lambdanet.ports.ledger import RunRecord
 from lambdanet.registry import check_name
@@ -55,18 +57,18 @@ __all__ = ["Driver", "ProgressSink", "RunResult", "TrainRequest", "new_run_id", 
 
 class Driver:
     """Runs training runs; see the module docstring. ``executor`` and ``faults`` are test hooks:
-    an Executor object to use instead of opening ``request.executor``; fault specs
-    ``{"round": r|"*", "attempt": try|"*", "worker": k, "action": "kill"|"raise"|"hang",
-    "after_epochs": n, "seconds": s}`` (``attempt`` = the try of the round, 0 first) handed to the
-    matching worker calls and honoured only when the workers see ``LAMBDANET_FAULTS=1``."""
+    an Executor object to use instead of opening ``request.executor``; test faults
+    (:class:`~lambdanet.engine.messages.Fault`, or their JSON: ``{"round": 1, "worker": 1, "action":
+    "kill", "after_epochs": 2}``) handed to the matching worker calls and honoured only when the
+    workers see ``LAMBDANET_FAULTS=1``."""
 
     def __init__(self, services: Services, progress: ProgressSink | None = None, *,
-                 executor: Executor | None = None, faults: list[dict[str, Any]] | None = None,
+                 executor: Executor | None = None, faults: Iterable[Fault | Mapping[str, object]] = (),
                  retry_backoff_s: float = 0.5) -> None:
         self.services = services
         self.progress = progress
         self._executor = executor
-        self.faults = list(faults or [])
+        self.faults = [Fault.model_validate(f) for f in faults]
         self.retry_backoff_s = retry_backoff_s
 
     # ---- public API ------------------------------------------------------------------------
@@ -81,19 +83,6 @@ class Driver:
         ``source``: where the data came from, recorded instead of ``request.data`` (a trigger's
         temporary download)."""
         req = request
-        if req.workers < 1:
-            raise ConfigError(f"--workers must be at least 1, got {req.workers}")
-        if req.max_retries < 0:
-            raise ConfigError(f"--max-retries must be 0 or more, got {req.max_retries}")
-        if req.epochs_per_round is not None and req.epochs_per_round < 1:
-            raise ConfigError(f"--epochs-per-round must be at least 1, got {req.epochs_per_round}")
-        if req.round_seconds <= 0 or req.collective_timeout_s <= 0 or req.checkpoint_seconds <= 0:
-            raise ConfigError("round_seconds, collective_timeout_s and checkpoint_seconds must be positive")
-        if not (0 < req.liveness_deadline_s <= 600 and 0 < req.start_deadline_s <= 3600):
-            raise ConfigError(f"--liveness-deadline must be in (0, 600] s and --start-deadline in (0, 3600] s, "
-                              f"got {req.liveness_deadline_s:g} and {req.start_deadline_s:g}")
-        if req.cpu_threads is not None and req.cpu_threads < 1:
-            raise ConfigError(f"--cpu-threads must be at least 1, got {req.cpu_threads}")
         check_name(req.model_name)  # before anything is written: a bad name must not cost a whole run
         target = strategy_path(req.config.kind, req.strategy)
         executor = open_executor(req.executor, req.store_url, self._executor)

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from lambdanet.engine.messages import Extras
 from lambdanet.ports.tensorstore import TensorStore
 
 State = dict[str, np.ndarray]
@@ -78,7 +79,7 @@ def unpack(blob: np.ndarray, manifest: list[list[Any]]) -> State:
 
 
 def write(store: TensorStore, run_id: str, round_no: int, attempt: int, worker: int, workers: int,
-          epochs: int, shard: State, info: dict[str, Any] | None = None) -> bool:
+          epochs: int, shard: State, info: Extras | None = None) -> bool:
     """Write worker ``worker``'s part of the checkpoint after ``epochs`` epochs; True when this
     call completed it (the K-th part), which then became the round's newest checkpoint."""
     p = prefix(run_id, round_no, attempt, epochs)
@@ -110,7 +111,7 @@ class InRoundCheckpoint:
     start_epoch: int  # where the attempt that wrote it started
     costs: list[float] = field(default_factory=list)  # epochs start_epoch … epochs-1
     seconds: list[float] = field(default_factory=list)
-    extras: list[dict[str, Any]] = field(default_factory=list)
+    extras: list[Extras] = field(default_factory=list)
 
 
 def read_latest(store: TensorStore, run_id: str, round_no: int, workers: int) -> InRoundCheckpoint | None:
@@ -120,7 +121,7 @@ def read_latest(store: TensorStore, run_id: str, round_no: int, workers: int) ->
     except KeyError:
         return None
     p = prefix(run_id, round_no, attempt, epochs)
-    metas: list[dict[str, Any]] = []
+    metas: list[Any] = []  # JSON: {"manifest", …}
     for k in range(workers):
         raw = store.get_bytes(f"{p}:w{k}:meta")
         if raw is None:

@@ -7,7 +7,8 @@ in-round checkpoint.
    driver) and sets the run's fence ``ln:{run}:fence`` = (round, attempt) — workers of any other attempt
    refuse to start (:class:`StaleAttempt`), and every key they write is under their own
    ``ln:{run}:{round}:{attempt}:`` prefix, so a late worker can never touch a retry;
-2. starts K worker calls through the executor (JSON specs, see :mod:`lambdanet.engine.worker`)
+2. starts K worker calls through the executor (:class:`~lambdanet.engine.messages.WorkerSpec` as
+   JSON, see :mod:`lambdanet.engine.worker`)
    with an ``on_failure`` callback: the first call known to have failed (killed, raised, timed
    out, or found hung by its heartbeat — the executor asks an
    :class:`~lambdanet.engine.liveness.AttemptLiveness` about its running calls and ends a
@@ -58,30 +59,25 @@ from typing import Any
 import numpy as np
 
 from lambdanet import adapters
-from lambdanet.config import TrainConfig
 from lambdanet.engine import checkpoints, round_checkpoints
 from lambdanet.engine.accounting import Accounting
 from lambdanet.engine.collectives import abort_attempt, abort_reason
 from lambdanet.engine.liveness import AttemptLiveness
-from lambdanet.engine.requests import (
-    DEFAULT_CHECKPOINT_SECONDS,
-    DEFAULT_LIVENESS_DEADLINE_S,
-    DEFAULT_START_DEADLINE_S,
-)
+from lambdanet.engine.messages import Extras, Fault, Retry, WorkerResult, WorkerSpec
+from lambdanet.engine.requests import TrainRequest, WorkerSettings
 from lambdanet.engine.strategies.base import Strategy
 from lambdanet.engine.worker import attempt_prefix, attempts_key, fence_key, out_key, run_worker
 from lambdanet.errors import AttemptAborted, EngineError, LambdanetError, RoundFailed, Unavailable, WorkerFailed
-from lambdanet.executors.cpu_budget import SPEC_FIELD
 from lambdanet.ports.executor import CallOutcome, Executor
 from lambdanet.ports.ledger import CallRow, Ledger
 from lambdanet.ports.tensorstore import TensorStore
 
 State = dict[str, np.ndarray]
-STARTUP_GRACE_S = 120.0  # process start, imports, data load — on top of the round budget
 LIVE_POLL_S = 0.25  # how often the driver looks for the running round's newest epochs
 
 # one epoch of a running round: (epoch number, 1-based and absolute; cost; seconds; extras)
-EpochFigures = tuple[int, float, float, dict[str, Any]]
+EpochFigures = tuple[int, float, float, Extras]
+OnRetry = Callable[[int, int, str, int], None]  # (round, attempt, reason, from_epoch)
 
 log = logging.getLogger("lambdanet.engine.rounds")
 
@@ -91,24 +87,18 @@ class RoundPlan:
     """What is constant across the rounds of a run."""
 
     run_id: str
-    workers: int
+    req: TrainRequest  # the run's settings and config (its store URL with the password: never logged)
     strategy: Strategy[Any]  # the Strategy instance (driver side), of the config's kind
     strategy_target: str  # "module:Class" for the workers
-    config: TrainConfig
-    config_json: dict[str, Any]
-    store_url: str  # with its password: workers need it (never logged)
     objects_url: str
-    round_seconds: float
-    collective_timeout_s: float
-    max_retries: int
-    faults: list[dict[str, Any]] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
     retry_backoff_s: float = 0.5
-    checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS  # in-round checkpoints: every this many seconds
-    cpu_threads: int | None = None  # threads per worker; None: the executor's share (see executors.cpu_budget)
-    start_deadline_s: float = DEFAULT_START_DEADLINE_S  # a call not started by then failed (engine.liveness)
-    liveness_deadline_s: float = DEFAULT_LIVENESS_DEADLINE_S  # a started call whose heartbeat lapses this long failed
     # called before every retry; raises (e.g. StaleDriver) when this driver may no longer drive the run
     before_retry: Callable[[], None] | None = None
+
+    @property
+    def workers(self) -> int:
+        return self.req.workers
 
 
 @dataclass
@@ -119,38 +109,20 @@ class RoundResult:
     state: State
     attempts: int
     sync_seconds: float
-    extras: list[dict[str, Any]] = field(default_factory=list)  # worker 0's per-epoch extras
-    # one entry per failed attempt: {"round", "attempt", "reason", "from_epoch"} (where the retry began)
-    retries: list[dict[str, Any]] = field(default_factory=list)
-
-
-def _fault_for(plan: RoundPlan, rnd: int, attempt: int, worker: int) -> dict[str, Any] | None:
-    """The test fault for this call; its ``attempt`` is the try of the round (0 = the first)."""
-    for f in plan.faults:
-        if (f.get("round", rnd) in (rnd, "*") and f.get("attempt", attempt) in (attempt, "*")
-                and f.get("worker", 0) == worker):
-            return f
-    return None
+    extras: list[Extras] = field(default_factory=list)  # worker 0's per-epoch extras
+    retries: list[Retry] = field(default_factory=list)  # one per failed attempt, where its retry began
 
 
 def _specs(plan: RoundPlan, rnd: int, attempt: int, checkpoint: str, start: int, end: int,
-           try_no: int, liveness_s: float) -> list[dict[str, Any]]:
-    specs = []
-    for k in range(plan.workers):
-        spec: dict[str, Any] = {
-            "run_id": plan.run_id, "round": rnd, "attempt": attempt, "worker": k, "workers": plan.workers,
-            "strategy": plan.strategy_target, "config": plan.config_json, "store_url": plan.store_url,
-            "objects_url": plan.objects_url, "checkpoint": checkpoint, "start_epoch": start,
-            "end_epoch": end, "round_seconds": plan.round_seconds,
-            "collective_timeout_s": plan.collective_timeout_s, "checkpoint_seconds": plan.checkpoint_seconds,
-            "start_deadline_s": plan.start_deadline_s, "liveness_deadline_s": liveness_s,
-            SPEC_FIELD: plan.cpu_threads,
-        }
-        fault = _fault_for(plan, rnd, try_no, k)
-        if fault is not None:
-            spec["fault"] = fault
-        specs.append(spec)
-    return specs
+           try_no: int, heartbeat: bool) -> list[WorkerSpec]:
+    """The K calls of an attempt (``try_no``: the try of the round, 0 first, as faults count it)."""
+    settings = plan.req.fields_of(WorkerSettings)
+    return [WorkerSpec.model_validate({
+        **settings, "run_id": plan.run_id, "round": rnd, "attempt": attempt, "worker": k,
+        "strategy": plan.strategy_target, "config": plan.req.config, "objects_url": plan.objects_url,
+        "checkpoint": checkpoint, "start_epoch": start, "end_epoch": end, "heartbeat": heartbeat,
+        "fault": next((f for f in plan.faults if f.matches(rnd, try_no, k)), None),
+    }) for k in range(plan.workers)]
 
 
 def _echo(o: CallOutcome) -> bool:
@@ -171,29 +143,42 @@ def failure_reason(outcomes: list[CallOutcome], aborted: str | None) -> str | No
     return f"worker {first.worker}: {first.error}"
 
 
-def _check(outcomes: list[CallOutcome], workers: int, aborted: str | None = None) -> dict[int, dict[str, Any]]:
-    """The result of every worker, or WorkerFailed with the first reason."""
+def _result(o: CallOutcome) -> WorkerResult | None:
+    """The result of a call that succeeded; None for a failed call or a result that is not one."""
+    if not o.ok:
+        return None
+    try:
+        return WorkerResult.from_json({"worker": o.worker, **(o.result or {})})
+    except ValueError:  # pydantic's ValidationError
+        return None
+
+
+def _check(outcomes: list[CallOutcome], got: list[WorkerResult | None], workers: int,
+           aborted: str | None = None) -> dict[int, WorkerResult]:
+    """The result of every worker (``got``: :func:`_result` of each outcome), or WorkerFailed with
+    the first reason."""
     reason = failure_reason(outcomes, aborted)
     if reason is not None:
         raise WorkerFailed(reason)
-    results: dict[int, dict[str, Any]] = {}
-    for o in outcomes:
-        res = o.result or {}
-        if not res.get("duplicate"):
-            results[int(res.get("worker", o.worker))] = res
+    results: dict[int, WorkerResult] = {}
+    for o, res in zip(outcomes, got, strict=True):
+        if res is None:
+            raise WorkerFailed(f"worker {o.worker}: its result is not a worker result")
+        if not res.duplicate:
+            results[res.worker] = res
     missing = [k for k in range(workers) if k not in results]
     if missing:
         raise WorkerFailed(f"no result from worker(s) {missing} (every delivery was a duplicate)")
-    epochs = {res["epochs"] for res in results.values()}
+    epochs = {res.epochs for res in results.values()}
     if len(epochs) != 1:
         raise WorkerFailed(f"workers disagree on the epochs done: {sorted(epochs)}")
     return results
 
 
-def _record_threads(ledger: Ledger, run_id: str, results: dict[int, dict[str, Any]]) -> None:
+def _record_threads(ledger: Ledger, run_id: str, results: dict[int, WorkerResult]) -> None:
     """The thread counts each worker saw (its CPU budget as applied), as the run's metric
     ``worker_threads``: ``[{"worker": 0, "blas": 1, "openmp": 1, "torch": null}, …]``."""
-    seen = [{"worker": k, **(results[k].get("threads") or {})} for k in sorted(results)]
+    seen = [{"worker": k, **results[k].threads} for k in sorted(results)]
     with contextlib.suppress(Unavailable):  # a figure for the record, never fatal
         ledger.update_run(run_id, metrics={"worker_threads": seen})
 
@@ -219,7 +204,7 @@ class _Progress:
     epoch: int
     costs: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
-    extras: list[dict[str, Any]] = field(default_factory=list)
+    extras: list[Extras] = field(default_factory=list)
 
 
 def _advance(plan: RoundPlan, rnd: int, start: int, progress: _Progress, store: TensorStore) -> None:
@@ -233,7 +218,7 @@ def _advance(plan: RoundPlan, rnd: int, start: int, progress: _Progress, store: 
         keep = ck.start_epoch - start
         if keep > len(progress.costs) or len(ck.costs) != ck.epochs - ck.start_epoch:
             return
-        state = plan.strategy.merge(plan.config, ck.shards)
+        state = plan.strategy.merge(plan.req.config, ck.shards)
         objects = checkpoints.open_objects(plan.objects_url)
         key = checkpoints.write_state(objects, checkpoints.in_round_key(plan.run_id, rnd, ck.epochs), state)
     except (LambdanetError, KeyError, ValueError):
@@ -261,7 +246,7 @@ class LiveEpochs:
         self.poll_s = poll_s
         self.handed = start  # the epochs up to here are out (committed before the round, or handed)
         self._seen: tuple[int, int] | None = None  # (attempt, epochs) of the last checkpoint read
-        self._known: dict[int, tuple[float, float, dict[str, Any]]] = {}
+        self._known: dict[int, tuple[float, float, Extras]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"live-epochs {run_id} round {rnd}", daemon=True)
@@ -274,11 +259,11 @@ class LiveEpochs:
         if self._thread.is_alive():
             self._thread.join()
 
-    def keep(self, start: int, costs: list[float], seconds: list[float], extras: list[dict[str, Any]]) -> None:
+    def keep(self, start: int, costs: list[float], seconds: list[float], extras: list[Extras]) -> None:
         """Figures of epochs ``start + 1 …`` (a retry's kept epochs), handed at the next poll."""
         self._add(start, costs, seconds, extras)
 
-    def _add(self, start: int, costs: list[float], seconds: list[float], extras: list[dict[str, Any]]) -> None:
+    def _add(self, start: int, costs: list[float], seconds: list[float], extras: list[Extras]) -> None:
         with self._lock:
             for i, cost in enumerate(costs):
                 epoch = start + i + 1
@@ -343,19 +328,19 @@ def _store_answers(store: TensorStore) -> bool:
     return True
 
 
-def _pad(extras: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+def _pad(extras: list[Extras], n: int) -> list[Extras]:
     return extras[:n] + [{}] * (n - len(extras))
 
 
 def run_round(plan: RoundPlan, rnd: int, checkpoint: str, start: int, end: int, *, executor: Executor,
               store: TensorStore, ledger: Ledger, acc: Accounting,
-              on_retry: Any = None,
+              on_retry: OnRetry | None = None,
               on_epochs: Callable[[list[EpochFigures]], None] | None = None) -> RoundResult:
     """Run round ``rnd`` (epochs ``start … end-1``) from ``checkpoint``; retries included (each
     from the newest in-round checkpoint). ``on_retry(round, attempt, reason, from_epoch)``;
     ``on_epochs(figures)``: the round's epochs while it runs, from a thread (:class:`LiveEpochs`),
     never after this returns."""
-    live = LiveEpochs(plan.store_url, plan.run_id, rnd, start, on_epochs) if on_epochs is not None else None
+    live = LiveEpochs(plan.req.store_url, plan.run_id, rnd, start, on_epochs) if on_epochs is not None else None
     if live is not None:
         live.start()
     try:
@@ -369,12 +354,12 @@ def run_round(plan: RoundPlan, rnd: int, checkpoint: str, start: int, end: int, 
 
 
 def _run_round(plan: RoundPlan, rnd: int, checkpoint: str, start: int, end: int, *, executor: Executor,
-               store: TensorStore, ledger: Ledger, acc: Accounting, on_retry: Any,
+               store: TensorStore, ledger: Ledger, acc: Accounting, on_retry: OnRetry | None,
                live: LiveEpochs | None = None) -> RoundResult:
-    timeout = plan.round_seconds + 2 * plan.collective_timeout_s + STARTUP_GRACE_S
+    req = plan.req
     reason = ""
     progress = _Progress(checkpoint, start)
-    retries: list[dict[str, Any]] = []
+    retries: list[Retry] = []
     # a driver that stopped mid-round (a killed invocation, a crashed process) may have left an
     # in-round checkpoint of this very round: go on from there rather than from its first epoch
     _advance(plan, rnd, start, progress, store)
@@ -382,7 +367,7 @@ def _run_round(plan: RoundPlan, rnd: int, checkpoint: str, start: int, end: int,
         live.keep(start, progress.costs, progress.seconds, progress.extras)
     if progress.epoch > start and on_retry is not None:
         on_retry(rnd, -1, "continued from an in-round checkpoint left by an earlier driver", progress.epoch)
-    for i in range(plan.max_retries + 1):
+    for i in range(req.max_retries + 1):
         if i > 0 and plan.before_retry is not None:
             plan.before_retry()  # outside the try: a replaced driver stops, it does not retry
         prefix: str | None = None
@@ -397,54 +382,54 @@ def _run_round(plan: RoundPlan, rnd: int, checkpoint: str, start: int, end: int,
             # calls in the driver's own process (threads) have no heartbeat: a frozen process freezes
             # its driver too, and a hung thread's heartbeat thread would go on beating regardless
             beat = not executor.in_process
-            liveness_s = plan.liveness_deadline_s if beat else 0.0
-            specs = _specs(plan, rnd, attempt, progress.checkpoint, progress.epoch, end, i, liveness_s)
-            watch = (AttemptLiveness(store, prefix, plan.workers, plan.start_deadline_s, plan.liveness_deadline_s)
+            specs = _specs(plan, rnd, attempt, progress.checkpoint, progress.epoch, end, i, beat)
+            watch = (AttemptLiveness(store, prefix, plan.workers, req.start_deadline_s, req.liveness_deadline_s)
                      if beat else None)
-            outcomes = executor.run(run_worker, specs, timeout, on_failure=_aborter(store, prefix, plan.workers),
-                                    liveness=watch)
-            for o in outcomes:
+            outcomes = executor.run(run_worker, [s.to_json() for s in specs], req.round_timeout_s,
+                                    on_failure=_aborter(store, prefix, plan.workers), liveness=watch)
+            got = [_result(o) for o in outcomes]
+            for o, res in zip(outcomes, got, strict=True):
                 acc.add_call(o.seconds)
-                if o.ok and o.result:
-                    acc.add_bytes(int(o.result.get("bytes_in", 0)) + int(o.result.get("bytes_out", 0)))
+                if res is not None:
+                    acc.add_bytes(res.bytes_in + res.bytes_out)
             with contextlib.suppress(Unavailable):  # the timeline is nice to have, never fatal
                 ledger.record_calls(plan.run_id, [
                     CallRow(plan.run_id, rnd, attempt, o.worker, o.started_at, o.ended_at, o.ok, o.error)
-                    for o in outcomes if not (o.ok and (o.result or {}).get("duplicate"))
+                    for o, res in zip(outcomes, got, strict=True) if not (res is not None and res.duplicate)
                 ])
             aborted: str | None = None
             if any(not o.ok for o in outcomes):
                 with contextlib.suppress(Unavailable):
                     aborted = abort_reason(store, prefix)
-            results = _check(outcomes, plan.workers, aborted)
+            results = _check(outcomes, got, plan.workers, aborted)
             _record_threads(ledger, plan.run_id, results)
             shards: list[State] = []
             for k in range(plan.workers):
-                names = list(results[k].get("shard_keys", []))
+                names = results[k].shard_keys
                 arrays = store.get_many([out_key(prefix, k, n) for n in names]) if names else []
                 shards.append(dict(zip(names, arrays, strict=True)))
-            state = plan.strategy.merge(plan.config, shards)
+            state = plan.strategy.merge(req.config, shards)
             first = results[0]
-            stops = {res.get("stop_reason") for res in results.values()}
-            costs = list(first["costs"])
-            extras = list(first.get("extras") or [])
+            stops = {res.stop_reason for res in results.values()}
+            costs = first.costs
+            extras = first.extras
             return RoundResult(
-                costs=progress.costs + costs, seconds=progress.seconds + list(first["seconds"]),
+                costs=progress.costs + costs, seconds=progress.seconds + first.seconds,
                 stop_reason="threshold" if "threshold" in stops else None, state=state,
                 attempts=i + 1,
-                sync_seconds=max(float(res.get("sync_seconds", 0.0)) for res in results.values()),
+                sync_seconds=max(res.sync_seconds for res in results.values()),
                 extras=_pad(progress.extras, len(progress.costs)) + _pad(extras, len(costs)) if progress.costs
                 else extras,
                 retries=retries,
             )
         except (EngineError, Unavailable, KeyError) as exc:
             reason = str(exc) if not isinstance(exc, KeyError) else f"missing store key {exc}"
-            if i < plan.max_retries:
+            if i < req.max_retries:
                 acc.retries += 1
                 _advance(plan, rnd, start, progress, store)
                 if live is not None:
                     live.keep(start, progress.costs, progress.seconds, progress.extras)
-                retries.append({"round": rnd, "attempt": attempt, "reason": reason, "from_epoch": progress.epoch})
+                retries.append(Retry(round=rnd, attempt=attempt, reason=reason, from_epoch=progress.epoch))
                 if on_retry is not None:
                     on_retry(rnd, attempt, reason, progress.epoch)
                 if not _store_answers(store):  # an outage: give it time; a failed worker needs none
@@ -454,5 +439,5 @@ def _run_round(plan: RoundPlan, rnd: int, checkpoint: str, start: int, end: int,
                 with contextlib.suppress(Unavailable):
                     store.delete_prefix(prefix + ":")
             acc.add_bytes(store.bytes_in + store.bytes_out - b0)
-    attempts = plan.max_retries + 1
+    attempts = req.max_retries + 1
     raise RoundFailed(f"round {rnd} failed {attempts} time(s): {reason}", reason, attempts)

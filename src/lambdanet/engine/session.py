@@ -55,16 +55,17 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from lambdanet import adapters
 from lambdanet.engine import checkpoints
 from lambdanet.engine.accounting import Accounting, default_memory_mb
 from lambdanet.engine.collectives import abort_attempt
+from lambdanet.engine.messages import CheckpointPointer, Fault, Retry, RoundStep
 from lambdanet.engine.requests import EngineSettings, ProgressSink, RunResult, TrainRequest, request_from_record
-from lambdanet.engine.rounds import STARTUP_GRACE_S, EpochFigures, RoundPlan, run_round
+from lambdanet.engine.rounds import EpochFigures, RoundPlan, run_round
 from lambdanet.engine.strategies import load_strategy, strategy_path
 from lambdanet.engine.strategies.base import State
 from lambdanet.engine.worker import attempt_prefix, fence_key
@@ -131,31 +132,6 @@ def _zombie(pid: int) -> bool:
             return f.read().rpartition(")")[2].split()[:1] == ["Z"]
     except OSError:  # no /proc (macOS) or gone meanwhile
         return False
-
-
-@dataclass(frozen=True)
-class RoundStep:
-    """What one committed round leaves behind (the durable step's checkpointed result)."""
-
-    round: int
-    epochs_done: int
-    epochs: int
-    finished: bool
-    seconds: float
-    stop_reason: str | None = None
-    last_cost: float | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> RoundStep:
-        return cls(**data)
-
-
-def round_timeout(req: TrainRequest) -> float:
-    """How long one attempt of a round may take, start-up included."""
-    return req.round_seconds + 2 * req.collective_timeout_s + STARTUP_GRACE_S
 
 
 DEFAULT_LEASE_TTL_S = 60.0  # a dead holder blocks its run at most this long after its last renewal
@@ -243,7 +219,7 @@ class RunSession:
 
     def __init__(self, services: Services, run_id: str, req: TrainRequest, target: str, strategy: Any,
                  executor: Executor, lease: Lease, *, own_executor: bool, progress: ProgressSink | None = None,
-                 faults: list[dict[str, Any]] | None = None, retry_backoff_s: float = 0.5,
+                 faults: list[Fault] | None = None, retry_backoff_s: float = 0.5,
                  acc: Accounting | None = None, started_at: float | None = None,
                  lease_ttl_s: float | None = None) -> None:
         self.services, self.run_id, self.req = services, run_id, req
@@ -262,21 +238,15 @@ class RunSession:
         self._progress_started = False
         self.notified_epoch = 0  # the last epoch whose "Training update!" was sent (metrics.notified_epoch)
         self._shown = 0  # the last epoch the progress sink was given
-        self.plan = RoundPlan(
-            run_id=run_id, workers=req.workers, strategy=strategy, strategy_target=target, config=req.config,
-            config_json=req.config.model_dump(), store_url=req.store_url, objects_url=services.objects.url,
-            round_seconds=req.round_seconds, collective_timeout_s=req.collective_timeout_s,
-            checkpoint_seconds=req.checkpoint_seconds, max_retries=req.max_retries, faults=list(faults or []),
-            cpu_threads=req.cpu_threads, start_deadline_s=req.start_deadline_s,
-            liveness_deadline_s=req.liveness_deadline_s,
-            retry_backoff_s=retry_backoff_s, before_retry=self._renew,
-        )
+        self.plan = RoundPlan(run_id=run_id, req=req, strategy=strategy, strategy_target=target,
+                              objects_url=services.objects.url, faults=list(faults or []),
+                              retry_backoff_s=retry_backoff_s, before_retry=self._renew)
 
     # ---- opening -------------------------------------------------------------------------------
     @classmethod
     def open(cls, services: Services, run_id: str, identity: DriverIdentity, *, store_url: str | None = None,
              executor_name: str | None = None, executor: Executor | None = None,
-             progress: ProgressSink | None = None, faults: list[dict[str, Any]] | None = None,
+             progress: ProgressSink | None = None, faults: list[Fault] | None = None,
              retry_backoff_s: float = 0.5, since_created: bool = False) -> RunSession:
         """Take the lease of ``run_id`` (created by :meth:`Driver.start`) and get ready to drive it.
         ``since_created``: report the wall time since the run started (a durable execution that
@@ -349,10 +319,14 @@ class RunSession:
         """The run's full state after the last committed round (params and optimizer state), e.g.
         for a validation score between rounds."""
         if self._state is None:
-            pointer = checkpoints.read_pointer(self.services.objects, self.run_id)
-            assert pointer is not None
-            self._state = checkpoints.read_state(self.services.objects, pointer["file"])
+            self._state = checkpoints.read_state(self.services.objects, self._pointer().file)
         return self._state
+
+    def _pointer(self) -> CheckpointPointer:
+        pointer = checkpoints.read_pointer(self.services.objects, self.run_id)
+        if pointer is None:  # written before the run's row, and again by _prepare
+            raise RunFailed(f"run {self.run_id} has no checkpoint in {self.services.objects.url}")
+        return pointer
 
     @property
     def store(self) -> TensorStore:
@@ -381,12 +355,11 @@ class RunSession:
         """Run and commit the next round (see the module docstring); a finished run returns at once."""
         req, config, run_id = self.req, self.req.config, self.run_id
         ledger, objects = self.services.ledger, self.services.objects
-        pointer = checkpoints.read_pointer(objects, run_id)
-        assert pointer is not None
-        done, rnd = int(pointer["epochs_done"]), int(pointer["round"])
-        stop: str | None = pointer.get("stop_reason")
-        if done >= config.epochs or stop is not None:
-            return RoundStep(rnd, done, config.epochs, True, 0.0, stop, pointer.get("last_cost"))
+        pointer = self._pointer()
+        done, rnd = pointer.epochs_done, pointer.round
+        if done >= config.epochs or pointer.stop_reason is not None:
+            return RoundStep(round=rnd, epochs_done=done, epochs=config.epochs, finished=True, seconds=0.0,
+                             stop_reason=pointer.stop_reason, last_cost=pointer.last_cost)
         self._renew()
         if self.progress is not None and not self._progress_started:
             self.progress.start(config.epochs, done)
@@ -396,21 +369,20 @@ class RunSession:
         rnd += 1
         per_round = req.epochs_per_round or self.strategy.default_epochs_per_round(config)
         end = min(config.epochs, done + per_round)
-        retry_log: list[dict[str, Any]] = []
+        retry_log: list[Retry] = []
 
-        def on_retry(r: int, attempt: int, reason: str, from_epoch: int | None = None) -> None:
-            retry_log.append({"round": r, "attempt": attempt, "reason": reason,
-                              "from_epoch": done if from_epoch is None else from_epoch})
+        def on_retry(r: int, attempt: int, reason: str, from_epoch: int) -> None:
+            retry_log.append(Retry(round=r, attempt=attempt, reason=reason, from_epoch=from_epoch))
             if attempt < 0:  # not a retry: the round goes on where a stopped driver left it
                 return
             self._notify("Training retry", f"Round {r} attempt {attempt} failed: {reason}; retrying from epoch "
-                         f"{retry_log[-1]['from_epoch']}", run_id=run_id, event="retry", round=r)
+                         f"{from_epoch}", run_id=run_id, event="retry", round=r)
 
         def on_epochs(figures: list[EpochFigures]) -> None:  # the round's epochs while it runs (a thread)
             self._live_epochs(rnd, figures)
 
         try:
-            res = run_round(self.plan, rnd, pointer["file"], done, end, executor=self.executor, store=self.store,
+            res = run_round(self.plan, rnd, pointer.file, done, end, executor=self.executor, store=self.store,
                             ledger=ledger, acc=self.acc, on_retry=on_retry, on_epochs=on_epochs)
         except RoundFailed as exc:
             self._fail(rnd, done, exc, retry_log)
@@ -428,15 +400,15 @@ class RunSession:
         ledger.upsert_epochs(run_id, rows)  # one ledger call per round; replaces the round's live rows
         self._report(rows)
         done += len(rows)
-        last_cost = rows[-1].cost if rows else pointer.get("last_cost")
+        last_cost = rows[-1].cost if rows else pointer.last_cost
         self._state = res.state
         checkpoints.write_checkpoint(objects, run_id, rnd, done, res.state, stop_reason=res.stop_reason,
                                      last_cost=last_cost)
         ledger.update_run(run_id, metrics={**acc.to_metrics(), "epochs_done": done,
                                            "notified_epoch": self.notified_epoch, **self._retry_metrics(retry_log)})
         finished = done >= config.epochs or res.stop_reason is not None
-        return RoundStep(rnd, done, config.epochs, finished, round(time.perf_counter() - t0, 4),
-                         res.stop_reason, last_cost)
+        return RoundStep(round=rnd, epochs_done=done, epochs=config.epochs, finished=finished,
+                         seconds=round(time.perf_counter() - t0, 4), stop_reason=res.stop_reason, last_cost=last_cost)
 
     def _report(self, rows: list[EpochRow]) -> bool:
         """The notifications (every ``report_every`` epochs) and progress of the epochs not reported
@@ -477,13 +449,13 @@ class RunSession:
         with contextlib.suppress(LambdanetError):
             self.services.ledger.delete_epochs(self.run_id, after=done)
 
-    def _retry_metrics(self, retry_log: list[dict[str, Any]]) -> dict[str, Any]:
+    def _retry_metrics(self, retry_log: list[Retry]) -> dict[str, object]:
         if not retry_log:
             return {}
         old = self.services.ledger.get_run(self.run_id).metrics.get("retry_log") or []
-        return {"retry_log": [*old, *retry_log]}
+        return {"retry_log": [*old, *(r.to_json() for r in retry_log)]}
 
-    def _fail(self, rnd: int, done: int, exc: RoundFailed, retry_log: list[dict[str, Any]]) -> None:
+    def _fail(self, rnd: int, done: int, exc: RoundFailed, retry_log: list[Retry]) -> None:
         reason = f"round {rnd} failed after {exc.attempts} attempt(s): {exc.reason}"
         self._drop_live_rows(done)
         self.services.ledger.update_run(self.run_id, status="failed", stop_reason="error", error=reason,
@@ -497,7 +469,8 @@ class RunSession:
     def mark_interrupted(self) -> None:
         ledger = self.services.ledger
         with contextlib.suppress(LambdanetError):
-            done = int((checkpoints.read_pointer(self.services.objects, self.run_id) or {}).get("epochs_done", 0))
+            pointer = checkpoints.read_pointer(self.services.objects, self.run_id)
+            done = pointer.epochs_done if pointer is not None else 0
             ledger.update_run(self.run_id, status="interrupted", stop_reason="interrupted", ended_at=time.time(),
                               metrics={**self.acc.to_metrics(), "epochs_done": done})
 
@@ -512,14 +485,13 @@ class RunSession:
         self._renew()
         services, config, run_id, req, acc = self.services, self.req.config, self.run_id, self.req, self.acc
         objects = services.objects
-        pointer = checkpoints.read_pointer(objects, run_id)
-        assert pointer is not None
-        state = self._state if self._state is not None else checkpoints.read_state(objects, pointer["file"])
+        pointer = self._pointer()
+        state = self._state if self._state is not None else checkpoints.read_state(objects, pointer.file)
         dataset = checkpoints.read_data(objects, run_id)
         fin = self.strategy.finish(config, state, dataset)
-        stop_reason = pointer.get("stop_reason") or "epoch_limit"
-        last_cost = pointer.get("last_cost")
-        done = int(pointer["epochs_done"])
+        stop_reason = pointer.stop_reason or "epoch_limit"
+        last_cost = pointer.last_cost
+        done = pointer.epochs_done
         metrics = {"train_accuracy": fin.train_accuracy, "test_accuracy": fin.test_accuracy, "final_cost": last_cost}
         mv = self._registered() or services.registry.register(
             req.model_name, fin.weights, {**fin.metadata, "metrics": metrics, "run_id": run_id, **self._trial_mark()})
@@ -544,7 +516,7 @@ class RunSession:
             stop_reason=stop_reason,
         )
 
-    def _trial_mark(self) -> dict[str, Any]:
+    def _trial_mark(self) -> dict[str, object]:
         """``{TRIAL_KEY: {"study", "trial"}}`` for a ``lambdanet tune`` trial's run (its metrics name
         the study): the registry never makes such a version a bare name's default."""
         run_metrics = self.services.ledger.get_run(self.run_id).metrics
@@ -589,7 +561,7 @@ class RunSession:
 __all__ = ["DriverIdentity", "LeaseHeld", "RoundStep", "RunSession"]
 
 
-def _evaluation(metadata: dict[str, Any]) -> dict[str, Any]:
+def _evaluation(metadata: Mapping[str, object]) -> dict[str, object]:
     """How the final accuracies were computed (the run's metrics say it, as model.json does): a
     strategy that samples the training set or reuses the last epoch's test pass says so in its
     metadata's ``evaluation``; otherwise both sets were scored whole at finish."""

@@ -20,9 +20,11 @@ small JSON result checkpointed by the service:
    claim: steps run at least once) finds the claim its own and finishes the same run;
 2. ``<run>-round-<n>``: one round of :class:`lambdanet.engine.session.RunSession` (workers on
    Lithops, epoch rows, checkpoint) — the same code ``lambdanet train`` loops over on a laptop;
-   the step also decides whether the next round still fits in this invocation, and when it does
-   not, the execution waits one second (``<run>-handoff-<n>``): the invocation ends, unbilled, and
-   a new one replays the checkpointed steps in milliseconds and trains the next round;
+   its result is a :class:`~lambdanet.engine.messages.RoundStep` (or a :class:`RunLeft`: the run
+   failed, or another execution drives it). The step also decides whether the next round still
+   fits in this invocation (``RoundStep.handoff``), and when it does not, the execution waits one
+   second (``<run>-handoff-<n>``): the invocation ends, unbilled, and a new one replays the
+   checkpointed steps in milliseconds and trains the next round;
 3. ``<run>-finish``: register the model (once: a replay finds the version this run registered),
    mark the run completed, notify, then write ``predict_input/params.h5`` and
    ``training_results/results.json`` (not again when results.json already holds this run's).
@@ -54,7 +56,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote_plus
 
 from aws_durable_execution_sdk_python import DurableContext, durable_execution
@@ -62,6 +64,7 @@ from aws_durable_execution_sdk_python.config import Duration
 from aws_durable_execution_sdk_python.exceptions import StepError
 
 from lambdanet import adapters
+from lambdanet.engine.messages import Message, RoundStep
 from lambdanet.engine.session import DriverIdentity, RunSession
 from lambdanet.errors import LambdanetError, LeaseHeld, RunFailed, UserInputError
 from lambdanet.functions.upload_trigger import TriggerResult, UploadTrigger, is_training_input
@@ -154,6 +157,19 @@ def _trigger(services: Services, bucket: str, clock: InvocationClock) -> UploadT
     )
 
 
+class RunLeft(Message):
+    """A round step's result when the run leaves this execution: ``failed`` (recorded and notified
+    by the session) or ``skipped`` (another execution holds its lease)."""
+
+    status: Literal["failed", "skipped"]
+    reason: str
+
+
+def step_result(raw: object) -> RoundStep | RunLeft:
+    """A round step's checkpointed result (JSON), typed."""
+    return RunLeft.from_json(raw) if isinstance(raw, dict) and "status" in raw else RoundStep.from_json(raw)
+
+
 class _Invocation:
     """What one invocation opens (services, one session per run), closed when it ends — by a
     handoff, the end of the execution, or an error."""
@@ -200,18 +216,16 @@ class _Invocation:
         log.info("s3://%s/%s#%s: %s %s %s", bucket, key, version, result.status, result.run_id, result.error or "")
         return result.to_json()
 
-    def round(self, run_id: str) -> dict[str, Any]:
+    def round(self, run_id: str) -> RoundStep | RunLeft:
         try:
             step = self.session(run_id).next_round()
         except RunFailed as exc:  # recorded and notified; the execution ends with the run failed
             self.close_session(run_id, cleanup=True)
-            return {"failed": str(exc), "finished": True}
+            return RunLeft(status="failed", reason=str(exc))
         except LeaseHeld as exc:  # another execution drives this run: leave it alone
-            return {"skipped": str(exc), "finished": True}
-        out = step.to_json()
+            return RunLeft(status="skipped", reason=str(exc))
         # decided inside the step, so that a replay follows the same path as the first run
-        out["handoff"] = not step.finished and not self.clock.has_time_for(step.seconds)
-        return out
+        return step.model_copy(update={"handoff": not step.finished and not self.clock.has_time_for(step.seconds)})
 
     def fail(self, run_id: str, reason: str) -> dict[str, Any]:
         """Record a run the execution gives up on (once: this is a durable step) and notify."""
@@ -247,7 +261,7 @@ def _drive_run(context: DurableContext, inv: _Invocation, bucket: str, begun: Tr
     run_id = str(begun.run_id)
 
     def one_round(_: Any) -> dict[str, Any]:
-        return inv.round(run_id)
+        return inv.round(run_id).to_json()  # the SDK checkpoints JSON
 
     def finish(_: Any) -> dict[str, Any]:
         return inv.finish(bucket, begun)
@@ -261,19 +275,17 @@ def _drive_run(context: DurableContext, inv: _Invocation, bucket: str, begun: Tr
     while True:
         n += 1
         try:
-            step: dict[str, Any] = context.step(one_round, name=f"{run_id}-round-{n}")
+            step = step_result(context.step(one_round, name=f"{run_id}-round-{n}"))
         except StepError as exc:  # the SDK's retries of an infrastructure error are spent
             reason = f"round step {n} failed after its retries: {exc}"
             context.step(give_up(reason), name=f"{run_id}-failed")
             return TriggerResult(begun.key, begun.version, "failed", run_id=run_id, error=reason).to_json()
-        if "failed" in step or "skipped" in step:
-            status = "failed" if "failed" in step else "skipped"
-            return TriggerResult(begun.key, begun.version, status, run_id=run_id,
-                                 error=step.get("failed") or step.get("skipped")).to_json()
-        if step["finished"]:
+        if isinstance(step, RunLeft):
+            return TriggerResult(begun.key, begun.version, step.status, run_id=run_id, error=step.reason).to_json()
+        if step.finished:
             done: dict[str, Any] = context.step(finish, name=f"{run_id}-finish")
             return done
-        if step["handoff"]:
+        if step.handoff:
             inv.close_session(run_id, cleanup=False)
             context.wait(HANDOFF_WAIT, name=f"{run_id}-handoff-{n}")
 

@@ -41,7 +41,7 @@ import os
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -316,9 +316,9 @@ class UploadTrigger:
             executor=self.executor, epochs_per_round=self.epochs_per_round,
         )
         if self.model_name:
-            request = replace(request, model_name=self.model_name)
+            request = request.replace(model_name=self.model_name)
         if self.round_seconds:
-            request = replace(request, round_seconds=self.round_seconds)
+            request = request.replace(round_seconds=self.round_seconds)
         return request
 
     def publish(self, key: str, version: str, run_id: str) -> TriggerResult:

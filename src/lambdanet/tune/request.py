@@ -1,5 +1,6 @@
 """What a study is asked to do and what it gives back: :class:`TuneRequest` (the study's settings,
-kept with the study for ``--resume``) and :class:`StudyResult` (its summary).
+kept with the study for ``--resume``), :class:`TrialState` (a trial's state, kept in its run's
+metrics) and :class:`StudyResult` (its summary).
 
 Usage::
 
@@ -8,6 +9,8 @@ Usage::
     space = req.check()                         # every option and the space, before anything is written
     attrs = req.to_attrs()                      # the study's user attribute (URL passwords redacted)
     req2 = TuneRequest.from_attrs(attrs, parallel=4)
+    ledger.update_run(run_id, metrics=TrialState(outcome="pruned", prune_reason=why).metrics())
+    TrialState.of_metrics(ledger.get_run(run_id).metrics).outcome         # "pruned", typed
 
 The engine's defaults (``max_retries``) are the engine's constants, written once in
 :mod:`lambdanet.engine.requests`.
@@ -16,9 +19,12 @@ The engine's defaults (``max_retries``) are the engine's constants, written once
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from lambdanet.config import TrainConfig, parse_config
 from lambdanet.engine.requests import DEFAULT_MAX_RETRIES, safe_url
@@ -118,6 +124,41 @@ class TuneRequest:
     def from_attrs(cls, attrs: dict[str, Any], **overrides: Any) -> TuneRequest:
         known = {k: v for k, v in attrs.items() if k in cls.__dataclass_fields__}
         return cls(**{**known, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+class TrialState(BaseModel):
+    """A trial's state as its run's metrics hold it — the trial's durable record: who it is (study,
+    trial number, params, objective), its validation score after each round and, once decided, its
+    outcome, written before Optuna is told it (a resumed study tells a recorded outcome again
+    instead of training the trial again). Every field is optional: :meth:`metrics` is a partial
+    update of the run's metrics (the fields given), :meth:`of_metrics` reads them back (the run's
+    other metrics ignored)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    study: str | None = None
+    trial: int | None = None
+    params: dict[str, JsonValue] = Field(default_factory=dict)
+    objective: str | None = None
+    # [epochs done, validation cost (None: not finite), validation accuracy] after each round
+    validation: list[tuple[int, float | None, float]] = Field(default_factory=list)
+    validation_cost: float | None = None
+    validation_accuracy: float | None = None
+    validation_balanced_accuracy: float | None = None
+    outcome: Literal["completed", "pruned", "failed"] | None = None
+    objective_value: float | None = None  # the value told to Optuna (completed)
+    fail_reason: str | None = None
+    prune_reason: str | None = None
+    pruned_at_epoch: int | None = None
+    pruned_at_round: int | None = None
+
+    @classmethod
+    def of_metrics(cls, metrics: Mapping[str, object]) -> TrialState:
+        return cls.model_validate(metrics)
+
+    def metrics(self) -> dict[str, JsonValue]:
+        """The fields given to this object, as JSON for ``ledger.update_run(metrics=…)``."""
+        return self.model_dump(mode="json", exclude_unset=True)
 
 
 @dataclass

@@ -283,7 +283,7 @@ class Tuner:
             return None
         pointer = checkpoints.read_pointer(self.services.objects, run_id)
         assert pointer is not None
-        state = checkpoints.read_state(self.services.objects, pointer["file"])
+        state = checkpoints.read_state(self.services.objects, pointer.file)
         return evaluate(config, state, full.x_test, full.y_test, full.n_classes)
 
     def _save_summary(self, result: StudyResult) -> None:

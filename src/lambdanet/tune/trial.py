@@ -31,7 +31,8 @@ from collections.abc import Callable
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import TrialState as Told  # what Optuna was told: COMPLETE, PRUNED, FAIL
+from pydantic import JsonValue
 
 from lambdanet.config import TrainConfig
 from lambdanet.engine.driver import Driver
@@ -51,7 +52,7 @@ from lambdanet.services import Services
 from lambdanet.tensors import json_safe
 from lambdanet.tune.evaluate import Score, evaluate
 from lambdanet.tune.optuna_study import prune_reason
-from lambdanet.tune.request import TuneRequest
+from lambdanet.tune.request import TrialState, TuneRequest
 from lambdanet.tune.space import Space
 from lambdanet.tune.split import ValidationSplit
 
@@ -125,41 +126,42 @@ class TrialRunner:
             self.event("trial_started", trial=number, run_id=run_id, params=dict(trial.params))
         else:
             ledger.update_run(run_id, metrics=self._metrics_base(trial))
-            if rec.metrics.get("outcome") is not None:  # decided by a driver that died before telling Optuna
-                self._tell_recorded(trial, rec.metrics)
+            recorded = TrialState.of_metrics(rec.metrics)
+            if recorded.outcome is not None:  # decided by a driver that died before telling Optuna
+                self._tell_recorded(trial, recorded)
                 return
             self.event("trial_continued", trial=number, run_id=run_id, params=dict(trial.params))
-        self._drive(trial, run_id, config, rec.metrics if rec is not None else {})
+        self._drive(trial, run_id, config, TrialState.of_metrics(rec.metrics) if rec is not None else TrialState())
 
-    def _metrics_base(self, trial: optuna.Trial) -> dict[str, Any]:
-        return {"study": self.req.study, "trial": trial.number, "params": dict(trial.params),
-                "objective": self.req.objective}
+    def _metrics_base(self, trial: optuna.Trial) -> dict[str, JsonValue]:
+        return TrialState(study=self.req.study, trial=trial.number, params=dict(trial.params),
+                          objective=self.req.objective).metrics()
 
-    def _tell(self, trial: optuna.Trial, state: TrialState, value: float | None = None) -> None:
-        if state == TrialState.COMPLETE:
+    def _tell(self, trial: optuna.Trial, state: Told, value: float | None = None) -> None:
+        if state == Told.COMPLETE:
             self.study.tell(trial, value)
         else:
             self.study.tell(trial, state=state)
 
     def _fail_before_run(self, trial: optuna.Trial, reason: str) -> None:
         trial.set_user_attr("fail_reason", reason)
-        self._tell(trial, TrialState.FAIL)
+        self._tell(trial, Told.FAIL)
         self.event("trial_failed", trial=trial.number, reason=reason, params=dict(trial.params))
 
-    def _tell_recorded(self, trial: optuna.Trial, metrics: dict[str, Any]) -> None:
-        outcome = metrics.get("outcome")
-        if outcome == "completed":
-            self._tell(trial, TrialState.COMPLETE, float(metrics["objective_value"]))
+    def _tell_recorded(self, trial: optuna.Trial, recorded: TrialState) -> None:
+        outcome = recorded.outcome
+        if outcome == "completed" and recorded.objective_value is not None:
+            self._tell(trial, Told.COMPLETE, recorded.objective_value)
         elif outcome == "pruned":
-            self._tell(trial, TrialState.PRUNED)
+            self._tell(trial, Told.PRUNED)
         else:
-            trial.set_user_attr("fail_reason", str(metrics.get("fail_reason", "failed")))
-            self._tell(trial, TrialState.FAIL)
+            trial.set_user_attr("fail_reason", recorded.fail_reason or "failed")
+            self._tell(trial, Told.FAIL)
         self.event(f"trial_{outcome}", trial=trial.number, recorded=True)
 
-    def _drive(self, trial: optuna.Trial, run_id: str, config: TrainConfig, metrics: dict[str, Any]) -> None:
+    def _drive(self, trial: optuna.Trial, run_id: str, config: TrainConfig, recorded: TrialState) -> None:
         req, ledger, number, split = self.req, self.services.ledger, trial.number, self.split
-        curve: list[list[float | None]] = [list(p) for p in metrics.get("validation", [])]
+        curve = list(recorded.validation)
         # a trial-driver process of a killed tune driver exits as soon as it sees that (end of its
         # input); give it a moment before leaving the trial to "another live driver"
         deadline = time.monotonic() + LEASE_WAIT_S
@@ -181,10 +183,10 @@ class TrialRunner:
                 step = session.next_round()
                 score = evaluate(config, session.state(), split.x_valid, split.y_valid, split.n_classes)
                 curve = [p for p in curve if p[0] != step.epochs_done]
-                curve.append([step.epochs_done, finite(score.cost), score.accuracy])
-                ledger.update_run(run_id, metrics={"validation": curve, "validation_cost": finite(score.cost),
-                                                   "validation_accuracy": score.accuracy,
-                                                   "validation_balanced_accuracy": score.balanced_accuracy})
+                curve.append((step.epochs_done, finite(score.cost), score.accuracy))
+                ledger.update_run(run_id, metrics=TrialState(
+                    validation=curve, validation_cost=finite(score.cost), validation_accuracy=score.accuracy,
+                    validation_balanced_accuracy=score.balanced_accuracy).metrics())
                 if not score.finite or (step.last_cost is not None and not math.isfinite(step.last_cost)):
                     self._diverged(trial, run_id, step.epochs_done, step.last_cost, score)
                     return
@@ -198,8 +200,8 @@ class TrialRunner:
                     self._pruned(trial, run_id, step.round, step.epochs_done, value)
                     return
             result = session.finish()
-            ledger.update_run(run_id, metrics={"outcome": "completed", "objective_value": value})
-            self._tell(trial, TrialState.COMPLETE, value)
+            ledger.update_run(run_id, metrics=TrialState(outcome="completed", objective_value=value).metrics())
+            self._tell(trial, Told.COMPLETE, value)
             self.event("trial_completed", trial=number, run_id=run_id, value=value, epochs=step.epochs_done,
                        validation_cost=score.cost, validation_accuracy=score.accuracy, model=result.model,
                        worker_seconds=result.worker_seconds)
@@ -225,28 +227,27 @@ class TrialRunner:
             session.close()
 
     def _failed(self, trial: optuna.Trial, run_id: str, reason: str) -> None:
-        self.services.ledger.update_run(run_id, metrics={"outcome": "failed", "fail_reason": reason})
+        self.services.ledger.update_run(run_id, metrics=TrialState(outcome="failed", fail_reason=reason).metrics())
         trial.set_user_attr("fail_reason", reason)
-        self._tell(trial, TrialState.FAIL)
+        self._tell(trial, Told.FAIL)
         self.event("trial_failed", trial=trial.number, run_id=run_id, reason=reason)
 
     def _diverged(self, trial: optuna.Trial, run_id: str, epoch: int, train_cost: float | None,
                   score: Score) -> None:
         reason = (f"diverged: training cost {train_cost} and validation cost {score.cost} at epoch {epoch} "
                   f"(learning rate too high?); trial recorded as failed, the study goes on")
+        state = TrialState(outcome="failed", fail_reason=reason)
         self.services.ledger.update_run(run_id, status="failed", stop_reason="error", error=reason,
-                                        ended_at=time.time(), metrics={"outcome": "failed", "fail_reason": reason,
-                                                                       "epochs_done": epoch})
+                                        ended_at=time.time(), metrics={**state.metrics(), "epochs_done": epoch})
         trial.set_user_attr("fail_reason", reason)
-        self._tell(trial, TrialState.FAIL)
+        self._tell(trial, Told.FAIL)
         self.event("trial_failed", trial=trial.number, run_id=run_id, reason=reason)
 
     def _pruned(self, trial: optuna.Trial, run_id: str, rnd: int, epoch: int, value: float) -> None:
         reason = prune_reason(self.study, trial.number, self.req, value, epoch, rnd)
-        self.services.ledger.update_run(
-            run_id, status="completed", stop_reason="pruned", ended_at=time.time(),
-            metrics={"outcome": "pruned", "prune_reason": reason, "pruned_at_epoch": epoch, "pruned_at_round": rnd,
-                     "epochs_done": epoch})
+        state = TrialState(outcome="pruned", prune_reason=reason, pruned_at_epoch=epoch, pruned_at_round=rnd)
+        self.services.ledger.update_run(run_id, status="completed", stop_reason="pruned", ended_at=time.time(),
+                                        metrics={**state.metrics(), "epochs_done": epoch})
         trial.set_user_attr("prune_reason", reason)
-        self._tell(trial, TrialState.PRUNED)
+        self._tell(trial, Told.PRUNED)
         self.event("trial_pruned", trial=trial.number, run_id=run_id, epoch=epoch, reason=reason)

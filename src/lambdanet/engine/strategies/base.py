@@ -20,7 +20,7 @@ when the round's budget is spent (``ctx.decide(epochs_done)``, a collective deci
 every worker) or when the epoch cost is ``<= threshold`` (threshold > 0) — the cost must be
 identical on every worker, so every worker stops at the same epoch.
 
-In-round checkpoints: the same ``ctx.decide`` says when ``checkpoint_s`` seconds have passed
+In-round checkpoints: the same ``ctx.decide`` says when ``checkpoint_seconds`` seconds have passed
 since the last checkpoint — one tiny all-reduce of ``[over_time, checkpoint_due]`` every
 ``TIME_CHECK_EVERY`` epochs (K = 1 decides locally, every epoch), so every worker checkpoints at
 the same epoch; then each calls ``ctx.save_checkpoint(epochs_done, shard, costs, seconds)`` with
@@ -41,6 +41,7 @@ import numpy as np
 from lambdanet.config import CNNConfig, MLPConfig, TrainConfig
 from lambdanet.data.dataset import Dataset
 from lambdanet.engine.collectives import Collective
+from lambdanet.engine.messages import Extras, Fault
 from lambdanet.errors import WorkerFailed
 from lambdanet.nn.reference import gather_columns
 
@@ -57,7 +58,7 @@ class RoundReport:
     seconds: list[float]  # wall seconds of each epoch
     stop_reason: str | None  # "threshold" when the cost reached it, else None
     shard: State  # this worker's part of the new state (merged by the driver)
-    extras: list[dict[str, Any]] = field(default_factory=list)  # per epoch, JSON-able -> EpochRow.extra
+    extras: list[Extras] = field(default_factory=list)  # per epoch, JSON -> EpochRow.extra
 
 
 @dataclass
@@ -82,14 +83,14 @@ class RoundContext:
     end_epoch: int  # exclusive
     budget_s: float  # seconds this round may take (stop early at an epoch boundary)
     cache: dict[str, Any] = field(default_factory=dict)  # per process and run (derived data), str keys
-    fault: dict[str, Any] | None = None  # test-only fault injection (LAMBDANET_FAULTS=1)
+    fault: Fault | None = None  # test-only fault injection (LAMBDANET_FAULTS=1)
     started: float = field(default_factory=time.monotonic)
-    checkpoint_s: float = 0.0  # in-round checkpoints every this many seconds; <= 0: none
+    checkpoint_seconds: float = 0.0  # in-round checkpoints every this many seconds (the run's setting); 0: none
     # writes one in-round checkpoint: (absolute epochs done, shard, info) — set by the worker
-    checkpointer: Callable[[int, State, dict[str, Any]], Any] | None = None
+    checkpointer: Callable[[int, State, Extras], None] | None = None
     last_checkpoint: float = field(default_factory=time.monotonic)
     checkpoints: int = 0  # in-round checkpoints written by this worker
-    checkpoint_seconds: float = 0.0  # time spent writing them
+    checkpoint_write_seconds: float = 0.0  # time spent writing them
     cpu_threads: int | None = None  # threads per worker the run's request named (None: the executor's share)
 
     @property
@@ -109,8 +110,8 @@ class RoundContext:
         all-reduce every ``every`` epochs (else ``(False, False)``), with K = 1 local."""
         now = time.monotonic()
         over = now - self.started >= self.budget_s
-        due = (self.checkpointer is not None and self.checkpoint_s > 0
-               and now - self.last_checkpoint >= self.checkpoint_s)
+        due = (self.checkpointer is not None and self.checkpoint_seconds > 0
+               and now - self.last_checkpoint >= self.checkpoint_seconds)
         if self.comm.size == 1:
             return over, due
         if epochs_done % every:
@@ -119,13 +120,13 @@ class RoundContext:
         return bool(votes[0] > 0), bool(votes[1] > 0)
 
     def save_checkpoint(self, epochs_done: int, shard: State, costs: list[float], seconds: list[float],
-                        extras: list[dict[str, Any]] | None = None) -> None:
+                        extras: list[Extras] | None = None) -> None:
         """Write this worker's part of the in-round checkpoint after ``epochs_done`` epochs of the
         round (worker 0 adds the per-epoch costs, seconds and extras so far)."""
         if self.checkpointer is None:
             return
         t0 = time.monotonic()
-        info: dict[str, Any] = {}
+        info: Extras = {}
         if self.rank == 0:
             info = {"start_epoch": self.start_epoch, "epochs": self.start_epoch + epochs_done,
                     "costs": [float(c) for c in costs], "seconds": [float(s) for s in seconds],
@@ -133,16 +134,16 @@ class RoundContext:
         self.checkpointer(self.start_epoch + epochs_done, shard, info)
         self.last_checkpoint = time.monotonic()
         self.checkpoints += 1
-        self.checkpoint_seconds += self.last_checkpoint - t0
+        self.checkpoint_write_seconds += self.last_checkpoint - t0
 
     def epoch_done(self, epochs_done: int) -> None:
         """Hook after every epoch: honours a test fault (kill / stop / raise / hang) for this worker.
         ``stop`` is a real ``SIGSTOP`` of the worker's own process (never resumed: a frozen or hung
         function); only for workers in their own process (``process`` / ``lithops`` executors)."""
         f = self.fault
-        if not f or int(f.get("after_epochs", 1)) != epochs_done:
+        if f is None or f.after_epochs != epochs_done:
             return
-        action = f.get("action")
+        action = f.action
         if action == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
         elif action == "stop":
@@ -150,7 +151,7 @@ class RoundContext:
         elif action == "raise":
             raise WorkerFailed(f"injected fault in worker {self.rank} after {epochs_done} epochs")
         elif action == "hang":
-            time.sleep(float(f.get("seconds", 5.0)))
+            time.sleep(f.seconds if f.seconds is not None else 5.0)
 
 
 # the config kind a strategy trains: contravariant, since a strategy only takes configs in
