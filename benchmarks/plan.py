@@ -71,6 +71,7 @@ def row(home: Path, model: str, workers: int, executor: str, store: str) -> dict
         "predicted_s": plan["wall_seconds"], "measured_s": run["wall_seconds"],
         "ratio": round(plan["wall_seconds"] / run["wall_seconds"], 3),
         "predicted_bytes": plan["bytes"], "measured_bytes": run["store_bytes"],
+        "predicted_rounds": plan["rounds"], "measured_rounds": run["rounds"],
         "plan_s": round(plan_s, 2), "breakdown": plan["breakdown"],
     }
 

@@ -45,7 +45,7 @@ from lambdanet.executors.cpu_budget import CpuBudget, available_cores, process_l
 from lambdanet.plan.model import Measured, RunShape, Workload, sync_payload, sync_shape
 from lambdanet.settings import Settings
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 TARGET_SECONDS = 0.6  # how long each compute measurement runs (after a warm-up)
 
 
@@ -185,7 +185,7 @@ def _cnn_compute(config: CNNConfig, dataset: Dataset, threads: int) -> dict[str,
 
     def score() -> int:
         with torch.no_grad():
-            evaluate(model, x, y, tta=config.tta)
+            evaluate(model, x, y, tta=config.tta, precision=config.precision)
         return n
 
     return {"sample_seconds": _timed_loop(train), "eval_sample_seconds": _timed_loop(score)}
