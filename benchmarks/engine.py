@@ -20,7 +20,7 @@ batch (209), lr 0.0075, no early stop, seed 1):
   or missed. Each row is the median of ``--repeats`` runs (3), interleaved across K (K = 1, 2,
   4, K = 1, 2, 4, …) so the machine's drift reaches every K alike; the single process too;
 * itsacat-style — one worker call per neuron per layer per step through the process executor and
-  Redis (:mod:`lambdanet.testing.itsacat_baseline`), a few epochs, seconds per epoch; and the
+  Redis (:mod:`itsacat_baseline`), a few epochs, seconds per epoch; and the
   per-epoch speed-up of ``neuron`` K=4 redis/process over it.
 
 Cost of one fault (``--fault-cost``; :mod:`fault_cost`): the extra wall time of the whole
@@ -90,6 +90,8 @@ def main() -> None:
     os.environ["LAMBDANET_NOTIFIER"] = "console://stdout"
     redis_proc, redis_url = start_redis(tmp)
 
+    from itsacat_baseline import run_baseline
+
     from lambdanet import adapters
     from lambdanet.config import parse_config
     from lambdanet.data.readers import load_dataset, to_matrix, to_targets
@@ -97,7 +99,6 @@ def main() -> None:
     from lambdanet.nn import reference
     from lambdanet.services import Services
     from lambdanet.settings import Settings
-    from lambdanet.testing.itsacat_baseline import run_baseline
 
     class Quiet:  # no notifications in the table's output
         url = "quiet://"

@@ -7,7 +7,7 @@ What it does:
 
 1. builds a registry in a temp home: ``itsacat`` — the itsacat MLP (12288-20-7-5-1) trained for
    ``--mlp-epochs`` on catvnoncat through the real CLI — and ``cifar-lenet`` — a wide LeNet
-   trained by ``lambdanet.testing.cnn.train_tiny_lenet`` (200 CIFAR-10 images);
+   trained by ``tests.support.cnn.train_tiny_lenet`` (200 CIFAR-10 images);
 2. starts ``lambdanet serve`` (uvicorn, default options) on a free loopback port;
 3. per model: ``--warmup`` seconds of the same load, then the resident memory of the server
    (psutil) as the baseline, then ``--seconds`` of load from an httpx async client with
@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # tests.support: the tiny LeNet the serving tests train too
 SHARED = REPO.parent / "shared"
 LAMBDANET = str(Path(sys.executable).with_name("lambdanet"))
 MLP_PARAMS = {"epochs": 30, "layers": 4,
@@ -97,9 +98,10 @@ def build_registry(home: Path, models: list[str], mlp_epochs: int) -> None:
                         "--params", str(params), "--model", "itsacat", "--json"],
                        env=env, check=True, capture_output=True, text=True)
     if "lenet" in models:
+        from tests.support.cnn import train_tiny_lenet
+
         from lambdanet.objects.folder import FolderStore
         from lambdanet.registry import ModelRegistry
-        from lambdanet.testing.cnn import train_tiny_lenet
 
         train_tiny_lenet(ModelRegistry(FolderStore(home / "objects")), n_train=200, epochs=1)
 

@@ -51,6 +51,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # tests.support: the tiny LeNet the serving tests train too
 IMAGES = REPO.parent / "shared" / "images"
 
 
@@ -72,7 +73,7 @@ def build_registry(root: Path, models: list[str]) -> dict[str, str]:
             "architecture": {"layer_dims": dims, "activations": acts}})
         refs["mlp"] = "itsacat"
     if "cnn" in models:
-        from lambdanet.testing.cnn import train_tiny_lenet
+        from tests.support.cnn import train_tiny_lenet
 
         train_tiny_lenet(registry, n_train=100, epochs=1, name="lenet", n_test=10)
         refs["cnn"] = "lenet"

@@ -22,10 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from lambdanet.testing.serving import free_port
+from tests.support import REPO, SHARED  # one place says where the shared data is
+from tests.support.serving import free_port
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
 CATVNONCAT = SHARED / "datasets" / "catvnoncat"
 CIFAR10 = SHARED / "datasets" / "cifar10"
 IMAGES = SHARED / "images"

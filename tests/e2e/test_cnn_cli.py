@@ -14,8 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from lambdanet.testing.cnn import cifar_subset
 from lambdanet.torchnet.data import CIFAR10_CLASSES
+from tests.support.cnn import cifar_subset
 
 LAMBDANET = [sys.executable, "-m", "lambdanet"]
 

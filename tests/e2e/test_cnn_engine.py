@@ -20,8 +20,8 @@ from lambdanet.errors import RunFailed
 from lambdanet.predictor import load_predictor
 from lambdanet.services import Services
 from lambdanet.settings import Settings
-from lambdanet.testing.cnn import cifar_subset, write_cifar_subset
 from lambdanet.torchnet.data import CIFAR10_CLASSES
+from tests.support.cnn import cifar_subset, write_cifar_subset
 
 CFG = CNNConfig(model="lenet", epochs=2, batch_size=50, augment=True, seed=3)
 

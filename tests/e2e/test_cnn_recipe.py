@@ -24,9 +24,9 @@ from lambdanet.engine.driver import Driver, TrainRequest
 from lambdanet.errors import ConfigError
 from lambdanet.services import Services
 from lambdanet.settings import Settings
-from lambdanet.testing.cnn import cifar_subset, write_cifar_subset
 from lambdanet.torchnet.data import PAD, augment, augment_plan
 from lambdanet.torchnet.models import build_model, count_parameters
+from tests.support.cnn import cifar_subset, write_cifar_subset
 
 
 @pytest.fixture

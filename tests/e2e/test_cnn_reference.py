@@ -26,7 +26,7 @@ from lambdanet.config import CNNConfig
 from lambdanet.engine.driver import Driver, TrainRequest
 from lambdanet.services import Services
 from lambdanet.settings import Settings
-from lambdanet.testing.cnn import cifar_subset, write_cifar_subset
+from tests.support.cnn import cifar_subset, write_cifar_subset
 
 
 @pytest.fixture

@@ -241,7 +241,7 @@ print(json.dumps({"run_id": res.run_id}))
 def test_a_cnn_worker_runs_torch_with_the_requested_threads(tmp_path: Path) -> None:
     """The CNN strategy sets torch's threads itself (a new thread may not inherit them): it must use
     the request's ``cpu_threads``, not the share (K = 1: all the cores)."""
-    from lambdanet.testing.cnn import write_cifar_subset
+    from tests.support.cnn import write_cifar_subset
 
     data = write_cifar_subset(tmp_path / "data", 100, 50)
     home = tmp_path / "home"

@@ -285,7 +285,7 @@ def test_cnn_local_sgd_equals_the_plain_loop_and_resumes_exactly(home: Path, tmp
     epochs in one round equal two rounds bit for bit (worker 1's momentum and both residuals cross
     the checkpoint), and the plain loop within float32 tolerance (threads differ)."""
     from lambdanet.config import CNNConfig
-    from lambdanet.testing.cnn import cifar_subset, write_cifar_subset
+    from tests.support.cnn import cifar_subset, write_cifar_subset
 
     data_file = write_cifar_subset(tmp_path, 200, 40)
     cfg = CNNConfig(model="lenet", epochs=2, batch_size=50, optimizer="sgd", learning_rate=0.05, momentum=0.9,

@@ -20,9 +20,9 @@ import pytest
 from lambdanet.registry import TRIAL_KEY
 from lambdanet.services import Services
 from lambdanet.settings import Settings
-from lambdanet.testing.serving import free_port
 from tests.conftest import IMAGES, REPO
 from tests.e2e.test_tune import BASE, SPACE, cli, last_json, tiny_h5
+from tests.support.serving import free_port
 
 NAME = "tinycat"
 

@@ -15,8 +15,8 @@ import pytest
 from lambdanet.objects.folder import FolderStore
 from lambdanet.registry import ModelRegistry
 from lambdanet.serve.app import create_app
-from lambdanet.testing.serving import UvicornThread
 from tests.e2e.photos_support import ODD, expected_input, make_photo_folder
+from tests.support.serving import UvicornThread
 
 pytestmark = pytest.mark.browser
 

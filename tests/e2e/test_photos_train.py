@@ -127,8 +127,8 @@ def test_serve_and_the_serving_lambda_give_the_training_path_probabilities(
         mlp_run: tuple[Path, dict[str, Any]], photos: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from lambdanet.functions import serving_function
     from lambdanet.serve.app import create_app
-    from lambdanet.testing.serving import UvicornThread
     from tests.e2e.test_serve_lambda import CONTEXT, http_event
+    from tests.support.serving import UvicornThread
 
     home, result = mlp_run
     registry = ModelRegistry(FolderStore(home / "objects"))

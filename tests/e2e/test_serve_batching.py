@@ -25,10 +25,10 @@ from lambdanet.predictor import load_predictor
 from lambdanet.registry import ModelRegistry
 from lambdanet.serve.app import create_app
 from lambdanet.serve.batching import MicroBatcher
-from lambdanet.testing.cnn import cifar_subset, train_tiny_lenet
-from lambdanet.testing.serving import UvicornThread, register_catvnoncat_mlp
 from tests.conftest import CATVNONCAT
 from tests.e2e.serve_support import numpy_forward, torch_lenet
+from tests.support.cnn import cifar_subset, train_tiny_lenet
+from tests.support.serving import UvicornThread, register_catvnoncat_mlp
 
 
 @pytest.fixture(scope="module")

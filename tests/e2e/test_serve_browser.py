@@ -12,8 +12,8 @@ import pytest
 from lambdanet.objects.folder import FolderStore
 from lambdanet.registry import ModelRegistry
 from lambdanet.serve.app import create_app
-from lambdanet.testing.serving import UvicornThread, register_catvnoncat_mlp
 from tests.conftest import CATVNONCAT, IMAGES
+from tests.support.serving import UvicornThread, register_catvnoncat_mlp
 
 pytestmark = pytest.mark.browser
 

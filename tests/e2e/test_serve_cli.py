@@ -12,8 +12,8 @@ import pytest
 
 from lambdanet.objects.folder import FolderStore
 from lambdanet.registry import ModelRegistry
-from lambdanet.testing.serving import free_port, register_catvnoncat_mlp
 from tests.conftest import CATVNONCAT, IMAGES, wait_for_port
+from tests.support.serving import free_port, register_catvnoncat_mlp
 
 LAMBDANET = [sys.executable, "-m", "lambdanet.cli.main"]
 

@@ -20,8 +20,8 @@ import pytest
 
 from lambdanet.objects.folder import FolderStore
 from lambdanet.registry import ModelRegistry
-from lambdanet.testing.serving import free_port, register_catvnoncat_mlp
 from tests.conftest import CATVNONCAT, IMAGES, REPO, SHARED, wait_for_port
+from tests.support.serving import free_port, register_catvnoncat_mlp
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]

@@ -17,9 +17,9 @@ import pytest
 from lambdanet.functions import serving_function
 from lambdanet.objects.folder import FolderStore
 from lambdanet.registry import ModelRegistry
-from lambdanet.testing.serving import load_cifar_subset, register_catvnoncat_mlp, register_cifar_mlp
 from tests.conftest import CATVNONCAT, CIFAR10, IMAGES
 from tests.e2e.serve_support import numpy_forward
+from tests.support.serving import load_cifar_subset, register_catvnoncat_mlp, register_cifar_mlp
 
 GRUMPY = (IMAGES / "grumpy_cat.jpeg").read_bytes()
 CONTEXT = SimpleNamespace(function_name="lambdanet-serve", aws_request_id="c6af9ac6-7b61-11e6-9a41-93e8deadbeef",

@@ -34,7 +34,7 @@ from lambdanet.objects.folder import FolderStore
 from lambdanet.registry import ModelRegistry
 from lambdanet.serve.app import create_app
 from lambdanet.serve.inference import InferenceRoutes
-from lambdanet.testing.serving import UvicornThread
+from tests.support.serving import UvicornThread
 
 KEY = "path-key"
 LIMIT = 50_000  # bytes: --max-request-bytes of both servers

@@ -22,15 +22,15 @@ from lambdanet.objects.folder import FolderStore
 from lambdanet.registry import ModelRegistry
 from lambdanet.serve.app import create_app
 from lambdanet.serve.inference import InferenceRoutes
-from lambdanet.testing.serving import (
+from tests.conftest import CATVNONCAT, CIFAR10, IMAGES
+from tests.e2e.serve_support import numpy_forward
+from tests.support.serving import (
     UvicornThread,
     free_port,
     load_cifar_subset,
     register_catvnoncat_mlp,
     register_cifar_mlp,
 )
-from tests.conftest import CATVNONCAT, CIFAR10, IMAGES
-from tests.e2e.serve_support import numpy_forward
 
 GRUMPY = IMAGES / "grumpy_cat.jpeg"
 

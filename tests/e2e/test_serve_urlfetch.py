@@ -20,8 +20,8 @@ from lambdanet.objects.folder import FolderStore
 from lambdanet.registry import ModelRegistry
 from lambdanet.serve.app import create_app
 from lambdanet.serve.urlguard import IPAddress, is_public_address
-from lambdanet.testing.serving import UvicornThread, register_catvnoncat_mlp
 from tests.conftest import CATVNONCAT, IMAGES
+from tests.support.serving import UvicornThread, register_catvnoncat_mlp
 
 GRUMPY = (IMAGES / "grumpy_cat.jpeg").read_bytes()
 

@@ -17,9 +17,9 @@ from lambdanet.data.readers import load_dataset
 from lambdanet.objects.folder import FolderStore
 from lambdanet.registry import ModelRegistry
 from lambdanet.serve.app import create_app
-from lambdanet.testing.serving import UvicornThread, register_catvnoncat_mlp, register_cifar_mlp
 from tests.conftest import CATVNONCAT, CIFAR10, IMAGES
 from tests.e2e.serve_support import numpy_forward
+from tests.support.serving import UvicornThread, register_catvnoncat_mlp, register_cifar_mlp
 
 GRUMPY = IMAGES / "grumpy_cat.jpeg"
 
@@ -141,7 +141,7 @@ def test_infer_binary_extension_image_in_and_binary_out(client: httpx.Client) ->
 
 
 def test_infer_binary_uint8_tensor_on_cifar(client: httpx.Client) -> None:
-    from lambdanet.testing.serving import load_cifar_subset
+    from tests.support.serving import load_cifar_subset
 
     _, _, x, y = load_cifar_subset(Path(CIFAR10), 2000, 200)
     body, headers = _binary_request(

@@ -143,7 +143,7 @@ def test_in_round_checkpoint_resumes_to_identical_weights(home: Path, data: Path
 def test_torch_data_strategy_in_round_checkpoint_resumes_to_identical_weights(
         home: Path, tmp_path: Path, faults_on: None) -> None:
     from lambdanet.config import CNNConfig
-    from lambdanet.testing.cnn import cifar_subset
+    from tests.support.cnn import cifar_subset
 
     x, y, xt, yt = cifar_subset(n_train=200, n_test=100)
     np.savez(tmp_path / "cifar10_train.npz", x=x, y=y.astype(np.uint8))

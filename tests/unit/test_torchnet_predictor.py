@@ -10,8 +10,8 @@ from lambdanet.errors import ImageError
 from lambdanet.objects.folder import FolderStore
 from lambdanet.predictor import Predictor, load_predictor
 from lambdanet.registry import ModelRegistry
-from lambdanet.testing.cnn import cifar_subset, train_tiny_lenet
 from lambdanet.torchnet.data import CIFAR10_CLASSES
+from tests.support.cnn import cifar_subset, train_tiny_lenet
 
 
 @pytest.fixture(scope="module")

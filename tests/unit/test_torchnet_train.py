@@ -14,7 +14,6 @@ from lambdanet.config import CNNConfig
 from lambdanet.engine.collectives import Collective
 from lambdanet.errors import ConfigError, DataError
 from lambdanet.stores.memory import MemoryStore
-from lambdanet.testing.cnn import cifar_subset
 from lambdanet.torchnet.checkpoint import load_bytes, load_state_arrays, save_bytes, state_arrays
 from lambdanet.torchnet.flat import flat_params
 from lambdanet.torchnet.models import build_model
@@ -25,6 +24,7 @@ from lambdanet.torchnet.train import (
     resolve_device,
     train_epochs,
 )
+from tests.support.cnn import cifar_subset
 
 
 def _comm(store: MemoryStore, prefix: str, rank: int, size: int) -> Collective:

@@ -1,10 +1,7 @@
-"""Deliberate, public helpers for testing and benchmarking lambdanet (as httpx ships
-``MockTransport``): nothing in the package's own code paths imports them.
+"""Worker functions an executor's checks run (:mod:`.probes`: echo, fail, crash, meet, sleep).
 
-- :mod:`.serving`           small real models (trained by the numpy reference), a uvicorn thread, ``free_port``
-- :mod:`.cnn`               ``train_tiny_lenet(registry, …)`` and ``cifar_subset`` on the shared CIFAR-10
-- :mod:`.probes`            module-level worker functions that check an executor (echo, fail, crash, meet, sleep)
-- :mod:`.itsacat_baseline`  itsacat's one-call-per-neuron shape, the engine benchmark's baseline
-
-They are real: models are trained, servers are uvicorn, workers run on the executor under test.
+They ship in the package, unlike the other test helpers (``tests/support``), because a check
+runs them *in the worker*: a process executor's child process or a Lithops function imports
+them by module name, so they must be importable wherever lambdanet is installed — a test
+module is not. Nothing in the package's own code paths imports them.
 """

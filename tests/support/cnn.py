@@ -6,14 +6,13 @@ Usage (e.g. a serve test fixture)::
     mv = train_tiny_lenet(registry, n_train=200, epochs=2)        # -> ModelVersion "cifar-lenet:1"
     x_test, y_test = cifar_subset(n_test=20)[2:]                   # uint8 (20, 32, 32, 3), labels
 
-Runs on the CPU in a second or two. The data folder defaults to ``$LAMBDANET_CIFAR10`` or the
-repository's ``../shared/datasets/cifar10``.
+Runs on the CPU in a second or two. The data folder is ``datasets/cifar10`` of the shared folder
+(:data:`tests.support.SHARED`).
 """
 
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +23,11 @@ from lambdanet.torchnet.data import ImageData, load_cifar10
 from lambdanet.torchnet.export import model_metadata, registry_weights
 from lambdanet.torchnet.models import build_model
 from lambdanet.torchnet.train import configure_torch, make_optimizer, train_epochs
-
-CIFAR10_DIR = Path(__file__).resolve().parents[4] / "shared" / "datasets" / "cifar10"
+from tests.support import CIFAR10
 
 
 def cifar_dir() -> Path:
-    return Path(os.environ.get("LAMBDANET_CIFAR10") or CIFAR10_DIR)
+    return CIFAR10
 
 
 @functools.lru_cache(maxsize=4)
