@@ -11,7 +11,7 @@ buffers), ``optim.<param index>.<key>`` (Adam ``step``/``exp_avg``/``exp_avg_sq`
 epoch has run with a test set, ``eval.test_accuracy`` / ``eval.test_loss`` (float64 (1,)): the
 test pass the last epoch made on exactly these weights, so :meth:`TorchDataStrategy.finish`
 reuses it instead of scoring the test set again. Per-epoch train loss, train/test accuracy and
-test loss go to :attr:`CNNRoundReport.extras`.
+test loss go to :attr:`RoundReport.extras`.
 
 The run's train accuracy (``finish``) is the final model scored on the training set when it has
 at most :data:`FINISH_TRAIN_SAMPLES` images, else on a fixed shuffled sample of that many (the
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -67,18 +66,6 @@ DEFAULT_EPOCHS_PER_ROUND = 1  # a CIFAR-10 LeNet epoch is ~15-30 s on 2 cores: c
 # to about ±1 % (one standard error at 60 % accuracy)
 FINISH_TRAIN_SAMPLES = 2_000
 TEST_ACCURACY, TEST_LOSS = "eval.test_accuracy", "eval.test_loss"
-
-
-@dataclass
-class CNNRoundReport(RoundReport):
-    """A :class:`RoundReport` plus one dict per epoch for the ledger's ``EpochRow.extra``."""
-
-    extras: list[dict[str, Any]] = field(default_factory=list)
-
-
-def device_name(config: Any, ctx: RoundContext | None = None) -> str:
-    """``ctx.device`` (an engine field, when it has one) > ``config.device`` > cpu."""
-    return str(getattr(ctx, "device", None) or getattr(config, "device", None) or "cpu")
 
 
 def worker_threads(ctx: RoundContext) -> int:
@@ -182,7 +169,7 @@ class TorchDataStrategy:
         top = int(dataset.y_train.max()) if len(dataset.y_train) else 0
         if top >= dataset.n_classes:
             raise DataError(f"{dataset.source}: label {top} is outside the {dataset.n_classes} classes")
-        resolve_device(device_name(config))
+        resolve_device(_check(config).device)
 
     def default_epochs_per_round(self, config: CNNConfig) -> int:
         return min(int(config.epochs), DEFAULT_EPOCHS_PER_ROUND)
@@ -194,7 +181,7 @@ class TorchDataStrategy:
 
     def run_round(self, ctx: RoundContext) -> RoundReport:
         cfg = _check(ctx.config)
-        dev = resolve_device(device_name(cfg, ctx))
+        dev = resolve_device(cfg.device)
         configure_torch(threads=worker_threads(ctx), device=dev)
         x, y, xt, yt = arrays(ctx.cache, cfg, ctx.dataset)
         model, opt = _model(cfg, ctx.dataset, _own_state(ctx.state, ctx.rank), dev, with_optimizer=True)
@@ -227,7 +214,7 @@ class TorchDataStrategy:
             should_stop=lambda: time.monotonic() - ctx.started >= ctx.budget_s, on_epoch=on_epoch, sync=sync,
         )
         shard = _worker_shard(cfg, ctx.rank, ctx.size, model, opt, last[0] if last else None, sync)
-        return CNNRoundReport(
+        return RoundReport(
             costs=[e.loss for e in out.epochs],
             seconds=[e.seconds for e in out.epochs],
             stop_reason="threshold" if out.stop_reason == "threshold" else None,
@@ -244,7 +231,7 @@ class TorchDataStrategy:
         """Train accuracy on (a sample of) the training set; test accuracy from the last epoch's
         test pass stored in ``state`` (scored again only for a state that has none)."""
         cfg = _check(config)
-        dev = resolve_device(device_name(cfg))
+        dev = resolve_device(cfg.device)
         model, _ = _model(cfg, dataset, state, dev, with_optimizer=False)
         x, y, xt, yt = arrays({}, cfg, dataset)
         sampled = len(y) > FINISH_TRAIN_SAMPLES
