@@ -83,8 +83,8 @@ def register(app: typer.Typer) -> None:
         tune_server_process()
         # httptools and uvloop: the fastest HTTP parser and event loop uvicorn offers (a server's
         # CPU per request is mostly HTTP and routing, not the forward pass). The access log is off
-        # unless asked for: formatting and writing a line per request costs 0.03-0.15 ms of CPU,
-        # as much as the MLP's forward pass (Prometheus' /metrics counts every request anyway).
+        # unless asked for: formatting and writing a line per request costs about as much CPU as
+        # the MLP's forward pass (docs/benchmarks.md; Prometheus' /metrics counts every request anyway).
         config = uvicorn.Config(application, host=host, port=bound_port, log_level=level, http="httptools",
                                 loop="uvloop", access_log=access_log)
         server_on_socket(config).run(sockets=[sock])

@@ -10,8 +10,8 @@ Usage::
     observed_threads()                              # inside a worker: {"blas": 1, "openmp": 1, "torch": 1}
 
 Why: numpy's OpenBLAS, torch's OpenMP pool and MKL each size their pool to the whole machine.
-K workers on one machine then run K × cores threads on cores cores and thrash (measured: the
-itsacat net with K = 4 local workers took 7.9× the time of K = 1 on 2 cores). Each worker gets
+K workers on one machine then run K × cores threads on cores cores and thrash (measured in
+docs/benchmarks.md, "Figures behind the code's choices"). Each worker gets
 ``cores // K`` threads instead (at least 1); ``cores`` is the CPUs this process may run on
 (``os.sched_getaffinity``, so a container's or ``taskset``'s limit counts).
 
@@ -25,9 +25,9 @@ The policy, in order:
 3. **budget** — ``free // workers``, at least 1, where ``free`` is the cores not kept busy by
    other programs: an executor measures it at the start of every round (:func:`free_cores`: the
    CPUs' busy time over 0.1 s from ``/proc/stat``, less this process's own). A busy laptop is why:
-   multithreaded BLAS spins at its barriers when one of its threads has no core, so on 2 cores
-   with one other CPU-bound program the main job took 13.6 s with 2 threads and 4.4 s with 1
-   (4.1 and 4.4 s on a quiet machine). Where nothing can be measured (no ``/proc``), every core
+   multithreaded BLAS spins at its barriers when one of its threads has no core, so beside one
+   other CPU-bound program the main job took about three times as long with every core's thread
+   as with the free cores' (docs/benchmarks.md). Where nothing can be measured (no ``/proc``), every core
    counts as free.
 
 Executors whose calls each have their own machine (Lithops: one Lambda, its own vCPUs) apply no

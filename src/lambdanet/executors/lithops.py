@@ -42,14 +42,14 @@ does, measured on Lithops 3.8 localhost (v1 and v2; K = 2, one call killed 2 s i
   worker): Lithops' handler sees it die without a result and reports ``MemoryError("The
   function process was killed with SIGKILL, …")``; that is read back as ``"exit code -9"``
   (any signal N: ``"exit code -N"``; an exit without a result: ``"exit code N"``).
-  ``on_failure`` fired 50–125 ms after the kill;
+  ``on_failure`` fires a fraction of a second after the kill;
 * the call's whole process tree (its Lithops worker process too, as when a machine or
   container dies): Lithops never reports the call at all. On localhost, ``run_call`` therefore
   first writes its pid to a file of this ``run`` (``payload["alive"]``; the worker's spec is
   unchanged), and a call whose process is gone (or a zombie) with no status for
   ``DEAD_GRACE_S`` (5 s — Lithops itself reports a dead call process in ~0.1 s, so a normal
-  end never hits it) is reported as ``"process N died without a report from Lithops …"``;
-  measured 5.05–5.09 s after the kill.
+  end never hits it) is reported as ``"process N died without a report from Lithops …"``,
+  about ``DEAD_GRACE_S`` after the kill (both delays measured: docs/benchmarks.md).
 
 Liveness (``run(…, liveness=probe)``): every ``CHECK_PERIOD_S`` the probe is asked about the
 calls still pending, and each one it names — a call whose heartbeat lapsed (frozen, hung,

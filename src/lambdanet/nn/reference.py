@@ -41,7 +41,7 @@ class TrainResult:
 
 def gather_columns(X: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """X[:, idx], the fast way for the layout at hand (for a Fortran-ordered X — as
-    ``to_matrix`` makes it — fancy indexing copies whole contiguous columns; ``take`` is ~100x slower)."""
+    ``to_matrix`` makes it — fancy indexing copies whole contiguous columns; ``take`` is far slower)."""
     return X[:, idx] if X.flags.f_contiguous else X.take(idx, axis=1)
 
 

@@ -28,9 +28,9 @@ class ServeOptions:
     max_batch_size: int = 32  # images per forward pass
     max_wait_ms: float = 0.0  # 0: never hold a pass for more requests (see serve.batching)
     batching: bool = True
-    # batch sizes measured faster than this run on the event loop, alone when the model is idle:
-    # a thread hand-off (~0.1 ms) would cost as much; slower ones go to the batcher's thread,
-    # where concurrent requests batch (a LeNet: ~0.5 ms for one image, ~0.15 ms each in a batch)
+    # batch sizes measured (at model load) faster than this run on the event loop, alone when the
+    # model is idle: a thread hand-off would cost as much; slower ones go to the batcher's thread,
+    # where concurrent requests batch (figures: docs/benchmarks.md)
     inline_forward_ms: float = 0.25
     max_request_bytes: int = 16 * 1024 * 1024
     max_pixels: int = 40_000_000

@@ -13,16 +13,16 @@ What and why:
   (``OPENBLAS_NUM_THREADS``…): as for a training run's CPU budget, theirs wins. A server's
   parallelism comes from batching and from the event loop overlapping a forward pass with the
   next requests; BLAS threads that spin for a small matrix product only take cores from the
-  event loop (a batch of 32 MLP images:
-  ~0.5 ms, with 50–300 ms stalls under load when OpenBLAS threads contend). PyTorch's own
+  event loop (stalls of tens to hundreds of milliseconds under load when OpenBLAS threads
+  contend; figures in docs/benchmarks.md, "Figures behind the code's choices"). PyTorch's own
   intra-op threads are left as they are: a CNN's forward pass is what they speed up.
 - **A shorter GIL switch interval** (0.5 ms instead of 5 ms). A forward pass in the batcher's
   thread releases the GIL inside each kernel and needs it back between kernels; while the event
   loop is busy, every such hand-back waited up to the interval, so a LeNet pass of a dozen
-  kernels took tens of milliseconds longer under load.
-- **The start-up heap frozen** (``gc.freeze``). The imports and the app leave ~10⁵ objects that
-  live as long as the process; a full collection walked them all (~100 ms on a 2-core machine,
-  a pause every few seconds under load: the p99). Frozen, collections only walk new objects.
+  kernels took much longer under load.
+- **The start-up heap frozen** (``gc.freeze``). The imports and the app leave many objects that
+  live as long as the process; a full collection walked them all (a pause every few seconds
+  under load: the p99). Frozen, collections only walk new objects.
 """
 
 from __future__ import annotations

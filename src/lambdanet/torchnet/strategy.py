@@ -60,10 +60,10 @@ from lambdanet.torchnet.train import (
     usable_cores,
 )
 
-DEFAULT_EPOCHS_PER_ROUND = 1  # a CIFAR-10 LeNet epoch is ~15-30 s on 2 cores: checkpoint every epoch
-# train accuracy at the end is measured on at most this many images: a forward pass over all 50,000
-# CIFAR-10 images costs about a third of an epoch; 2,000 cost ~1.3 % of one and give the figure
-# to about ±1 % (one standard error at 60 % accuracy)
+DEFAULT_EPOCHS_PER_ROUND = 1  # a CNN epoch is long enough to checkpoint after every one
+# train accuracy at the end is measured on at most this many images: a forward pass over all of
+# CIFAR-10's costs about a third of an epoch; 2,000 give the figure to about ±1 % (one standard
+# error at 60 % accuracy) for a small share of one
 FINISH_TRAIN_SAMPLES = 2_000
 TEST_ACCURACY, TEST_LOSS = "eval.test_accuracy", "eval.test_loss"
 

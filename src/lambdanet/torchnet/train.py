@@ -141,8 +141,8 @@ def configure_torch(threads: int | None = None, device: str | torch.device = "cp
     algorithms and IEEE float32 (no TF32). Call it in the thread that trains.
 
     On the CPU the kernels these models use are deterministic for a given thread count already,
-    and ``torch.use_deterministic_algorithms`` would import torch's compiler stack (measured
-    1.6 s per process, 10 % of a 1-epoch CIFAR-10 LeNet run) — so it is left alone there."""
+    and ``torch.use_deterministic_algorithms`` would import torch's compiler stack (seconds
+    per process: docs/benchmarks.md) — so it is left alone there."""
     if torch.device(device).type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -210,7 +210,7 @@ def _reduce(collective: Collective | None, buf: np.ndarray) -> np.ndarray:
     return np.asarray(collective.all_reduce(buf), dtype=buf.dtype)
 
 
-EVAL_BATCH = 250  # measured on CPU: 250-image batches score LeNet ~20 % faster than 500 (cache-sized)
+EVAL_BATCH = 250  # cache-sized: faster than 500-image batches for LeNet on CPU (docs/benchmarks.md)
 
 
 def predict_logits(model: nn.Module, images: torch.Tensor, tta: str = "none") -> torch.Tensor:
