@@ -273,6 +273,8 @@ def test_predict_with_a_corrupt_model_version_is_one_error_line(
         (["train", str(DATA), "--strategy", "pipeline"],
          "--strategy: unknown strategy 'pipeline' (allowed: data, neuron)"),
         (["train", str(DATA), "--round-seconds", "0"], "--round-seconds must be a positive number of seconds"),
+        (["train", str(DATA), "--cpu-threads", "0"], "--cpu-threads must be at least 1, got 0"),
+        (["train", str(DATA), "--workers", "0"], "--workers must be at least 1, got 0"),
         (["runs", "show", "r-does-not-exist"], "r-does-not-exist"),
         (["predict", str(IMAGES / "grumpy_cat.jpeg"), "--model", "nomodel"], "nomodel"),
         (["models", "export", "x", "out.h5", "--format", "onnx"], "--format: unknown format 'onnx'"),

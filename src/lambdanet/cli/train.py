@@ -82,23 +82,23 @@ def register(app: typer.Typer) -> None:
         learning_rate: float | None = typer.Option(None, "--learning-rate", help="Override 'learning_rate'."),
         seed: int | None = typer.Option(None, help="Override 'seed'."),
         model: str | None = typer.Option(None, "--model", help="Registry name (default: the data folder's name)."),
-        workers: int = typer.Option(DEFAULTS.workers, "--workers", "-k", min=1, help="Number of workers K."),
+        workers: int = typer.Option(DEFAULTS.workers, "--workers", "-k", help="Number of workers K."),
         strategy: str | None = typer.Option(
             None, help=f"{' | '.join(strategy_names())} (neuron: model parallel, data: data parallel); "
                        "default neuron for MLPs, data for CNNs."),
         store: str | None = typer.Option(None, help="Tensor store URL: memory:// | redis://host:port/db."),
         executor: str | None = typer.Option(None, help="local | process | lithops."),
-        epochs_per_round: int | None = typer.Option(None, "--epochs-per-round", min=1),
+        epochs_per_round: int | None = typer.Option(None, "--epochs-per-round"),
         round_seconds: float = typer.Option(DEFAULTS.round_seconds, "--round-seconds",
                                             help="Seconds budget per round."),
-        max_retries: int = typer.Option(DEFAULTS.max_retries, "--max-retries", min=0,
+        max_retries: int = typer.Option(DEFAULTS.max_retries, "--max-retries",
                                         help="Retries of a failed round before the run fails."),
         checkpoint_seconds: float = typer.Option(
             DEFAULTS.checkpoint_seconds, "--checkpoint-seconds",
             help="Workers checkpoint inside a round this often, so a failed worker costs at most about "
                  "this much work."),
         cpu_threads: int | None = typer.Option(
-            None, "--cpu-threads", min=1,
+            None, "--cpu-threads",
             help="BLAS/OpenMP/torch threads per worker (default: the machine's cores // workers on the local "
                  "and process executors; thread variables you set win)."),
         start_deadline: float = typer.Option(
