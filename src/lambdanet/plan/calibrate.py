@@ -5,9 +5,13 @@
 
 - **compute**: a few real training epochs / batches of the config through lambdanet's own
   trainers (:func:`lambdanet.nn.reference.run_epoch` for an MLP, :func:`lambdanet.torchnet.train.
-  train_epochs` for a CNN) on the run's data, at the threads each of K workers gets (the engine's
-  CPU budget, :func:`lambdanet.executors.cpu_budget.plan_budget`) and on one thread; and the
-  scoring of a sample (forward only);
+  train_epochs` for a CNN) on the run's data, on one thread (Lambda's figure, scaled by its vCPUs)
+  and at the threads each of K workers gets here (the engine's CPU budget, :func:`lambdanet.
+  executors.cpu_budget.round_budget`); and the scoring of a sample (forward only);
+- **the engine** (``--target local``): two short real runs of K workers through the engine's
+  Driver with the executor and store given (E1 and E2 epochs; a CNN on a two-batch subset): the
+  slope is one epoch as the engine runs it — compute and syncs interleaved, the cores, memory bus
+  and interpreter shared — and the intercept the run's fixed cost;
 - **store**: K threads run the run's sync through the engine's :class:`~lambdanet.engine.
   collectives.Collective` against the store URL given — a one-number all-reduce (the latency of
   one collective step) and one sync of the run's payload (from which a bandwidth follows);
@@ -42,10 +46,10 @@ from lambdanet.data.dataset import Dataset
 from lambdanet.data.readers import load_dataset, to_matrix, to_targets
 from lambdanet.engine.strategies import get_strategy
 from lambdanet.executors.cpu_budget import CpuBudget, available_cores, process_limits, round_budget, thread_limits
-from lambdanet.plan.model import Measured, RunShape, Workload, sync_payload, sync_shape
+from lambdanet.plan.model import Measured, RunShape, Workload, counts, sync_payload, sync_shape
 from lambdanet.settings import Settings
 
-CACHE_VERSION = 2
+CACHE_VERSION = 4
 TARGET_SECONDS = 0.6  # how long each compute measurement runs (after a warm-up)
 
 
@@ -131,32 +135,32 @@ def cached(key: str, measure: Callable[[], dict[str, float]]) -> dict[str, float
 # ---- compute ----------------------------------------------------------------------------------
 def _timed_loop(step: Callable[[], int]) -> float:
     """Seconds per sample of ``step`` (which returns the samples it trained): one warm-up call,
-    then calls until TARGET_SECONDS have passed (at least 2)."""
+    then calls until TARGET_SECONDS have passed (at least 3); the median call counts, so a moment
+    when another program took the cores does not set the figure."""
     step()
-    samples, t0, calls = 0, time.perf_counter(), 0
-    while calls < 2 or time.perf_counter() - t0 < TARGET_SECONDS:
-        samples += step()
-        calls += 1
-    return (time.perf_counter() - t0) / max(1, samples)
+    rates: list[float] = []
+    t_end = time.perf_counter() + TARGET_SECONDS
+    while len(rates) < 3 or time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        samples = step()
+        rates.append((time.perf_counter() - t0) / max(1, samples))
+    return float(np.median(rates))
 
 
-def _mlp_compute(config: MLPConfig, dataset: Dataset, share: int = 1) -> dict[str, float]:
-    """Seconds per sample of training (and scoring) a 1/``share`` slice of the data."""
+def _mlp_compute(config: MLPConfig, dataset: Dataset) -> dict[str, float]:
     from lambdanet.nn import mlp, reference
     from lambdanet.nn.optimizers import make_optimizer
 
     X = to_matrix(dataset.x_train, config.dtype)  # (n_x, m)
     Y = to_targets(dataset.y_train, dataset.n_classes, config.activation_list[-1], config.dtype)
-    m = math.ceil(X.shape[1] / share)
-    X, Y = np.asfortranarray(X[:, :m]), Y[:, :m]
-    batch = max(1, math.ceil(config.batch_size / share))  # a worker's slice of every mini-batch
+    m = int(X.shape[1])
     acts = config.activation_list
     params = mlp.init_params(config.layer_dims(X.shape[0]), acts, config.init, config.seed, config.dtype)
     opt = make_optimizer(config)
     epoch = iter(range(10**9))
 
     def train() -> int:
-        reference.run_epoch(params, opt, X, Y, acts, batch, config.seed, next(epoch))
+        reference.run_epoch(params, opt, X, Y, acts, config.batch_size, config.seed, next(epoch))
         return m
 
     def score() -> int:
@@ -191,46 +195,70 @@ def _cnn_compute(config: CNNConfig, dataset: Dataset, threads: int) -> dict[str,
     return {"sample_seconds": _timed_loop(train), "eval_sample_seconds": _timed_loop(score)}
 
 
-def measure_compute(config: TrainConfig, dataset: Dataset, threads: int, together: int = 1) -> dict[str, float]:
-    """Seconds per training sample and per scored sample on ``threads`` threads (BLAS, OpenMP,
-    torch held there by the engine's own limits). ``together`` > 1: that many copies run at once
-    in threads, each on its 1/``together`` slice of the data and of every mini-batch, as the local
-    executor's workers do (they share the cores, the memory bus and the interpreter); the slowest
-    copy's figures count."""
-    budget = CpuBudget(threads=threads, source="request", workers=together, cores=available_cores())
-
-    def one() -> dict[str, float]:
-        with thread_limits(budget):
-            if isinstance(config, MLPConfig):
-                return _mlp_compute(config, dataset, together)
-            return _cnn_compute(config, dataset, threads)
-
-    with process_limits(budget):
-        if together == 1:
-            return one()
-        results: list[dict[str, float]] = []
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                results.append(one())
-            except BaseException as exc:  # reported below, in the caller's thread
-                errors.append(exc)
-
-        pool = [threading.Thread(target=run, daemon=True) for _ in range(together)]
-        for t in pool:
-            t.start()
-        for t in pool:
-            t.join()
-        if errors:
-            raise errors[0]
-        return {k: max(r[k] for r in results) for k in results[0]}
+def measure_compute(config: TrainConfig, dataset: Dataset, threads: int) -> dict[str, float]:
+    """Seconds per training sample and per scored sample of one worker alone on ``threads``
+    threads (BLAS, OpenMP, torch held there by the engine's own limits)."""
+    budget = CpuBudget(threads=threads, source="request", workers=1, cores=available_cores())
+    with process_limits(budget), thread_limits(budget):
+        if isinstance(config, MLPConfig):
+            return _mlp_compute(config, dataset)
+        return _cnn_compute(config, dataset, threads)
 
 
 def measure_data_load(data: str, config: TrainConfig) -> float:
     t0 = time.perf_counter()
     load_dataset(data, config)
     return time.perf_counter() - t0
+
+
+# ---- the engine itself ------------------------------------------------------------------------
+def _engine_wall(data: str, config: TrainConfig, shape: RunShape, store_url: str, executor_url: str) -> float:
+    """The wall seconds of a real ``lambdanet train`` of ``config`` (the engine's Driver, in a
+    throw-away home; its notifications swallowed)."""
+    import contextlib
+    import io
+    import tempfile
+
+    from lambdanet.engine.driver import Driver
+    from lambdanet.engine.requests import TrainRequest
+    from lambdanet.services import Services
+
+    with tempfile.TemporaryDirectory(prefix="lambdanet-plan-") as tmp:
+        home = Path(tmp)
+        settings = Settings(home=home, ledger_url=f"sqlite:///{home / 'ledger.db'}", objects_url=str(home / "objects"),
+                            notifier_url="console://", store_url=store_url, executor=executor_url)
+        services = Services.open(settings)
+        try:
+            with contextlib.redirect_stderr(io.StringIO()):
+                result = Driver(services).train(TrainRequest(
+                    data=data, config=config, model_name="plan-calibration", workers=shape.workers,
+                    strategy=shape.strategy, store_url=store_url, executor=executor_url))
+        finally:
+            services.close()
+    return float(result.wall_seconds)
+
+
+def measure_engine(data: str, config: TrainConfig, work: Workload, shape: RunShape, store_url: str,
+                   executor_url: str, guess_s: float) -> dict[str, float]:
+    """Two short real runs of K workers through the engine (E1 and E2 epochs; a CNN on a subset of
+    a few batches): the slope is the seconds of one epoch as the engine runs it (compute and syncs
+    interleaved, the cores and the interpreter shared), the intercept the run's fixed cost.
+    ``guess_s``: a first figure of one epoch, to size E2. Returns ``epoch_s``, ``fixed_s`` and the
+    ``samples`` a worker trained per epoch."""
+    extra: dict[str, Any] = {"threshold": 0.0, "report_every": 10**6}
+    samples = work.train_samples
+    if isinstance(config, CNNConfig):
+        samples = min(work.train_samples, 2 * config.batch_size)
+        extra.update(limit_train=samples, limit_test=min(max(1, work.test_samples), config.batch_size))
+    per_worker = math.ceil(samples / shape.workers)
+    e1 = 1 if isinstance(config, CNNConfig) else 2
+    e2 = e1 + max(1, min(500, int(1.5 / max(guess_s * samples / max(1, work.train_samples), 1e-6))))
+    walls = []
+    for epochs in (e1, e2):
+        cfg = config.model_copy(update={**extra, "epochs": epochs})
+        walls.append(_engine_wall(data, cfg, shape, store_url, executor_url))
+    slope = (walls[1] - walls[0]) / (e2 - e1)
+    return {"epoch_s": slope, "fixed_s": walls[0] - e1 * slope, "samples": float(per_worker)}
 
 
 # ---- the store --------------------------------------------------------------------------------
@@ -319,7 +347,10 @@ def measure_round_start(executor: str, workers: int) -> float:
 # ---- all of it --------------------------------------------------------------------------------
 def calibrate(data: str, config: TrainConfig, dataset: Dataset, work: Workload, shape: RunShape,
               store_url: str, executor_url: str = "local", progress: Callable[[str], None] | None = None) -> Measured:
-    """Every measured figure of the plan of ``work`` run as ``shape`` (cached)."""
+    """Every measured figure of the plan of ``work`` run as ``shape`` (cached). On this machine the
+    per-sample compute and the driver's fixed cost come from two short real runs through the
+    engine (:func:`measure_engine`): the epoch's time less its syncs as measured alone is the
+    compute, the intercept less the round start, data loads and final scoring the driver's own."""
     say = progress or (lambda _line: None)
     scheme = executor_url.split(":", 1)[0]
     # here: the engine's share per worker, of the cores free now, as a round measures it at its start
@@ -330,32 +361,54 @@ def calibrate(data: str, config: TrainConfig, dataset: Dataset, work: Workload, 
     path = Path(data)
     data_key = [str(path.resolve()), _data_bytes(path), path.stat().st_mtime if path.exists() else 0]
 
-    # this machine: the workers' compute measured side by side (at most 2 per core; more time-slice)
-    together = min(shape.workers, 2 * available_cores()) if shape.target == "local" else 1
+    def compute(n: int) -> dict[str, float]:
+        say(f"calibrating: a few training steps on {n} thread(s)")
+        return measure_compute(config, dataset, n)
 
-    def compute(n: int, copies: int) -> dict[str, float]:
-        say(f"calibrating: a few training steps, {copies} worker(s) of {n} thread(s)")
-        return measure_compute(config, dataset, n, copies)
-
-    at_t = cached(_key(what="compute", config=config_key, data=data_key, threads=threads, together=together),
-                  lambda: compute(threads, together))
-    at_1 = cached(_key(what="compute", config=config_key, data=data_key, threads=1, together=1),
-                  lambda: compute(1, 1))
+    at_1 = cached(_key(what="compute", config=config_key, data=data_key, threads=1), lambda: compute(1))
     load = cached(_key(what="data", data=data_key, config=config_key),
                   lambda: {"data_load_seconds": measure_data_load(data, config)})
-    figures: dict[str, float] = {}
-    if shape.target == "local":
-        store_scheme = store_url.split(":", 1)[0]
-        sync_key = [shape.workers, shape.strategy, shape.compress, work.params, work.first_width, work.batch_size]
+    if not local:
+        return Measured(cpu=cpu_model(), cores=available_cores(), threads=1, sample_seconds=at_1["sample_seconds"],
+                        sample_seconds_1=at_1["sample_seconds"], eval_sample_seconds=at_1["eval_sample_seconds"],
+                        data_load_seconds=load["data_load_seconds"])
+    at_t = at_1 if threads == 1 else cached(_key(what="compute", config=config_key, data=data_key, threads=threads),
+                                            lambda: compute(threads))
+    store_scheme = store_url.split(":", 1)[0]
+    sync_key = [shape.workers, shape.strategy, shape.compress, work.params, work.first_width, work.batch_size]
 
-        def store() -> dict[str, float]:
-            say(f"calibrating: {shape.workers} workers' syncs on {store_scheme}://")
-            return measure_store(store_url, work, shape)
+    def store() -> dict[str, float]:
+        say(f"calibrating: {shape.workers} workers' syncs on {store_scheme}://")
+        return measure_store(store_url, work, shape)
 
-        figures.update(cached(_key(what="store", store=store_scheme, sync=sync_key), store))
-        figures.update(cached(_key(what="executor", executor=scheme, workers=shape.workers),
-                              lambda: {"round_start_s": measure_round_start(executor_url, shape.workers)}))
-    return Measured(cpu=cpu_model(), cores=available_cores(), threads=threads, together=together,
-                    sample_seconds=at_t["sample_seconds"], sample_seconds_1=at_1["sample_seconds"],
-                    eval_sample_seconds=at_t["eval_sample_seconds"], data_load_seconds=load["data_load_seconds"],
-                    **figures)
+    sync = cached(_key(what="store", store=store_scheme, sync=sync_key), store)
+    start = cached(_key(what="executor", executor=scheme, workers=shape.workers),
+                   lambda: {"round_start_s": measure_round_start(executor_url, shape.workers)})
+
+    def engine() -> dict[str, float]:
+        say(f"calibrating: two short runs of {shape.workers} worker(s) through the engine ({scheme})")
+        guess = math.ceil(work.train_samples / shape.workers) * at_t["sample_seconds"]
+        return measure_engine(data, config, work, shape, store_url, executor_url, guess)
+
+    run = cached(_key(what="engine", config=config_key, data=data_key, threads=threads,
+                      shape=shape.model_dump(mode="json"), store=store_scheme), engine)
+    # one calibration epoch: its syncs as measured alone, its test pass and (a CNN) its round start
+    k = shape.workers
+    cal = work.model_copy(update={"epochs": 1, "train_samples": min(work.train_samples, int(run["samples"]) * k)})
+    per_sync, steps = sync_payload(cal, shape)
+    _, syncs = counts(cal, shape)
+    sync_s = (syncs * (steps * sync["store_latency_s"] + per_sync / k / sync["store_bytes_s"])
+              if k > 1 else 0.0)
+    cnn = isinstance(config, CNNConfig)
+    test_s = math.ceil(min(work.test_samples, config.batch_size) / k) * at_t["eval_sample_seconds"] if cnn else 0.0
+    round_s = start["round_start_s"] if cnn else 0.0
+    sample = (run["epoch_s"] - sync_s - test_s - round_s) / run["samples"]
+    if sample <= 0:  # noise larger than the epoch: the compute measured alone
+        sample = at_t["sample_seconds"]
+    loads = 1 if scheme == "local" else 1 + math.ceil(k / available_cores())
+    finish = (cal.train_samples + (min(work.test_samples, config.batch_size) if cnn else work.test_samples)) \
+        * at_t["eval_sample_seconds"]
+    driver = max(0.0, run["fixed_s"] - start["round_start_s"] - loads * load["data_load_seconds"] - finish)
+    return Measured(cpu=cpu_model(), cores=available_cores(), threads=threads, together=k, sample_seconds=sample,
+                    sample_seconds_1=at_1["sample_seconds"], eval_sample_seconds=at_t["eval_sample_seconds"],
+                    data_load_seconds=load["data_load_seconds"], driver_s=driver, **sync, **start)

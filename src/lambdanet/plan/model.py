@@ -17,11 +17,12 @@ The model (every symbol is a field below):
   one all-gather: K^2 n w. ``data`` syncs n = P parameters (w = 4 for float32, 2 with
   ``--compress fp16|bf16``); ``neuron`` all-reduces the first layer's pre-activations
   (n = neurons.layer1 x B) every step. K = 1 moves nothing.
-- **compute** per worker = epochs x ceil(N / K) x c, c = measured seconds per training sample
-  (forward, backward, optimizer step through lambdanet's own trainer). On this machine c is
-  measured with the threads each of K workers gets (the engine's CPU budget) and multiplied by
-  max(1, K x threads / cores) when K workers need more threads than there are cores. On Lambda
-  c = c_1 / vCPUs with c_1 measured on one thread and vCPUs = memory / 1,769 MB, at most 6.
+- **compute** per worker = epochs x ceil(N / K) x c, c = measured seconds per training sample.
+  On this machine c comes from two short real runs of the K workers through the engine (the epoch's
+  time less its syncs as measured alone, per sample of a worker: ``together`` = K), so sharing the
+  cores and the interpreter is in it; a figure measured with fewer workers together is scaled by
+  K / together. On Lambda c = c_1 / vCPUs with c_1 measured on one thread and vCPUs = memory /
+  1,769 MB, at most 6.
 - **sync** = syncs x (steps_per_sync x latency + bytes_per_worker / bandwidth) plus one latency
   per small bookkeeping all-reduce (the round-time vote every 8 epochs; a CNN's two per epoch);
   latency and bandwidth are measured against the store here, and on Lambda are 1 ms and the
