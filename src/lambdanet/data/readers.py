@@ -53,7 +53,7 @@ def folder_options(config: Any = None) -> FolderOptions:
     if config is None:
         return FolderOptions()
     size = getattr(config, "image_size", None)
-    return FolderOptions(image_size=tuple(size) if size is not None else None,  # type: ignore[arg-type]
+    return FolderOptions(image_size=tuple(size) if size is not None else None,
                          kind=getattr(config, "kind", None))
 
 

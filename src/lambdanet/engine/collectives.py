@@ -84,7 +84,8 @@ def _ordered_sum(parts: list[np.ndarray]) -> np.ndarray:
     total = parts[0] + parts[1]
     for p in parts[2:]:
         total += p
-    return total
+    out: np.ndarray = total
+    return out
 
 
 def compress(x: np.ndarray, kind: str) -> np.ndarray:

@@ -187,7 +187,8 @@ class DynamoLedger:
 
     @staticmethod
     def _is_conditional(exc: botocore.exceptions.ClientError) -> bool:
-        return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+        out: bool = exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+        return out
 
     # ---- runs ----------------------------------------------------------------------------------
     def create_run(self, run: RunRecord) -> None:

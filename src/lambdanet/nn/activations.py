@@ -24,27 +24,32 @@ OUTPUT = ("sigmoid", "softmax")
 
 
 def relu(Z: np.ndarray) -> np.ndarray:
-    return np.maximum(Z, 0)
+    out: np.ndarray = np.maximum(Z, 0)
+    return out
 
 
 def leaky_relu(Z: np.ndarray) -> np.ndarray:
-    return np.where(Z > 0, Z, Z * LEAKY_SLOPE)
+    out: np.ndarray = np.where(Z > 0, Z, Z * LEAKY_SLOPE)
+    return out
 
 
 def tanh(Z: np.ndarray) -> np.ndarray:
-    return np.tanh(Z)
+    out: np.ndarray = np.tanh(Z)
+    return out
 
 
 def sigmoid(Z: np.ndarray) -> np.ndarray:
     """1 / (1 + e^-Z) without overflow: e^-|Z| is always in (0, 1]."""
     E = np.exp(-np.abs(Z))
-    return np.where(Z >= 0, 1 / (1 + E), E / (1 + E))
+    out: np.ndarray = np.where(Z >= 0, 1 / (1 + E), E / (1 + E))
+    return out
 
 
 def softmax(Z: np.ndarray) -> np.ndarray:
     """Column-wise softmax of (C, m) scores; each column sums to 1."""
     E = np.exp(Z - Z.max(axis=0, keepdims=True))  # (C, m), max entry of each column is 1
-    return E / E.sum(axis=0, keepdims=True)
+    out: np.ndarray = E / E.sum(axis=0, keepdims=True)
+    return out
 
 
 def relu_backward(dA: np.ndarray, Z: np.ndarray, A: np.ndarray) -> np.ndarray:
@@ -52,15 +57,18 @@ def relu_backward(dA: np.ndarray, Z: np.ndarray, A: np.ndarray) -> np.ndarray:
 
 
 def leaky_relu_backward(dA: np.ndarray, Z: np.ndarray, A: np.ndarray) -> np.ndarray:
-    return np.where(Z > 0, dA, dA * LEAKY_SLOPE)
+    out: np.ndarray = np.where(Z > 0, dA, dA * LEAKY_SLOPE)
+    return out
 
 
 def tanh_backward(dA: np.ndarray, Z: np.ndarray, A: np.ndarray) -> np.ndarray:
-    return dA * (1 - A * A)
+    out: np.ndarray = dA * (1 - A * A)
+    return out
 
 
 def sigmoid_backward(dA: np.ndarray, Z: np.ndarray, A: np.ndarray) -> np.ndarray:
-    return dA * A * (1 - A)
+    out: np.ndarray = dA * A * (1 - A)
+    return out
 
 
 _FORWARD: dict[str, Callable[[np.ndarray], np.ndarray]] = {

@@ -47,4 +47,5 @@ def output_delta(output: str, AL: np.ndarray, Y: np.ndarray) -> np.ndarray:
     """dZ_L = AL - Y: the gradient of ``m * cost`` w.r.t. Z_L for both output types."""
     if output not in ("sigmoid", "softmax"):
         raise ValueError(f"unknown output activation {output!r} (known: sigmoid, softmax)")
-    return AL - Y
+    out: np.ndarray = AL - Y
+    return out

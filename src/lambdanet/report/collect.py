@@ -79,7 +79,7 @@ class RunReport:
 
     def to_json(self) -> dict[str, Any]:
         """The report's metrics as plain JSON (what ``lambdanet report --json`` writes)."""
-        return clean_json({
+        out: dict[str, Any] = clean_json({
             "run_id": self.run.run_id,
             "summary": self.summary,
             "config": self.run.config,
@@ -101,6 +101,7 @@ class RunReport:
             "notes": self.notes,
             "generated_at": self.generated_at,
         })
+        return out
 
 
 def summarise(run: RunRecord, epochs: list[EpochRow], calls: list[CallRow]) -> dict[str, Any]:
@@ -117,7 +118,7 @@ def summarise(run: RunRecord, epochs: list[EpochRow], calls: list[CallRow]) -> d
     final_cost = m.get("final_cost")
     if final_cost is None and epochs:
         final_cost = epochs[-1].cost
-    return clean_json({
+    out: dict[str, Any] = clean_json({
         "run_id": run.run_id,
         "status": run.status,
         "kind": run.kind,
@@ -150,6 +151,7 @@ def summarise(run: RunRecord, epochs: list[EpochRow], calls: list[CallRow]) -> d
         "started_at": run.started_at,
         "ended_at": run.ended_at,
     })
+    return out
 
 
 def _load_data(services: Services, run: RunRecord) -> Any:

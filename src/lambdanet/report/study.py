@@ -50,10 +50,11 @@ class StudyReport:
         return next((str(t["objective"]) for t in self.trials if t.get("objective")), "cost")
 
     def to_json(self) -> dict[str, Any]:
-        return json_safe({"study": self.study, "objective": self.objective, "summary": self.summary,
-                       "trials": self.trials, "notes": self.notes,
-                       "counts": {k: sum(1 for t in self.trials if t["outcome"] == k)
-                                  for k in ("completed", "pruned", "failed", "running")}})
+        out: dict[str, Any] = json_safe({"study": self.study, "objective": self.objective, "summary": self.summary,
+                                         "trials": self.trials, "notes": self.notes,
+                                         "counts": {k: sum(1 for t in self.trials if t["outcome"] == k)
+                                                    for k in ("completed", "pruned", "failed", "running")}})
+        return out
 
 
 def study_runs(services: Services, study: str, limit: int = 100_000) -> list[RunRecord]:

@@ -49,16 +49,16 @@ ACTIVE = ("pending", "running")
 
 def get_services(request: Request) -> Services:
     """The app's Services (``app.state.services``), or one opened lazily and cached."""
-    state = request.app.state
+    state = request.app.state  # Starlette's State: attributes set at run time, absent until then
     svc = getattr(state, "services", None)
-    if svc is not None and hasattr(svc, "ledger"):
-        return svc  # type: ignore[no-any-return]
+    if isinstance(svc, Services):
+        return svc
     with _lock:
-        svc = getattr(state, "dashboard_services", None)
-        if svc is None:
-            svc = Services.open()
-            state.dashboard_services = svc
-    return svc  # type: ignore[no-any-return]
+        cached = getattr(state, "dashboard_services", None)
+        if not isinstance(cached, Services):
+            cached = Services.open()
+            state.dashboard_services = cached
+    return cached
 
 
 def _error(exc: LambdanetError) -> JSONResponse:
@@ -75,7 +75,7 @@ def run_state(run: RunRecord, epochs: list[EpochRow] | None, now: float | None =
     eta = None
     if run.status == "running" and run.started_at and done and isinstance(total, int) and total > done:
         eta = (now - run.started_at) / done * (total - done)
-    return clean_json({
+    out: dict[str, Any] = clean_json({
         "run_id": run.run_id, "status": run.status, "kind": run.kind, "model": run.model, "data": run.data,
         "created_at": run.created_at, "started_at": run.started_at, "ended_at": run.ended_at,
         "stop_reason": run.stop_reason, "error": run.error,
@@ -87,12 +87,14 @@ def run_state(run: RunRecord, epochs: list[EpochRow] | None, now: float | None =
         "study": run.metrics.get("study"), "trial": run.metrics.get("trial"),
         "outcome": run.metrics.get("outcome"), "validation_accuracy": run.metrics.get("validation_accuracy"),
     })
+    return out
 
 
 def _epoch_json(e: EpochRow) -> dict[str, Any]:
     cost = e.cost if math.isfinite(e.cost) else None
-    return clean_json({"epoch": e.epoch, "cost": cost, "seconds": e.seconds, "learning_rate": e.learning_rate,
-                       **e.extra})
+    out: dict[str, Any] = clean_json({"epoch": e.epoch, "cost": cost, "seconds": e.seconds,
+                                      "learning_rate": e.learning_rate, **e.extra})
+    return out
 
 
 @router.get("/api/runs", name="dashboard_api_runs")

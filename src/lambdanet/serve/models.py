@@ -28,6 +28,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +48,7 @@ class ServedModel:
     version: int
     predictor: Predictor
     batcher: MicroBatcher
-    metadata: dict
+    metadata: dict[str, Any]
     input_shape: tuple[int, int, int]  # (H, W, C), read once from the predictor
     classes: list[str]
 

@@ -261,7 +261,7 @@ class RedisStore:
             pipe.blpop([abort, release], timeout=max(0.01, min(timeout_s, self.wait_slice_s)))
             if keys:
                 pipe.mget(keys)
-            return pipe.execute()  # type: ignore[no-any-return]
+            return pipe.execute()
 
         res = self._call(run)
         popped, blobs = (res[-2], res[-1]) if keys else (res[-1], [])

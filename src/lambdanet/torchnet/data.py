@@ -131,4 +131,5 @@ def augment(x: np.ndarray, plan: AugmentPlan, index: np.ndarray) -> np.ndarray:
     cols = plan.dx[index][:, None] + np.arange(w)  # (n, W)
     flip = plan.flip[index]
     cols[flip] = cols[flip][:, ::-1]
-    return padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]  # (n, H, W, C)
+    out: np.ndarray = padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]  # (n, H, W, C)
+    return out

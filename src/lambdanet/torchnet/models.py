@@ -63,7 +63,8 @@ class WideLeNet(nn.Module):
         x = torch.flatten(x, 1)  # (N, 1600)
         x = torch.relu(self.fc1(x))  # (N, 120)
         x = torch.relu(self.fc2(x))  # (N, 84)
-        return self.fc3(x)  # (N, n_classes)
+        out: torch.Tensor = self.fc3(x)  # (N, n_classes)
+        return out
 
 
 class VGG11BN(nn.Module):
@@ -86,7 +87,8 @@ class VGG11BN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.fit(self.features(x))  # (N, 512, 1, 1)
-        return self.classifier(torch.flatten(x, 1))  # (N, n_classes)
+        out: torch.Tensor = self.classifier(torch.flatten(x, 1))  # (N, n_classes)
+        return out
 
 
 class _FastBlock(nn.Module):
@@ -103,7 +105,8 @@ class _FastBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.norm1(self.pool(self.conv1(x))))  # (N, c_out, H/2, W/2)
-        return self.act(self.norm2(self.conv2(x)))
+        out: torch.Tensor = self.act(self.norm2(self.conv2(x)))
+        return out
 
 
 class FastNet(nn.Module):
@@ -128,7 +131,8 @@ class FastNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.stem(x))  # (N, 256, H/8, W/8)
         x = torch.flatten(self.fit(x), 1)  # (N, 256)
-        return self.head(x) * self.SCALE  # (N, n_classes)
+        out: torch.Tensor = self.head(x) * self.SCALE  # (N, n_classes)
+        return out
 
 
 def build_model(name: str, n_classes: int = 10, seed: int | None = None) -> nn.Module:

@@ -167,7 +167,8 @@ def training_layout(model: nn.Module, cfg: CNNConfig) -> nn.Module:
     :data:`~lambdanet.torchnet.models.CHANNELS_LAST` under bf16 (measured: docs/benchmarks.md),
     unchanged otherwise. The weights' values are the same either way."""
     if cfg.precision == "bf16" and cfg.model in CHANNELS_LAST:
-        return model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch stubs omit memory_format
+        out: nn.Module = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch stubs omit memory_format
+        return out
     return model
 
 
@@ -219,7 +220,8 @@ def predict_logits(model: nn.Module, images: torch.Tensor, tta: str = "none") ->
     logits = model(images)  # (b, classes)
     if tta == "flip":
         logits = (logits + model(torch.flip(images, dims=(3,)))) / 2
-    return logits
+    out: torch.Tensor = logits
+    return out
 
 
 def evaluate_slice(
@@ -268,7 +270,7 @@ def _local_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: np.ndarray, la
         if cfg.lr_schedule != "constant":
             _set_lr(opt, learning_rate_at(cfg, epoch, i, len(batches)))
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
         opt.step()
         loss_sum += loss.detach()
         correct += (logits.detach().argmax(1) == yb).sum()
@@ -293,7 +295,7 @@ def _parallel_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: np.ndarray,
             with autocast(cfg.precision, dev):
                 logits = model(_batch_images(x, mine, plan, dev)).float()  # (b, C)
             batch_loss = F.cross_entropy(logits, yb, reduction="sum", label_smoothing=cfg.label_smoothing)
-            (batch_loss / len(idx)).backward()
+            (batch_loss / len(idx)).backward()  # type: ignore[no-untyped-call]
             loss_sum, correct = float(batch_loss.detach()), float((logits.detach().argmax(1) == yb).sum())
         buf = _reduce(collective, np.concatenate([flat_grads(model), np.array([loss_sum, correct], np.float32)]))
         set_flat_grads(model, buf[:-2])
@@ -328,7 +330,7 @@ def _local_sgd_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: np.ndarray
             with autocast(cfg.precision, dev):
                 logits = model(_batch_images(x, mine, plan, dev)).float()  # (b, C)
             batch_loss = F.cross_entropy(logits, yb, reduction="sum", label_smoothing=cfg.label_smoothing)
-            (batch_loss / len(mine)).backward()
+            (batch_loss / len(mine)).backward()  # type: ignore[no-untyped-call]
             opt.step()
             loss_total += float(batch_loss.detach()) / len(idx)
             correct_total += float((logits.detach().argmax(1) == yb).sum())

@@ -186,7 +186,8 @@ class StudyResult:
     trial_runs: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return json_safe(asdict(self))
+        out: dict[str, Any] = json_safe(asdict(self))
+        return out
 
 
 def summary_key(study: str) -> str:
