@@ -59,7 +59,8 @@ def with_(**changes: object) -> dict:
         (with_(epoch=3), "parameters.json: unknown key 'epoch' (did you mean 'epochs'?)"),
         (with_(frobnicate=3),
          "parameters.json: unknown key 'frobnicate' (allowed: epochs, layers, activations, neurons, learning_rate, "
-         "batch_size, threshold, seed, dtype, optimizer, init, report_every, beta, beta1, beta2, epsilon, image_size, sync_every, compress)"),
+         "batch_size, threshold, seed, dtype, optimizer, init, report_every, beta, beta1, beta2, epsilon, image_size, "
+         "sync_every, compress)"),
         # a typo makes its key both unknown and missing: the unknown key is named, with the key it misspells
         (with_(learning_rate=None, learnig_rate=0.1),
          "parameters.json: unknown key 'learnig_rate' (did you mean 'learning_rate'?)"),

@@ -9,8 +9,8 @@ Usage (the tune driver, one per parallel slot)::
 
 **Why.** With the local executor a trial's rounds run in the thread that drives it; P trials
 driven by P threads of one process share its GIL and run little faster than one after the other
-(measured on 2 busy cores: two itsacat trials at once took 2.1× one trial's wall time in two
-threads, 0.9× in two processes). A trial-driver process has its own interpreter; the machine's
+(the measured figure is in docs/benchmarks.md, "Figures behind the code's choices"). A
+trial-driver process has its own interpreter; the machine's
 cores are shared by budget (``TuneRequest.cpu_threads``: cores // (P × K) threads per worker).
 
 **The protocol** is JSON lines, no pickle. The tune driver keeps the study's only sampler: it

@@ -89,19 +89,6 @@ def param_of(key: str) -> str | None:
     return None
 
 
-def shard_rows(state: State, rows: dict[str, tuple[int, int]]) -> State:
-    """Rows ``rows[param]`` of every per-parameter array; replicated entries as they are."""
-    out: State = {}
-    for k, v in state.items():
-        p = param_of(k)
-        if p is None:
-            out[k] = v
-        else:
-            a, b = rows[p]
-            out[k] = v[a:b]
-    return out
-
-
 def finish(config: MLPConfig, state: State, dataset: Dataset) -> FinishedModel:
     params = {k[6:]: np.ascontiguousarray(v) for k, v in state.items() if k.startswith("param.")}
     acts = config.activation_list

@@ -33,8 +33,10 @@ import time
 import numpy as np
 
 from lambdanet.config import MLPConfig
+from lambdanet.data.dataset import Dataset
 from lambdanet.engine.strategies import mlp_common
 from lambdanet.engine.strategies.base import RoundContext, RoundReport, State, columns, row_block
+from lambdanet.errors import ConfigError
 from lambdanet.nn import activations as act
 from lambdanet.nn import mlp
 from lambdanet.nn.batches import minibatches
@@ -61,6 +63,16 @@ class NeuronStrategy(mlp_common.MLPStrategy):
     """Model-parallel training of an MLP: W1's input features split over the workers."""
 
     name = "neuron"
+
+    def validate(self, config: MLPConfig, workers: int, dataset: Dataset) -> None:
+        """The MLP checks, and no ``data``-strategy option: ``neuron`` has no local steps or
+        compressed collectives, so ``sync_every`` ≠ 1 or ``compress`` ≠ none is refused, not ignored."""
+        given = ([f"sync_every={config.sync_every}"] if config.sync_every != 1 else []) + (
+            [f"compress={config.compress}"] if config.compress != "none" else [])
+        if given:
+            raise ConfigError(f"the neuron strategy takes no data-strategy option (got {', '.join(given)}): "
+                              f"use --strategy data, or sync_every 1 and compress none")
+        super().validate(config, workers, dataset)
 
     def run_round(self, ctx: RoundContext) -> RoundReport:
         cfg = mlp_common.round_config(ctx)
