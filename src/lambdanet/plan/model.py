@@ -201,6 +201,9 @@ def predict(work: Workload, shape: RunShape, measured: Measured, figures: Lambda
             "other programs' load during the run (the engine gives each round the cores free at its start)",
             "usd: this machine's calls priced as Lambda calls (the run's estimated_cost_usd), not a bill",
         ]
+        if shape.executor == "lithops":
+            uncertain.append("lithops here: its worker processes get no CPU budget (every core each); beside other "
+                             "programs their BLAS threads spin and the same run's time varies tenfold")
         assumptions: dict[str, Any] = {"measured": measured.model_dump(), "overlap_factor": over}
     else:
         vcpus = figures.vcpus(shape.memory_mb)
