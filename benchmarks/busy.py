@@ -9,7 +9,7 @@ Each run is the README's main job (``examples/itsacat/parameters.json``, batch 6
 configurations, interleaved in every repeat so the machine's drift reaches them alike:
 
 * quiet, default — what a user gets now (each round's threads = the free cores, see
-  :mod:`lambdanet.executors.cpu_budget`);
+  :mod:`lambdanet.cpu_budget`);
 * quiet, every core — the policy before (``--cpu-threads`` = the cores: what the default was);
 * busy, default — beside one ``while True: pass`` program started just before;
 * busy, every core — the same, with the old policy (why the new one exists).

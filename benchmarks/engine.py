@@ -14,7 +14,7 @@ batch (209), lr 0.0075, no early stop, seed 1):
   process per worker) — the whole :class:`Driver` wall time (data upload, rounds, checkpoints,
   ledger, accuracies, registry), its ratio to K = 1 of the same strategy and executor and to
   single process, the CPU budget the run recorded (threads per worker and its source, see
-  :mod:`lambdanet.executors.cpu_budget`) and the BLAS threads its workers saw, milliseconds of
+  :mod:`lambdanet.cpu_budget`) and the BLAS threads its workers saw, milliseconds of
   synchronisation per epoch (time inside collectives, slowest worker) and store bytes per epoch.
   The scaling targets on memory/local — K = 2 ≤ 1.3× and K = 4 ≤ 1.5× of K = 1 — are marked met
   or missed. Each row is the median of ``--repeats`` runs (3), interleaved across K (K = 1, 2,
@@ -94,8 +94,8 @@ def main() -> None:
 
     from lambdanet import adapters
     from lambdanet.config import parse_config
+    from lambdanet.cpu_budget import THREAD_VARS, available_cores
     from lambdanet.data.readers import load_dataset, to_matrix, to_targets
-    from lambdanet.executors.cpu_budget import THREAD_VARS, available_cores
     from lambdanet.nn import reference
     from lambdanet.services import Services
     from lambdanet.settings import Settings

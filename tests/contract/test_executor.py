@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from lambdanet import adapters
-from lambdanet.executors.cpu_budget import THREAD_VARS
+from lambdanet.cpu_budget import THREAD_VARS
 from lambdanet.executors.local import LocalExecutor
 from lambdanet.executors.process import ProcessExecutor
 from lambdanet.ports import CallOutcome, Executor

@@ -40,7 +40,7 @@ if sys.argv[5] == "torch":
     import torch
 from lambdanet.config import itsacat_defaults, parse_config
 from lambdanet.engine.driver import Driver, TrainRequest
-from lambdanet.executors.cpu_budget import observed_threads
+from lambdanet.cpu_budget import observed_threads
 from lambdanet.services import Services
 from lambdanet.settings import Settings
 services = Services.open(Settings.from_env())
@@ -177,7 +177,7 @@ def test_overlapping_runs_in_one_process_never_restore_each_other_s_limits() -> 
         pytest.skip("one core: every budget is 1 thread")
     from threadpoolctl import threadpool_info, threadpool_limits
 
-    from lambdanet.executors.cpu_budget import CpuBudget, process_limits
+    from lambdanet.cpu_budget import CpuBudget, process_limits
 
     def blas() -> int:
         return min(lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas")
@@ -262,7 +262,7 @@ def _competitors(n: int) -> list[subprocess.Popen[bytes]]:
 def test_free_cores_counts_the_cores_other_programs_keep_busy() -> None:
     """One busy program leaves at most CORES - 1 free; as many as there are cores leave the floor
     of 1. This process's own work never counts (a busy thread here leaves the cores free)."""
-    from lambdanet.executors.cpu_budget import free_cores
+    from lambdanet.cpu_budget import free_cores
 
     procs = _competitors(1)
     try:

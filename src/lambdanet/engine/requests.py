@@ -44,8 +44,8 @@ from pydantic import (
 
 from lambdanet import adapters
 from lambdanet.config import CNNConfig, MLPConfig, TrainConfig, format_validation_error, parse_config
+from lambdanet.cpu_budget import CpuBudget, plan_budget
 from lambdanet.errors import ConfigError
-from lambdanet.executors.cpu_budget import CpuBudget, plan_budget
 from lambdanet.ports.ledger import RunRecord
 
 DEFAULT_ROUND_SECONDS = 300.0
@@ -136,7 +136,7 @@ class WorkerSettings(_Settings):
     collective_timeout_s: Annotated[float, _seconds("collective_timeout_s")] = DEFAULT_COLLECTIVE_TIMEOUT_S
     # workers checkpoint inside a round this often, so a fault loses at most about this much work
     checkpoint_seconds: Annotated[float, _seconds("--checkpoint-seconds")] = DEFAULT_CHECKPOINT_SECONDS
-    # threads per worker; None: the executor's share, cores // workers, at least 1 (executors.cpu_budget)
+    # threads per worker; None: the executor's share, cores // workers, at least 1 (lambdanet.cpu_budget)
     cpu_threads: Annotated[int | None, _at_least("--cpu-threads", 1)] = None
     # a call that has not started by then has failed; a started one whose heartbeat lapses this long
     # has failed (hung) — see lambdanet.engine.liveness

@@ -56,6 +56,7 @@ import numpy as np
 from pydantic import JsonValue
 
 from lambdanet import adapters
+from lambdanet.cpu_budget import observed_threads
 from lambdanet.engine import checkpoints, round_checkpoints
 from lambdanet.engine.collectives import Collective, abort_attempt
 from lambdanet.engine.liveness import AttemptLiveness, Heartbeat
@@ -63,7 +64,6 @@ from lambdanet.engine.messages import Fault, WorkerResult, WorkerSpec
 from lambdanet.engine.strategies import load_strategy
 from lambdanet.engine.strategies.base import RoundContext, State, Strategy
 from lambdanet.errors import AttemptAborted, StaleAttempt, describe
-from lambdanet.executors.cpu_budget import observed_threads
 from lambdanet.ports.tensorstore import TensorStore
 
 _LOCK = threading.Lock()

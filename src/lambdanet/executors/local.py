@@ -12,7 +12,7 @@ as ``"timed out after N s"`` (to ``on_failure`` too) and left to finish on its o
 cannot be killed; the engine's abort or its collective deadlines end it). Works with every
 store, including ``memory://`` (the threads share the process).
 
-CPU budget (:mod:`lambdanet.executors.cpu_budget`): while the calls run, the process's BLAS pools
+CPU budget (:mod:`lambdanet.cpu_budget`): while the calls run, the process's BLAS pools
 and torch's thread count are held at ``cores // K`` (or the specs' ``cpu_threads``) and every call
 limits its own thread's OpenMP pool the same way — unless the user set a thread variable.
 """
@@ -23,14 +23,14 @@ import threading
 import time
 from typing import Any, Self
 
-from lambdanet.errors import URLError, describe
-from lambdanet.executors.cpu_budget import (
+from lambdanet.cpu_budget import (
     CpuBudget,
     process_limits,
     requested_threads,
     round_budget,
     thread_limits,
 )
+from lambdanet.errors import URLError, describe
 from lambdanet.ports.executor import (
     CHECK_PERIOD_S,
     CallOutcome,

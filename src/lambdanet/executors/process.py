@@ -22,7 +22,7 @@ The function must be a module-level function (no pickle crosses the boundary, on
 children share nothing with the parent but the environment: ``memory://`` stores cannot be
 used (use ``redis://``).
 
-CPU budget (:mod:`lambdanet.executors.cpu_budget`): each child starts with
+CPU budget (:mod:`lambdanet.cpu_budget`): each child starts with
 ``OPENBLAS_NUM_THREADS``/``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` = ``cores // K`` (or the specs'
 ``cpu_threads``), so K workers do not oversubscribe the CPU; a fresh process sizes its BLAS,
 OpenMP and torch pools from them when it loads the libraries. When the user set any thread
@@ -43,8 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
+from lambdanet.cpu_budget import CpuBudget, budget_env, requested_threads, round_budget
 from lambdanet.errors import URLError
-from lambdanet.executors.cpu_budget import CpuBudget, budget_env, requested_threads, round_budget
 from lambdanet.ports.executor import (
     CHECK_PERIOD_S,
     CallOutcome,

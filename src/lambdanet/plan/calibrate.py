@@ -42,10 +42,10 @@ import numpy as np
 
 from lambdanet import adapters
 from lambdanet.config import CNNConfig, MLPConfig, TrainConfig
+from lambdanet.cpu_budget import CpuBudget, available_cores, process_limits, round_budget, thread_limits
 from lambdanet.data.dataset import Dataset
 from lambdanet.data.readers import load_dataset, to_matrix, to_targets
 from lambdanet.engine.strategies import get_strategy
-from lambdanet.executors.cpu_budget import CpuBudget, available_cores, process_limits, round_budget, thread_limits
 from lambdanet.plan.model import Measured, RunShape, Workload, counts, sync_payload, sync_shape
 from lambdanet.settings import Settings
 

@@ -31,7 +31,7 @@ import gc
 import os
 import sys
 
-from lambdanet.executors.cpu_budget import user_thread_env
+from lambdanet.cpu_budget import user_thread_env
 
 SWITCH_INTERVAL_S = 0.0005
 

@@ -39,10 +39,10 @@ import numpy as np
 import torch
 
 from lambdanet.config import CNNConfig
+from lambdanet.cpu_budget import user_thread_env
 from lambdanet.data.dataset import Dataset
 from lambdanet.engine.strategies.base import FinishedModel, RoundContext, RoundReport, State
 from lambdanet.errors import ConfigError, DataError
-from lambdanet.executors.cpu_budget import user_thread_env
 from lambdanet.torchnet.checkpoint import load_state_arrays, state_arrays
 from lambdanet.torchnet.data import class_names, subset
 from lambdanet.torchnet.export import model_metadata, registry_weights

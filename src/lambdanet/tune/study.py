@@ -42,11 +42,11 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from lambdanet.config import TrainConfig
+from lambdanet.cpu_budget import plan_budget, process_limits
 from lambdanet.engine import checkpoints
 from lambdanet.engine.requests import safe_url
 from lambdanet.engine.strategies import load_strategy, strategy_path
 from lambdanet.errors import ConfigError, Interrupted, RunFailed, RunNotFound, UserInputError
-from lambdanet.executors.cpu_budget import plan_budget, process_limits
 from lambdanet.services import Services
 from lambdanet.tune.evaluate import Score, evaluate
 from lambdanet.tune.journal import check_study_name, journal_exists, open_journal

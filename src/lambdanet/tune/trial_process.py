@@ -133,7 +133,7 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 def main() -> int:
     import optuna
 
-    from lambdanet.executors.cpu_budget import plan_budget, process_limits
+    from lambdanet.cpu_budget import plan_budget, process_limits
     from lambdanet.services import Services
     from lambdanet.settings import Settings
     from lambdanet.tune.optuna_study import open_study
