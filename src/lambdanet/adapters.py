@@ -14,11 +14,16 @@ import re
 from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from lambdanet.errors import MissingExtra, UnknownScheme, URLError
+from lambdanet.errors import ConfigError, MissingExtra, UnknownScheme, URLError
+from lambdanet.journals import check_study_name
 from lambdanet.ports import Executor, Ledger, Notifier, ObjectStore, TensorStore
+
+if TYPE_CHECKING:
+    from optuna.storages.journal import BaseJournalBackend
 
 ADAPTERS: dict[str, dict[str, str]] = {
     "store": {
@@ -45,6 +50,12 @@ ADAPTERS: dict[str, dict[str, str]] = {
         "https": "lambdanet.notifiers.webhook:WebhookNotifier",
         "sns": "lambdanet.notifiers.sns:SnsNotifier",
     },
+    "journal": {  # a tuning study's journal (Optuna journal storage, JSON logs only)
+        "file": "lambdanet.journals.file:FileJournal",
+        "redis": "lambdanet.journals.redis:RedisJournal",
+        "rediss": "lambdanet.journals.redis:RedisJournal",
+        "dynamodb": "lambdanet.journals.dynamodb:DynamoJournal",
+    },
 }
 
 # vendor module -> the extra that installs it
@@ -59,6 +70,7 @@ EXTRAS: dict[str, str] = {
     "uvicorn": "serve",
     "mangum": "serve",
     "httpx": "serve",
+    "optuna": "tune",
 }
 
 
@@ -116,6 +128,31 @@ def open_objects(url: str) -> ObjectStore:
 
 def open_notifier(url: str) -> Notifier:
     return _open("notifier", url)  # type: ignore[no-any-return]
+
+
+def _journal_class(url: str) -> Any:
+    scheme = scheme_of(url) if "://" in url else "file"  # a bare word: the file journal refuses all but 'file'
+    try:
+        return load_class("journal", scheme)
+    except UnknownScheme:
+        raise ConfigError(f"study storage {redact(url)!r}: use 'file' (under LAMBDANET_HOME), redis://host:port/db "
+                          f"or dynamodb://table?region=…") from None
+
+
+def open_journal(url: str, study: str, home: Path, *, create: bool = True) -> BaseJournalBackend:
+    """The journal of ``study``: ``url`` is ``file`` (under ``home``), a Redis URL or a DynamoDB
+    URL; ``create=False``: the study must exist where that can be told without writing (a file)."""
+    check_study_name(study)
+    return _journal_class(url).from_url(url, study, home, create=create)  # type: ignore[no-any-return]
+
+
+def journal_exists(url: str, study: str, home: Path) -> bool:
+    """True when the study's journal already has entries (a new study must not reuse it)."""
+    journal = open_journal(url, study, home)
+    try:
+        return bool(journal.exists())  # type: ignore[attr-defined]
+    finally:
+        journal.close()  # type: ignore[attr-defined]
 
 
 SECRET_QUERY_KEYS = frozenset({"password", "passwd", "secret", "token", "aws_secret_access_key", "api_key"})

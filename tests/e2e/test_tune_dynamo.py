@@ -14,9 +14,9 @@ import boto3
 import optuna
 import pytest
 
+from lambdanet.adapters import journal_exists, open_journal
 from lambdanet.errors import DataError, StoreUnavailable
-from lambdanet.tune.dynamo_journal import DynamoJournal, study_key
-from lambdanet.tune.journal import journal_exists, open_journal
+from lambdanet.journals.dynamodb import DynamoJournal, study_key
 from tests.e2e.test_tune import check_staging, check_trial_runs, cli, last_json, tune_args
 
 pytestmark = pytest.mark.aws

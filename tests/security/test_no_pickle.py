@@ -313,7 +313,8 @@ def test_study_journal_backends_have_no_snapshots(tmp_path: Path) -> None:
     from optuna.storages.journal import BaseJournalBackend
     from optuna.storages.journal._base import BaseJournalSnapshot
 
-    from lambdanet.tune.journal import RedisJournal, open_journal
+    from lambdanet.adapters import open_journal
+    from lambdanet.journals.redis import RedisJournal
 
     assert issubclass(RedisJournal, BaseJournalBackend)
     assert not issubclass(RedisJournal, BaseJournalSnapshot)
@@ -321,7 +322,7 @@ def test_study_journal_backends_have_no_snapshots(tmp_path: Path) -> None:
     file_backend = open_journal("file", "s", tmp_path)
     assert not isinstance(file_backend, BaseJournalSnapshot)
     # the tune package never names a snapshot API or Optuna's pickling Redis backend
-    for path in (SRC / "tune").rglob("*.py"):
+    for path in [*(SRC / "tune").rglob("*.py"), *(SRC / "journals").rglob("*.py")]:
         tree = ast.parse(path.read_text(encoding="utf-8"))
         names = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
         names |= {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
@@ -344,7 +345,7 @@ def test_study_journal_on_redis_refuses_pickles_and_writes_json(tmp_path: Path, 
     import optuna
     import redis
 
-    from lambdanet.tune.journal import RedisJournal, journal_key
+    from lambdanet.journals.redis import RedisJournal, journal_key
 
     url = redis_server.url  # type: ignore[attr-defined]
     r = redis.Redis.from_url(url)

@@ -8,8 +8,10 @@ from typing import Any
 import optuna
 import pytest
 
+from lambdanet.adapters import journal_exists, open_journal
 from lambdanet.errors import ConfigError, DataError, StoreUnavailable
-from lambdanet.tune.journal import RedisJournal, decode_entry, journal_exists, open_journal
+from lambdanet.journals import decode_entry
+from lambdanet.journals.redis import RedisJournal
 
 
 @pytest.mark.redis

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -29,7 +30,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from lambdanet.errors import UserInputError
+from lambdanet.errors import ConfigError, UserInputError
 from lambdanet.services import Services
 from lambdanet.settings import Settings
 
@@ -39,6 +40,16 @@ out_console = Console(highlight=False)
 
 def open_services(**overrides: str | None) -> Services:
     return Services.open(Settings.from_env(**overrides))
+
+
+def lithops_file(path: Path | str | None) -> str | None:
+    """``--lithops-config FILE`` as the absolute path the Lithops executor is opened with (None: not given)."""
+    if path is None:
+        return None
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"--lithops-config: {file}: no such file")
+    return str(file.resolve())
 
 
 def resolve_run(services: Services, run: str) -> str:

@@ -24,8 +24,9 @@ def register(app: typer.Typer) -> None:
         host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
         port: int = typer.Option(8000, "--port", help="Port to listen on (0-65535)."),
         api_key: str | None = typer.Option(
-            None, "--api-key", envvar="LAMBDANET_API_KEY", show_envvar=True,
-            help="Require this key (X-API-Key or Authorization: Bearer) on every route but /v2/health."),
+            None, "--api-key",
+            help="Require this key (X-API-Key or Authorization: Bearer) on every route but /v2/health; "
+                 "default: $LAMBDANET_API_KEY."),
         allow_url_fetch: bool = typer.Option(
             DEFAULTS.allow_url_fetch, "--allow-url-fetch",
             help="Enable GET /image?image=URL (public http(s) URLs only)."),
@@ -67,9 +68,10 @@ def register(app: typer.Typer) -> None:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
-        url = registry or Settings.from_env().objects_url
+        settings = Settings.from_env()
+        url = registry or settings.objects_url
         objects = adapters.open_objects(url)
-        options = ServeOptions(api_key=api_key or None, allow_url_fetch=allow_url_fetch,
+        options = ServeOptions(api_key=api_key or settings.api_key, allow_url_fetch=allow_url_fetch,
                                max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
                                batching=not no_batching, max_request_bytes=max_request_bytes,
                                inline_forward_ms=inline_forward_ms)

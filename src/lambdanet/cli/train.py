@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import Any
 
 import typer
 
-from lambdanet.cli.common import RichProgress, err_console, open_services, print_json_line
+from lambdanet.cli.common import RichProgress, err_console, lithops_file, open_services, print_json_line
 from lambdanet.config import TrainConfig, itsacat_defaults, load_config, parse_config
 from lambdanet.engine.requests import RunSettings, TrainRequest
 from lambdanet.engine.strategies import default_strategy, strategy_names, strategy_path
@@ -138,12 +137,9 @@ def register(app: typer.Typer) -> None:
         # the request applies --device to a CNN config (it reaches every worker and resumes)
         request = TrainRequest.of(settings.replace(strategy=strategy), data=data, config=config,
                                   model_name=model or default_model_name(data))
-        services = open_services(store_url=store, executor=executor)
+        # the Lithops config is an executor option (an explicit config, never ~/.lithops)
+        services = open_services(store_url=store, executor=executor, lithops_config=lithops_file(lithops_config))
         request = request.replace(store_url=services.settings.store_url, executor=services.settings.executor)
-        if lithops_config is not None:  # read by the lithops executor (explicit config, never ~/.lithops)
-            if not lithops_config.is_file():
-                raise ConfigError(f"--lithops-config: {lithops_config}: no such file")
-            os.environ["LAMBDANET_LITHOPS_CONFIG"] = str(lithops_config.resolve())
         try:
             result = Driver(services, progress=RichProgress(None if not as_json else False)).train(request)
         finally:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from lambdanet.cli.common import err_console, print_json_line
+from lambdanet.cli.common import err_console, lithops_file, print_json_line
 from lambdanet.cli.train import default_model_name
 from lambdanet.config import itsacat_defaults, read_json_file
 from lambdanet.engine.requests import DEFAULT_MAX_RETRIES
@@ -113,11 +112,7 @@ def register(app: typer.Typer) -> None:
             if (exc.name or "").split(".")[0] in ("optuna", "sqlalchemy", "alembic"):
                 raise MissingExtra("'lambdanet tune' needs Optuna: pip install 'lambdanet[tune]'") from None
             raise
-        if lithops_config is not None:
-            if not lithops_config.is_file():
-                raise ConfigError(f"--lithops-config: {lithops_config}: no such file")
-            os.environ["LAMBDANET_LITHOPS_CONFIG"] = str(lithops_config.resolve())
-        settings = Settings.from_env(store_url=store, executor=executor)
+        settings = Settings.from_env(store_url=store, executor=executor, lithops_config=lithops_file(lithops_config))
         study_storage = storage or (store if store and store.split("://")[0] in ("redis", "rediss") else "file")
         request = None
         if resume:

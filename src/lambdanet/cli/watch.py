@@ -6,7 +6,7 @@ from __future__ import annotations
 import typer
 
 from lambdanet import adapters
-from lambdanet.cli.common import err_console, open_services, print_json_line
+from lambdanet.cli.common import err_console, lithops_file, open_services, print_json_line
 from lambdanet.engine.strategies import default_strategy, strategy_names
 from lambdanet.errors import ConfigError
 from lambdanet.functions.upload_trigger import TriggerResult, UploadTrigger
@@ -42,9 +42,9 @@ def register(app: typer.Typer) -> None:
         if strategy not in strategy_names():
             raise ConfigError(f"--strategy: unknown strategy '{strategy}' (allowed: {', '.join(strategy_names())})")
         watched = adapters.open_objects(url)
-        services = open_services(store_url=store, executor=executor)
+        services = open_services(store_url=store, executor=executor, lithops_config=lithops_file(lithops_config))
         trigger = UploadTrigger(services, watched, workers=workers, strategy=strategy, model_name=model,
-                                lithops_config=lithops_config, epochs_per_round=epochs_per_round)
+                                epochs_per_round=epochs_per_round)
         results: list[TriggerResult] = []
 
         def show(result: TriggerResult) -> None:

@@ -26,7 +26,6 @@ Tar members are extracted with ``tarfile``'s ``filter="data"`` on top of these c
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import stat
@@ -35,12 +34,13 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from lambdanet.errors import ConfigError, DataError
+from lambdanet.errors import DataError
+from lambdanet.settings import Settings
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 MAX_ARCHIVE_BYTES = 1 << 30  # 1 GiB uncompressed, in all
 MAX_ARCHIVE_MEMBERS = 100_000
-MAX_BYTES_ENV = "LAMBDANET_MAX_ARCHIVE_BYTES"
+MAX_BYTES_ENV = Settings.ENV["max_archive_bytes"]
 _SKIPPED = ("__MACOSX",)
 _CHUNK = 1 << 20
 
@@ -52,12 +52,7 @@ def is_archive(name: str) -> bool:
 
 def max_archive_bytes() -> int:
     """:data:`MAX_ARCHIVE_BYTES`, or ``$LAMBDANET_MAX_ARCHIVE_BYTES`` when set (a positive integer)."""
-    raw = os.environ.get(MAX_BYTES_ENV, "").strip()
-    if not raw:
-        return MAX_ARCHIVE_BYTES
-    if not raw.isdigit() or int(raw) <= 0:
-        raise ConfigError(f"{MAX_BYTES_ENV}: a positive number of bytes, got {raw!r}")
-    return int(raw)
+    return Settings.from_env().max_archive_bytes or MAX_ARCHIVE_BYTES
 
 
 def _size(n: int) -> str:

@@ -17,21 +17,15 @@ not priced.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from lambdanet.settings import Settings
+
 GB_SECOND_USD = 0.0000166667
 REQUEST_USD = 0.20 / 1_000_000
 DEFAULT_MEMORY_MB = 2048
-
-
-def _env_float(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name, default))
-    except ValueError:
-        return default
 
 
 @dataclass
@@ -57,8 +51,10 @@ class Accounting:
 
     def estimated_cost_usd(self) -> float:
         gb_s = self.billed_ms / 1000 * self.memory_mb / 1024
-        price = _env_float("LAMBDANET_LAMBDA_GB_S_USD", GB_SECOND_USD)
-        req = _env_float("LAMBDANET_LAMBDA_REQUEST_USD", REQUEST_USD * 1_000_000) / 1_000_000
+        settings = Settings.from_env()
+        price = GB_SECOND_USD if settings.lambda_gb_s_usd is None else settings.lambda_gb_s_usd
+        per_million = REQUEST_USD * 1_000_000 if settings.lambda_request_usd is None else settings.lambda_request_usd
+        req = per_million / 1_000_000
         return gb_s * price + self.worker_calls * req
 
     def to_metrics(self) -> dict[str, float]:
@@ -89,7 +85,5 @@ class Accounting:
 
 
 def default_memory_mb() -> int:
-    try:
-        return int(os.environ.get("LAMBDANET_LAMBDA_MEMORY_MB", DEFAULT_MEMORY_MB))
-    except ValueError:
-        return DEFAULT_MEMORY_MB
+    """``LAMBDANET_LAMBDA_MEMORY_MB``, else :data:`DEFAULT_MEMORY_MB`."""
+    return Settings.from_env().lambda_memory_mb or DEFAULT_MEMORY_MB

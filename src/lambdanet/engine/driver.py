@@ -85,7 +85,7 @@ class Driver:
         req = request
         check_name(req.model_name)  # before anything is written: a bad name must not cost a whole run
         target = strategy_path(req.config.kind, req.strategy)
-        executor = open_executor(req.executor, req.store_url, self._executor)
+        executor = open_executor(req.executor, req.store_url, self._executor, settings=self.services.settings)
         if self._executor is None:
             executor.close()
         from lambdanet.data.readers import load_dataset

@@ -83,7 +83,7 @@ from lambdanet.ports.ledger import EpochRow, Lease
 from lambdanet.ports.tensorstore import TensorStore
 from lambdanet.registry import TRIAL_KEY
 from lambdanet.services import Services
-from lambdanet.settings import seconds_env
+from lambdanet.settings import Settings
 
 log = logging.getLogger("lambdanet.engine.session")
 
@@ -135,14 +135,12 @@ def _zombie(pid: int) -> bool:
 
 
 DEFAULT_LEASE_TTL_S = 60.0  # a dead holder blocks its run at most this long after its last renewal
-LEASE_TTL_ENV = "LAMBDANET_LEASE_TTL_S"
-MIN_LEASE_TTL_S, MAX_LEASE_TTL_S = 1.0, 3600.0
 
 
 def lease_ttl() -> float:
     """The run's lease time to live: ``LAMBDANET_LEASE_TTL_S`` (1 to 3600 s), else 60 s. A live
     driver renews it every third of it, so it lapses only when its driver stopped."""
-    ttl = seconds_env(LEASE_TTL_ENV, MIN_LEASE_TTL_S, MAX_LEASE_TTL_S)
+    ttl = Settings.from_env().lease_ttl_s
     return DEFAULT_LEASE_TTL_S if ttl is None else ttl
 
 
@@ -206,8 +204,13 @@ def wait_for_lease(ledger: Any, run_id: str, say: Callable[[str], None], *, poll
             return
 
 
-def open_executor(name: str, store_url: str, given: Executor | None = None) -> Executor:
-    ex = given if given is not None else adapters.open_executor(name)
+def open_executor(name: str, store_url: str, given: Executor | None = None, *,
+                  settings: Settings | None = None) -> Executor:
+    """``given``, or the executor ``name`` opened with ``settings``' executor options (the Lithops config)."""
+    if given is not None:
+        ex = given
+    else:
+        ex = adapters.open_executor(name, **(settings or Settings.from_env()).executor_options())
     if adapters.scheme_of(store_url) == "memory" and not ex.in_process:
         raise ConfigError(f"memory:// lives in one process; use --store redis://… with the {ex.name} "
                           f"executor (or --executor local)")
@@ -258,7 +261,7 @@ class RunSession:
         req = request_from_record(rec, store_url=store_url, executor=executor_name)
         target = EngineSettings.of_run(rec).strategy_target or strategy_path(req.config.kind, req.strategy)
         strategy = load_strategy(target)
-        ex = open_executor(req.executor, req.store_url, executor)
+        ex = open_executor(req.executor, req.store_url, executor, settings=services.settings)
         try:
             ttl = lease_ttl()
             lease, previous = cls._acquire(services, run_id, identity, ttl)

@@ -65,6 +65,7 @@ from lambdanet.engine.strategies import load_strategy
 from lambdanet.engine.strategies.base import RoundContext, State, Strategy
 from lambdanet.errors import AttemptAborted, StaleAttempt, describe
 from lambdanet.ports.tensorstore import TensorStore
+from lambdanet.settings import Settings
 
 _LOCK = threading.Lock()
 _CACHES: dict[str, dict[str, object]] = {}
@@ -100,7 +101,7 @@ def run_worker(raw: dict[str, JsonValue]) -> dict[str, JsonValue]:
     """Train one round as the spec's worker (``raw``: a WorkerSpec as JSON); the WorkerResult as JSON."""
     t_start = time.perf_counter()
     spec = WorkerSpec.from_json(raw)
-    fault = spec.fault if os.environ.get("LAMBDANET_FAULTS") == "1" else None
+    fault = spec.fault if Settings.from_env().faults else None
     if fault is not None and fault.action == "late":  # a cold start: nothing of this call exists yet
         time.sleep(fault.seconds if fault.seconds is not None else 7.0)
     store = adapters.open_store(spec.store_url)  # its own client: exact byte counts per call
@@ -145,7 +146,7 @@ def _train(spec: WorkerSpec, store: TensorStore, t_start: float, prefix: str, st
         objects = checkpoints.open_objects(spec.objects_url)
         dataset = checkpoints.read_data(objects, run_id)
         state = checkpoints.read_state(objects, spec.checkpoint)
-        fault: Fault | None = spec.fault if os.environ.get("LAMBDANET_FAULTS") == "1" else None
+        fault: Fault | None = spec.fault if Settings.from_env().faults else None
         if fault is not None and fault.once and not store.set_if_absent(f"ln:{run_id}:fault:{rnd}:w{k}", b"1"):
             fault = None  # a one-shot fault fires in the first attempt that reaches it, whatever its driver
         comm = Collective(store, prefix, k, K, spec.collective_timeout_s, liveness=liveness)

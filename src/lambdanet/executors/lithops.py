@@ -8,7 +8,8 @@ Usage::
     outcomes = executor.run(run_worker, specs, timeout_s=300.0)          # one CallOutcome per spec
 
 The Lithops config is always explicit — built here, or read from ``config_file`` /
-``?config=FILE`` / ``$LAMBDANET_LITHOPS_CONFIG`` (YAML or JSON, Lithops' own format) — and passed
+``?config=FILE`` / the ``lithops_config`` option (``Settings.executor_options()``: ``--lithops-config`` or
+``$LAMBDANET_LITHOPS_CONFIG``; YAML or JSON, Lithops' own format, or inline JSON) — and passed
 to ``FunctionExecutor(config=…)``, so a stray ``~/.lithops/config`` is never used.
 
 Localhost (the default, no credentials): runtime = this interpreter (``sys.executable``),
@@ -261,8 +262,7 @@ class LithopsExecutor:
                           usage="lithops or lithops://localhost", options=("version", "worker_processes", "config"))
         host, query = parts.netloc.lower(), parts.options
         config: dict[str, Any] | None = options.get("config")
-        config_file = (options.get("config_file") or options.get("lithops_config") or query.get("config")
-                       or os.environ.get("LAMBDANET_LITHOPS_CONFIG"))
+        config_file = options.get("config_file") or options.get("lithops_config") or query.get("config")
         if config is None and config_file:
             config = load_config_file(config_file)
         config = dict(config or {})

@@ -14,7 +14,6 @@ cropped — the version's recorded ``preprocessing.fit``).
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from lambdanet.errors import ConfigError
@@ -30,8 +29,9 @@ def build_handler(registry_url: str | None = None) -> Any:
     from lambdanet.registry import ModelRegistry
     from lambdanet.serve.app import create_app
     from lambdanet.serve.options import ServeOptions
+    from lambdanet.settings import Settings
 
-    url = registry_url or os.environ.get("LAMBDANET_REGISTRY")
+    url = registry_url or Settings.from_env().registry_url
     if not url:
         raise ConfigError("set LAMBDANET_REGISTRY to the registry's object-store URL (s3://bucket/prefix)")
     registry = ModelRegistry(adapters.open_objects(url))

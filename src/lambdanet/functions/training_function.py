@@ -50,9 +50,7 @@ own, for tests); ``LAMBDANET_HOME`` defaults to ``/tmp/lambdanet``.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,10 +64,10 @@ from aws_durable_execution_sdk_python.exceptions import StepError
 from lambdanet import adapters
 from lambdanet.engine.messages import Message, RoundStep
 from lambdanet.engine.session import DriverIdentity, RunSession
-from lambdanet.errors import LambdanetError, LeaseHeld, RunFailed, UserInputError
+from lambdanet.errors import LambdanetError, LeaseHeld, RunFailed
 from lambdanet.functions.upload_trigger import TriggerResult, UploadTrigger, is_training_input
 from lambdanet.services import Services
-from lambdanet.settings import Settings, seconds_env
+from lambdanet.settings import Settings
 
 log = logging.getLogger("lambdanet.functions.training_function")
 
@@ -95,16 +93,6 @@ def parse_records(event: dict[str, Any]) -> list[tuple[str, str, str | None]]:
     return out
 
 
-def _int_env(name: str, default: int | None) -> int | None:
-    value = os.environ.get(name)
-    if not value:
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise UserInputError(f"{name}={value!r} is not an integer") from None
-
-
 @dataclass(frozen=True)
 class InvocationClock:
     """How long this invocation may still run: the function's remaining time, or
@@ -118,7 +106,7 @@ class InvocationClock:
         limit = LAMBDA_LIMIT_S
         if lambda_context is not None:
             limit = min(limit, lambda_context.get_remaining_time_in_millis() / 1000.0)
-        configured = seconds_env("LAMBDANET_INVOCATION_SECONDS")
+        configured = Settings.from_env().function_invocation_seconds
         if configured is not None:
             limit = min(limit, configured)
         margin = min(30.0, 0.1 * limit)  # the step's own checkpoint, the wait, Lambda's shutdown
@@ -130,30 +118,27 @@ class InvocationClock:
 
     def round_seconds(self) -> float:
         """The round budget: a third of the invocation, at most 300 s (``LAMBDANET_ROUND_SECONDS``)."""
-        return seconds_env("LAMBDANET_ROUND_SECONDS") or min(300.0, self.limit_s / 3)
+        return Settings.from_env().function_round_seconds or min(300.0, self.limit_s / 3)
 
 
-def _test_faults() -> list[dict[str, Any]]:
+def _test_faults(settings: Settings) -> list[dict[str, Any]]:
     """Fault-injection specs for the workers (``LAMBDANET_FAULTS_JSON``), honoured only with
     ``LAMBDANET_FAULTS=1`` — as the workers honour them (tests only)."""
-    if os.environ.get("LAMBDANET_FAULTS") != "1":
-        return []
-    try:
-        specs = json.loads(os.environ.get("LAMBDANET_FAULTS_JSON") or "[]")
-    except json.JSONDecodeError:
-        raise UserInputError("LAMBDANET_FAULTS_JSON is not valid JSON") from None
-    return [dict(f) for f in specs] if isinstance(specs, list) else []
+    return [dict(f) for f in settings.faults_json] if settings.faults else []
+
+
+def function_settings() -> Settings:
+    """The functions' settings: ``LAMBDANET_HOME`` defaults to ``/tmp/lambdanet`` (Lambda's only
+    writable folder)."""
+    return Settings.from_env(default_home="/tmp/lambdanet")
 
 
 def _trigger(services: Services, bucket: str, clock: InvocationClock) -> UploadTrigger:
+    settings = services.settings  # the Lithops config reaches the executor as one of its options
     return UploadTrigger(
-        services, adapters.open_objects(f"s3://{bucket}"),
-        workers=_int_env("LAMBDANET_WORKERS", 1) or 1,
-        strategy=os.environ.get("LAMBDANET_STRATEGY") or "neuron",
-        model_name=os.environ.get("LAMBDANET_MODEL") or None,
-        lithops_config=os.environ.get("LAMBDANET_LITHOPS_CONFIG") or None,
-        epochs_per_round=_int_env("LAMBDANET_EPOCHS_PER_ROUND", None),
-        round_seconds=clock.round_seconds(),
+        services, adapters.open_objects(f"s3://{bucket}"), workers=settings.function_workers,
+        strategy=settings.function_strategy, model_name=settings.function_model,
+        epochs_per_round=settings.function_epochs_per_round, round_seconds=clock.round_seconds(),
     )
 
 
@@ -183,7 +168,7 @@ class _Invocation:
     @property
     def services(self) -> Services:
         if self._services is None:
-            self._services = Services.open(Settings.from_env())
+            self._services = Services.open(function_settings())
         return self._services
 
     def session(self, run_id: str) -> RunSession:
@@ -192,7 +177,7 @@ class _Invocation:
             from lambdanet.engine.driver import Driver
 
             settings = self.services.settings  # the configured URLs: the recorded ones are redacted
-            session = Driver(self.services, faults=_test_faults()).open_session(
+            session = Driver(self.services, faults=_test_faults(settings)).open_session(
                 run_id, self.identity, store_url=settings.store_url,
                                                          executor_name=settings.executor, since_created=True)
             self.sessions[run_id] = session
@@ -292,7 +277,6 @@ def _drive_run(context: DurableContext, inv: _Invocation, bucket: str, begun: Tr
 
 def drive_event(event: dict[str, Any], context: DurableContext) -> dict[str, Any]:
     """The durable execution of one S3 event (see the module docstring)."""
-    os.environ.setdefault("LAMBDANET_HOME", "/tmp/lambdanet")
     logging.getLogger().setLevel(logging.INFO)
     inv = _Invocation(context)
     results: list[dict[str, Any]] = []
@@ -317,9 +301,8 @@ handler = durable_execution(drive_event)
 def handle_event(event: dict[str, Any], services: Services | None = None) -> list[TriggerResult]:
     """Run the trigger in this process for each training input in ``event`` (no durable
     execution: the whole run in one call — what ``lambdanet watch`` does per upload)."""
-    os.environ.setdefault("LAMBDANET_HOME", "/tmp/lambdanet")
     own = services is None
-    services = services or Services.open(Settings.from_env())
+    services = services or Services.open(function_settings())
     clock = InvocationClock(time.monotonic() + LAMBDA_LIMIT_S, LAMBDA_LIMIT_S)
     results: list[TriggerResult] = []
     try:

@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import tempfile
 import threading
 import time
@@ -95,7 +94,7 @@ class UploadTrigger:
 
     def __init__(self, services: Services, watched: ObjectStore, *, workers: int = 1,
                  strategy: str = "neuron", executor: str | None = None, store_url: str | None = None,
-                 model_name: str | None = None, lithops_config: str | None = None,
+                 model_name: str | None = None,
                  epochs_per_round: int | None = None, round_seconds: float | None = None,
                  progress: Any = None) -> None:
         self.services = services
@@ -105,7 +104,6 @@ class UploadTrigger:
         self.executor = executor or services.settings.executor
         self.store_url = store_url or services.settings.store_url
         self.model_name = model_name
-        self.lithops_config = lithops_config
         self.epochs_per_round = epochs_per_round
         self.round_seconds = round_seconds
         self.progress = progress
@@ -307,9 +305,6 @@ class UploadTrigger:
     def _request(self, config: Any, data_path: Path) -> Any:
         from lambdanet.engine.driver import TrainRequest
 
-        if self.lithops_config:
-            # the engine opens the executor by name; LithopsExecutor reads this variable
-            os.environ["LAMBDANET_LITHOPS_CONFIG"] = self.lithops_config
         request = TrainRequest(
             data=str(data_path), config=config, workers=self.workers,
             strategy=self.strategy if config.kind == "mlp" else "data", store_url=self.store_url,

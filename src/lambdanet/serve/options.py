@@ -11,7 +11,6 @@ Light on purpose (no FastAPI import): the CLI imports it to build its ``--help``
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +45,9 @@ class ServeOptions:
     @classmethod
     def from_env(cls, **overrides: Any) -> ServeOptions:
         """Defaults, the API key from ``LAMBDANET_API_KEY``, then ``overrides`` that are not None."""
-        base = cls(api_key=os.environ.get("LAMBDANET_API_KEY") or None)
+        from lambdanet.settings import Settings
+
+        base = cls(api_key=Settings.from_env().api_key)
         given = {k: v for k, v in overrides.items() if v is not None}
         return replace(base, **given) if given else base
 

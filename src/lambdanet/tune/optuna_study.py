@@ -3,7 +3,7 @@ the sentence that says why a trial was pruned.
 
 Usage::
 
-    study = open_study(req, home, create=True)       # optuna.Study over lambdanet.tune.journal
+    study = open_study(req, home, create=True)       # optuna.Study over a lambdanet.journals adapter
     study = open_study(req, home, create=False)      # a trial-driver process: the same study
     reason = prune_reason(study, trial_number, req, value, epoch, rnd)
 
@@ -23,7 +23,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from lambdanet.tune.journal import open_journal
+from lambdanet.adapters import open_journal
 from lambdanet.tune.request import TuneRequest
 
 ASHA_REDUCTION_FACTOR = 3

@@ -31,8 +31,8 @@ from lambdanet.cpu_budget import available_cores
 from lambdanet.engine.requests import DEFAULT_MAX_RETRIES, safe_url
 from lambdanet.engine.strategies import default_strategy, strategy_names
 from lambdanet.errors import ConfigError
+from lambdanet.journals import check_study_name
 from lambdanet.tensors import json_safe
-from lambdanet.tune.journal import check_study_name
 from lambdanet.tune.space import Space, parse_space
 
 PRUNERS = ("median", "asha", "none")

@@ -17,7 +17,7 @@ a thread of this process (``trial_driver="thread"``: the rounds run elsewhere, o
 Lithops executor) or a trial-driver process (``"process"``, :mod:`lambdanet.tune.trial_process`:
 CPU-bound trials on the local executor, which threads would serialise on the GIL). This driver
 asks every trial (one sampler: TPE with ``constant_liar``, seeded). The study lives in Optuna's
-journal storage over JSON logs only (:mod:`lambdanet.tune.journal`): a file under
+journal storage over JSON logs only (:mod:`lambdanet.journals`): a file under
 ``LAMBDANET_HOME`` or a Redis list.
 
 **Resume.** The study's settings are the study's user attributes (JSON). A RUNNING trial is
@@ -41,15 +41,16 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from lambdanet.adapters import journal_exists, open_journal
 from lambdanet.config import TrainConfig
 from lambdanet.cpu_budget import plan_budget, process_limits
 from lambdanet.engine import checkpoints
 from lambdanet.engine.requests import safe_url
 from lambdanet.engine.strategies import load_strategy, strategy_path
 from lambdanet.errors import ConfigError, Interrupted, RunFailed, RunNotFound, UserInputError
+from lambdanet.journals import check_study_name
 from lambdanet.services import Services
 from lambdanet.tune.evaluate import Score, evaluate
-from lambdanet.tune.journal import check_study_name, journal_exists, open_journal
 from lambdanet.tune.optuna_study import open_study
 from lambdanet.tune.request import StudyResult, TuneRequest, study_folder, summary_key
 from lambdanet.tune.split import ValidationSplit
@@ -137,7 +138,9 @@ class Tuner:
                     continuing=[t.number for t in self._resumable], epochs_per_round=req.round_epochs,
                     trial_driver=req.trial_driver, cpu_threads=req.cpu_threads)
         if req.trial_driver == "process":
-            self._processes = [TrialProcess.start(req, self.services.settings.home) for _ in range(req.parallel)]
+            settings = self.services.settings
+            self._processes = [TrialProcess.start(req, settings.home, settings.lithops_config)
+                               for _ in range(req.parallel)]
             slots = [threading.Thread(target=self._slot, args=(p,), name=f"tune-{req.study}-{i}", daemon=True)
                      for i, p in enumerate(self._processes)]
         else:

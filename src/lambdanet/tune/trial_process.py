@@ -70,12 +70,13 @@ class TrialProcess:
         self.proc = proc
 
     @classmethod
-    def start(cls, req: TuneRequest, home: Path) -> TrialProcess:
+    def start(cls, req: TuneRequest, home: Path, lithops_config: str | None = None) -> TrialProcess:
+        """A trial-driver process for ``req`` under ``home`` (its executor opened with ``lithops_config``)."""
         env = {**os.environ, "LAMBDANET_HOME": str(home)}
         proc = subprocess.Popen([sys.executable, "-m", "lambdanet.tune.trial_process"], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, text=True, env=env, bufsize=1)
         # the full request (store URLs with their passwords) over the pipe, never on the command line
-        cls._send(proc, {"request": asdict(req), "home": str(home)})
+        cls._send(proc, {"request": asdict(req), "home": str(home), "lithops_config": lithops_config})
         return cls(proc)
 
     @staticmethod
@@ -154,7 +155,8 @@ def main() -> int:
     header = json.loads(sys.stdin.readline())
     req, home = TuneRequest(**header["request"]), Path(header["home"])
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    services = Services.open(Settings.from_env(store_url=req.store_url, executor=req.executor))
+    services = Services.open(Settings.from_env(store_url=req.store_url, executor=req.executor,
+                                               lithops_config=header.get("lithops_config")))
     stop, busy = threading.Event(), threading.Event()
     work: queue.Queue[int | None] = queue.Queue()
 

@@ -3,7 +3,7 @@ AWS without a Redis to share, with JSON logs only — no snapshot, nothing ever 
 
 Usage::
 
-    backend = DynamoJournal.from_url("dynamodb://lambdanet-studies?region=eu-west-1", "my-study")
+    backend = DynamoJournal.from_url("dynamodb://lambdanet-studies?region=eu-west-1", "my-study", home)
     storage = optuna.storages.JournalStorage(backend)
 
 One table (created on first use if missing, on-demand billing), partition key ``pk`` (string)
@@ -27,13 +27,14 @@ import contextlib
 import json
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Self
 
 from optuna.storages.journal import BaseJournalBackend
 
 from lambdanet.adapters import parse_url
 from lambdanet.errors import StoreUnavailable, URLError
-from lambdanet.tune.journal import check_study_name, decode_entry
+from lambdanet.journals import check_study_name, decode_entry
 
 USAGE = "dynamodb://table?region=…"
 
@@ -59,7 +60,8 @@ class DynamoJournal(BaseJournalBackend):
         self._call(lambda: self._open(boto3, endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None))
 
     @classmethod
-    def from_url(cls, url: str, study: str) -> Self:
+    def from_url(cls, url: str, study: str, home: Path | None = None, *, create: bool = True) -> Self:
+        """``home`` and ``create`` are the file journal's (the table is created on first use)."""
         parts = parse_url(url, schemes=("dynamodb",), name="DynamoDB study storage", usage=USAGE,
                           options=("region", "endpoint_url"))
         return cls(parts.netloc or parts.path.strip("/"), study, region=parts.options.get("region"),
