@@ -7,7 +7,7 @@
   trainers (:func:`lambdanet.nn.reference.run_epoch` for an MLP, :func:`lambdanet.torchnet.train.
   train_epochs` for a CNN) on the run's data, on one thread (Lambda's figure, scaled by its vCPUs)
   and at the threads each of K workers gets here (the engine's CPU budget, :func:`lambdanet.
-  executors.cpu_budget.round_budget`); and the scoring of a sample (forward only);
+  cpu_budget.round_budget`); and the scoring of a sample (forward only);
 - **the engine** (``--target local``): two short real runs of K workers through the engine's
   Driver with the executor and store given (E1 and E2 epochs; a CNN on a two-batch subset): the
   slope is one epoch as the engine runs it — compute and syncs interleaved, the cores, memory bus
