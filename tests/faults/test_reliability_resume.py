@@ -7,7 +7,9 @@ every epoch, waits until a random number of epochs is checkpointed, waits a furt
 0–30 ms (so the kill lands anywhere: inside a round, while the checkpoint, the ledger rows or
 the pointer are written) and SIGKILLs the driver. Even seeds use the local executor (workers
 die with it), odd seeds the process executor over Redis (the workers are orphaned and keep
-running: the resumed run must fence them off).
+running: the resumed run must fence them off — the test reads the killed driver's fence
+(round, attempt) from Redis right after the kill, and every call of the resumed driver must run
+under a newer attempt id, so an orphan can neither start in it nor write into its keys).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from lambdanet.adapters import open_store
+from lambdanet.engine.worker import fence_key
 from tests.conftest import RedisServer
 from tests.security.reliability_counts import record
 from tests.security.reliability_kit import Job, Outcome, assert_same_run, numpy_reference, outcome
@@ -96,6 +100,18 @@ def test_driver_killed_then_resumed(seed: int, job: Job, references: dict[int, O
     runs = list((home / "objects" / "runs").iterdir())
     assert len(runs) == 1
     run_id = runs[0].name
+    orphans = None  # the attempt the killed driver's workers run under (process executor: they live on)
+    if executor == "process":
+        store = open_store(redis.url)
+        try:
+            orphans = int(store.get(fence_key(run_id))[1])
+        finally:
+            store.close()
+    services = job.services(home)
+    try:
+        before = {(c.round, c.attempt, c.worker) for c in services.ledger.calls(run_id)}
+    finally:
+        services.close()
     resumed = subprocess.run([LAMBDANET, "resume", run_id, "--json"], env=cli_env(home), capture_output=True,
                              text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
@@ -104,9 +120,13 @@ def test_driver_killed_then_resumed(seed: int, job: Job, references: dict[int, O
     services = job.services(home)
     try:
         out = outcome(services, run_id)
+        after = [c for c in services.ledger.calls(run_id) if (c.round, c.attempt, c.worker) not in before]
     finally:
         services.close()
     assert out.status == "completed"
     assert out.epochs == list(range(1, epochs + 1)), f"ledger epochs {out.epochs}"
     assert_same_run(out, references[epochs])
+    if orphans is not None:  # the resumed driver fenced the orphans' attempt off: all its calls run under newer ones
+        assert after and min(c.attempt for c in after) > orphans, (orphans, sorted({c.attempt for c in after}))
+        TALLY["orphans_fenced"] += 1
     TALLY["survived"] += 1
