@@ -9,6 +9,7 @@ undisturbed run bit for bit."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,29 @@ def bf16(x: np.ndarray) -> np.ndarray:
 ROUND = {"fp16": fp16, "bf16": bf16}
 
 
+def plain_mean(deltas: list[np.ndarray], residuals: list[np.ndarray], block_residual: np.ndarray,
+               rnd: Callable[[np.ndarray], np.ndarray] | None) -> np.ndarray:
+    """mean_k deltas[k], summed in worker order; with ``rnd`` each delta (plus its worker's residual)
+    is rounded before the sum and the mean (plus ``block_residual``) after it, the residuals (updated
+    in place) keeping what the rounding dropped."""
+    sent = []
+    for d, r in zip(deltas, residuals, strict=True):
+        if rnd is not None:
+            y = d + r
+            d = rnd(y)
+            r[...] = y - d
+        sent.append(d)
+    s = sent[0] + sent[1]
+    for d in sent[2:]:
+        s += d
+    avg = s / len(sent)
+    if rnd is not None:
+        y = avg + block_residual
+        avg = rnd(y)
+        block_residual[...] = y - avg
+    return avg
+
+
 def plain_local_sgd(cfg: MLPConfig, data: Path, K: int) -> tuple[dict[str, np.ndarray], list[float]]:
     """K copies of the network, each with its own optimizer; worker k takes np.array_split's block
     k of every mini-batch (its mean gradient); after every ``sync_every``-th step of the run and the
@@ -80,23 +104,8 @@ def plain_local_sgd(cfg: MLPConfig, data: Path, K: int) -> tuple[dict[str, np.nd
             if step % cfg.sync_every and not (epoch + 1 == cfg.epochs and i + 1 == len(batches)):
                 continue
             for key in keys:
-                sent = []
-                for k in range(K):
-                    d = w[k][key] - anchor[key]
-                    if rnd is not None:
-                        y = d + e[k][key]
-                        d = rnd(y)
-                        e[k][key] = y - d
-                    sent.append(d)
-                s = sent[0] + sent[1]
-                for d in sent[2:]:
-                    s += d
-                avg = s / K
-                if rnd is not None:
-                    y = avg + b[key]
-                    avg = rnd(y)
-                    b[key] = y - avg
-                anchor[key] += avg
+                anchor[key] += plain_mean([w[k][key] - anchor[key] for k in range(K)], [e[k][key] for k in range(K)],
+                                          b[key], rnd)
                 for k in range(K):
                     w[k][key] = anchor[key].copy()
         costs.append(total / len(batches))
@@ -257,23 +266,7 @@ def plain_cnn_local_sgd(cfg: Any, x: np.ndarray, y: np.ndarray, K: int) -> dict[
                 opts[k].step()
             if (i + 1) % cfg.sync_every and i + 1 < len(batches):
                 continue
-            sent = []
-            for k in range(K):
-                d = flat(models[k]) - anchor
-                if rnd is not None:
-                    t = d + e[k]
-                    d = rnd(t)
-                    e[k] = t - d
-                sent.append(d)
-            s = sent[0] + sent[1]
-            for d in sent[2:]:
-                s += d
-            avg = s / K
-            if rnd is not None:
-                t = avg + b
-                avg = rnd(t)
-                b = t - avg
-            anchor = anchor + avg
+            anchor = anchor + plain_mean([flat(model) - anchor for model in models], e, b, rnd)
             for model in models:
                 load(model, anchor)
     return {key: v.detach().numpy() for key, v in models[0].state_dict().items()}

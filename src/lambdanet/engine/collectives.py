@@ -81,11 +81,10 @@ REDUCE_SCATTER_MIN = 16_384  # elements per worker from which all_reduce is redu
 
 def _ordered_sum(parts: list[np.ndarray]) -> np.ndarray:
     """``parts[0] + parts[1] + …`` in list order (a new array)."""
-    total = parts[0] + parts[1]
+    total: np.ndarray = parts[0] + parts[1]
     for p in parts[2:]:
         total += p
-    out: np.ndarray = total
-    return out
+    return total
 
 
 def compress(x: np.ndarray, kind: str) -> np.ndarray:

@@ -101,7 +101,9 @@ def run_worker(raw: dict[str, JsonValue]) -> dict[str, JsonValue]:
     """Train one round as the spec's worker (``raw``: a WorkerSpec as JSON); the WorkerResult as JSON."""
     t_start = time.perf_counter()
     spec = WorkerSpec.from_json(raw)
-    fault = spec.fault if Settings.from_env().faults else None
+    if spec.fault is not None and not Settings.from_env().faults:  # honoured in fault-injection tests only
+        spec = spec.model_copy(update={"fault": None})
+    fault = spec.fault
     if fault is not None and fault.action == "late":  # a cold start: nothing of this call exists yet
         time.sleep(fault.seconds if fault.seconds is not None else 7.0)
     store = adapters.open_store(spec.store_url)  # its own client: exact byte counts per call
@@ -146,7 +148,7 @@ def _train(spec: WorkerSpec, store: TensorStore, t_start: float, prefix: str, st
         objects = checkpoints.open_objects(spec.objects_url)
         dataset = checkpoints.read_data(objects, run_id)
         state = checkpoints.read_state(objects, spec.checkpoint)
-        fault: Fault | None = spec.fault if Settings.from_env().faults else None
+        fault: Fault | None = spec.fault
         if fault is not None and fault.once and not store.set_if_absent(f"ln:{run_id}:fault:{rnd}:w{k}", b"1"):
             fault = None  # a one-shot fault fires in the first attempt that reaches it, whatever its driver
         comm = Collective(store, prefix, k, K, spec.collective_timeout_s, liveness=liveness)

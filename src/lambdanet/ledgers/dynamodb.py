@@ -187,8 +187,7 @@ class DynamoLedger:
 
     @staticmethod
     def _is_conditional(exc: botocore.exceptions.ClientError) -> bool:
-        out: bool = exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
-        return out
+        return bool(exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException")
 
     # ---- runs ----------------------------------------------------------------------------------
     def create_run(self, run: RunRecord) -> None:

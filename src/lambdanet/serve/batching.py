@@ -312,8 +312,7 @@ class MicroBatcher:
                 self.inline_max_rows = size
             elif size > 1:
                 # larger batches only take longer: stop timing (a VGG batch of 32 takes seconds)
-                out: float = best * self.max_batch_size / size
-                return out
+                return float(best * self.max_batch_size / size)
         return best
 
     def close(self) -> None:

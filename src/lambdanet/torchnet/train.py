@@ -217,11 +217,10 @@ EVAL_BATCH = 250  # cache-sized: faster than 500-image batches for LeNet on CPU 
 def predict_logits(model: nn.Module, images: torch.Tensor, tta: str = "none") -> torch.Tensor:
     """``model(images)``; with ``tta="flip"`` the mean of the logits of the images and of their
     horizontal mirrors (test-time augmentation). ``images``: normalised (b, C, H, W)."""
-    logits = model(images)  # (b, classes)
+    logits: torch.Tensor = model(images)  # (b, classes)
     if tta == "flip":
         logits = (logits + model(torch.flip(images, dims=(3,)))) / 2
-    out: torch.Tensor = logits
-    return out
+    return logits
 
 
 def evaluate_slice(
