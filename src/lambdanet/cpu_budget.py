@@ -30,8 +30,10 @@ The policy, in order:
    as with the free cores' (docs/benchmarks.md). Where nothing can be measured (no ``/proc``), every core
    counts as free.
 
-Executors whose calls each have their own machine (Lithops: one Lambda, its own vCPUs) apply no
-budget: ``source="none"``, ``threads=None``.
+Executors whose calls each have their own machine (Lithops on Lambda: its own vCPUs) apply no
+budget: ``source="none"``, ``threads=None``. Lithops' localhost calls share this machine and get
+the process executor's budget (``LithopsExecutor.planned_budget``; the port is
+:class:`lambdanet.ports.BudgetedExecutor`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""CPU budgets per worker (issue 12): on the local (threads) and process executors each of K
+"""CPU budgets per worker (issue 12): on the local (threads), process and Lithops-localhost executors each of K
 workers runs with ``cores // K`` BLAS / OpenMP / torch threads (at least 1) — read back *inside
 the worker* (threadpoolctl, torch) and recorded by the run's engine settings; a thread variable
 the user set wins; a request's ``cpu_threads`` replaces the share.
@@ -102,12 +102,15 @@ def seen(run: Any) -> list[dict[str, Any]]:
     return rows
 
 
-@pytest.fixture(params=["local", pytest.param("process", marks=pytest.mark.redis)])
+@pytest.fixture(params=["local", pytest.param("process", marks=pytest.mark.redis),
+                        pytest.param("lithops://localhost", marks=[pytest.mark.redis, pytest.mark.slow])])
 def executor_and_store(request: pytest.FixtureRequest) -> tuple[str, str]:
+    """Each executor whose calls share this machine: threads, child processes, Lithops' localhost
+    processes (they get the process executor's share)."""
     if request.param == "local":
         return "local", "memory://"
     server: RedisServer = request.getfixturevalue("redis_server")
-    return "process", server.url
+    return str(request.param), server.url
 
 
 def test_each_of_k_workers_gets_its_share_of_the_cores(executor_and_store: tuple[str, str],

@@ -13,6 +13,7 @@ import pytest
 
 from lambdanet import adapters
 from lambdanet.config import itsacat_defaults, parse_config
+from lambdanet.cpu_budget import plan_budget
 from lambdanet.engine import checkpoints
 from lambdanet.engine.messages import CheckpointPointer, Fault, RoundStep, WorkerResult, WorkerSpec
 from lambdanet.engine.requests import (
@@ -61,7 +62,7 @@ def test_every_worker_setting_of_the_request_reaches_every_worker_spec_under_its
 
 def test_the_recorded_settings_give_back_the_same_request() -> None:
     req = odd_request(device="cpu")
-    record = engine_settings(req, strategy_path("mlp", "data"), 1024)
+    record = engine_settings(req, strategy_path("mlp", "data"), 1024, plan_budget("local", req.workers))
     assert record["store_url"] == "redis://:***@host:6379/2"  # no secret in the ledger
     rec = RunRecord(run_id="r-1", status="running", kind="mlp", config={**CONFIG.model_dump(), "engine": record},
                     data="d.h5", model="cats", created_at=0.0)

@@ -33,6 +33,7 @@ import time
 from collections.abc import Iterable, Mapping
 
 from lambdanet import adapters
+from lambdanet.cpu_budget import CpuBudget
 from lambdanet.engine import checkpoints
 from lambdanet.engine.accounting import default_memory_mb
 from lambdanet.engine.messages import Fault
@@ -47,7 +48,7 @@ from lambdanet.engine.requests import (
 from lambdanet.engine.session import DriverIdentity, RunSession, open_executor
 from lambdanet.engine.strategies import load_strategy, strategy_path
 from lambdanet.errors import RunFailed, UserInputError
-from lambdanet.ports.executor import Executor
+from lambdanet.ports.executor import BudgetedExecutor, Executor
 from lambdanet.ports.ledger import RunRecord
 from lambdanet.registry import check_name
 from lambdanet.services import Services
@@ -86,6 +87,8 @@ class Driver:
         check_name(req.model_name)  # before anything is written: a bad name must not cost a whole run
         target = strategy_path(req.config.kind, req.strategy)
         executor = open_executor(req.executor, req.store_url, self._executor, settings=self.services.settings)
+        budget = (executor.planned_budget(req.workers, req.cpu_threads) if isinstance(executor, BudgetedExecutor)
+                  else CpuBudget(source="none", workers=req.workers))
         if self._executor is None:
             executor.close()
         from lambdanet.data.readers import load_dataset
@@ -104,7 +107,7 @@ class Driver:
         checkpoints.write_checkpoint(objects, run_id, 0, 0, strategy.initial_state(req.config, dataset))
         ledger.create_run(RunRecord(
             run_id=run_id, status="running", kind=req.config.kind,
-            config={**req.config.model_dump(), "engine": engine_settings(req, target, memory_mb)},
+            config={**req.config.model_dump(), "engine": engine_settings(req, target, memory_mb, budget)},
             data=source or str(req.data), model=req.model_name, created_at=now, started_at=now,
         ))
         return run_id

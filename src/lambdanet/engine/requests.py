@@ -8,7 +8,7 @@ Usage::
     settings = RunSettings(workers=2, store_url="redis://…", checkpoint_seconds=0.5)  # ConfigError if bad
     req = TrainRequest(data="datasets.h5", config=config, workers=2, store_url="redis://…")
     req = TrainRequest.of(settings, data="datasets.h5", config=config, model_name="cats")  # the same
-    record = engine_settings(req, target, memory_mb)           # stored as config["engine"] (JSON)
+    record = engine_settings(req, target, memory_mb, budget)   # stored as config["engine"] (JSON)
     settings = EngineSettings.of_run(ledger.get_run(run_id))   # read back, typed
     settings.cpu_budget.threads                                 # threads per worker the run had
     req2 = request_from_record(ledger.get_run(run_id))         # the same request, for resume
@@ -44,7 +44,7 @@ from pydantic import (
 
 from lambdanet import adapters
 from lambdanet.config import CNNConfig, MLPConfig, TrainConfig, format_validation_error, parse_config
-from lambdanet.cpu_budget import CpuBudget, plan_budget
+from lambdanet.cpu_budget import CpuBudget
 from lambdanet.errors import ConfigError
 from lambdanet.ports.ledger import RunRecord
 
@@ -270,13 +270,13 @@ def safe_url(url: str) -> str:
     return redacted if "***" in redacted else url
 
 
-def engine_settings(req: TrainRequest, target: str, memory_mb: int) -> dict[str, JsonValue]:
+def engine_settings(req: TrainRequest, target: str, memory_mb: int, budget: CpuBudget) -> dict[str, JsonValue]:
     """The run's engine settings as recorded in ``config["engine"]`` (JSON, no secrets), with the
-    CPU budget its executor applies per worker (the same policy the executor runs)."""
+    CPU budget its executor applies per worker (``executor.planned_budget``)."""
     return EngineSettings.model_validate({
         **req.fields_of(RunSettings), "store_url": safe_url(req.store_url), "lambda_memory_mb": memory_mb,
         "strategy_target": target, "model_name": req.model_name,
-        "cpu_budget": plan_budget(adapters.scheme_of(req.executor), req.workers, req.cpu_threads),
+        "cpu_budget": budget,
     }).to_record()
 
 

@@ -83,6 +83,7 @@ import psutil  # a dependency of lithops
 from lithops.wait import ALWAYS
 
 from lambdanet.adapters import parse_url
+from lambdanet.cpu_budget import CpuBudget, plan_budget, process_limits, requested_threads, round_budget, thread_limits
 from lambdanet.errors import ConfigError, URLError, WorkerFailed
 from lambdanet.ports.executor import (
     CHECK_PERIOD_S,
@@ -186,7 +187,9 @@ def run_call(payload: dict[str, Any]) -> dict[str, Any]:
             _write_alive(str(payload["alive"]))
     try:
         fn = payload.get("fn_obj") or _resolve(str(payload["fn"]))
-        result = fn(payload["spec"])
+        budget = CpuBudget.model_validate(payload.get("budget") or {})  # localhost: this call's share
+        with process_limits(budget), thread_limits(budget):
+            result = fn(payload["spec"])
         return {"ok": True, "result": result, "started_at": started, "ended_at": time.time()}
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
@@ -312,6 +315,23 @@ class LithopsExecutor:
             seconds = min(seconds, int(LAMBDA_LIMIT_S - LAMBDA_MARGIN_S))
         return seconds
 
+    # ---- the CPU budget ------------------------------------------------------------------------
+    # Localhost calls are processes on this machine's cores, as the process executor's children
+    # are, and get the same share: without it each call's BLAS / torch pool takes every core and
+    # K calls thrash (a K = 2 MLP run took 10.8 s once and 151 s another time beside other work).
+    def planned_budget(self, workers: int, cpu_threads: int | None) -> CpuBudget:
+        """The budget ``workers`` calls will get: the process executor's on localhost, none on a
+        cloud backend (each call has its own vCPUs)."""
+        if not self.localhost:
+            return CpuBudget(source="none", workers=max(1, workers))
+        return plan_budget("process", workers, cpu_threads)
+
+    def budget(self, specs: list[dict[str, Any]]) -> CpuBudget:
+        """The CPU budget of one ``run`` of ``specs`` (the free cores measured now, on localhost)."""
+        if not self.localhost:
+            return CpuBudget(source="none", workers=max(1, len(specs)))
+        return round_budget("process", len(specs), requested_threads(specs))
+
     # ---- the port ------------------------------------------------------------------------------
     def run(self, fn: WorkerFunction, specs: list[dict[str, Any]], timeout_s: float,
             on_failure: FailureCallback | None = None, liveness: LivenessProbe | None = None) -> list[CallOutcome]:
@@ -327,8 +347,9 @@ class LithopsExecutor:
             if self.localhost:  # the calls run on this machine: their pids can be watched
                 folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lambdanet-lithops-")))
                 alive = [folder / f"{i}.json" for i in range(len(specs))]
+                budget = self.budget(specs).model_dump(mode="json")
                 for p, path in zip(payloads, alive, strict=True):
-                    p["alive"] = str(path)
+                    p["alive"], p["budget"] = str(path), budget
             t0 = time.time()
             self.rounds += 1
             try:

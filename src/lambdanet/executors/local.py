@@ -25,6 +25,7 @@ from typing import Any, Self
 
 from lambdanet.cpu_budget import (
     CpuBudget,
+    plan_budget,
     process_limits,
     requested_threads,
     round_budget,
@@ -55,6 +56,10 @@ class LocalExecutor:
         if url.strip().lower() not in ("local", "local://"):
             raise URLError(f"not a local executor: {url!r} (use local)")
         return cls()
+
+    def planned_budget(self, workers: int, cpu_threads: int | None) -> CpuBudget:
+        """The budget ``workers`` calls will get (:class:`lambdanet.ports.BudgetedExecutor`)."""
+        return plan_budget(self.name, workers, cpu_threads)
 
     def budget(self, specs: list[dict[str, Any]]) -> CpuBudget:
         """The CPU budget of one ``run`` of ``specs`` (K = len(specs) threads of this process)."""

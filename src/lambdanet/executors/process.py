@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
-from lambdanet.cpu_budget import CpuBudget, budget_env, requested_threads, round_budget
+from lambdanet.cpu_budget import CpuBudget, budget_env, plan_budget, requested_threads, round_budget
 from lambdanet.errors import URLError
 from lambdanet.ports.executor import (
     CHECK_PERIOD_S,
@@ -96,6 +96,10 @@ class ProcessExecutor:
         if url.strip().lower() not in ("process", "process://"):
             raise URLError(f"not a process executor: {url!r} (use process)")
         return cls(python=options.get("python"))
+
+    def planned_budget(self, workers: int, cpu_threads: int | None) -> CpuBudget:
+        """The budget ``workers`` calls will get (:class:`lambdanet.ports.BudgetedExecutor`)."""
+        return plan_budget(self.name, workers, cpu_threads)
 
     def budget(self, specs: list[dict[str, Any]]) -> CpuBudget:
         """The CPU budget of one ``run`` of ``specs`` (one child per spec)."""

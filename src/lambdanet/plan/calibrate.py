@@ -354,9 +354,10 @@ def calibrate(data: str, config: TrainConfig, dataset: Dataset, work: Workload, 
     say = progress or (lambda _line: None)
     scheme = executor_url.split(":", 1)[0]
     # here: the engine's share per worker, of the cores free now, as a round measures it at its start
-    # (Lithops' calls are not limited: every core); on Lambda one thread, which the vCPUs scale
+    # (Lithops' localhost calls get the process executor's); on Lambda one thread, which the vCPUs scale
     local = shape.target == "local"
-    threads = (round_budget(scheme, shape.workers).threads or available_cores()) if local else 1
+    budget_scheme = "process" if scheme == "lithops" else scheme
+    threads = (round_budget(budget_scheme, shape.workers).threads or available_cores()) if local else 1
     config_key = json.dumps(config.model_dump(mode="json"), sort_keys=True)
     path = Path(data)
     data_key = [str(path.resolve()), _data_bytes(path), path.stat().st_mtime if path.exists() else 0]

@@ -202,8 +202,8 @@ def predict(work: Workload, shape: RunShape, measured: Measured, figures: Lambda
             "usd: this machine's calls priced as Lambda calls (the run's estimated_cost_usd), not a bill",
         ]
         if shape.executor == "lithops":
-            uncertain.append("lithops here: its worker processes get no CPU budget (every core each); beside other "
-                             "programs their BLAS threads spin and the same run's time varies tenfold")
+            uncertain.append("lithops here: a round's start (the job's upload, the runner's processes, polling) "
+                             "is one no-op round's, measured once")
         assumptions: dict[str, Any] = {"measured": measured.model_dump(), "overlap_factor": over}
     else:
         vcpus = figures.vcpus(shape.memory_mb)

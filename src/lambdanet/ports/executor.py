@@ -36,6 +36,8 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from lambdanet.cpu_budget import CpuBudget
+
 _log = logging.getLogger("lambdanet.executors")
 
 WorkerFunction = Callable[[dict[str, Any]], dict[str, Any]]
@@ -110,3 +112,19 @@ class Executor(Protocol):
 
     def close(self) -> None:
         """Release pools / processes."""
+
+
+@runtime_checkable
+class BudgetedExecutor(Executor, Protocol):
+    """An executor that knows whether its K calls share this machine's cores — threads, child
+    processes, Lithops' localhost processes — and then holds each call to its share of them
+    (:mod:`lambdanet.cpu_budget`); calls on machines of their own (Lambda) get ``source="none"``.
+
+    Usage::
+
+        budget = executor.planned_budget(workers=4, cpu_threads=None)   # recorded with the run
+        budget.applies                                                    # False: not limited here
+    """
+
+    def planned_budget(self, workers: int, cpu_threads: int | None) -> CpuBudget:
+        """The budget ``workers`` calls will get (the free cores are measured again each round)."""
