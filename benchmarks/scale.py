@@ -6,6 +6,7 @@ setting (the fewest bytes with accuracy within ``--tolerance`` points of the ref
 
     python benchmarks/scale.py --part mlp    [--epochs 1000]              # itsacat MLP on cat/non-cat
     python benchmarks/scale.py --part cifar  [--epochs 3 --limit 10000]   # examples/cifar10/fast.json
+    python benchmarks/scale.py --part mlp --wall-only 16:bf16             # only the K = 4 / K = 1 wall times
 
 Store bytes are the run's ``store_bytes`` (the engine's accounting: every byte put into and read
 from the tensor store — the collectives, the in-round decisions and each round's end-of-round
@@ -98,6 +99,9 @@ class Redis:
 def run_part(part: str, args: argparse.Namespace) -> None:
     print(f"== {part}: K = {args.workers}, {args.epochs} epochs"
           + (f", {args.limit} training / {args.limit_test} test images" if part == "cifar" else ""), flush=True)
+    if args.wall_only:
+        h_text, _, compress = args.wall_only.partition(":")
+        return wall_ratio(part, args, {"H": int(h_text), "compress": compress or "none"})
     rows = []
     for H, compress in SETTINGS:
         row = train(part, args, H, compress, args.workers)
@@ -116,8 +120,12 @@ def run_part(part: str, args: argparse.Namespace) -> None:
     print(f"best within {args.tolerance} points of H = 1: H = {best['H']}, compress = {best['compress']}: "
           f"{ref['bytes_per_epoch'] / best['bytes_per_epoch']:.1f}x fewer bytes per epoch, "
           f"test {best['test']:.2f} % vs {ref['test']:.2f} %", flush=True)
-    if args.no_redis:
-        return
+    if not args.no_redis:
+        wall_ratio(part, args, best)
+
+
+def wall_ratio(part: str, args: argparse.Namespace, best: dict[str, Any]) -> None:
+    """K = 4 processes on a real Redis with ``best``'s setting and with H = 1, against K = 1."""
     with Redis() as url:
         one = train(part, args, best["H"], best["compress"], 1)
         ref4 = train(part, args, 1, "none", args.workers, store=url, executor="process")
@@ -138,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit-test", type=int, default=2_000, help="CIFAR test images (limit_test)")
     ap.add_argument("--tolerance", type=float, default=0.5, help="test accuracy points from H = 1 for 'best'")
     ap.add_argument("--no-redis", action="store_true", help="skip the Redis/process wall-time runs")
+    ap.add_argument("--wall-only", metavar="H:COMPRESS", default="",
+                    help="only the Redis/process wall-time runs, for this setting (e.g. 16:bf16): the sweep's bytes "
+                         "and accuracies do not depend on the machine's load, its wall times do")
     args = ap.parse_args(argv)
     os.environ.setdefault("LAMBDANET_HOME", tempfile.mkdtemp(prefix="scale-home-"))
     for part in (("mlp", "cifar") if args.part == "all" else (args.part,)):
