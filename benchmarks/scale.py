@@ -115,9 +115,9 @@ def run_part(part: str, args: argparse.Namespace) -> None:
         print(f"{r['H']:>3} {r['compress']:>8} {r['bytes_per_epoch']:>14,.0f} {ref['bytes_per_epoch']:>14,.0f} "
               f"{ref['bytes_per_epoch'] / r['bytes_per_epoch']:>6.1f}x {r['train']:>8.2f} {r['test']:>7.2f} "
               f"{r['test'] - ref['test']:>+6.2f} {ref['test']:>8.2f}")
-    ok = [r for r in rows if abs(r["test"] - ref["test"]) <= args.tolerance]
+    ok = [r for r in rows if r["test"] >= ref["test"] - args.tolerance]  # higher is not a miss
     best = min(ok, key=lambda r: r["bytes_per_epoch"])
-    print(f"best within {args.tolerance} points of H = 1: H = {best['H']}, compress = {best['compress']}: "
+    print(f"best at most {args.tolerance} points below H = 1: H = {best['H']}, compress = {best['compress']}: "
           f"{ref['bytes_per_epoch'] / best['bytes_per_epoch']:.1f}x fewer bytes per epoch, "
           f"test {best['test']:.2f} % vs {ref['test']:.2f} %", flush=True)
     if not args.no_redis:
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=None, help="MLP: 1000; CIFAR: 3")
     ap.add_argument("--limit", type=int, default=10_000, help="CIFAR training images (limit_train)")
     ap.add_argument("--limit-test", type=int, default=2_000, help="CIFAR test images (limit_test)")
-    ap.add_argument("--tolerance", type=float, default=0.5, help="test accuracy points from H = 1 for 'best'")
+    ap.add_argument("--tolerance", type=float, default=0.5, help="test accuracy points below H = 1 allowed for 'best'")
     ap.add_argument("--no-redis", action="store_true", help="skip the Redis/process wall-time runs")
     ap.add_argument("--wall-only", metavar="H:COMPRESS", default="",
                     help="only the Redis/process wall-time runs, for this setting (e.g. 16:bf16): the sweep's bytes "
