@@ -5,6 +5,7 @@ Usage::
     python benchmarks/plan.py --mlp-only          # the cat/non-cat MLP rows (a few minutes)
     python benchmarks/plan.py                     # + the fast CIFAR-10 net, 1 epoch on a subset
     python benchmarks/plan.py --mlp-only --workers 1 2 --executors local
+    python benchmarks/plan.py --models cifar-fast     # only the CIFAR-10 rows
     python benchmarks/plan.py --what-if           # docs/plan.md's what-if tables (plan's arithmetic only)
 
 For every model x K in (1, 2, 4) x (executor, store) in (local, memory://), (local, redis),
@@ -139,6 +140,7 @@ def what_if(recipe: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mlp-only", action="store_true", help="only the cat/non-cat MLP rows")
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS), help="the models' rows")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--executors", nargs="+", default=["local", "process", "lithops"], choices=list(EXECUTORS))
     parser.add_argument("--what-if", action="store_true",
@@ -147,7 +149,7 @@ def main() -> None:
     if args.what_if:
         print("\n\n".join(what_if(recipe) for recipe in ("fast", "vgg11_bn")))
         return
-    models = ["mlp"] if args.mlp_only else list(MODELS)
+    models = ["mlp"] if args.mlp_only else args.models
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="lambdanet-plan-bench-") as tmp:
         redis_proc, redis_url = start_redis(Path(tmp))

@@ -87,3 +87,30 @@ def test_small_all_reduce_is_one_gather_and_neuron_syncs_every_step() -> None:
 def test_bad_shapes_are_refused(bad: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         RunShape(**{"workers": 1, **bad})  # type: ignore[arg-type]
+
+
+def test_a_cnn_calibration_never_multiplies_a_round_s_cost_by_the_data_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CNN calibration's runs, timed by a pencil formula of the run (a driver's fixed cost, a
+    per-sample cost, a per-round cost): the slope is the per-sample cost and the round's cost comes
+    out as a round's — the old 1-vs-2-epoch slope on 2 batches multiplied each round's torch import
+    by the data set's size over 2 batches (a CIFAR plan 4x too long)."""
+    from lambdanet.config import parse_config
+    from lambdanet.plan import calibrate
+
+    fixed, per_sample, per_round = 2.0, 0.004, 3.0
+
+    def wall(data: str, config: object, shape: RunShape, store: str, executor: str, per_round_epochs: int | None = None
+             ) -> float:
+        epochs, n = config.epochs, config.limit_train  # type: ignore[attr-defined]
+        rounds = epochs if per_round_epochs == 1 else 1
+        return fixed + rounds * per_round + epochs * -(-n // shape.workers) * per_sample
+
+    monkeypatch.setattr(calibrate, "_engine_wall", wall)
+    config = parse_config({"model": "fast", "epochs": 30, "batch_size": 256})
+    work = Workload(kind="cnn", model="fast", params=2_000_000, train_samples=50_000, test_samples=10_000,
+                    batch_size=256, epochs=30, epochs_per_round=1)
+    run = calibrate.measure_engine("cifar.npz", config, work, RunShape(workers=2), "memory://", "local", 0.1)
+    assert run["epoch_s"] / run["samples"] == pytest.approx(per_sample)  # per sample of a worker
+    assert run["round_s"] == pytest.approx(per_round)
+    assert run["fixed_s"] == pytest.approx(fixed + per_round)  # the shortest run's: one round
+    assert run["scored"] == 2 * 256 + 256

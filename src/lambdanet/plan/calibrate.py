@@ -49,7 +49,7 @@ from lambdanet.engine.strategies import get_strategy
 from lambdanet.plan.model import Measured, RunShape, Workload, counts, sync_payload, sync_shape
 from lambdanet.settings import Settings
 
-CACHE_VERSION = 4
+CACHE_VERSION = 5
 TARGET_SECONDS = 0.6  # how long each compute measurement runs (after a warm-up)
 
 
@@ -212,7 +212,8 @@ def measure_data_load(data: str, config: TrainConfig) -> float:
 
 
 # ---- the engine itself ------------------------------------------------------------------------
-def _engine_wall(data: str, config: TrainConfig, shape: RunShape, store_url: str, executor_url: str) -> float:
+def _engine_wall(data: str, config: TrainConfig, shape: RunShape, store_url: str, executor_url: str,
+                 epochs_per_round: int | None = None) -> float:
     """The wall seconds of a real ``lambdanet train`` of ``config`` (the engine's Driver, in a
     throw-away home; its notifications swallowed)."""
     import contextlib
@@ -232,7 +233,8 @@ def _engine_wall(data: str, config: TrainConfig, shape: RunShape, store_url: str
             with contextlib.redirect_stderr(io.StringIO()):
                 result = Driver(services).train(TrainRequest(
                     data=data, config=config, model_name="plan-calibration", workers=shape.workers,
-                    strategy=shape.strategy, store_url=store_url, executor=executor_url))
+                    strategy=shape.strategy, store_url=store_url, executor=executor_url,
+                    epochs_per_round=epochs_per_round))
         finally:
             services.close()
     return float(result.wall_seconds)
@@ -240,25 +242,46 @@ def _engine_wall(data: str, config: TrainConfig, shape: RunShape, store_url: str
 
 def measure_engine(data: str, config: TrainConfig, work: Workload, shape: RunShape, store_url: str,
                    executor_url: str, guess_s: float) -> dict[str, float]:
-    """Two short real runs of K workers through the engine (E1 and E2 epochs; a CNN on a subset of
-    a few batches): the slope is the seconds of one epoch as the engine runs it (compute and syncs
-    interleaved, the cores and the interpreter shared), the intercept the run's fixed cost.
-    ``guess_s``: a first figure of one epoch, to size E2. Returns ``epoch_s``, ``fixed_s`` and the
-    ``samples`` a worker trained per epoch."""
+    """Short real runs of K workers through the engine: the slope is the seconds of one epoch of
+    ``samples`` (per worker) as the engine runs it (compute and syncs interleaved, the cores and the
+    interpreter shared), the intercept the run's fixed cost. ``guess_s``: a first figure of one
+    epoch, to size the runs. Returns ``epoch_s``, ``fixed_s``, ``samples`` and ``round_s``.
+
+    MLP: E1 and E2 epochs of the whole data set (E2 sized to ~1.5 s more work). CNN: one epoch of
+    2 and of 6 batches — the slope per sample, so that what an epoch and a round cost whatever their
+    size (a worker process's torch import and data load, the epoch's test pass, the round's
+    checkpoint) is never multiplied by the data set's size — and one run of 2 epochs in 2 rounds
+    of 2 batches, whose extra time less an epoch's compute is a round's own cost (``round_s``)."""
     extra: dict[str, Any] = {"threshold": 0.0, "report_every": 10**6}
-    samples = work.train_samples
     if isinstance(config, CNNConfig):
-        samples = min(work.train_samples, 2 * config.batch_size)
-        extra.update(limit_train=samples, limit_test=min(max(1, work.test_samples), config.batch_size))
+        small = min(work.train_samples, 2 * config.batch_size)
+        big = min(work.train_samples, 6 * config.batch_size)
+        test = min(max(1, work.test_samples), config.batch_size)
+
+        def wall(n: int, epochs: int, per_round: int | None = None) -> float:
+            cfg = config.model_copy(update={**extra, "epochs": epochs, "limit_train": n, "limit_test": test})
+            return _engine_wall(data, cfg, shape, store_url, executor_url, per_round)
+
+        one_small, one_big, two_rounds = wall(small, 1), wall(big, 1), wall(small, 2, 1)
+        if big == small:  # a data set of at most 2 batches: the slope from the 2-epoch run
+            return {"epoch_s": two_rounds - one_small, "fixed_s": 2 * one_small - two_rounds,
+                    "samples": float(math.ceil(small / shape.workers)), "round_s": 0.0, "scored": float(small + test)}
+        grow = math.ceil(big / shape.workers) - math.ceil(small / shape.workers)  # per worker
+        per_sample = (one_big - one_small) / max(1, grow)
+        small_epoch = per_sample * math.ceil(small / shape.workers)
+        return {"epoch_s": one_big - one_small, "fixed_s": one_small - small_epoch, "samples": float(grow),
+                "round_s": max(0.0, two_rounds - one_small - small_epoch), "scored": float(small + test)}
+    samples = work.train_samples
     per_worker = math.ceil(samples / shape.workers)
-    e1 = 1 if isinstance(config, CNNConfig) else 2
-    e2 = e1 + max(1, min(500, int(1.5 / max(guess_s * samples / max(1, work.train_samples), 1e-6))))
+    e1 = 2
+    e2 = e1 + max(1, min(500, int(1.5 / max(guess_s, 1e-6))))
     walls = []
     for epochs in (e1, e2):
         cfg = config.model_copy(update={**extra, "epochs": epochs})
         walls.append(_engine_wall(data, cfg, shape, store_url, executor_url))
     slope = (walls[1] - walls[0]) / (e2 - e1)
-    return {"epoch_s": slope, "fixed_s": walls[0] - e1 * slope, "samples": float(per_worker)}
+    return {"epoch_s": slope, "fixed_s": walls[0] - e1 * slope, "samples": float(per_worker), "round_s": 0.0,
+            "scored": float(work.train_samples + work.test_samples)}
 
 
 # ---- the store --------------------------------------------------------------------------------
@@ -393,7 +416,8 @@ def calibrate(data: str, config: TrainConfig, dataset: Dataset, work: Workload, 
 
     run = cached(_key(what="engine", config=config_key, data=data_key, threads=threads,
                       shape=shape.model_dump(mode="json"), store=store_scheme), engine)
-    # one calibration epoch: its syncs as measured alone, its test pass and (a CNN) its round start
+    # one calibration epoch (a CNN: the samples the two 1-epoch runs differ by) less its syncs as
+    # measured alone; what an epoch costs whatever its size cancels out in a CNN's difference
     k = shape.workers
     cal = work.model_copy(update={"epochs": 1, "train_samples": min(work.train_samples, int(run["samples"]) * k)})
     per_sync, steps = sync_payload(cal, shape)
@@ -401,15 +425,18 @@ def calibrate(data: str, config: TrainConfig, dataset: Dataset, work: Workload, 
     sync_s = (syncs * (steps * sync["store_latency_s"] + per_sync / k / sync["store_bytes_s"])
               if k > 1 else 0.0)
     cnn = isinstance(config, CNNConfig)
-    test_s = math.ceil(min(work.test_samples, config.batch_size) / k) * at_t["eval_sample_seconds"] if cnn else 0.0
-    round_s = start["round_start_s"] if cnn else 0.0
-    sample = (run["epoch_s"] - sync_s - test_s - round_s) / run["samples"]
+    sample = (run["epoch_s"] - sync_s) / run["samples"]
     if sample <= 0:  # noise larger than the epoch: the compute measured alone
         sample = at_t["sample_seconds"]
-    loads = 1 if scheme == "local" else 1 + math.ceil(k / available_cores())
-    finish = (cal.train_samples + (min(work.test_samples, config.batch_size) if cnn else work.test_samples)) \
-        * at_t["eval_sample_seconds"]
-    driver = max(0.0, run["fixed_s"] - start["round_start_s"] - loads * load["data_load_seconds"] - finish)
+    per_round_loads = 0 if scheme == "local" else math.ceil(k / available_cores())
+    loads = 1 + per_round_loads
+    test_pass = math.ceil(min(work.test_samples, config.batch_size) / k) * at_t["eval_sample_seconds"] if cnn else 0.0
+    round_start = start["round_start_s"]
+    if cnn:  # a CNN round's own cost through the engine (worker start, torch, the model, the round's checkpoint)
+        round_start = max(round_start, run["round_s"] - test_pass - per_round_loads * load["data_load_seconds"])
+    finish = run["scored"] * at_t["eval_sample_seconds"]  # the driver's final scoring of the shortest run
+    driver = max(0.0, run["fixed_s"] - round_start - loads * load["data_load_seconds"] - test_pass - finish)
     return Measured(cpu=cpu_model(), cores=available_cores(), threads=threads, together=k, sample_seconds=sample,
                     sample_seconds_1=at_1["sample_seconds"], eval_sample_seconds=at_t["eval_sample_seconds"],
-                    data_load_seconds=load["data_load_seconds"], driver_s=driver, **sync, **start)
+                    data_load_seconds=load["data_load_seconds"], driver_s=driver, **sync,
+                    **{**start, "round_start_s": round_start})
