@@ -90,27 +90,29 @@ def test_bad_shapes_are_refused(bad: dict[str, object]) -> None:
 
 
 def test_a_cnn_calibration_never_multiplies_a_round_s_cost_by_the_data_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The CNN calibration's runs, timed by a pencil formula of the run (a driver's fixed cost, a
-    per-sample cost, a per-round cost): the slope is the per-sample cost and the round's cost comes
-    out as a round's — the old 1-vs-2-epoch slope on 2 batches multiplied each round's torch import
-    by the data set's size over 2 batches (a CIFAR plan 4x too long)."""
+    """The CNN calibration's runs, timed by a pencil formula (a driver's fixed cost, a round's
+    cost, a warm epoch, a fresh round's slower first epoch): the epoch is the warm one and a round
+    costs a round — the old 1-vs-2-epoch slope on 2 batches multiplied each round's torch import and
+    warm-up by the data set's size over 2 batches (CIFAR process plans were 4x too long)."""
     from lambdanet.config import parse_config
     from lambdanet.plan import calibrate
 
-    fixed, per_sample, per_round = 2.0, 0.004, 3.0
+    fixed, per_round, warm_up, per_sample = 2.0, 3.0, 0.7, 0.004
 
-    def wall(data: str, config: object, shape: RunShape, store: str, executor: str, per_round_epochs: int | None = None
-             ) -> float:
+    def run(data: str, config: object, shape: RunShape, store: str, executor: str,
+            per_round_epochs: int | None = None) -> tuple[float, list[float]]:
         epochs, n = config.epochs, config.limit_train  # type: ignore[attr-defined]
+        epoch = -(-n // shape.workers) * per_sample
+        rows = [epoch + (warm_up if e == 0 or per_round_epochs == 1 else 0.0) for e in range(epochs)]
         rounds = epochs if per_round_epochs == 1 else 1
-        return fixed + rounds * per_round + epochs * -(-n // shape.workers) * per_sample
+        return fixed + rounds * per_round + sum(rows), rows
 
-    monkeypatch.setattr(calibrate, "_engine_wall", wall)
+    monkeypatch.setattr(calibrate, "_engine_run", run)
     config = parse_config({"model": "fast", "epochs": 30, "batch_size": 256})
     work = Workload(kind="cnn", model="fast", params=2_000_000, train_samples=50_000, test_samples=10_000,
                     batch_size=256, epochs=30, epochs_per_round=1)
-    run = calibrate.measure_engine("cifar.npz", config, work, RunShape(workers=2), "memory://", "local", 0.1)
-    assert run["epoch_s"] / run["samples"] == pytest.approx(per_sample)  # per sample of a worker
-    assert run["round_s"] == pytest.approx(per_round)
-    assert run["fixed_s"] == pytest.approx(fixed + per_round)  # the shortest run's: one round
-    assert run["scored"] == 2 * 256 + 256
+    got = calibrate.measure_engine("cifar.npz", config, work, RunShape(workers=2), "memory://", "local", 0.1)
+    assert got["epoch_s"] / got["samples"] == pytest.approx(per_sample)  # a warm epoch, per sample of a worker
+    assert got["round_s"] == pytest.approx(per_round + warm_up)  # a further round: its start and its warm-up
+    assert got["fixed_s"] == pytest.approx(fixed + per_round)  # the driver and the first round's start
+    assert got["scored"] == 4 * 256 + 256

@@ -49,7 +49,7 @@ from lambdanet.engine.strategies import get_strategy
 from lambdanet.plan.model import Measured, RunShape, Workload, counts, sync_payload, sync_shape
 from lambdanet.settings import Settings
 
-CACHE_VERSION = 5
+CACHE_VERSION = 6
 TARGET_SECONDS = 0.6  # how long each compute measurement runs (after a warm-up)
 
 
@@ -212,10 +212,11 @@ def measure_data_load(data: str, config: TrainConfig) -> float:
 
 
 # ---- the engine itself ------------------------------------------------------------------------
-def _engine_wall(data: str, config: TrainConfig, shape: RunShape, store_url: str, executor_url: str,
-                 epochs_per_round: int | None = None) -> float:
+def _engine_run(data: str, config: TrainConfig, shape: RunShape, store_url: str, executor_url: str,
+                epochs_per_round: int | None = None) -> tuple[float, list[float]]:
     """The wall seconds of a real ``lambdanet train`` of ``config`` (the engine's Driver, in a
-    throw-away home; its notifications swallowed)."""
+    throw-away home; its notifications swallowed) and its epochs' seconds as its ledger has them
+    (each epoch's training, syncs and test pass, timed inside the workers)."""
     import contextlib
     import io
     import tempfile
@@ -235,53 +236,47 @@ def _engine_wall(data: str, config: TrainConfig, shape: RunShape, store_url: str
                     data=data, config=config, model_name="plan-calibration", workers=shape.workers,
                     strategy=shape.strategy, store_url=store_url, executor=executor_url,
                     epochs_per_round=epochs_per_round))
+            epochs = [row.seconds for row in services.ledger.epochs(result.run_id)]
         finally:
             services.close()
-    return float(result.wall_seconds)
+    return float(result.wall_seconds), epochs
 
 
 def measure_engine(data: str, config: TrainConfig, work: Workload, shape: RunShape, store_url: str,
                    executor_url: str, guess_s: float) -> dict[str, float]:
-    """Short real runs of K workers through the engine: the slope is the seconds of one epoch of
+    """Short real runs of K workers through the engine: ``epoch_s`` is the seconds of one epoch of
     ``samples`` (per worker) as the engine runs it (compute and syncs interleaved, the cores and the
-    interpreter shared), the intercept the run's fixed cost. ``guess_s``: a first figure of one
-    epoch, to size the runs. Returns ``epoch_s``, ``fixed_s``, ``samples`` and ``round_s``.
+    interpreter shared), ``fixed_s`` the run's fixed cost, ``round_s`` what a further round costs
+    (a CNN), ``scored`` the samples the driver scored at the end. ``guess_s``: a first figure of one
+    epoch, to size the runs.
 
-    MLP: E1 and E2 epochs of the whole data set (E2 sized to ~1.5 s more work). CNN: one epoch of
-    2 and of 6 batches — the slope per sample, so that what an epoch and a round cost whatever their
-    size (a worker process's torch import and data load, the epoch's test pass, the round's
-    checkpoint) is never multiplied by the data set's size — and one run of 2 epochs in 2 rounds
-    of 2 batches, whose extra time less an epoch's compute is a round's own cost (``round_s``)."""
+    MLP: E1 and E2 epochs of the whole data set (E2 sized to ~1.5 s more work): the slope and the
+    intercept. CNN: 2 epochs of 4 batches in one round, then in two rounds. The second epoch of the
+    first run, as its ledger times it inside the workers, is a warm epoch (a fresh process's first
+    batches are slower: the first epoch is not); the second run's extra time is a round's own cost
+    (a worker process's start, torch import, data load and warm-up; the round's checkpoint)."""
     extra: dict[str, Any] = {"threshold": 0.0, "report_every": 10**6}
     if isinstance(config, CNNConfig):
-        small = min(work.train_samples, 2 * config.batch_size)
-        big = min(work.train_samples, 6 * config.batch_size)
+        n = min(work.train_samples, 4 * config.batch_size)
         test = min(max(1, work.test_samples), config.batch_size)
-
-        def wall(n: int, epochs: int, per_round: int | None = None) -> float:
-            cfg = config.model_copy(update={**extra, "epochs": epochs, "limit_train": n, "limit_test": test})
-            return _engine_wall(data, cfg, shape, store_url, executor_url, per_round)
-
-        one_small, one_big, two_rounds = wall(small, 1), wall(big, 1), wall(small, 2, 1)
-        if big == small:  # a data set of at most 2 batches: the slope from the 2-epoch run
-            return {"epoch_s": two_rounds - one_small, "fixed_s": 2 * one_small - two_rounds,
-                    "samples": float(math.ceil(small / shape.workers)), "round_s": 0.0, "scored": float(small + test)}
-        grow = math.ceil(big / shape.workers) - math.ceil(small / shape.workers)  # per worker
-        per_sample = (one_big - one_small) / max(1, grow)
-        small_epoch = per_sample * math.ceil(small / shape.workers)
-        return {"epoch_s": one_big - one_small, "fixed_s": one_small - small_epoch, "samples": float(grow),
-                "round_s": max(0.0, two_rounds - one_small - small_epoch), "scored": float(small + test)}
+        cfg = config.model_copy(update={**extra, "epochs": 2, "limit_train": n, "limit_test": test})
+        one_round, epochs = _engine_run(data, cfg, shape, store_url, executor_url)
+        two_rounds, _ = _engine_run(data, cfg, shape, store_url, executor_url, 1)
+        round_s = max(0.0, two_rounds - one_round)
+        return {"epoch_s": epochs[-1], "fixed_s": one_round - sum(epochs),  # the driver, a round, the scoring
+                "samples": float(math.ceil(n / shape.workers)), "round_s": round_s, "scored": float(n + test),
+                "test_in_epoch": 1.0}
     samples = work.train_samples
     per_worker = math.ceil(samples / shape.workers)
     e1 = 2
     e2 = e1 + max(1, min(500, int(1.5 / max(guess_s, 1e-6))))
     walls = []
-    for epochs in (e1, e2):
-        cfg = config.model_copy(update={**extra, "epochs": epochs})
-        walls.append(_engine_wall(data, cfg, shape, store_url, executor_url))
+    for epochs_run in (e1, e2):
+        walls.append(_engine_run(data, config.model_copy(update={**extra, "epochs": epochs_run}), shape, store_url,
+                                 executor_url)[0])
     slope = (walls[1] - walls[0]) / (e2 - e1)
     return {"epoch_s": slope, "fixed_s": walls[0] - e1 * slope, "samples": float(per_worker), "round_s": 0.0,
-            "scored": float(work.train_samples + work.test_samples)}
+            "scored": float(work.train_samples + work.test_samples), "test_in_epoch": 0.0}
 
 
 # ---- the store --------------------------------------------------------------------------------
@@ -425,17 +420,17 @@ def calibrate(data: str, config: TrainConfig, dataset: Dataset, work: Workload, 
     sync_s = (syncs * (steps * sync["store_latency_s"] + per_sync / k / sync["store_bytes_s"])
               if k > 1 else 0.0)
     cnn = isinstance(config, CNNConfig)
-    sample = (run["epoch_s"] - sync_s) / run["samples"]
+    test_pass = math.ceil(min(work.test_samples, config.batch_size) / k) * at_t["eval_sample_seconds"] if cnn else 0.0
+    sample = (run["epoch_s"] - sync_s - run["test_in_epoch"] * test_pass) / run["samples"]
     if sample <= 0:  # noise larger than the epoch: the compute measured alone
         sample = at_t["sample_seconds"]
     per_round_loads = 0 if scheme == "local" else math.ceil(k / available_cores())
     loads = 1 + per_round_loads
-    test_pass = math.ceil(min(work.test_samples, config.batch_size) / k) * at_t["eval_sample_seconds"] if cnn else 0.0
     round_start = start["round_start_s"]
-    if cnn:  # a CNN round's own cost through the engine (worker start, torch, the model, the round's checkpoint)
-        round_start = max(round_start, run["round_s"] - test_pass - per_round_loads * load["data_load_seconds"])
-    finish = run["scored"] * at_t["eval_sample_seconds"]  # the driver's final scoring of the shortest run
-    driver = max(0.0, run["fixed_s"] - round_start - loads * load["data_load_seconds"] - test_pass - finish)
+    if cnn:  # a CNN round's own cost through the engine (worker start, torch, warm-up, the round's checkpoint)
+        round_start = max(round_start, run["round_s"] - per_round_loads * load["data_load_seconds"])
+    finish = run["scored"] * at_t["eval_sample_seconds"]  # the driver's final scoring of the calibration run
+    driver = max(0.0, run["fixed_s"] - round_start - loads * load["data_load_seconds"] - finish)
     return Measured(cpu=cpu_model(), cores=available_cores(), threads=threads, together=k, sample_seconds=sample,
                     sample_seconds_1=at_1["sample_seconds"], eval_sample_seconds=at_t["eval_sample_seconds"],
                     data_load_seconds=load["data_load_seconds"], driver_s=driver, **sync,
