@@ -63,7 +63,10 @@ import numpy as np, torch, torch.nn.functional as F
 from lambdanet.torchnet.models import build_model  # the network only; the loop below is plain PyTorch
 train, test, cfg_path, epochs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 cfg = json.load(open(cfg_path))
-bs, seed, half = cfg.get("batch_size", 100), cfg.get("seed", 0), cfg.get("precision") == "bf16"
+bs, seed, precision = cfg.get("batch_size", 100), cfg.get("seed", 0), cfg.get("precision", "fp32")
+# "auto": bf16 only on a CPU with bf16 in hardware (AMX or AVX-512 BF16), as the recipe resolves it
+half = precision == "bf16" or (precision == "auto" and (torch.cpu._is_amx_tile_supported()
+                                                        or torch.cpu._is_avx512_bf16_supported()))
 with np.load(train) as z:
     x, y = z["x"], torch.from_numpy(z["y"].astype(np.int64))
 with np.load(test) as z:
@@ -260,14 +263,18 @@ def step_images_per_s(name: str, mode: str, batch: int, steps: int) -> float:
 
 def precision_table() -> None:
     """Training-step images/s per model and numeric mode, beside the plain float32 step."""
+    import torch
+
     from lambdanet.config import CNNConfig, parse_config
     from lambdanet.torchnet.models import CHANNELS_LAST
+    from lambdanet.torchnet.train import resolve_precision
 
     print(f"{'model':<10} {'mode':<20} {'images/s':>9} {'x fp32':>7}")
     for name, batch, steps in (("lenet", 100, 40), ("fast", 256, 6), ("vgg11_bn", 128, 4)):
         recipe = parse_config(json.loads((RECIPES / f"{name}.json").read_text()), source=name)
         assert isinstance(recipe, CNNConfig)
-        ours = "fp32" if recipe.precision == "fp32" else ("bf16+channels_last" if name in CHANNELS_LAST else "bf16")
+        resolved = resolve_precision(recipe.precision, torch.device("cpu"))
+        ours = "fp32" if resolved == "fp32" else ("bf16+channels_last" if name in CHANNELS_LAST else "bf16")
         reference = None
         for mode in PRECISION_MODES:
             rate = step_images_per_s(name, mode, batch, steps)

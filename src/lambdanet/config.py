@@ -192,8 +192,9 @@ class CNNConfig(_Frozen):
     device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:[0-9]+)?)$")  # cuda is used only when asked
     image_size: ImageSize = None
     # "bf16": forward passes (training and scoring) under bfloat16 autocast; weights, gradients and
-    # the optimizer stay float32. Pays on CPUs with AMX and on GPUs; slower on other CPUs
-    precision: Literal["fp32", "bf16"] = "fp32"
+    # the optimizer stay float32. Pays on CPUs with AMX / AVX-512 BF16 and on GPUs; emulated (far
+    # slower) elsewhere. "auto": bf16 exactly where the hardware has it, else fp32
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
     sync_every: SyncEvery = 1  # local steps between parameter averages (1: all-reduce every step)
     compress: Compress = "none"  # fp16 / bf16 collective payloads
 

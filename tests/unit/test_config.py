@@ -112,3 +112,6 @@ def test_cnn_config_family() -> None:
     assert isinstance(cfg, CNNConfig) and cfg.kind == "cnn"
     with pytest.raises(ConfigError, match=r"model: Input should be 'lenet', 'vgg11_bn' or 'fast' \(got 'resnet'\)"):
         parse_config({"model": "resnet", "epochs": 1})
+    assert parse_config({"model": "fast", "epochs": 1, "precision": "auto"}).precision == "auto"  # type: ignore[union-attr]
+    with pytest.raises(ConfigError, match=r"precision: Input should be 'fp32', 'bf16' or 'auto' \(got 'fp16'\)"):
+        parse_config({"model": "fast", "epochs": 1, "precision": "fp16"})

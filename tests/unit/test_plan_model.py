@@ -60,7 +60,8 @@ def test_local_plan_is_the_hand_computation() -> None:
     assert p.bytes_per_sync == (3 * 2 - 2) * 1000 * 4 and p.bytes == 40 * 16_000
     compute = 4 * 50 * 1e-4  # two workers measured side by side: no further overlap factor
     sync = 40 * (2 * 1e-4 + 8000 / 1e8) + 0.5 * 1e-4
-    finish = 120 * 0.001
+    finish = 120 * 0.001 * 1 / 2  # the driver scores 120 samples on both cores (1 thread measured)
+    assert p.breakdown["finish"] == pytest.approx(finish, abs=1e-4)
     assert p.wall_seconds == pytest.approx(0.1 + 0.5 + compute + sync + finish, abs=1e-3)
     assert p.worker_seconds == pytest.approx(2 * (compute + sync), abs=1e-3)
     # the run's estimated_cost_usd: worker GB-s at 2 GB x the x86 price + 2 requests x $0.20/M
@@ -80,6 +81,21 @@ def test_small_all_reduce_is_one_gather_and_neuron_syncs_every_step() -> None:
     assert counts(WORK, neuron) == (40, 40)
     wide = WORK.model_copy(update={"first_width": 10})
     assert predict(wide, neuron, MEASURED, FIGURES).bytes_per_sync == 2 * 2 * 10 * 10 * 4  # K^2 x (10 x 10) x 4
+
+
+def test_a_cnn_driver_scores_at_most_its_sample_of_training_images() -> None:
+    """The CNN strategy's finish scores a sample of at most 2,000 training images and reuses the
+    last epoch's test pass; the plan charged all 60,000 (6.7 s of a fast CIFAR-10 run's 20)."""
+    from lambdanet.plan.model import CNN_FINISH_TRAIN_SAMPLES
+    from lambdanet.torchnet.strategy import FINISH_TRAIN_SAMPLES
+
+    assert CNN_FINISH_TRAIN_SAMPLES == FINISH_TRAIN_SAMPLES
+    cnn = WORK.model_copy(update={"kind": "cnn", "train_samples": 50_000, "test_samples": 10_000})
+    p = predict(cnn, RunShape(workers=1, target="lambda", memory_mb=1769), MEASURED, FIGURES)
+    assert p.breakdown["finish"] == pytest.approx(2_000 * 0.001, abs=1e-4)  # on the driver's 1 vCPU
+    small = cnn.model_copy(update={"train_samples": 500})
+    assert predict(small, RunShape(workers=1, target="local"), MEASURED, FIGURES).breakdown["finish"] \
+        == pytest.approx(500 * 0.001 / 2, abs=1e-4)
 
 
 @pytest.mark.parametrize("bad", [{"workers": 0}, {"memory_mb": 127}, {"memory_mb": 10_241}, {"sync_every": 0},
@@ -115,4 +131,4 @@ def test_a_cnn_calibration_never_multiplies_a_round_s_cost_by_the_data_set(monke
     assert got["epoch_s"] / got["samples"] == pytest.approx(per_sample)  # a warm epoch, per sample of a worker
     assert got["round_s"] == pytest.approx(per_round + warm_up)  # a further round: its start and its warm-up
     assert got["fixed_s"] == pytest.approx(fixed + per_round)  # the driver and the first round's start
-    assert got["scored"] == 4 * 256 + 256
+    assert got["scored"] == 4 * 256  # the driver's final scoring: the training images (the test pass is reused)

@@ -46,10 +46,10 @@ from lambdanet.cpu_budget import CpuBudget, available_cores, process_limits, rou
 from lambdanet.data.dataset import Dataset
 from lambdanet.data.readers import load_dataset, to_matrix, to_targets
 from lambdanet.engine.strategies import get_strategy
-from lambdanet.plan.model import Measured, RunShape, Workload, counts, sync_payload, sync_shape
+from lambdanet.plan.model import Measured, RunShape, Workload, counts, finish_samples, sync_payload, sync_shape
 from lambdanet.settings import Settings
 
-CACHE_VERSION = 6
+CACHE_VERSION = 7
 TARGET_SECONDS = 0.6  # how long each compute measurement runs (after a warm-up)
 
 
@@ -264,7 +264,8 @@ def measure_engine(data: str, config: TrainConfig, work: Workload, shape: RunSha
         two_rounds, _ = _engine_run(data, cfg, shape, store_url, executor_url, 1)
         round_s = max(0.0, two_rounds - one_round)
         return {"epoch_s": epochs[-1], "fixed_s": one_round - sum(epochs),  # the driver, a round, the scoring
-                "samples": float(math.ceil(n / shape.workers)), "round_s": round_s, "scored": float(n + test),
+                "samples": float(math.ceil(n / shape.workers)), "round_s": round_s,
+                "scored": float(finish_samples(work.model_copy(update={"train_samples": n}))),
                 "test_in_epoch": 1.0}
     samples = work.train_samples
     per_worker = math.ceil(samples / shape.workers)
@@ -276,7 +277,7 @@ def measure_engine(data: str, config: TrainConfig, work: Workload, shape: RunSha
                                  executor_url)[0])
     slope = (walls[1] - walls[0]) / (e2 - e1)
     return {"epoch_s": slope, "fixed_s": walls[0] - e1 * slope, "samples": float(per_worker), "round_s": 0.0,
-            "scored": float(work.train_samples + work.test_samples), "test_in_epoch": 0.0}
+            "scored": float(finish_samples(work)), "test_in_epoch": 0.0}
 
 
 # ---- the store --------------------------------------------------------------------------------
@@ -429,7 +430,8 @@ def calibrate(data: str, config: TrainConfig, dataset: Dataset, work: Workload, 
     round_start = start["round_start_s"]
     if cnn:  # a CNN round's own cost through the engine (worker start, torch, warm-up, the round's checkpoint)
         round_start = max(round_start, run["round_s"] - per_round_loads * load["data_load_seconds"])
-    finish = run["scored"] * at_t["eval_sample_seconds"]  # the driver's final scoring of the calibration run
+    # the driver's final scoring of the calibration run, on every core (as model.predict has it)
+    finish = run["scored"] * at_t["eval_sample_seconds"] * threads / available_cores()
     driver = max(0.0, run["fixed_s"] - round_start - loads * load["data_load_seconds"] - finish)
     return Measured(cpu=cpu_model(), cores=available_cores(), threads=threads, together=k, sample_seconds=sample,
                     sample_seconds_1=at_1["sample_seconds"], eval_sample_seconds=at_t["eval_sample_seconds"],

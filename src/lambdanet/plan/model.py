@@ -28,7 +28,9 @@ The model (every symbol is a field below):
   latency and bandwidth are measured against the store here, and on Lambda are 1 ms and the
   slower of the function's network and the Redis node's share.
 - **wall** = driver start + rounds x round start + data load + compute + sync + the driver's
-  final scoring; **worker-seconds** = K x the time a worker call runs; **usd** = worker GB-s x
+  final scoring (an MLP's train and test sets; a CNN's at most 2,000 training images, its test
+  accuracy being the last epoch's; here on every core, the per-sample figure scaled from a worker's
+  threads); **worker-seconds** = K x the time a worker call runs; **usd** = worker GB-s x
   the arch's price + requests x $0.20/M (+ on Lambda: the durable driver's GB-s and operations and
   the Redis node's hours). On this machine ``usd`` is what the run's ``estimated_cost_usd`` says:
   the same calls priced as Lambda calls of ``memory_mb``.
@@ -46,6 +48,7 @@ from lambdanet.plan.prices import LAMBDA, MAX_MEMORY_MB, MIN_MEMORY_MB, Arch, La
 
 Compress = Literal["none", "fp16", "bf16"]
 Target = Literal["local", "lambda"]
+CNN_FINISH_TRAIN_SAMPLES = 2_000  # torchnet.strategy.FINISH_TRAIN_SAMPLES (torch is not imported to plan)
 VOTE_EVERY_EPOCHS = 8  # the round-time decision: a one-number all-reduce every 8 epochs (engine.strategies.base)
 
 
@@ -152,6 +155,15 @@ def sync_payload(work: Workload, shape: RunShape) -> tuple[int, int]:
     return all_reduce_bytes(elements, shape.workers, width, sharded)
 
 
+def finish_samples(work: Workload) -> int:
+    """Samples the driver scores at the end: an MLP its whole train and test sets; a CNN at most
+    :data:`~lambdanet.torchnet.strategy.FINISH_TRAIN_SAMPLES` training images (its test accuracy
+    is the last epoch's test pass, not scored again)."""
+    if work.kind == "cnn":
+        return min(work.train_samples, CNN_FINISH_TRAIN_SAMPLES)
+    return work.train_samples + work.test_samples
+
+
 def _bookkeeping_steps(work: Workload) -> float:
     """Small all-reduces per epoch besides the syncs: the round-time vote (and a CNN's buffers and
     test tail)."""
@@ -179,7 +191,7 @@ def predict(work: Workload, shape: RunShape, measured: Measured, figures: Lambda
     if shape.sync_every > 1:
         uncertain.append(f"sync_every {shape.sync_every}: a sync assumed to move the parameters only (no optimizer "
                          "state) and the steps between syncs to cost what a synchronised step computes")
-    finish = (work.train_samples + work.test_samples) * measured.eval_sample_seconds  # the driver's scoring
+    finish = finish_samples(work) * measured.eval_sample_seconds  # the driver's scoring (one worker's threads)
     if shape.target == "local":
         over = K / measured.together if measured.together > 1 else max(1.0, K * measured.threads / measured.cores)
         compute = work.epochs * (mine * measured.sample_seconds + mine_test * measured.eval_sample_seconds) * over
@@ -190,6 +202,7 @@ def predict(work: Workload, shape: RunShape, measured: Measured, figures: Lambda
         start = measured.driver_s + rounds * measured.round_start_s
         loads = 1 if shape.executor == "local" else 1 + rounds * math.ceil(K / measured.cores)  # processes: each round
         data = measured.data_load_seconds * loads
+        finish *= measured.threads / measured.cores  # the driver scores on every core, after the workers
         wall = start + data + compute + sync + finish
         worker_seconds = K * (compute + sync + rounds * measured.round_start_s
                               + (0 if shape.executor == "local" else rounds * measured.data_load_seconds))
