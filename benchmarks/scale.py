@@ -7,6 +7,7 @@ setting (the fewest bytes with accuracy within ``--tolerance`` points of the ref
     python benchmarks/scale.py --part mlp    [--epochs 1000]              # itsacat MLP on cat/non-cat
     python benchmarks/scale.py --part cifar  [--epochs 3 --limit 10000]   # examples/cifar10/fast.json
     python benchmarks/scale.py --part mlp --wall-only 16:bf16             # only the K = 4 / K = 1 wall times
+    python benchmarks/scale.py --part cifar --settings 4:none,8:none,16:bf16   # a subset of the settings
 
 Store bytes are the run's ``store_bytes`` (the engine's accounting: every byte put into and read
 from the tensor store — the collectives, the in-round decisions and each round's end-of-round
@@ -37,6 +38,15 @@ SHARED = REPO.parent / "shared" / "datasets"
 CATS = SHARED / "catvnoncat" / "datasets.h5"
 CIFAR = SHARED / "cifar10" / "cifar10_train.npz"
 SETTINGS = [(h, c) for c in ("none", "fp16", "bf16") for h in (1, 4, 8, 16)]
+
+
+def settings(text: str) -> list[tuple[int, str]]:
+    """``H:COMPRESS,…`` (``--settings``) as (H, compress) pairs, the reference H = 1 none first;
+    empty: every H in 1, 4, 8, 16 with every compression."""
+    if not text:
+        return SETTINGS
+    pairs = [(int(h), c or "none") for h, _, c in (item.partition(":") for item in text.split(",") if item)]
+    return [(1, "none")] + [p for p in pairs if p != (1, "none")]
 
 
 def base_config(part: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -103,7 +113,7 @@ def run_part(part: str, args: argparse.Namespace) -> None:
         h_text, _, compress = args.wall_only.partition(":")
         return wall_ratio(part, args, {"H": int(h_text), "compress": compress or "none"})
     rows = []
-    for H, compress in SETTINGS:
+    for H, compress in settings(args.settings):
         row = train(part, args, H, compress, args.workers)
         rows.append(row)
         print(f"   ran H={H:<2} {compress:<4}  {row['wall_s']:.1f} s, {row['bytes_per_epoch']:,.0f} bytes/epoch, "
@@ -145,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=10_000, help="CIFAR training images (limit_train)")
     ap.add_argument("--limit-test", type=int, default=2_000, help="CIFAR test images (limit_test)")
     ap.add_argument("--tolerance", type=float, default=0.5, help="test accuracy points below H = 1 allowed for 'best'")
+    ap.add_argument("--settings", metavar="H:COMPRESS,...", default="",
+                    help="only these settings (besides H = 1 none), e.g. 4:none,8:none,16:bf16; default: all 12")
     ap.add_argument("--no-redis", action="store_true", help="skip the Redis/process wall-time runs")
     ap.add_argument("--wall-only", metavar="H:COMPRESS", default="",
                     help="only the Redis/process wall-time runs, for this setting (e.g. 16:bf16): the sweep's bytes "
