@@ -3,7 +3,7 @@ full batch and mini-batch 64, gd / adam / momentum (in float64 and float32), eve
 a 3-class softmax, optimizer state carried across round checkpoints (a round per epoch), the
 ``data`` strategy with more workers than samples in a batch, the ``neuron`` strategy with more
 workers than input features; float64 within 1e-9 and float32
-within 1e-4; memory store + threads and a real redis-server + one process per worker."""
+within 5e-4; memory store + threads and a real redis-server + one process per worker."""
 
 from __future__ import annotations
 
@@ -56,6 +56,12 @@ def train_and_compare(data: Path, cfg: MLPConfig, rtol: float, **request: Any) -
     return services, res
 
 
+# float64 pins the logic at 1e-9; float32 checks the dtype path, where the worker's BLAS sums in
+# another order than the reference's and Adam's m / sqrt(v) step amplifies the rounding of
+# near-zero gradients: 16 Adam steps differed by 1.2e-4 (max|diff| / max|w|) on an AVX2-only
+# EPYC, under 1e-4 on an AVX-512 Xeon
+FLOAT32_RTOL = 5e-4
+
 CASES = [(s, k, b, o) for s in ("neuron", "data") for k in (1, 2, 3, 4)
          for b, o in ((209, "gd"), (64, "adam"))]
 CASES += [("neuron", 3, 209, "adam"), ("data", 3, 64, "gd")]
@@ -96,7 +102,7 @@ def test_other_activations_softmax_and_momentum(home: Path, data: Path, workers:
 def test_float32_every_optimizer(home: Path, data: Path, strategy: str, workers: int, opt: str) -> None:
     cfg = config(dtype="float32", epochs=4, batch_size=64, optimizer=opt,
                  learning_rate=0.01 if opt == "adam" else 0.05)
-    train_and_compare(data, cfg, 1e-4, workers=workers, strategy=strategy, epochs_per_round=2)
+    train_and_compare(data, cfg, FLOAT32_RTOL, workers=workers, strategy=strategy, epochs_per_round=2)
 
 
 @pytest.mark.parametrize("strategy,workers", [("neuron", 3), ("data", 2)])
@@ -123,7 +129,7 @@ def test_softmax_three_classes(home: Path, cifar3: Path, strategy: str, workers:
     assert meta["architecture"]["activations"][-1] == "softmax"
 
 
-@pytest.mark.parametrize("dtype,rtol", [("float64", 1e-9), ("float32", 1e-4)])
+@pytest.mark.parametrize("dtype,rtol", [("float64", 1e-9), ("float32", FLOAT32_RTOL)])
 def test_data_strategy_with_more_workers_than_samples_in_a_batch(home: Path, tmp_path: Path, dtype: str,
                                                                  rtol: float) -> None:
     """24 samples in batches of 5 (the last of 4) over 6 workers: some workers hold no sample."""
