@@ -181,7 +181,9 @@ class CNNConfig(_Frozen):
     # steps, then linear down to 0 at the last one — relative to `epochs`, so --epochs rescales it
     lr_schedule: Literal["constant", "warmup_decay"] = "constant"
     warmup: float = Field(default=0.0, ge=0, lt=1)
-    tta: Literal["none", "flip"] = "none"  # test-time augmentation: average the logits of x and its mirror
+    # test-time augmentation: "flip" averages the logits of x and its mirror; "flip+translate" also
+    # those of x shifted one pixel up-left and down-right (airbench94's 6 views; train.predict_logits)
+    tta: Literal["none", "flip", "flip+translate"] = "none"
     seed: int = 0
     # seeded per (seed, epoch, sample): random crop (zero pad 4) and/or horizontal flip
     augment: Annotated[Literal["none", "crop", "flip", "crop+flip"], BeforeValidator(_augment)] = "crop+flip"

@@ -180,3 +180,28 @@ def test_flip_test_time_augmentation_scores_the_mean_logits_of_image_and_mirror(
     correct, loss = evaluate_slice(model, xt, yt, torch.device("cpu"), tta="flip")
     assert loss == pytest.approx(want_loss, rel=1e-5)
     assert correct == float((mean.argmax(1) == labels).sum())
+
+
+def test_flip_translate_tta_scores_airbench_six_view_mean() -> None:
+    """``tta="flip+translate"`` scores what airbench94's multi-crop evaluation computes, written here
+    with numpy shifts: 1/2 the flip mean of the images, 1/4 each the flip means of the images
+    moved one pixel up-left and down-right (reflect padding) — not the flip mean alone."""
+    from lambdanet.torchnet.train import evaluate_slice, predict_logits
+
+    _, _, xt, yt = cifar_subset(n_train=200, n_test=60)
+    model = build_model("lenet", n_classes=10, seed=2).eval()
+    labels = torch.from_numpy(yt.astype(np.int64))
+    padded = np.pad(xt, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")  # (n, 34, 34, 3)
+    views = [xt, padded[:, :32, :32], padded[:, 2:, 2:]]  # the image, shifted by (+1, +1) and (-1, -1)
+    with torch.no_grad():
+        flip_means = [(model(_images(v)) + model(_images(v[:, :, ::-1]))) / 2 for v in views]
+    want = 0.5 * flip_means[0] + 0.25 * flip_means[1] + 0.25 * flip_means[2]
+    want_loss = float(F.cross_entropy(want, labels, reduction="sum"))
+    assert abs(want_loss - float(F.cross_entropy(flip_means[0], labels, reduction="sum"))) > 1e-3  # shifts matter
+    assert float((flip_means[1] - flip_means[2]).abs().max()) > 1e-3  # and the two shifts differ
+    with torch.no_grad():
+        got = predict_logits(model, _images(xt), "flip+translate")
+    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-6)
+    correct, loss = evaluate_slice(model, xt, yt, torch.device("cpu"), tta="flip+translate")
+    assert loss == pytest.approx(want_loss, rel=1e-5)
+    assert correct == float((want.argmax(1) == labels).sum())

@@ -115,3 +115,9 @@ def test_cnn_config_family() -> None:
     assert parse_config({"model": "fast", "epochs": 1, "precision": "auto"}).precision == "auto"  # type: ignore[union-attr]
     with pytest.raises(ConfigError, match=r"precision: Input should be 'fp32', 'bf16' or 'auto' \(got 'fp16'\)"):
         parse_config({"model": "fast", "epochs": 1, "precision": "fp16"})
+
+
+def test_cnn_tta_values() -> None:
+    assert parse_config({"model": "fast", "epochs": 1, "tta": "flip+translate"}).tta == "flip+translate"  # type: ignore[union-attr]
+    with pytest.raises(ConfigError, match=r"tta: Input should be 'none', 'flip' or 'flip\+translate' \(got 'crop'\)"):
+        parse_config({"model": "fast", "epochs": 1, "tta": "crop"})

@@ -83,3 +83,28 @@ def test_a_model_scored_with_flip_tta_is_served_with_it(registry: ModelRegistry,
         want = torch.softmax((model(images) + model(torch.flip(images, dims=(3,)))) / 2, dim=1).numpy()
     np.testing.assert_allclose(load_predictor(registry.load("cifar-lenet-tta")).predict_proba(x), want, atol=1e-6)
     assert not np.allclose(load_predictor(mv).predict_proba(x), want, atol=1e-4)  # without tta: the image alone
+
+
+def test_a_model_scored_with_flip_translate_tta_is_served_with_it(registry: ModelRegistry, trained) -> None:
+    """Registered with ``tta: "flip+translate"``, the weights answer the softmax of airbench's
+    6-view mean (computed here with numpy shifts and a plain module)."""
+    from lambdanet.torchnet.models import build_model
+
+    mv = registry.load("cifar-lenet")
+    meta = {k: v for k, v in mv.metadata.items() if k not in ("name", "version", "created_at")}
+    meta["config"] = {**meta["config"], "tta": "flip+translate"}
+    registry.register("cifar-lenet-tta6", mv.weights, meta)
+    x = cifar_subset(n_train=100, n_test=50)[2][:8]
+    model = build_model("lenet", n_classes=10).eval()
+    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in mv.weights.items()})
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+    views = [x, padded[:, :32, :32], padded[:, 2:, 2:]]
+
+    def flip_mean(v: np.ndarray) -> torch.Tensor:
+        images = (torch.from_numpy(np.ascontiguousarray(v)).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
+        return (model(images) + model(torch.flip(images, dims=(3,)))) / 2
+
+    with torch.no_grad():
+        logits = 0.5 * flip_mean(views[0]) + 0.25 * flip_mean(views[1]) + 0.25 * flip_mean(views[2])
+    want = torch.softmax(logits, dim=1).numpy()
+    np.testing.assert_allclose(load_predictor(registry.load("cifar-lenet-tta6")).predict_proba(x), want, atol=1e-6)

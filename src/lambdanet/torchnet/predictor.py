@@ -9,7 +9,8 @@ Usage::
 Normalisation (``x / 255``, mean 0.5 / std 0.5) happens inside, exactly as in training
 (:func:`lambdanet.torchnet.data.to_tensor`); callers only fit photos to ``input_shape``
 (:func:`lambdanet.data.images.photo_to_array`, the policy ``.fit`` names). A model trained with
-``tta: "flip"`` is answered as it was scored: the mean logits of each image and its mirror.
+``tta: "flip"`` (or ``"flip+translate"``) is answered as it was scored: the mean logits of each
+image and its mirror (and of its one-pixel shifts, :func:`~lambdanet.torchnet.train.predict_logits`).
 Serving computes in float32 whatever the training ``precision`` (bf16 pays only on some CPUs).
 """
 
@@ -39,7 +40,8 @@ class CNNPredictor:
         self.classes: list[str] = list(meta.classes)
         self.input_shape: tuple[int, int, int] = meta.input_shape or (32, 32, 3)
         self.fit: str = meta.preprocessing.fit  # the resize policy of lambdanet.data.images (center_crop)
-        self.tta = "flip" if meta.config.get("tta") == "flip" else "none"  # test-time augmentation, as scored
+        tta = meta.config.get("tta")
+        self.tta = tta if tta in ("flip", "flip+translate") else "none"  # test-time augmentation, as scored
         arch = meta.architecture.model
         if meta.kind != "cnn":
             raise ModelCorrupt(f"model {ref} is a {meta.kind} model, not a CNN")

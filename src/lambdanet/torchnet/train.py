@@ -235,13 +235,30 @@ def _reduce(collective: Collective | None, buf: np.ndarray) -> np.ndarray:
 EVAL_BATCH = 250  # cache-sized: faster than 500-image batches for LeNet on CPU (docs/benchmarks.md)
 
 
+def _mirrored_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The mean of the logits of ``images`` (b, C, H, W) and of their horizontal mirrors."""
+    out: torch.Tensor = (model(images) + model(torch.flip(images, dims=(3,)))) / 2  # (b, classes)
+    return out
+
+
 def predict_logits(model: nn.Module, images: torch.Tensor, tta: str = "none") -> torch.Tensor:
-    """``model(images)``; with ``tta="flip"`` the mean of the logits of the images and of their
-    horizontal mirrors (test-time augmentation). ``images``: normalised (b, C, H, W)."""
-    logits: torch.Tensor = model(images)  # (b, classes)
+    """``model(images)`` under the test-time augmentation ``tta`` (``images``: normalised (b, C, H, W)):
+
+    * ``"flip"``: the mean of the logits of the images and of their horizontal mirrors (2 passes);
+    * ``"flip+translate"``: airbench94's multi-crop evaluation (6 passes) — half the flip mean of
+      the images, a quarter each the flip means of the images shifted by one pixel up-left and
+      down-right (reflect-padded, so no zeros enter).
+    """
+    if tta == "none":
+        logits: torch.Tensor = model(images)  # (b, classes)
+        return logits
+    mirrored = _mirrored_logits(model, images)
     if tta == "flip":
-        logits = (logits + model(torch.flip(images, dims=(3,)))) / 2
-    return logits
+        return mirrored
+    h, w = images.shape[-2:]
+    padded = F.pad(images, (1, 1, 1, 1), mode="reflect")  # (b, C, H+2, W+2)
+    shifted = (_mirrored_logits(model, padded[:, :, :h, :w]) + _mirrored_logits(model, padded[:, :, 2:, 2:])) / 2
+    return (mirrored + shifted) / 2
 
 
 def evaluate_slice(
