@@ -6,6 +6,7 @@ PyTorch script of the same recipe, in one run.
     python benchmarks/cifar.py --recipes vgg11_bn      # VGG11-bn's 30 epochs (over an hour here)
     python benchmarks/cifar.py --quick                 # a check: 5,000 / 1,000 images, 1 epoch each
     python benchmarks/cifar.py --precision             # training steps/s: fp32, bf16, channels_last, compile
+    python benchmarks/cifar.py --tta MODEL             # a registered model ($LAMBDANET_HOME) under each tta
 
 A recipe is ``NAME[@EPOCHS][xK]``: ``examples/cifar10/NAME.json``, optionally ``--epochs EPOCHS``
 (the schedule rescales) and ``--workers K`` (``data`` strategy, the default local executor and
@@ -283,15 +284,53 @@ def precision_table() -> None:
             print(f"{name:<10} {mode:<20} {rate:9.0f} {rate / reference:6.2f}x{mark}", flush=True)
 
 
+TTA_MODES = ("none", "flip", "flip+translate")
+
+
+def tta_table(model_name: str) -> None:
+    """Test accuracy and images/s of a registered model (``$LAMBDANET_HOME``) under each ``tta``,
+    scored as its training scored it (its recipe's precision), on the whole shared test set."""
+    import torch
+
+    from lambdanet.config import CNNConfig
+    from lambdanet.predictor import load_predictor
+    from lambdanet.services import Services
+    from lambdanet.settings import Settings
+    from lambdanet.torchnet.predictor import CNNPredictor
+    from lambdanet.torchnet.train import evaluate
+
+    services = Services.open(Settings.from_env(notifier_url="console://"))
+    try:
+        version = services.registry.load(model_name)
+        predictor = load_predictor(version)
+    finally:
+        services.close()
+    assert isinstance(predictor, CNNPredictor)
+    config = CNNConfig.model_validate(version.meta.config)
+    with np.load(CIFAR / "cifar10_test.npz") as z:
+        x, y = z["x"], z["y"].astype(np.int64)
+    print(f"{model_name}:{version.version} ({version.meta.architecture.model}, scored at {config.precision}; "
+          f"recorded test accuracy {version.meta.metrics.get('test_accuracy')}), {len(y)} test images")
+    print(f"{'tta':<16} {'test acc':>8} {'images/s':>9}")
+    for mode in TTA_MODES:
+        t0 = time.perf_counter()
+        accuracy = evaluate(predictor.model, x, y, torch.device("cpu"), tta=mode, precision=config.precision)
+        print(f"{mode:<16} {accuracy:8.4f} {len(y) / (time.perf_counter() - t0):9.0f}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--recipes", default="fast,fast@2,lenet", help="comma-separated NAME[@EPOCHS][xK]")
     ap.add_argument("--quick", action="store_true", help="5,000 train / 1,000 test images, 1 epoch each")
     ap.add_argument("--skip-plain", action="store_true", help="only the lambdanet rows")
     ap.add_argument("--precision", action="store_true", help="training-step images/s per numeric mode, then exit")
+    ap.add_argument("--tta", metavar="MODEL", help="a registered model's test accuracy under each tta, then exit")
     args = ap.parse_args(argv)
     if args.precision:
         precision_table()
+        return 0
+    if args.tta:
+        tta_table(args.tta)
         return 0
     recipes = [parse_recipe(r) for r in args.recipes.split(",") if r.strip()]
     tmp = Path(tempfile.mkdtemp(prefix="lambdanet-bench-cifar-"))
