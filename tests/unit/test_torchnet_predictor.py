@@ -66,45 +66,46 @@ def test_weights_file_is_safetensors(registry: ModelRegistry, trained) -> None:
     assert arrays["fc3.weight"].shape == (10, 84)
 
 
-def test_a_model_scored_with_flip_tta_is_served_with_it(registry: ModelRegistry, trained) -> None:
-    """The same weights registered with ``tta: "flip"`` answer the softmax of the mean logits of
-    each image and its mirror (computed here with a plain module), as the test pass scored them."""
+def _registered_with_tta(registry: ModelRegistry, tta: str) -> tuple[str, torch.nn.Module]:
+    """The trained LeNet's weights registered again with ``tta`` (its name) and as a plain module."""
     from lambdanet.torchnet.models import build_model
 
     mv = registry.load("cifar-lenet")
     meta = {k: v for k, v in mv.metadata.items() if k not in ("name", "version", "created_at")}
-    meta["config"] = {**meta["config"], "tta": "flip"}
-    registry.register("cifar-lenet-tta", mv.weights, meta)
-    x = cifar_subset(n_train=100, n_test=50)[2][:8]
+    meta["config"] = {**meta["config"], "tta": tta}
+    name = f"cifar-lenet-{tta.replace('+', '-')}"
+    registry.register(name, mv.weights, meta)
     model = build_model("lenet", n_classes=10).eval()
     model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in mv.weights.items()})
-    images = (torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
+    return name, model
+
+
+def _flip_mean(model: torch.nn.Module, x: np.ndarray) -> torch.Tensor:
+    """The mean logits of uint8 images ``x`` (n, H, W, 3) and of their mirrors, by a plain module."""
+    images = (torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
     with torch.no_grad():
-        want = torch.softmax((model(images) + model(torch.flip(images, dims=(3,)))) / 2, dim=1).numpy()
-    np.testing.assert_allclose(load_predictor(registry.load("cifar-lenet-tta")).predict_proba(x), want, atol=1e-6)
-    assert not np.allclose(load_predictor(mv).predict_proba(x), want, atol=1e-4)  # without tta: the image alone
+        out: torch.Tensor = (model(images) + model(torch.flip(images, dims=(3,)))) / 2
+    return out
+
+
+def test_a_model_scored_with_flip_tta_is_served_with_it(registry: ModelRegistry, trained) -> None:
+    """The same weights registered with ``tta: "flip"`` answer the softmax of the mean logits of
+    each image and its mirror (computed here with a plain module), as the test pass scored them."""
+    name, model = _registered_with_tta(registry, "flip")
+    x = cifar_subset(n_train=100, n_test=50)[2][:8]
+    want = torch.softmax(_flip_mean(model, x), dim=1).numpy()
+    np.testing.assert_allclose(load_predictor(registry.load(name)).predict_proba(x), want, atol=1e-6)
+    plain = load_predictor(registry.load("cifar-lenet"))
+    assert not np.allclose(plain.predict_proba(x), want, atol=1e-4)  # without tta: the image alone
 
 
 def test_a_model_scored_with_flip_translate_tta_is_served_with_it(registry: ModelRegistry, trained) -> None:
     """Registered with ``tta: "flip+translate"``, the weights answer the softmax of airbench's
     6-view mean (computed here with numpy shifts and a plain module)."""
-    from lambdanet.torchnet.models import build_model
-
-    mv = registry.load("cifar-lenet")
-    meta = {k: v for k, v in mv.metadata.items() if k not in ("name", "version", "created_at")}
-    meta["config"] = {**meta["config"], "tta": "flip+translate"}
-    registry.register("cifar-lenet-tta6", mv.weights, meta)
+    name, model = _registered_with_tta(registry, "flip+translate")
     x = cifar_subset(n_train=100, n_test=50)[2][:8]
-    model = build_model("lenet", n_classes=10).eval()
-    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in mv.weights.items()})
-    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
-    views = [x, padded[:, :32, :32], padded[:, 2:, 2:]]
-
-    def flip_mean(v: np.ndarray) -> torch.Tensor:
-        images = (torch.from_numpy(np.ascontiguousarray(v)).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
-        return (model(images) + model(torch.flip(images, dims=(3,)))) / 2
-
-    with torch.no_grad():
-        logits = 0.5 * flip_mean(views[0]) + 0.25 * flip_mean(views[1]) + 0.25 * flip_mean(views[2])
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")  # (n, 34, 34, 3)
+    logits = 0.5 * _flip_mean(model, x) + 0.25 * _flip_mean(model, padded[:, :32, :32]) + 0.25 * _flip_mean(
+        model, padded[:, 2:, 2:])
     want = torch.softmax(logits, dim=1).numpy()
-    np.testing.assert_allclose(load_predictor(registry.load("cifar-lenet-tta6")).predict_proba(x), want, atol=1e-6)
+    np.testing.assert_allclose(load_predictor(registry.load(name)).predict_proba(x), want, atol=1e-6)
