@@ -17,7 +17,7 @@ memory store). For each, two fresh processes on the same ``.npz`` files:
 * :data:`PLAIN_SCRIPT`: what a user writes without lambdanet — the same network definition
   (imported: the loop is what is compared, not the layers), the same optimizer, schedule, label
   smoothing, crop + flip augmentation, bf16 autocast / channels_last where the recipe says,
-  flip test-time augmentation; torch's defaults otherwise, numpy's ``default_rng`` per epoch.
+  the recipe's test-time augmentation; torch's defaults otherwise, numpy's ``default_rng`` per epoch.
 
 Columns: epochs, the process's wall time, training images/s (images x epochs over the epochs'
 seconds — each epoch's training and its test pass, from the ledger for lambdanet and timed in the
@@ -88,10 +88,21 @@ if cfg.get("lr_schedule") == "warmup_decay":  # up linearly over the warm-up ste
         opt, lambda s: (s + 1) / peak if s + 1 <= peak else (total - s) / (total - peak + 1))
 else:
     sched = None
-augment, smoothing, tta = cfg.get("augment", "crop+flip"), cfg.get("label_smoothing", 0.0), cfg.get("tta") == "flip"
+augment, smoothing, tta = cfg.get("augment", "crop+flip"), cfg.get("label_smoothing", 0.0), cfg.get("tta", "none")
 
 def images(a):  # uint8 (n, H, W, 3) -> float (n, 3, H, W), x / 255 normalised with mean = std = 0.5
     return (torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
+
+def scores(xb):  # the logits under the recipe's test-time augmentation (a sum: only the argmax is used)
+    if tta == "none":
+        return model(xb)
+    mirrored = model(xb) + model(torch.flip(xb, dims=(3,)))
+    if tta == "flip":
+        return mirrored
+    h, w = xb.shape[-2:]  # "flip+translate": airbench94's 6 views, the shifted pairs at half weight
+    p = F.pad(xb, (1, 1, 1, 1), mode="reflect")
+    shifts = [p[:, :, :h, :w], p[:, :, 2:, 2:]]
+    return 2 * mirrored + sum(model(s) + model(torch.flip(s, dims=(3,))) for s in shifts)
 
 def jitter(a, rng):  # random crop of the 4-pixel zero-padded image and/or a horizontal flip
     n, h, w, _ = a.shape
@@ -126,7 +137,7 @@ for epoch in range(1, epochs + 1):
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=half):
         for i in range(0, len(yt), 250):
             xb = images(xt[i:i + 250])
-            logits = model(xb) + model(torch.flip(xb, dims=(3,))) if tta else model(xb)
+            logits = scores(xb)
             correct += int((logits.argmax(1) == yt[i:i + 250]).sum())
     accuracy = correct / len(yt)
     epoch_seconds.append(time.perf_counter() - e0)
