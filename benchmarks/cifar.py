@@ -3,7 +3,7 @@ PyTorch script of the same recipe, in one run.
 
     python benchmarks/cifar.py                         # fast (10 epochs), fast --epochs 2, lenet
     python benchmarks/cifar.py --recipes fast@2,fast@2x2   # the K = 2 check: 2 epochs, K = 1 and K = 2
-    python benchmarks/cifar.py --recipes vgg11_bn      # VGG11-bn's 30 epochs (over an hour here)
+    python benchmarks/cifar.py --recipes vgg11_bn      # VGG11-bn's 40 epochs (about 90 min on 2 bf16 cores)
     python benchmarks/cifar.py --quick                 # a check: 5,000 / 1,000 images, 1 epoch each
     python benchmarks/cifar.py --precision             # training steps/s: fp32, bf16, channels_last, compile
     python benchmarks/cifar.py --tta MODEL             # a registered model ($LAMBDANET_HOME) under each tta

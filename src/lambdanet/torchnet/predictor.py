@@ -40,8 +40,7 @@ class CNNPredictor:
         self.classes: list[str] = list(meta.classes)
         self.input_shape: tuple[int, int, int] = meta.input_shape or (32, 32, 3)
         self.fit: str = meta.preprocessing.fit  # the resize policy of lambdanet.data.images (center_crop)
-        tta = meta.config.get("tta")
-        self.tta = tta if tta in ("flip", "flip+translate") else "none"  # test-time augmentation, as scored
+        self.tta = str(meta.config.get("tta") or "none")  # test-time augmentation, as scored (predict_logits)
         arch = meta.architecture.model
         if meta.kind != "cnn":
             raise ModelCorrupt(f"model {ref} is a {meta.kind} model, not a CNN")

@@ -249,7 +249,7 @@ def predict_logits(model: nn.Module, images: torch.Tensor, tta: str = "none") ->
       the images, a quarter each the flip means of the images shifted by one pixel up-left and
       down-right (reflect-padded, so no zeros enter).
     """
-    if tta not in ("flip", "flip+translate"):  # "none"
+    if tta not in ("flip", "flip+translate"):  # "none" (and what a config never holds)
         logits: torch.Tensor = model(images)  # (b, classes)
         return logits
     mirrored = _mirrored_logits(model, images)
