@@ -141,12 +141,15 @@ def test_augment_values_and_the_old_booleans() -> None:
 
 
 def test_the_models_take_any_size_and_the_fast_net_has_airbench_s_size() -> None:
-    for name, side in (("lenet", 16), ("vgg11_bn", 32), ("fast", 8)):
+    for name, side in (("lenet", 16), ("vgg11_bn", 32), ("fast", 8), ("airbench", 9)):
         model = build_model(name, n_classes=7, seed=0).eval()
         with torch.no_grad():
             for h, w in ((side, side), (side + 16, 2 * side + 8)):
                 assert tuple(model(torch.zeros(2, 3, h, w)).shape) == (2, 7)
+            with pytest.raises(RuntimeError):  # one pixel less: a pool gets an empty map
+                model(torch.zeros(2, 3, side - 1, side - 1))
     assert 1.9e6 < count_parameters(build_model("fast", n_classes=10)) < 2.1e6  # airbench94: ~2 M
+    assert 1.9e6 < count_parameters(build_model("airbench", n_classes=10)) < 2.1e6
 
 
 def test_a_cnn_trains_on_images_that_are_not_32x32(services: Services, tmp_path: Path) -> None:

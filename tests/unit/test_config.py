@@ -110,7 +110,8 @@ def test_cnn_config_family() -> None:
     cfg = parse_config({"model": "lenet", "epochs": 10, "batch_size": 100, "learning_rate": 0.001,
                         "optimizer": "adam", "seed": 0})
     assert isinstance(cfg, CNNConfig) and cfg.kind == "cnn"
-    with pytest.raises(ConfigError, match=r"model: Input should be 'lenet', 'vgg11_bn' or 'fast' \(got 'resnet'\)"):
+    allowed = r"'lenet', 'vgg11_bn', 'fast' or 'airbench'"
+    with pytest.raises(ConfigError, match=rf"model: Input should be {allowed} \(got 'resnet'\)"):
         parse_config({"model": "resnet", "epochs": 1})
     assert parse_config({"model": "fast", "epochs": 1, "precision": "auto"}).precision == "auto"  # type: ignore[union-attr]
     with pytest.raises(ConfigError, match=r"precision: Input should be 'fp32', 'bf16' or 'auto' \(got 'fp16'\)"):

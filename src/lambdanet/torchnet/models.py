@@ -21,27 +21,67 @@ weight averaging (a plain 3x3 conv stem of 32 channels instead), so it is traine
 engine loop; its recipe (``examples/cifar10/fast.json``) takes airbench's label smoothing 0.2,
 Nesterov SGD, a warm-up-then-linear-decay learning rate, flip + translate augmentation and flip
 test-time augmentation.
+
+``airbench`` is airbench94 with the parts ``fast`` leaves out: a frozen 2x2 "whitening" first
+convolution set from the eigenvectors of the training images' 2x2-patch covariance
+(:class:`DataInitialised`: the engine calls it once, when the run's initial state is made), the
+first channels of every 3x3 convolution initialised as the identity (Dirac), batch norms with a
+fixed scale of 1 whose biases learn at 64x the rate (:class:`ScaledParameterGroups`), eps 1e-12
+and running-statistic momentum 0.4. Its recipe (``examples/cifar10/airbench.json``) adds the
+lookahead weight averaging and airbench's learning-rate triangle (config keys ``lookahead``,
+``lr_start``, ``lr_end``).
 """
 
 from __future__ import annotations
 
 import threading
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
 from lambdanet.errors import ConfigError
 
-MODEL_NAMES = ("lenet", "vgg11_bn", "fast")
-MIN_SIDE = {"lenet": 16, "vgg11_bn": 32, "fast": 8}  # the smallest input side each model can take
+MODEL_NAMES = ("lenet", "vgg11_bn", "fast", "airbench")
+# the smallest input side each model can take (airbench: the 2x2 whitening conv, then 3 pools)
+MIN_SIDE = {"lenet": 16, "vgg11_bn": 32, "fast": 8, "airbench": 9}
 # the models whose bf16 training is faster with channels_last weights (docs/benchmarks.md: "fast"
 # gains; lenet loses and vgg11_bn does not change, so they keep the default layout)
-CHANNELS_LAST = frozenset({"fast"})
+CHANNELS_LAST = frozenset({"fast", "airbench"})
 VGG11_LAYERS: list[int | str] = [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"]
 
 # torch's module initialisers draw from the process-global RNG; threads of one process (the local
 # executor) must not interleave their seeded initialisations.
 _INIT_LOCK = threading.Lock()
+
+
+@runtime_checkable
+class DataInitialised(Protocol):
+    """A model whose first layer is computed from training images before the first step.
+
+    Usage::
+
+        if isinstance(model, DataInitialised):
+            model.initialise_from(to_tensor(x_train[sample]))   # normalised (n, 3, H, W)
+
+    Called once per run, on the initial state (the result is stored with the weights)."""
+
+    def initialise_from(self, images: torch.Tensor) -> None:
+        """Set the data-dependent weights from normalised images (n, 3, H, W)."""
+
+
+@runtime_checkable
+class ScaledParameterGroups(Protocol):
+    """A model whose parameters learn at different rates.
+
+    Usage::
+
+        for params, scale in model.parameter_groups():   # every trainable parameter once
+            ...  # learning rate x scale, weight decay / scale (their product is unchanged)
+    """
+
+    def parameter_groups(self) -> list[tuple[list[nn.Parameter], float]]:
+        """(trainable parameters, learning-rate scale) pairs covering every trainable parameter once."""
 
 
 class WideLeNet(nn.Module):
@@ -135,9 +175,84 @@ class FastNet(nn.Module):
         return out
 
 
+class FixedScaleNorm(nn.BatchNorm2d):
+    """Batch norm whose scale stays 1 (only the bias learns); eps 1e-12, running-stat momentum 0.4."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(channels, eps=1e-12, momentum=0.4)
+        self.weight.requires_grad_(False)
+
+
+def _dirac_conv(c_in: int, c_out: int) -> nn.Conv2d:
+    """A 3x3 convolution whose first ``c_in`` output channels start as the identity."""
+    conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+    with torch.no_grad():
+        nn.init.dirac_(conv.weight[:c_in])
+    return conv
+
+
+class _AirbenchBlock(nn.Sequential):
+    """conv → max-pool 2 → fixed-scale BN → GELU → conv → fixed-scale BN → GELU (airbench's ConvGroup)."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__(_dirac_conv(c_in, c_out), nn.MaxPool2d(2), FixedScaleNorm(c_out), nn.GELU(),
+                         _dirac_conv(c_out, c_out), FixedScaleNorm(c_out), nn.GELU())
+
+
+class AirbenchNet(nn.Module):
+    """airbench94 (see the module docstring): whitening 2x2 conv 3→24 (frozen weights, learned
+    bias), GELU, blocks 24→64→256→256, global max-pool, linear 256→n_classes (no bias) x 1/9."""
+
+    WIDTHS = (64, 256, 256)
+    SCALE = 1 / 9
+    WHITEN_EPS = 5e-4  # added to the patch covariance's eigenvalues (airbench's value)
+    NORM_BIAS_LR_SCALE = 64.0
+
+    def __init__(self, n_classes: int = 10) -> None:
+        super().__init__()
+        self.whiten = nn.Conv2d(3, 24, 2, bias=True)
+        self.whiten.weight.requires_grad_(False)
+        blocks: list[nn.Module] = []
+        c_in = 24
+        for width in self.WIDTHS:
+            blocks.append(_AirbenchBlock(c_in, width))
+            c_in = width
+        self.blocks = nn.Sequential(*blocks)
+        self.act = nn.GELU()
+        self.fit = nn.AdaptiveMaxPool2d(1)  # airbench's MaxPool2d(3) over the 3x3 map at 32x32
+        self.head = nn.Linear(c_in, n_classes, bias=False)
+
+    def initialise_from(self, images: torch.Tensor) -> None:
+        """Whitening filters: the eigenvectors of the 2x2-patch covariance of ``images`` (n, 3, H, W),
+        each scaled by 1/sqrt(eigenvalue + eps), largest first, and their negatives; bias 0."""
+        # (n * (H-1) * (W-1), 12): every 2x2 patch, channel-major like the conv's weight
+        patches = images.unfold(2, 2, 1).unfold(3, 2, 1).permute(0, 2, 3, 1, 4, 5).reshape(-1, 12).double()
+        eigenvalues, eigenvectors = torch.linalg.eigh(patches.T @ patches / len(patches))  # ascending
+        filters = (eigenvectors.T / torch.sqrt(eigenvalues + self.WHITEN_EPS)[:, None]).flip(0)  # (12, 12)
+        bias = self.whiten.bias
+        assert bias is not None  # built with bias=True: the one learned part of the whitening layer
+        with torch.no_grad():
+            self.whiten.weight.copy_(torch.cat((filters, -filters)).reshape(24, 3, 2, 2).float())
+            bias.zero_()
+
+    def parameter_groups(self) -> list[tuple[list[nn.Parameter], float]]:
+        """The batch norms' biases at 64x the learning rate, every other trainable parameter at 1x."""
+        norms = {id(p) for m in self.modules() if isinstance(m, FixedScaleNorm) for p in m.parameters()}
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        return [([p for p in trainable if id(p) in norms], self.NORM_BIAS_LR_SCALE),
+                ([p for p in trainable if id(p) not in norms], 1.0)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.act(self.whiten(x)))  # (N, 256, (H-1)/8, (W-1)/8)
+        x = torch.flatten(self.fit(x), 1)  # (N, 256)
+        out: torch.Tensor = self.head(x) * self.SCALE  # (N, n_classes)
+        return out
+
+
 def build_model(name: str, n_classes: int = 10, seed: int | None = None) -> nn.Module:
     """A fresh model; with ``seed`` its initial weights depend only on (name, n_classes, seed)."""
-    classes: dict[str, type[nn.Module]] = {"lenet": WideLeNet, "vgg11_bn": VGG11BN, "fast": FastNet}
+    classes: dict[str, type[nn.Module]] = {"lenet": WideLeNet, "vgg11_bn": VGG11BN, "fast": FastNet,
+                                           "airbench": AirbenchNet}
     if name not in classes:
         raise ConfigError(f"unknown CNN model '{name}' (allowed: {', '.join(MODEL_NAMES)})")
     if n_classes < 2:

@@ -44,9 +44,10 @@ from lambdanet.data.dataset import Dataset
 from lambdanet.engine.strategies.base import FinishedModel, RoundContext, RoundReport, State
 from lambdanet.errors import ConfigError, DataError
 from lambdanet.torchnet.checkpoint import load_state_arrays, state_arrays
-from lambdanet.torchnet.data import class_names, subset
+from lambdanet.torchnet.data import class_names, subset, to_tensor
 from lambdanet.torchnet.export import model_metadata, registry_weights
-from lambdanet.torchnet.models import MIN_SIDE, build_model
+from lambdanet.torchnet.lookahead import Lookahead
+from lambdanet.torchnet.models import MIN_SIDE, DataInitialised, build_model
 from lambdanet.torchnet.train import (
     EpochStats,
     LocalSync,
@@ -65,6 +66,7 @@ DEFAULT_EPOCHS_PER_ROUND = 1  # a CNN epoch is long enough to checkpoint after e
 # CIFAR-10's costs about a third of an epoch; 2,000 give the figure to about ±1 % (one standard
 # error at 60 % accuracy) for a small share of one
 FINISH_TRAIN_SAMPLES = 2_000
+INIT_SAMPLES = 5_000  # training images a DataInitialised model is set from (airbench94's 5,000)
 TEST_ACCURACY, TEST_LOSS = "eval.test_accuracy", "eval.test_loss"
 
 
@@ -100,9 +102,13 @@ def arrays(cache: dict[Any, Any], cfg: CNNConfig, dataset: Dataset) -> tuple[np.
     return cache[key]  # type: ignore[no-any-return]
 
 
-def _shard(model: torch.nn.Module, opt: torch.optim.Optimizer, last: EpochStats | None) -> State:
-    """The state after an epoch: weights, optimizer, and that epoch's test pass (see the module doc)."""
+def _shard(model: torch.nn.Module, opt: torch.optim.Optimizer, last: EpochStats | None,
+           look: Lookahead | None) -> State:
+    """The state after an epoch: weights, optimizer, the lookahead average (``lookahead.*``) and
+    that epoch's test pass (see the module doc)."""
     shard = state_arrays(model, opt)
+    if look is not None:
+        shard.update(look.state_arrays())
     if last is not None and last.test_accuracy is not None and last.test_loss is not None:
         shard[TEST_ACCURACY] = np.array([last.test_accuracy], np.float64)
         shard[TEST_LOSS] = np.array([last.test_loss], np.float64)
@@ -127,10 +133,10 @@ def _local_sync(state: State, rank: int) -> LocalSync:
 
 
 def _worker_shard(cfg: CNNConfig, rank: int, size: int, model: torch.nn.Module, opt: torch.optim.Optimizer,
-                  last: EpochStats | None, sync: LocalSync) -> State:
+                  last: EpochStats | None, sync: LocalSync, look: Lookahead | None) -> State:
     """What worker ``rank`` hands back: worker 0 the whole state; under local SGD the others their
     own optimizer state, and every worker its residuals."""
-    shard = _shard(model, opt, last) if rank == 0 else {}
+    shard = _shard(model, opt, last, look) if rank == 0 else {}
     if size > 1 and local_sgd(cfg):
         if rank > 0:
             shard.update({f"local.{rank}.{key}": v for key, v in state_arrays(model, opt).items()
@@ -175,8 +181,13 @@ class TorchDataStrategy:
         return min(int(config.epochs), DEFAULT_EPOCHS_PER_ROUND)
 
     def initial_state(self, config: CNNConfig, dataset: Dataset) -> State:
+        """The seeded initial weights; a :class:`DataInitialised` model is also set from a seeded
+        sample of :data:`INIT_SAMPLES` training images (once per run: workers load the result)."""
         cfg = _check(config)
         model, _ = _model(cfg, dataset, None, torch.device("cpu"), with_optimizer=False)
+        if isinstance(model, DataInitialised):
+            x = arrays({}, cfg, dataset)[0]
+            model.initialise_from(to_tensor(x[subset(len(x), INIT_SAMPLES, cfg.seed + 3)]))
         return state_arrays(model, None)  # the optimizer state starts empty
 
     def run_round(self, ctx: RoundContext) -> RoundReport:
@@ -187,6 +198,7 @@ class TorchDataStrategy:
         model, opt = _model(cfg, ctx.dataset, _own_state(ctx.state, ctx.rank), dev, with_optimizer=True)
         assert opt is not None
         sync = _local_sync(ctx.state, ctx.rank)
+        look = Lookahead.from_state(ctx.state, model) if cfg.lookahead else None
         extras: list[dict[str, Any]] = []
         costs: list[float] = []
         seconds: list[float] = []
@@ -204,7 +216,7 @@ class TorchDataStrategy:
             # in-round checkpoint: a collective decision after every epoch (CNN epochs are long); the
             # state is complete here (BN buffers averaged, the step taken); never after the last epoch
             if done < epochs and not (cfg.threshold > 0 and stats.loss <= cfg.threshold) and ctx.decide(done, 1)[1]:
-                ctx.save_checkpoint(done, _worker_shard(cfg, ctx.rank, ctx.size, model, opt, stats, sync), costs,
+                ctx.save_checkpoint(done, _worker_shard(cfg, ctx.rank, ctx.size, model, opt, stats, sync, look), costs,
                                     seconds, extras)
 
         out = train_epochs(
@@ -212,8 +224,9 @@ class TorchDataStrategy:
             ctx.comm if ctx.size > 1 else None,
             start_epoch=ctx.start_epoch, device=dev, test=(xt, yt) if len(yt) else None,
             should_stop=lambda: time.monotonic() - ctx.started >= ctx.budget_s, on_epoch=on_epoch, sync=sync,
+            lookahead=look,
         )
-        shard = _worker_shard(cfg, ctx.rank, ctx.size, model, opt, last[0] if last else None, sync)
+        shard = _worker_shard(cfg, ctx.rank, ctx.size, model, opt, last[0] if last else None, sync, look)
         return RoundReport(
             costs=[e.loss for e in out.epochs],
             seconds=[e.seconds for e in out.epochs],

@@ -63,7 +63,8 @@ from lambdanet.torchnet.flat import (
     set_flat_grads,
     set_flat_params,
 )
-from lambdanet.torchnet.models import CHANNELS_LAST
+from lambdanet.torchnet.lookahead import Lookahead
+from lambdanet.torchnet.models import CHANNELS_LAST, ScaledParameterGroups
 
 
 @runtime_checkable
@@ -194,32 +195,47 @@ def training_layout(model: nn.Module, cfg: CNNConfig) -> nn.Module:
 
 
 def make_optimizer(model: nn.Module, cfg: CNNConfig) -> torch.optim.Optimizer:
+    """Adam or SGD over the trainable parameters; a :class:`ScaledParameterGroups` model's groups
+    get ``learning_rate x scale`` and ``weight_decay / scale`` (each group keeps its ``lr_scale``)."""
+    if isinstance(model, ScaledParameterGroups):
+        scaled = model.parameter_groups()
+    else:
+        scaled = [([p for p in model.parameters() if p.requires_grad], 1.0)]
+    groups: list[dict[str, object]] = [
+        {"params": params, "lr": cfg.learning_rate * scale, "weight_decay": cfg.weight_decay / scale,
+         "lr_scale": scale} for params, scale in scaled if params]
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(
-        model.parameters(), lr=cfg.learning_rate, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-        nesterov=cfg.nesterov,
-    )
+        return torch.optim.Adam(groups, lr=cfg.learning_rate)
+    return torch.optim.SGD(groups, lr=cfg.learning_rate, momentum=cfg.momentum, nesterov=cfg.nesterov)
 
 
 def learning_rate_at(cfg: CNNConfig, epoch: int, batch: int, batches: int) -> float:
     """The rate of step ``batch`` (0-based) of ``epoch`` (1-based) of ``batches`` steps: the
     config's ``learning_rate``, or under "warmup_decay" a triangle over all ``epochs × batches``
-    steps — linear from 0 up to it over the ``warmup`` share, then linear down to 0 after the last
-    step. A pure function of the step, so a resumed run steps exactly as an uninterrupted one."""
+    steps — linear from ``lr_start`` x it up to it over the ``warmup`` share, then linear down
+    towards ``lr_end`` x it, reached after the last step (the defaults 0 and 0: from 0, down to 0).
+    A pure function of the step, so a resumed run steps exactly as an uninterrupted one."""
     if cfg.lr_schedule == "constant":
         return cfg.learning_rate
     total = cfg.epochs * batches
     step = (epoch - 1) * batches + batch + 1  # 1 … total
     peak = max(1.0, cfg.warmup * total)
     if step <= peak:
-        return cfg.learning_rate * step / peak
-    return cfg.learning_rate * max(0.0, (total - step + 1) / max(1.0, total - peak + 1))
+        return cfg.learning_rate * (cfg.lr_start + (1 - cfg.lr_start) * step / peak)
+    remaining = max(0.0, (total - step + 1) / max(1.0, total - peak + 1))
+    return cfg.learning_rate * (cfg.lr_end + (1 - cfg.lr_end) * remaining)
 
 
 def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
     for group in opt.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+
+
+def _after_step(look: Lookahead | None, model: nn.Module, cfg: CNNConfig, epoch: int, batch: int,
+                batches: int) -> None:
+    """The lookahead average after step ``batch`` (0-based) of ``epoch`` (1-based), when the run has one."""
+    if look is not None:
+        look.after_step(model, (epoch - 1) * batches + batch + 1, cfg.epochs * batches)
 
 
 def _rank_size(collective: Collective | None) -> tuple[int, int]:
@@ -295,7 +311,7 @@ def _batch_images(x: np.ndarray, idx: np.ndarray, plan: AugmentPlan | None, dev:
 
 def _local_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: np.ndarray, labels: torch.Tensor,
                  batches: list[np.ndarray], plan: AugmentPlan | None, dev: torch.device,
-                 cfg: CNNConfig, epoch: int) -> tuple[float, float]:
+                 cfg: CNNConfig, epoch: int, look: Lookahead | None) -> tuple[float, float]:
     """K = 1: the plain loop. Returns (sum of the batch losses, correct count), read once."""
     loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
     correct = torch.zeros((), dtype=torch.int64, device=dev)
@@ -309,6 +325,7 @@ def _local_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: np.ndarray, la
         opt.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
         opt.step()
+        _after_step(look, model, cfg, epoch, i, len(batches))
         loss_sum += loss.detach()
         correct += (logits.detach().argmax(1) == yb).sum()
     return float(loss_sum), float(correct)
@@ -316,7 +333,8 @@ def _local_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: np.ndarray, la
 
 def _parallel_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: np.ndarray, labels: torch.Tensor,
                     batches: list[np.ndarray], plan: AugmentPlan | None, dev: torch.device,
-                    collective: Collective, cfg: CNNConfig, epoch: int) -> tuple[float, float]:
+                    collective: Collective, cfg: CNNConfig, epoch: int,
+                    look: Lookahead | None) -> tuple[float, float]:
     """K > 1: each worker its slice of every batch, one all-reduced flat buffer per step."""
     rank, size = collective.rank, collective.size
     loss_total, correct_total = 0.0, 0.0
@@ -339,6 +357,7 @@ def _parallel_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: np.ndarray,
         loss_total += float(buf[-2]) / len(idx)
         correct_total += float(buf[-1])
         opt.step()
+        _after_step(look, model, cfg, epoch, i, len(batches))
     return loss_total, correct_total
 
 
@@ -394,14 +413,19 @@ def train_epochs(
     should_stop: Callable[[], bool] | None = None,
     on_epoch: Callable[[EpochStats], None] | None = None,
     sync: LocalSync | None = None,
+    lookahead: Lookahead | None = None,
 ) -> TrainOutcome:
     """Train epochs ``start_epoch + 1 … start_epoch + epochs`` (fewer on threshold/budget stop).
 
     ``x``: uint8 (m, H, W, C), ``y``: int64 (m,) — the FULL training set on every worker (each
     takes its own slice of every mini-batch). ``should_stop`` is asked after every epoch; if any
     worker says yes, all stop (reason "budget"). ``sync``: the residuals of a compressed local-SGD
-    run (kept across calls by the caller; a fresh one when None).
+    run (kept across calls by the caller; a fresh one when None). ``lookahead``: the running
+    average of a ``lookahead`` config (kept across calls by the caller; a fresh one when None).
     """
+    if cfg.lookahead and lookahead is None:
+        lookahead = Lookahead.start(model)
+    look = lookahead if cfg.lookahead else None
     rank, size = _rank_size(collective)
     dev = torch.device(device)
     m = len(y)
@@ -413,14 +437,14 @@ def train_epochs(
         plan = augment_plan(m, cfg.seed, epoch, cfg.augment)
         batches = minibatches(m, cfg.batch_size, cfg.seed, epoch)
         if collective is None or size == 1:
-            loss_total, correct_total = _local_epoch(model, opt, x, labels, batches, plan, dev, cfg, epoch)
+            loss_total, correct_total = _local_epoch(model, opt, x, labels, batches, plan, dev, cfg, epoch, look)
         elif local_sgd(cfg):
             sync = sync if sync is not None else LocalSync()
             loss_total, correct_total = _local_sgd_epoch(model, opt, x, labels, batches, plan, dev, collective, cfg,
                                                          epoch, sync)
         else:
             loss_total, correct_total = _parallel_epoch(model, opt, x, labels, batches, plan, dev, collective, cfg,
-                                                        epoch)
+                                                        epoch, look)
             buffers = flat_buffers(model)  # batch-norm running statistics: averaged BEFORE the test pass
             if buffers.size:
                 set_flat_buffers(model, _reduce(collective, buffers) / size)
