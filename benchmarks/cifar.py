@@ -4,6 +4,7 @@ PyTorch script of the same recipe, in one run.
     python benchmarks/cifar.py                         # fast (10 epochs), fast --epochs 2, lenet
     python benchmarks/cifar.py --recipes fast@2,fast@2x2   # the K = 2 check: 2 epochs, K = 1 and K = 2
     python benchmarks/cifar.py --recipes vgg11_bn      # VGG11-bn's 40 epochs (about 90 min on 2 bf16 cores)
+    python benchmarks/cifar.py --recipes airbench      # the airbench recipe (whitening, lookahead, …)
     python benchmarks/cifar.py --quick                 # a check: 5,000 / 1,000 images, 1 epoch each
     python benchmarks/cifar.py --precision             # training steps/s: fp32, bf16, channels_last, compile
     python benchmarks/cifar.py --tta MODEL             # a registered model ($LAMBDANET_HOME) under each tta
@@ -16,7 +17,7 @@ memory store). For each, two fresh processes on the same ``.npz`` files:
   snapshot, checkpoints, ledger, the registry — a user's first run);
 * :data:`PLAIN_SCRIPT`: what a user writes without lambdanet — the same network definition
   (imported: the loop is what is compared, not the layers), the same optimizer, schedule, label
-  smoothing, crop + flip augmentation, bf16 autocast / channels_last where the recipe says,
+  smoothing, augmentation, lookahead, bf16 autocast / channels_last where the recipe says,
   the recipe's test-time augmentation; torch's defaults otherwise, numpy's ``default_rng`` per epoch.
 
 Columns: epochs, the process's wall time, training images/s (images x epochs over the epochs'
@@ -54,7 +55,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CIFAR = ROOT.parent / "shared" / "datasets" / "cifar10"
 RECIPES = ROOT / "examples" / "cifar10"
 SPEED_TARGET = 0.95
-TARGETS = {"fast": (0.92, 40 * 60), "fast@2": (0.80, None), "vgg11_bn": (0.90, None)}
+TARGETS = {"fast": (0.92, 40 * 60), "fast@2": (0.80, None), "vgg11_bn": (0.90, None),
+           "airbench": (0.92, 40 * 60), "airbench@2": (0.80, None)}
 
 # argv: train.npz test.npz config.json epochs. Prints one JSON line.
 PLAIN_SCRIPT = r'''
@@ -73,21 +75,31 @@ with np.load(train) as z:
 with np.load(test) as z:
     xt, yt = z["x"], torch.from_numpy(z["y"].astype(np.int64))
 model = build_model(cfg["model"], n_classes=10, seed=seed)
-if half and cfg["model"] == "fast":
+if cfg["model"] == "airbench":  # whitening filters from 5,000 shuffled training images
+    sample = np.random.default_rng(seed).permutation(len(y))[:5000]
+    model.initialise_from((torch.from_numpy(x[sample]).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5)
+if half and cfg["model"] in ("fast", "airbench"):
     model = model.to(memory_format=torch.channels_last)
+lr, wd = cfg.get("learning_rate", 1e-3), cfg.get("weight_decay", 0.0)
+# airbench: the batch norms' biases at 64x the rate and 1/64 the weight decay
+fast_biases = [p for n, p in model.named_parameters() if p.requires_grad and cfg["model"] == "airbench"
+               and n.startswith("blocks") and n.endswith("bias")]
+rest = [p for p in model.parameters() if p.requires_grad and all(p is not q for q in fast_biases)]
+groups = [{"params": rest, "lr": lr, "weight_decay": wd}]
+groups += [{"params": fast_biases, "lr": lr * 64, "weight_decay": wd / 64}] if fast_biases else []
 if cfg.get("optimizer", "adam") == "sgd":
-    opt = torch.optim.SGD(model.parameters(), lr=cfg["learning_rate"], momentum=cfg.get("momentum", 0.9),
-                          nesterov=cfg.get("nesterov", False), weight_decay=cfg.get("weight_decay", 0.0))
+    opt = torch.optim.SGD(groups, lr=lr, momentum=cfg.get("momentum", 0.9), nesterov=cfg.get("nesterov", False))
 else:
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.get("learning_rate", 1e-3),
-                           weight_decay=cfg.get("weight_decay", 0.0))
+    opt = torch.optim.Adam(groups, lr=lr)
 steps = -(-len(y) // bs)
 total, peak = epochs * steps, max(1.0, cfg.get("warmup", 0.0) * epochs * steps)
-if cfg.get("lr_schedule") == "warmup_decay":  # up linearly over the warm-up steps, then down to 0
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / peak if s + 1 <= peak else (total - s) / (total - peak + 1))
+start, end = cfg.get("lr_start", 0.0), cfg.get("lr_end", 0.0)
+if cfg.get("lr_schedule") == "warmup_decay":  # up linearly over the warm-up steps, then down
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: float(np.interp(s + 1, [0, peak, total + 1],
+                                                                             [start, 1.0, end])))
 else:
     sched = None
+average = {k: v.clone() for k, v in model.state_dict().items() if v.is_floating_point()}  # lookahead
 augment, smoothing, tta = cfg.get("augment", "crop+flip"), cfg.get("label_smoothing", 0.0), cfg.get("tta", "none")
 
 def images(a):  # uint8 (n, H, W, 3) -> float (n, 3, H, W), x / 255 normalised with mean = std = 0.5
@@ -104,14 +116,19 @@ def scores(xb):  # the logits under the recipe's test-time augmentation (a sum: 
     shifts = [p[:, :, :h, :w], p[:, :, 2:, 2:]]
     return 2 * mirrored + sum(model(s) + model(torch.flip(s, dims=(3,))) for s in shifts)
 
-def jitter(a, rng):  # random crop of the 4-pixel zero-padded image and/or a horizontal flip
+parts = set(augment.split("+"))
+alternate = np.random.default_rng([seed, 2]).random(len(y)) < 0.5  # "altflip": mirrored in odd epochs
+
+def jitter(a, idx, rng, epoch):  # a random crop ("crop": zero pad 4; "translate": reflect pad 2) and flips
     n, h, w, _ = a.shape
-    padded = np.pad(a, ((0, 0), (4, 4), (4, 4), (0, 0)))
-    dy, dx = rng.integers(0, 9, size=(2, n)) if "crop" in augment else np.full((2, n), 4)
+    pad = 2 if "translate" in parts else 4
+    padded = np.pad(a, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect" if pad == 2 else "constant")
+    shift = parts & {"crop", "translate"}
+    dy, dx = rng.integers(0, 2 * pad + 1, size=(2, n)) if shift else np.full((2, n), pad)
     rows, cols = dy[:, None] + np.arange(h), dx[:, None] + np.arange(w)
-    if "flip" in augment:
-        flip = rng.random(n) < 0.5
-        cols[flip] = cols[flip][:, ::-1]
+    flip = (alternate[idx] ^ (epoch % 2 == 0) if "altflip" in parts
+            else rng.random(n) < 0.5 if "flip" in parts else np.zeros(n, bool))
+    cols[flip] = cols[flip][:, ::-1]
     return padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 epoch_seconds, accuracy = [], None
@@ -123,7 +140,7 @@ for epoch in range(1, epochs + 1):
     perm = rng.permutation(len(y))
     for i in range(0, len(y), bs):
         idx = perm[i:i + bs]
-        xb = x[idx] if augment == "none" else jitter(x[idx], rng)
+        xb = x[idx] if augment == "none" else jitter(x[idx], idx, rng, epoch)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=half):
             logits = model(images(xb)).float()
         loss = F.cross_entropy(logits, y[idx], label_smoothing=smoothing)
@@ -132,6 +149,13 @@ for epoch in range(1, epochs + 1):
         opt.step()
         if sched is not None:
             sched.step()
+        step = (epoch - 1) * steps + i // bs + 1
+        if cfg.get("lookahead") and (step % 5 == 0 or step == total):
+            state = model.state_dict()
+            for k, v in average.items():
+                if step % 5 == 0:
+                    v.lerp_(state[k], 1 - 0.95 ** 5 * (step / total) ** 3)
+                state[k].copy_(v)
     model.eval()
     correct = 0
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=half):

@@ -153,7 +153,8 @@ class MLPConfig(_Frozen):
         return [n_inputs, *self.hidden_sizes]
 
 
-AUGMENTS = ("none", "crop", "flip", "crop+flip")
+AUGMENTS = ("none", "crop", "flip", "crop+flip", "translate", "altflip", "translate+flip", "crop+altflip",
+            "translate+altflip")
 
 
 def _augment(value: Any) -> Any:
@@ -193,7 +194,9 @@ class CNNConfig(_Frozen):
     tta: Literal["none", "flip", "flip+translate"] = "none"
     seed: int = 0
     # seeded per (seed, epoch, sample): random crop (zero pad 4) and/or horizontal flip
-    augment: Annotated[Literal["none", "crop", "flip", "crop+flip"], BeforeValidator(_augment)] = "crop+flip"
+    # "translate" / "altflip": airbench94's 2-pixel reflect-padded shift / alternating flip
+    augment: Annotated[Literal["none", "crop", "flip", "crop+flip", "translate", "altflip", "translate+flip",
+                               "crop+altflip", "translate+altflip"], BeforeValidator(_augment)] = "crop+flip"
     threshold: float = Field(default=0.0, ge=0)  # early stop on the epoch's train loss
     report_every: int = Field(default=1, gt=0)
     limit_train: int | None = Field(default=None, gt=0)  # use the first N shuffled samples

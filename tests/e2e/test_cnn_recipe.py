@@ -129,12 +129,38 @@ def test_the_augment_modes() -> None:
         assert not np.array_equal(cropped[k], x[k][:, ::-1]) or np.array_equal(x[k], x[k][:, ::-1])
 
 
+def test_translate_and_alternating_flip() -> None:
+    """airbench94's augmentation: a window of the image reflect-padded by 2; a seeded half of the
+    images mirrored in odd epochs and exactly the other half in even ones."""
+    x = np.random.default_rng(1).integers(0, 256, size=(64, 8, 8, 3), dtype=np.uint8)
+    idx = np.arange(64)
+    plan = augment_plan(64, seed=5, epoch=3, mode="translate")
+    assert plan is not None and not plan.flip.any()
+    shifted = augment(x, plan, idx)
+    rows = np.r_[2, 1, np.arange(8), 6, 5]  # reflect padding by 2: the border mirrored, edge not repeated
+    padded = x[:, rows][:, :, rows]
+    for k in range(64):
+        windows = [padded[k, dy:dy + 8, dx:dx + 8] for dy in range(5) for dx in range(5)]
+        assert any(np.array_equal(shifted[k], w) for w in windows)
+    assert any(not np.array_equal(shifted[k], x[k]) for k in range(64))
+    flips = [augment_plan(64, seed=5, epoch=e, mode="altflip").flip for e in (1, 2, 3)]  # type: ignore[union-attr]
+    assert 16 < flips[0].sum() < 48
+    np.testing.assert_array_equal(flips[1], ~flips[0])
+    np.testing.assert_array_equal(flips[2], flips[0])
+    both = augment_plan(64, seed=5, epoch=2, mode="translate+altflip")
+    assert both is not None and both.reflect and np.array_equal(both.flip, flips[1])
+    mirrored = augment(x, augment_plan(64, seed=5, epoch=2, mode="altflip"), idx)  # type: ignore[arg-type]
+    for k in range(64):  # centred: the image or its mirror
+        assert np.array_equal(mirrored[k], x[k][:, ::-1] if flips[1][k] else x[k])
+
+
 def test_augment_values_and_the_old_booleans() -> None:
     base = {"model": "lenet", "epochs": 1}
     assert parse_config(base).augment == "crop+flip"  # the default for CNN configs
     assert parse_config({**base, "augment": True}).augment == "crop+flip"
     assert parse_config({**base, "augment": False}).augment == "none"
-    with pytest.raises(ConfigError, match=r"augment: unknown value 'rotate' \(allowed: none, crop, flip, crop\+flip\)"):
+    with pytest.raises(ConfigError, match=r"augment: unknown value 'rotate' \(allowed: none, crop, flip, crop\+flip, "
+                                          r"translate, altflip, translate\+flip, crop\+altflip, translate\+altflip\)"):
         parse_config({**base, "augment": "rotate"})
     with pytest.raises(ConfigError, match="nesterov: needs optimizer 'sgd' with momentum > 0"):
         parse_config({**base, "nesterov": True})

@@ -100,33 +100,51 @@ def minibatches(m: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarr
     return [perm[i : i + batch_size] for i in range(0, m, batch_size)]
 
 
+TRANSLATE = 2  # "translate": airbench94's shift of up to 2 pixels, reflect-padded
+
+
 @dataclass(frozen=True)
 class AugmentPlan:
-    dy: np.ndarray  # int (m,) crop offset in the padded image, 0..2*PAD
+    dy: np.ndarray  # int (m,) crop offset in the padded image, 0..2*pad
     dx: np.ndarray  # int (m,)
     flip: np.ndarray  # bool (m,)
+    pad: int = PAD  # pixels added on every side before the crop
+    reflect: bool = False  # mirror the border into the padding (else zeros)
 
 
 def augment_plan(m: int, seed: int, epoch: int, mode: str = "crop+flip") -> AugmentPlan | None:
     """Crop offsets and flips for every sample of an epoch (worker-independent) — the config's
-    ``augment`` mode: "crop" keeps every flip off, "flip" every crop centred (no shift); the same
-    draws either way, so a mode only masks what the other would do. "none": None."""
+    ``augment`` mode, a crop part and a flip part joined by "+":
+
+    * "crop": a random 32x32 window of the image zero-padded by 4; "translate": of the image
+      reflect-padded by 2 (airbench94's); neither: centred (no shift);
+    * "flip": each sample mirrored with probability 1/2, drawn per epoch; "altflip": airbench94's
+      alternating flip — a seeded half of the samples mirrored in odd epochs, the other half in
+      even ones (every image seen both ways every two epochs); neither: never mirrored.
+
+    "crop", "flip" and "crop+flip" share the same draws, so a mode only masks what the other would
+    do. "none": None."""
     if mode == "none":
         return None
+    parts = set(mode.split("+"))
+    pad = TRANSLATE if "translate" in parts else PAD
     rng = np.random.default_rng([seed, epoch, 1])
-    off = rng.integers(0, 2 * PAD + 1, size=(2, m))
+    off = rng.integers(0, 2 * pad + 1, size=(2, m))
     flip = rng.random(m) < 0.5
-    if "crop" not in mode:
-        off[:] = PAD
-    if "flip" not in mode:
+    if not parts & {"crop", "translate"}:
+        off[:] = pad
+    if "altflip" in parts:  # one draw per run, complemented every other epoch
+        flip = (np.random.default_rng([seed, 2]).random(m) < 0.5) ^ (epoch % 2 == 0)
+    elif "flip" not in parts:
         flip[:] = False
-    return AugmentPlan(dy=off[0], dx=off[1], flip=flip)
+    return AugmentPlan(dy=off[0], dx=off[1], flip=flip, pad=pad, reflect="translate" in parts)
 
 
 def augment(x: np.ndarray, plan: AugmentPlan, index: np.ndarray) -> np.ndarray:
-    """Random crop (zero pad 4) + horizontal flip of ``x`` (n, H, W, C), samples ``index`` of the plan."""
+    """Random crop of the padded image + horizontal flip of ``x`` (n, H, W, C), samples ``index`` of the plan."""
     n, h, w, _ = x.shape
-    padded = np.pad(x, ((0, 0), (PAD, PAD), (PAD, PAD), (0, 0)))  # (n, H+8, W+8, C)
+    p = plan.pad
+    padded = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), mode="reflect" if plan.reflect else "constant")
     rows = plan.dy[index][:, None] + np.arange(h)  # (n, H)
     cols = plan.dx[index][:, None] + np.arange(w)  # (n, W)
     flip = plan.flip[index]

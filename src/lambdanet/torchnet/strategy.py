@@ -103,13 +103,14 @@ def arrays(cache: dict[Any, Any], cfg: CNNConfig, dataset: Dataset) -> tuple[np.
 
 
 def _shard(model: torch.nn.Module, opt: torch.optim.Optimizer, last: EpochStats | None,
-           look: Lookahead | None) -> State:
+           look: Lookahead | None, tta: str) -> State:
     """The state after an epoch: weights, optimizer, the lookahead average (``lookahead.*``) and
     that epoch's test pass (see the module doc)."""
     shard = state_arrays(model, opt)
     if look is not None:
         shard.update(look.state_arrays())
-    if last is not None and last.test_accuracy is not None and last.test_loss is not None:
+    # only a test pass under the config's tta (the run's last epoch) stands for the finished model
+    if last is not None and last.test_accuracy is not None and last.test_loss is not None and last.tta == tta:
         shard[TEST_ACCURACY] = np.array([last.test_accuracy], np.float64)
         shard[TEST_LOSS] = np.array([last.test_loss], np.float64)
     return shard
@@ -136,7 +137,7 @@ def _worker_shard(cfg: CNNConfig, rank: int, size: int, model: torch.nn.Module, 
                   last: EpochStats | None, sync: LocalSync, look: Lookahead | None) -> State:
     """What worker ``rank`` hands back: worker 0 the whole state; under local SGD the others their
     own optimizer state, and every worker its residuals."""
-    shard = _shard(model, opt, last, look) if rank == 0 else {}
+    shard = _shard(model, opt, last, look, cfg.tta) if rank == 0 else {}
     if size > 1 and local_sgd(cfg):
         if rank > 0:
             shard.update({f"local.{rank}.{key}": v for key, v in state_arrays(model, opt).items()
@@ -208,7 +209,8 @@ class TorchDataStrategy:
         def on_epoch(stats: EpochStats) -> None:
             last[:] = [stats]
             extras.append({"train_accuracy": stats.train_accuracy, "test_accuracy": stats.test_accuracy,
-                           "test_loss": stats.test_loss, "images": stats.images, "device": dev.type})
+                           "test_loss": stats.test_loss, "tta": stats.tta, "images": stats.images,
+                           "device": dev.type})
             costs.append(stats.loss)
             seconds.append(stats.seconds)
             done = len(extras)
