@@ -13,9 +13,10 @@ training images' 2x2-patch covariance (its bias trained for 3 epochs), identity 
 the first channels of every 3x3 convolution, batch norms with a fixed scale of 1 (eps 1e-12,
 running-stat momentum 0.4), norm biases at 64x the learning rate, summed (not averaged) label-
 smoothed loss with Nesterov momentum 0.85 and a triangular schedule (0.2 -> 1 at 23 % -> 0.07),
-lookahead-style weight averaging every 5 steps from epoch 3 on, alternating flips (every image
-flipped in every other epoch) with 2-pixel reflect-padded translation, and test-time
-augmentation over mirror and one-pixel translations. bf16 autocast and channels_last as the
+lookahead-style weight averaging every 5 steps from epoch 3 on (as an earlier airbench version
+did; the published airbench94 averages from the first step, as lambdanet's ``airbench`` model
+does), alternating flips (every image flipped in every other epoch) with 2-pixel reflect-padded
+translation, and test-time augmentation over mirror and one-pixel translations. bf16 autocast and channels_last as the
 ``fast`` recipe uses them here. Prints one line per epoch and a JSON line at the end
 (``test_accuracy`` with the 6-view TTA, ``train_seconds``, ``images_per_s``). Nothing here sets
 a thread variable.

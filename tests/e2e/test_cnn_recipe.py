@@ -95,6 +95,11 @@ def test_fast_recipe_k1_equals_a_plain_pytorch_loop(services: Services, tmp_path
             opt.zero_grad()
             loss.backward()
             opt.step()
+        if epoch == 1:  # an epoch before the last is scored with one pass per image, no TTA
+            model.eval()
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=half):
+                first_loss = float(F.cross_entropy(model(_images(xt)).float(), torch.from_numpy(yt.astype(np.int64))))
+            model.train()
     want = {k: v.detach().numpy() for k, v in model.state_dict().items()}
     assert sorted(got) == sorted(want)
     for name, value in want.items():
@@ -106,8 +111,9 @@ def test_fast_recipe_k1_equals_a_plain_pytorch_loop(services: Services, tmp_path
     test_acc = float((logits.argmax(1).numpy() == yt).mean())
     assert res.test_accuracy == pytest.approx(test_acc, abs=1.5 / len(yt))
     test_loss = float(F.cross_entropy(logits, torch.from_numpy(yt.astype(np.int64))))  # of the averaged logits
-    last = services.ledger.epochs(res.run_id)[-1]
-    assert last.extra["test_loss"] == pytest.approx(test_loss, rel=1e-4)
+    first, last = services.ledger.epochs(res.run_id)
+    assert last.extra["test_loss"] == pytest.approx(test_loss, rel=1e-4) and last.extra["tta"] == "flip"
+    assert first.extra["test_loss"] == pytest.approx(first_loss, rel=1e-4) and first.extra["tta"] == "none"
 
 
 def test_the_augment_modes() -> None:
@@ -209,6 +215,31 @@ def test_flip_test_time_augmentation_scores_the_mean_logits_of_image_and_mirror(
     correct, loss = evaluate_slice(model, xt, yt, torch.device("cpu"), tta="flip")
     assert loss == pytest.approx(want_loss, rel=1e-5)
     assert correct == float((mean.argmax(1) == labels).sum())
+
+
+def test_a_run_stopped_before_its_last_epoch_is_scored_with_its_tta(services: Services, tmp_path: Path) -> None:
+    """Epochs before the last are scored with one pass; a run that stops early (here: the loss
+    threshold after epoch 1 of 3) still reports its model's accuracy under the config's ``tta``."""
+    data = write_cifar_subset(tmp_path / "cifar", n_train=100, n_test=60)
+    config = CNNConfig(model="lenet", epochs=3, batch_size=10, optimizer="adam", learning_rate=0.003,
+                       augment="none", tta="flip", threshold=100.0, seed=2)
+    res = Driver(services).train(TrainRequest(data=str(data), config=config, model_name="early", workers=1,
+                                              strategy="data", store_url="memory://early", executor="local"))
+    assert res.status == "completed" and res.epochs_run == 1
+    assert services.ledger.epochs(res.run_id)[0].extra["tta"] == "none"
+    model = build_model("lenet", n_classes=10)
+    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in
+                           services.registry.load(res.model).weights.items()})
+    model.eval()
+    _, _, xt, yt = cifar_subset(n_train=100, n_test=60)
+    with torch.no_grad():
+        images = _images(xt)
+        alone = model(images).argmax(1).numpy()
+        mirrored = (model(images) + model(torch.flip(images, dims=(3,)))).argmax(1).numpy()
+    assert not np.array_equal(alone, mirrored)  # the two scorings differ on this model
+    assert res.test_accuracy == pytest.approx(float((mirrored == yt).mean()))
+    # the epoch's one-pass score is not what stands for the model: finish scored it again
+    assert services.registry.load(res.model).metadata["evaluation"]["test_accuracy_method"] == "scored_at_finish"
 
 
 def test_flip_translate_tta_scores_airbench_six_view_mean() -> None:
