@@ -28,7 +28,7 @@ from lambdanet.services import Services
 from lambdanet.settings import Settings
 from lambdanet.torchnet.models import build_model
 from lambdanet.torchnet.train import learning_rate_at
-from tests.support.cnn import cifar_subset, write_cifar_subset
+from tests.support.cnn import cifar_subset, plain_images, write_cifar_subset
 
 AIRBENCH = CNNConfig(model="airbench", epochs=2, batch_size=25, optimizer="sgd", learning_rate=0.2, momentum=0.85,
                      nesterov=True, weight_decay=1e-3, label_smoothing=0.2, lr_schedule="warmup_decay", warmup=0.23,
@@ -42,15 +42,9 @@ def services(home: Path):
     s.close()
 
 
-def _images(x: np.ndarray) -> torch.Tensor:
-    """uint8 (n, H, W, 3) -> float (n, 3, H, W): x / 255, minus 0.5, over 0.5."""
-    t = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).to(torch.float32)
-    return (t / 255.0 - 0.5) / 0.5
-
-
 def test_the_whitening_layer_decorrelates_the_training_patches() -> None:
     x = cifar_subset(n_train=300, n_test=1)[0]
-    images = _images(x)
+    images = plain_images(x)
     model = build_model("airbench", seed=0)
     model.initialise_from(images)  # type: ignore[operator]
     # numpy's reference: every 2x2 patch as (c, dy, dx)-ordered 12 values, by a loop over offsets
@@ -100,7 +94,7 @@ def _plain_airbench_loop(x: np.ndarray, y: np.ndarray, whiten: torch.Tensor) -> 
         perm = np.random.default_rng([cfg.seed, epoch]).permutation(m)
         for i in range(steps):
             idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            loss = F.cross_entropy(model(_images(x[idx])), torch.from_numpy(y[idx].astype(np.int64)),
+            loss = F.cross_entropy(model(plain_images(x[idx])), torch.from_numpy(y[idx].astype(np.int64)),
                                    label_smoothing=0.2)
             step += 1
             rate = float(np.interp(step, [0, peak, total + 1], [0.2, 1.0, 0.07])) * cfg.learning_rate

@@ -26,7 +26,7 @@ from lambdanet.services import Services
 from lambdanet.settings import Settings
 from lambdanet.torchnet.data import PAD, augment, augment_plan
 from lambdanet.torchnet.models import build_model, count_parameters
-from tests.support.cnn import cifar_subset, write_cifar_subset
+from tests.support.cnn import cifar_subset, plain_images, write_cifar_subset
 
 
 @pytest.fixture
@@ -34,12 +34,6 @@ def services(home: Path):
     s = Services.open(Settings.from_env(notifier_url="console://"))
     yield s
     s.close()
-
-
-def _images(x: np.ndarray) -> torch.Tensor:
-    """uint8 (n, H, W, 3) -> float (n, 3, H, W): x / 255, minus 0.5, over 0.5."""
-    t = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).to(torch.float32)
-    return (t / 255.0 - 0.5) / 0.5
 
 
 def _rate(cfg: CNNConfig, step: int, total: int) -> float:
@@ -88,7 +82,7 @@ def test_fast_recipe_k1_equals_a_plain_pytorch_loop(services: Services, tmp_path
             xb = x[idx].copy()
             xb[mirrored[idx]] = xb[mirrored[idx]][:, :, ::-1]
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=half):
-                logits = model(_images(xb)).float()
+                logits = model(plain_images(xb)).float()
             loss = F.cross_entropy(logits, torch.from_numpy(y[idx].astype(np.int64)), label_smoothing=0.2)
             for group in opt.param_groups:
                 group["lr"] = _rate(FAST, (epoch - 1) * steps + i + 1, 2 * steps)
@@ -98,7 +92,8 @@ def test_fast_recipe_k1_equals_a_plain_pytorch_loop(services: Services, tmp_path
         if epoch == 1:  # an epoch before the last is scored with one pass per image, no TTA
             model.eval()
             with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=half):
-                first_loss = float(F.cross_entropy(model(_images(xt)).float(), torch.from_numpy(yt.astype(np.int64))))
+                one_pass = model(plain_images(xt)).float()
+            first_loss = float(F.cross_entropy(one_pass, torch.from_numpy(yt.astype(np.int64))))
             model.train()
     want = {k: v.detach().numpy() for k, v in model.state_dict().items()}
     assert sorted(got) == sorted(want)
@@ -106,7 +101,7 @@ def test_fast_recipe_k1_equals_a_plain_pytorch_loop(services: Services, tmp_path
         np.testing.assert_allclose(got[name], value, rtol=1e-4, atol=1e-5, err_msg=name)
     model.eval()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=half):
-        images = _images(xt)
+        images = plain_images(xt)
         logits = ((model(images) + model(torch.flip(images, dims=(3,)))) / 2).float()  # flip test-time augmentation
     test_acc = float((logits.argmax(1).numpy() == yt).mean())
     assert res.test_accuracy == pytest.approx(test_acc, abs=1.5 / len(yt))
@@ -207,7 +202,7 @@ def test_flip_test_time_augmentation_scores_the_mean_logits_of_image_and_mirror(
     model = build_model("lenet", n_classes=10, seed=1).eval()
     labels = torch.from_numpy(yt.astype(np.int64))
     with torch.no_grad():
-        images = _images(xt)
+        images = plain_images(xt)
         alone = model(images)
         mean = (alone + model(torch.flip(images, dims=(3,)))) / 2
     want_loss = float(F.cross_entropy(mean, labels, reduction="sum"))
@@ -233,7 +228,7 @@ def test_a_run_stopped_before_its_last_epoch_is_scored_with_its_tta(services: Se
     model.eval()
     _, _, xt, yt = cifar_subset(n_train=100, n_test=60)
     with torch.no_grad():
-        images = _images(xt)
+        images = plain_images(xt)
         alone = model(images).argmax(1).numpy()
         mirrored = (model(images) + model(torch.flip(images, dims=(3,)))).argmax(1).numpy()
     assert not np.array_equal(alone, mirrored)  # the two scorings differ on this model
@@ -254,13 +249,13 @@ def test_flip_translate_tta_scores_airbench_six_view_mean() -> None:
     padded = np.pad(xt, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")  # (n, 34, 34, 3)
     views = [xt, padded[:, :32, :32], padded[:, 2:, 2:]]  # the image, shifted by (+1, +1) and (-1, -1)
     with torch.no_grad():
-        flip_means = [(model(_images(v)) + model(_images(v[:, :, ::-1]))) / 2 for v in views]
+        flip_means = [(model(plain_images(v)) + model(plain_images(v[:, :, ::-1]))) / 2 for v in views]
     want = 0.5 * flip_means[0] + 0.25 * flip_means[1] + 0.25 * flip_means[2]
     want_loss = float(F.cross_entropy(want, labels, reduction="sum"))
     assert abs(want_loss - float(F.cross_entropy(flip_means[0], labels, reduction="sum"))) > 1e-3  # shifts matter
     assert float((flip_means[1] - flip_means[2]).abs().max()) > 1e-3  # and the two shifts differ
     with torch.no_grad():
-        got = predict_logits(model, _images(xt), "flip+translate")
+        got = predict_logits(model, plain_images(xt), "flip+translate")
     np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-6)
     correct, loss = evaluate_slice(model, xt, yt, torch.device("cpu"), tta="flip+translate")
     assert loss == pytest.approx(want_loss, rel=1e-5)

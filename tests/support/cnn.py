@@ -16,6 +16,7 @@ import functools
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from lambdanet.config import CNNConfig
 from lambdanet.registry import ModelRegistry, ModelVersion
@@ -41,6 +42,13 @@ def cifar_subset(
     """(x_train, y_train, x_test, y_test): shuffled subsets (cached; do not modify the arrays)."""
     d = _cached(str(folder or cifar_dir()), n_train, n_test, seed)
     return d.x_train, d.y_train, d.x_test, d.y_test
+
+
+def plain_images(x: np.ndarray) -> torch.Tensor:
+    """uint8 (n, H, W, 3) -> float (n, 3, H, W): x / 255, minus 0.5, over 0.5 — written here, not
+    lambdanet's ``to_tensor``."""
+    t = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).to(torch.float32)
+    return (t / 255.0 - 0.5) / 0.5
 
 
 def write_cifar_subset(folder: str | Path, n_train: int = 200, n_test: int = 100) -> Path:

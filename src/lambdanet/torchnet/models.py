@@ -35,6 +35,8 @@ lookahead weight averaging and airbench's learning-rate triangle (config keys ``
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from itertools import pairwise
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -131,6 +133,11 @@ class VGG11BN(nn.Module):
         return out
 
 
+def _chain(block: Callable[[int, int], nn.Module], widths: tuple[int, ...]) -> nn.Sequential:
+    """Blocks from ``widths[0]`` through each of the following widths in turn."""
+    return nn.Sequential(*(block(c_in, c_out) for c_in, c_out in pairwise(widths)))
+
+
 class _FastBlock(nn.Module):
     """conv 3x3 → max-pool 2 → BN → GELU → conv 3x3 → BN → GELU (airbench's ConvGroup)."""
 
@@ -159,14 +166,9 @@ class FastNet(nn.Module):
     def __init__(self, n_classes: int = 10) -> None:
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.GELU())
-        blocks: list[nn.Module] = []
-        c_in = 32
-        for width in self.WIDTHS:
-            blocks.append(_FastBlock(c_in, width))
-            c_in = width
-        self.blocks = nn.Sequential(*blocks)
+        self.blocks = _chain(_FastBlock, (32, *self.WIDTHS))
         self.fit = nn.AdaptiveMaxPool2d(1)
-        self.head = nn.Linear(c_in, n_classes, bias=False)
+        self.head = nn.Linear(self.WIDTHS[-1], n_classes, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.stem(x))  # (N, 256, H/8, W/8)
@@ -212,15 +214,10 @@ class AirbenchNet(nn.Module):
         super().__init__()
         self.whiten = nn.Conv2d(3, 24, 2, bias=True)
         self.whiten.weight.requires_grad_(False)
-        blocks: list[nn.Module] = []
-        c_in = 24
-        for width in self.WIDTHS:
-            blocks.append(_AirbenchBlock(c_in, width))
-            c_in = width
-        self.blocks = nn.Sequential(*blocks)
+        self.blocks = _chain(_AirbenchBlock, (24, *self.WIDTHS))
         self.act = nn.GELU()
         self.fit = nn.AdaptiveMaxPool2d(1)  # airbench's MaxPool2d(3) over the 3x3 map at 32x32
-        self.head = nn.Linear(c_in, n_classes, bias=False)
+        self.head = nn.Linear(self.WIDTHS[-1], n_classes, bias=False)
 
     def initialise_from(self, images: torch.Tensor) -> None:
         """Whitening filters: the eigenvectors of the 2x2-patch covariance of ``images`` (n, 3, H, W),
