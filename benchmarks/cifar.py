@@ -18,7 +18,8 @@ memory store). For each, two fresh processes on the same ``.npz`` files:
 * :data:`PLAIN_SCRIPT`: what a user writes without lambdanet — the same network definition
   (imported: the loop is what is compared, not the layers), the same optimizer, schedule, label
   smoothing, augmentation, lookahead, bf16 autocast / channels_last where the recipe says,
-  the recipe's test-time augmentation; torch's defaults otherwise, numpy's ``default_rng`` per epoch.
+  the recipe's test-time augmentation on the last epoch (one pass before it, as lambdanet scores);
+  torch's defaults otherwise, numpy's ``default_rng`` per epoch.
 
 Columns: epochs, the process's wall time, training images/s (images x epochs over the epochs'
 seconds — each epoch's training and its test pass, from the ledger for lambdanet and timed in the
@@ -82,11 +83,11 @@ if half and cfg["model"] in ("fast", "airbench"):
     model = model.to(memory_format=torch.channels_last)
 lr, wd = cfg.get("learning_rate", 1e-3), cfg.get("weight_decay", 0.0)
 # airbench: the batch norms' biases at 64x the rate and 1/64 the weight decay
-fast_biases = [p for n, p in model.named_parameters() if p.requires_grad and cfg["model"] == "airbench"
+norm_biases = [p for n, p in model.named_parameters() if p.requires_grad and cfg["model"] == "airbench"
                and n.startswith("blocks") and n.endswith("bias")]
-rest = [p for p in model.parameters() if p.requires_grad and all(p is not q for q in fast_biases)]
+rest = [p for p in model.parameters() if p.requires_grad and all(p is not q for q in norm_biases)]
 groups = [{"params": rest, "lr": lr, "weight_decay": wd}]
-groups += [{"params": fast_biases, "lr": lr * 64, "weight_decay": wd / 64}] if fast_biases else []
+groups += [{"params": norm_biases, "lr": lr * 64, "weight_decay": wd / 64}] if norm_biases else []
 if cfg.get("optimizer", "adam") == "sgd":
     opt = torch.optim.SGD(groups, lr=lr, momentum=cfg.get("momentum", 0.9), nesterov=cfg.get("nesterov", False))
 else:
@@ -105,7 +106,7 @@ augment, smoothing, tta = cfg.get("augment", "crop+flip"), cfg.get("label_smooth
 def images(a):  # uint8 (n, H, W, 3) -> float (n, 3, H, W), x / 255 normalised with mean = std = 0.5
     return (torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
 
-def scores(xb):  # the logits under the recipe's test-time augmentation (a sum: only the argmax is used)
+def scores(xb, tta):  # the logits under a test-time augmentation (a sum: only the argmax is used)
     if tta == "none":
         return model(xb)
     mirrored = model(xb) + model(torch.flip(xb, dims=(3,)))
@@ -161,7 +162,7 @@ for epoch in range(1, epochs + 1):
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=half):
         for i in range(0, len(yt), 250):
             xb = images(xt[i:i + 250])
-            logits = scores(xb)
+            logits = scores(xb, tta if epoch == epochs else "none")  # the recipe's views on the last epoch
             correct += int((logits.argmax(1) == yt[i:i + 250]).sum())
     accuracy = correct / len(yt)
     epoch_seconds.append(time.perf_counter() - e0)
