@@ -374,12 +374,20 @@ def print_pair(recipe: Recipe, epochs: int, rows: dict[str, Row], quick: bool) -
               f"{row.images_per_s:9.0f} {ratio:>6} {row.test_accuracy:8.4f}  {mark}", flush=True)
 
 
+def positive(text: str) -> int:
+    """``--repeat``'s value: a whole number >= 1 (argparse turns the error into one line, exit 2)."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--recipes", default="fast,fast@2,lenet", help="comma-separated NAME[@EPOCHS][xK]")
     ap.add_argument("--quick", action="store_true", help="5,000 train / 1,000 test images, 1 epoch each")
     ap.add_argument("--skip-plain", action="store_true", help="only the lambdanet rows")
-    ap.add_argument("--repeat", type=int, default=1, metavar="N", help="N pairs of runs per recipe; the median ratio")
+    ap.add_argument("--repeat", type=positive, default=1, metavar="N",
+                    help="N pairs of runs per recipe: the median ratio")
     ap.add_argument("--precision", action="store_true", help="training-step images/s per numeric mode, then exit")
     ap.add_argument("--tta", metavar="MODEL", help="a registered model's test accuracy under each tta, then exit")
     args = ap.parse_args(argv)
@@ -405,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
             config = RECIPES / f"{recipe.name}.json"
             epochs = 1 if args.quick else recipe.epochs or int(json.loads(config.read_text())["epochs"])
             ratios = []
-            for attempt in range(max(1, args.repeat)):
+            for attempt in range(args.repeat):
                 # alternate who goes first, between recipes and between repeats
                 sides = ["lambdanet", "plain"] if (n + attempt) % 2 == 0 else ["plain", "lambdanet"]
                 rows: dict[str, Row] = {}
