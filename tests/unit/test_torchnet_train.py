@@ -16,6 +16,7 @@ from lambdanet.errors import ConfigError, DataError
 from lambdanet.stores.memory import MemoryStore
 from lambdanet.torchnet.checkpoint import load_bytes, load_state_arrays, save_bytes, state_arrays
 from lambdanet.torchnet.flat import flat_params
+from lambdanet.torchnet.lookahead import Lookahead
 from lambdanet.torchnet.models import build_model
 from lambdanet.torchnet.train import (
     TrainOutcome,
@@ -117,6 +118,34 @@ def test_state_arrays_roundtrip_includes_optimizer_and_bn() -> None:
     assert np.array_equal(flat_params(other), flat_params(model))
     assert torch.equal(opt2.state_dict()["state"][0]["momentum_buffer"],
                        opt.state_dict()["state"][0]["momentum_buffer"])
+
+
+def test_restored_state_keeps_the_channels_last_layout_of_the_weights() -> None:
+    # a checkpoint is saved contiguous; restored beside channels_last weights, the momentum
+    # buffers and the lookahead average must take the weights' strides (else every step's
+    # update is a strided gather), with the same values
+    cfg = CNNConfig(model="airbench", epochs=1, optimizer="sgd", lookahead=True)
+    model = build_model("airbench", seed=0).to(memory_format=torch.channels_last)
+    opt = make_optimizer(model, cfg)
+    model(torch.randn(4, 3, 32, 32)).sum().backward()
+    opt.step()
+    arrays = {**state_arrays(model, opt), **Lookahead.start(model).state_arrays()}
+    other = build_model("airbench", seed=5).to(memory_format=torch.channels_last)
+    opt2 = make_optimizer(other, cfg)
+    load_state_arrays(arrays, other, opt2)
+    look = Lookahead.from_state(arrays, other)
+    convs = [p for p in other.parameters() if p.dim() == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    trained = [(new, old) for new, old in zip(other.parameters(), model.parameters(), strict=True)
+               if old in opt.state]  # (the frozen whitening filters have no optimizer state)
+    assert any(new.dim() == 4 for new, _ in trained)
+    for new, old in trained:
+        buffer = opt2.state[new]["momentum_buffer"]
+        assert buffer.stride() == new.stride()
+        assert torch.equal(buffer, opt.state[old]["momentum_buffer"])
+    weights = other.state_dict()
+    for key, avg in look.average.items():
+        assert avg.stride() == weights[key].stride() and torch.equal(avg, weights[key])
 
 
 def test_bad_checkpoints_are_data_errors() -> None:

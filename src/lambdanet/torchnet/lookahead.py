@@ -56,7 +56,8 @@ class Lookahead:
         current = _float_state(model)
         if set(saved) != set(current):
             raise DataError("checkpoint's lookahead average does not match the model")
-        return cls({k: torch.from_numpy(np.array(saved[k])).to(v.device, v.dtype).reshape(v.shape)
+        # empty_like keeps each tensor's layout (channels_last weights), so averaging is not strided
+        return cls({k: torch.empty_like(v).copy_(torch.from_numpy(np.array(saved[k])).reshape(v.shape))
                     for k, v in current.items()})
 
     def after_step(self, model: nn.Module, step: int, total: int) -> None:
