@@ -121,7 +121,7 @@ def scores(xb, tta):  # the logits under a test-time augmentation (a sum: only t
     shifts = [p[:, :, :h, :w], p[:, :, 2:, 2:]]
     return 2 * mirrored + sum(model(s) + model(torch.flip(s, dims=(3,))) for s in shifts)
 
-parts = set(augment.split("+"))
+parts, cut = set(augment.split("+")), cfg.get("cutout", 0)
 alternate = np.random.default_rng([seed, 2]).random(len(y)) < 0.5  # "altflip": mirrored in odd epochs
 
 def jitter(a, idx, rng, epoch):  # a random crop ("crop": zero pad 4; "translate": reflect pad 2) and flips
@@ -134,7 +134,12 @@ def jitter(a, idx, rng, epoch):  # a random crop ("crop": zero pad 4; "translate
     flip = (alternate[idx] ^ (epoch % 2 == 0) if "altflip" in parts
             else rng.random(n) < 0.5 if "flip" in parts else np.zeros(n, bool))
     cols[flip] = cols[flip][:, ::-1]
-    return padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    out = padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    if cut:  # "cutout": a mid-grey cut x cut square wholly inside each image
+        top, left = rng.integers(0, h - cut + 1, n), rng.integers(0, w - cut + 1, n)
+        for k in range(n):
+            out[k, top[k]:top[k] + cut, left[k]:left[k] + cut] = 128
+    return out
 
 epoch_seconds, accuracy = [], None
 t1 = time.perf_counter()
@@ -145,7 +150,7 @@ for epoch in range(1, epochs + 1):
     perm = rng.permutation(len(y))
     for i in range(0, len(y), bs):
         idx = perm[i:i + bs]
-        xb = x[idx] if augment == "none" else jitter(x[idx], idx, rng, epoch)
+        xb = x[idx] if augment == "none" and not cut else jitter(x[idx], idx, rng, epoch)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=half):
             logits = model(images(xb)).float()
         loss = F.cross_entropy(logits, y[idx], label_smoothing=smoothing)

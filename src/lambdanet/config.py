@@ -197,6 +197,9 @@ class CNNConfig(_Frozen):
     # "translate" / "altflip": airbench94's 2-pixel reflect-padded shift / alternating flip
     augment: Annotated[Literal["none", "crop", "flip", "crop+flip", "translate", "altflip", "translate+flip",
                                "crop+altflip", "translate+altflip"], BeforeValidator(_augment)] = "crop+flip"
+    # airbench96's cutout: a grey square of this side over each training image (0: none); it must
+    # be smaller than the images' side (checked against the data)
+    cutout: int = Field(default=0, ge=0, le=1024)
     threshold: float = Field(default=0.0, ge=0)  # early stop on the epoch's train loss
     report_every: int = Field(default=1, gt=0)
     limit_train: int | None = Field(default=None, gt=0)  # use the first N shuffled samples

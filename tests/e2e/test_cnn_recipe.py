@@ -155,6 +155,32 @@ def test_translate_and_alternating_flip() -> None:
         assert np.array_equal(mirrored[k], x[k][:, ::-1] if flips[1][k] else x[k])
 
 
+def test_cutout_lays_one_grey_square_inside_each_image_and_keeps_the_crops_and_flips() -> None:
+    """airbench96's cutout: over the same crop and flip as without it, one 5x5 square of grey
+    (128) wholly inside each 12x10 image, everything else untouched; the square's place is drawn
+    per sample and per epoch, and a worker's slice gets its samples' squares."""
+    x = np.random.default_rng(2).integers(0, 120, size=(200, 12, 10, 3), dtype=np.uint8)  # never 128
+    idx = np.arange(200)
+    plain = augment(x, augment_plan(200, seed=4, epoch=1, mode="translate+altflip"), idx)  # type: ignore[arg-type]
+    plan = augment_plan(200, seed=4, epoch=1, mode="translate+altflip", cutout=5)
+    assert plan is not None
+    out = augment(x, plan, idx)
+    corners = set()
+    for k in range(200):  # a plain loop: where do the two images differ?
+        grey = np.all(out[k] == 128, axis=2)  # (H, W)
+        rows, cols = np.nonzero(grey)
+        assert len(rows) == 25 and rows.max() - rows.min() == 4 and cols.max() - cols.min() == 4
+        corners.add((int(rows.min()), int(cols.min())))
+        keep = ~grey
+        assert np.array_equal(out[k][keep], plain[k][keep])
+    assert {r for r, _ in corners} == set(range(12 - 5 + 1)) and {c for _, c in corners} == set(range(10 - 5 + 1))
+    halves = np.concatenate([augment(x[:70], plan, idx[:70]), augment(x[70:], plan, idx[70:])])
+    assert np.array_equal(halves, out)
+    again = augment(x, augment_plan(200, seed=4, epoch=2, mode="none", cutout=5), idx)  # type: ignore[arg-type]
+    assert not np.array_equal(np.all(again == 128, axis=3), np.all(out == 128, axis=3))
+    assert np.array_equal(again[again != 128], x[again != 128])  # mode "none": nothing but the square
+
+
 def test_augment_values_and_the_old_booleans() -> None:
     base = {"model": "lenet", "epochs": 1}
     assert parse_config(base).augment == "crop+flip"  # the default for CNN configs

@@ -194,3 +194,19 @@ def test_bad_image_size_is_one_line_and_exit_2(photos: Path, tmp_path: Path, val
     line = one_error_line(cli(home, "train", str(photos / "photos"), "--params", str(params)))
     assert line == f"bad.json: {needle}"
     assert not (home / "objects" / "runs").exists()
+
+
+@pytest.mark.parametrize(("value", "needle"), [
+    (-1, "cutout: Input should be greater than or equal to 0 (got -1)"),
+    (1025, "cutout: Input should be less than or equal to 1024 (got 1025)"),
+    ("big", "cutout: Input should be a valid integer, unable to parse string as an integer (got 'big')"),
+    (32, "cutout: 32 must be smaller than the images' side 32 (airbench96 uses 12 on 32x32 images; 0 turns it off)"),
+])
+def test_bad_cutout_is_one_line_and_exit_2(photos: Path, tmp_path: Path, value: Any, needle: str) -> None:
+    params = tmp_path / "bad.json"
+    params.write_text(json.dumps({**CNN, "cutout": value}))
+    home = tmp_path / "home"
+    line = one_error_line(cli(home, "train", str(photos / "photos"), "--params", str(params)))
+    source = str(photos / "photos") if value == 32 else "bad.json"  # the data's check, else the config's
+    assert line == f"{source}: {needle}"
+    assert not (home / "objects" / "runs").exists()

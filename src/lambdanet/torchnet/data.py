@@ -5,6 +5,7 @@ Usage::
     data = load_cifar10("../shared/datasets/cifar10", limit_train=200, limit_test=100)
     batches = minibatches(len(data.y_train), 100, seed=0, epoch=3)     # list of index arrays
     plan = augment_plan(len(data.y_train), seed=0, epoch=3)            # per-sample crop/flip
+    plan = augment_plan(len(data.y_train), 0, 3, cutout=12)            # … and a 12x12 grey square
     xb = augment(data.x_train[idx], plan, idx)                         # uint8 (n, 32, 32, 3)
     t = to_tensor(xb)                                                   # float (n, 3, 32, 32)
 
@@ -14,6 +15,8 @@ channel), shared by training and :class:`~lambdanet.torchnet.predictor.CNNPredic
 Augmentation draws (dy, dx, flip) for *every* sample of an epoch from
 ``np.random.default_rng([seed, epoch, 1])`` and indexes it by sample number, so the augmented
 input of a sample depends only on (seed, epoch, sample index) — never on which worker holds it.
+Cutout squares are drawn from ``default_rng([seed, epoch, 3])``, a stream of their own, so
+adding cutout leaves the crops and flips of a config unchanged.
 """
 
 from __future__ import annotations
@@ -101,6 +104,7 @@ def minibatches(m: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarr
 
 
 TRANSLATE = 2  # "translate": airbench94's shift of up to 2 pixels, reflect-padded
+CUTOUT_FILL = 128  # mid-grey: 0 after the (x / 255 - 0.5) / 0.5 normalisation, as airbench96 fills
 
 
 @dataclass(frozen=True)
@@ -110,9 +114,12 @@ class AugmentPlan:
     flip: np.ndarray  # bool (m,)
     pad: int = PAD  # pixels added on every side before the crop
     reflect: bool = False  # mirror the border into the padding (else zeros)
+    cutout: int = 0  # side of the grey square laid over each augmented image (0: none)
+    cutout_u: np.ndarray | None = None  # float (m,) in [0, 1): the square's corner, as a share of
+    cutout_v: np.ndarray | None = None  # the free rows / columns (the image size is known later)
 
 
-def augment_plan(m: int, seed: int, epoch: int, mode: str = "crop+flip") -> AugmentPlan | None:
+def augment_plan(m: int, seed: int, epoch: int, mode: str = "crop+flip", cutout: int = 0) -> AugmentPlan | None:
     """Crop offsets and flips for every sample of an epoch (worker-independent) — the config's
     ``augment`` mode, a crop part and a flip part joined by "+":
 
@@ -123,8 +130,10 @@ def augment_plan(m: int, seed: int, epoch: int, mode: str = "crop+flip") -> Augm
       even ones (every image seen both ways every two epochs); neither: never mirrored.
 
     "crop", "flip" and "crop+flip" share the same draws, so a mode only masks what the other would
-    do. "none": None."""
-    if mode == "none":
+    do. ``cutout`` > 0 adds airbench96's cutout (DeVries & Taylor 2017): a ``cutout`` x ``cutout``
+    square of :data:`CUTOUT_FILL` grey at a uniform position wholly inside each image, after the
+    crop and flip. "none" without cutout: None."""
+    if mode == "none" and cutout == 0:
         return None
     parts = set(mode.split("+"))
     pad = TRANSLATE if "translate" in parts else PAD
@@ -137,11 +146,14 @@ def augment_plan(m: int, seed: int, epoch: int, mode: str = "crop+flip") -> Augm
         flip = (np.random.default_rng([seed, 2]).random(m) < 0.5) ^ (epoch % 2 == 0)
     elif "flip" not in parts:
         flip[:] = False
-    return AugmentPlan(dy=off[0], dx=off[1], flip=flip, pad=pad, reflect="translate" in parts)
+    corners = np.random.default_rng([seed, epoch, 3]).random((2, m)) if cutout else (None, None)
+    return AugmentPlan(dy=off[0], dx=off[1], flip=flip, pad=pad, reflect="translate" in parts,
+                       cutout=cutout, cutout_u=corners[0], cutout_v=corners[1])
 
 
 def augment(x: np.ndarray, plan: AugmentPlan, index: np.ndarray) -> np.ndarray:
-    """Random crop of the padded image + horizontal flip of ``x`` (n, H, W, C), samples ``index`` of the plan."""
+    """Random crop of the padded image + horizontal flip (+ cutout) of ``x`` (n, H, W, C), samples
+    ``index`` of the plan."""
     n, h, w, _ = x.shape
     p = plan.pad
     padded = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), mode="reflect" if plan.reflect else "constant")
@@ -150,4 +162,11 @@ def augment(x: np.ndarray, plan: AugmentPlan, index: np.ndarray) -> np.ndarray:
     flip = plan.flip[index]
     cols[flip] = cols[flip][:, ::-1]
     out: np.ndarray = padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]  # (n, H, W, C)
+    if plan.cutout and plan.cutout_u is not None and plan.cutout_v is not None:
+        size = plan.cutout
+        top = (plan.cutout_u[index] * (h - size + 1)).astype(np.int64)  # (n,) in 0..h - size
+        left = (plan.cutout_v[index] * (w - size + 1)).astype(np.int64)  # (n,)
+        in_rows = (np.arange(h) >= top[:, None]) & (np.arange(h) < top[:, None] + size)  # (n, H)
+        in_cols = (np.arange(w) >= left[:, None]) & (np.arange(w) < left[:, None] + size)  # (n, W)
+        out[in_rows[:, :, None] & in_cols[:, None, :]] = CUTOUT_FILL
     return out

@@ -171,6 +171,10 @@ class TorchDataStrategy:
             raise DataError(f"{dataset.source}: the {config.model} model takes RGB images of at least "
                             f"{side}x{side} (m, H, W, 3); this data set has samples of shape {shape} "
                             f"(set image_size in the config to resize them)")
+        if config.cutout >= min(shape[:2]):
+            raise ConfigError(f"{dataset.source}: cutout: {config.cutout} must be smaller than the images' side "
+                              f"{min(shape[:2])} "
+                              f"(airbench96 uses 12 on 32x32 images; 0 turns it off)")
         if dataset.n_classes < 2:
             raise DataError(f"{dataset.source}: a classifier needs at least 2 classes, found {dataset.n_classes}")
         top = int(dataset.y_train.max()) if len(dataset.y_train) else 0

@@ -435,7 +435,7 @@ def train_epochs(
     model.train()
     for epoch in range(start_epoch + 1, start_epoch + epochs + 1):
         t0 = time.perf_counter()
-        plan = augment_plan(m, cfg.seed, epoch, cfg.augment)
+        plan = augment_plan(m, cfg.seed, epoch, cfg.augment, cfg.cutout)
         batches = minibatches(m, cfg.batch_size, cfg.seed, epoch)
         if collective is None or size == 1:
             loss_total, correct_total = _local_epoch(model, opt, x, labels, batches, plan, dev, cfg, epoch, look)
