@@ -3,7 +3,7 @@ PyTorch script of the same recipe, in one run.
 
     python benchmarks/cifar.py                         # fast (10 epochs), fast --epochs 2, lenet
     python benchmarks/cifar.py --recipes fast@2,fast@2x2   # the K = 2 check: 2 epochs, K = 1 and K = 2
-    python benchmarks/cifar.py --recipes vgg11_bn      # VGG11-bn's 40 epochs (about 90 min on 2 bf16 cores)
+    python benchmarks/cifar.py --recipes vgg11_bn      # VGG11-bn's 50 epochs (about 110 min on 2 bf16 cores)
     python benchmarks/cifar.py --recipes airbench      # the airbench recipe (whitening, lookahead, …)
     python benchmarks/cifar.py --quick                 # a check: 5,000 / 1,000 images, 1 epoch each
     python benchmarks/cifar.py --recipes airbench@2 --repeat 3   # 3 pairs of runs, the median ratio
