@@ -66,8 +66,8 @@ def load_state_tensors(
 def _match_parameter_layouts(opt: torch.optim.Optimizer) -> None:
     """Each per-parameter state tensor in its parameter's memory layout. ``load_state_dict``
     keeps the saved (contiguous) strides; a contiguous momentum buffer beside channels_last
-    weights makes every step's update a strided gather (measured on 2 cores: an SGD step of the
-    airbench model 8.3 ms against 2.5 ms, of VGG11-bn 60 ms against 36 ms)."""
+    weights makes every step's update a strided gather (measured on a busy 2-core machine: an SGD
+    step of the airbench model 8.3 ms against 2.5 ms, of a channels_last VGG11-bn 60 against 36 ms)."""
     for group in opt.param_groups:
         for param in group["params"]:
             slots = opt.state.get(param, {})
